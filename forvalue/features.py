@@ -1,0 +1,449 @@
+"""Forward pass -> per-sample For-Value features.
+
+For scored positions k of a sample, with target y_k, hidden state h_k (the input of lm_head,
+after the final norm) and p_k = softmax(W h_k), the sample's lm_head log-likelihood gradient is
+
+    G = sum_k (e_{y_k} - p_k) h_k^T          (|V| x d)
+
+Representations computed here:
+- sparse (stored): rows of G on a support (targets + top-k predicted tokens per position), with the
+  hidden side projected by a seeded Gaussian d x r matrix (r=None keeps d);
+- dense: rows of G on a vocabulary subset (all of it for ``full``, the tokens of the compared texts
+  for ``exact``), held in memory for one batch at a time;
+- emb: sum of h_k over scored positions (the paper's alpha = 1 ablation).
+
+Logits, log-sum-exp and top-k are computed over chunks of positions: no batch x sequence x
+vocabulary tensor is ever held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .data import DataError, Sample
+
+FEATURE_VERSION = "1"
+# Elements of one logits chunk (positions x vocabulary): 8M floats = 32 MB in fp32.
+LOGIT_CHUNK_ELEMENTS = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    positions: str = "response"  # "response" (SFT loss tokens) or "all" (every next-token position)
+    k: int = 8                   # top-k predicted tokens added to each position's support
+    r: int | None = 64           # projection width of the hidden side; None keeps d
+    seed: int = 0                # seed of the projection matrix
+    chat_template: bool = True   # render prompt/response with the tokenizer's chat template
+    max_length: int | None = None
+
+    def __post_init__(self):
+        if self.positions not in ("response", "all"):
+            raise ValueError(f"positions must be 'response' or 'all', not {self.positions!r}")
+        if self.k < 0:
+            raise ValueError("k must be >= 0")
+        if self.r is not None and self.r < 1:
+            raise ValueError("r must be >= 1 or None")
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"version": FEATURE_VERSION}
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- encoding
+@dataclass
+class Encoded:
+    """Token ids of one sample and where its scored targets start."""
+
+    index: int
+    input_ids: list[int]
+    response_start: int  # first target index t counted under positions="response"
+    extra: dict = field(default_factory=dict)  # model inputs beyond input_ids (VLM pixel values ...)
+
+    def target_range(self, positions: str) -> tuple[int, int]:
+        start = 1 if positions == "all" else max(1, self.response_start)
+        return start, len(self.input_ids)
+
+
+def _ids(tokenizer, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def _eos(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def render(sample: Sample, tokenizer, chat_template: bool = True) -> tuple[str, str, bool]:
+    """(prompt string, response string, strings carry their own special tokens)."""
+    if sample.kind == "text":
+        return "", sample.text, False
+    if sample.kind == "messages":
+        history, last = sample.messages[:-1], sample.messages[-1]
+    else:
+        history, last = [{"role": "user", "content": sample.prompt}], {"role": "assistant", "content": sample.response}
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(history + [last], tokenize=False)
+        if full.startswith(prompt):
+            return prompt, full[len(prompt):], True
+    if sample.kind == "messages":
+        prompt = "".join(f"{m['role']}: {m['content']}\n" for m in history) + "assistant: "
+        return prompt, last["content"], False
+    return sample.prompt, sample.response, False
+
+
+def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len: int | None) -> Encoded:
+    prompt, response, templated = render(sample, tokenizer, config.chat_template)
+    if templated:
+        p_ids = _ids(tokenizer, prompt, False)
+        r_ids = _ids(tokenizer, response, False)
+    else:
+        p_ids = _ids(tokenizer, prompt, True) if prompt else []
+        r_ids = _ids(tokenizer, response, not prompt) + _eos(tokenizer)
+    ids = p_ids + r_ids
+    fld = {"text": "text", "messages": "messages"}.get(sample.kind, "response")
+    if len(ids) < 2:
+        raise DataError(sample.source, sample.row, fld, "too short: needs at least two tokens")
+    if len(r_ids) == 0:
+        raise DataError(sample.source, sample.row, fld, "empty response after tokenization")
+    if max_len is not None and len(ids) > max_len:
+        raise DataError(sample.source, sample.row, fld,
+                        f"{len(ids)} tokens, longer than the model context of {max_len} tokens")
+    return Encoded(index=index, input_ids=ids, response_start=len(p_ids) if prompt else 1)
+
+
+def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: str = "raise"):
+    """Encode samples; returns (encoded list, [(sample, DataError)] skipped)."""
+    from .models import max_context
+
+    limit = config.max_length or max_context(lm)
+    encoder = getattr(lm, "encoder", None) or (lambda s, i: encode(s, i, lm.tokenizer, config, limit))
+    out, skipped = [], []
+    for i, s in enumerate(samples):
+        try:
+            out.append(encoder(s, i))
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            skipped.append((s, e))
+    return out, skipped
+
+
+def length_batches(encoded: Sequence[Encoded], batch_size: int) -> list[list[Encoded]]:
+    """Length-bucketed batches: sort by length, then cut. Order does not change any result."""
+    order = sorted(encoded, key=lambda e: (len(e.input_ids), e.index))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- forward
+def lm_head_of(model):
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head)")
+    return head
+
+
+def base_model_of(model):
+    """The part of a *ForCausalLM / *ForConditionalGeneration model that returns last_hidden_state."""
+    return getattr(model, model.base_model_prefix)
+
+
+def _collate(batch: list[Encoded], pad_id: int, device):
+    import torch
+
+    T = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), T), dtype=torch.long)
+    for b, e in enumerate(batch):
+        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[b, : len(e.input_ids)] = 1
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    for key in batch[0].extra:
+        inputs[key] = torch.cat([e.extra[key] for e in batch]).to(device)
+    return inputs
+
+
+def hidden_states(lm, batch: list[Encoded]):
+    """Last hidden states (input of lm_head) of a right-padded batch: [B, T, d]."""
+    import torch
+
+    inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device)
+    with torch.inference_mode():
+        out = base_model_of(lm.model)(**inputs, use_cache=False)
+    return out.last_hidden_state
+
+
+@dataclass
+class Positions:
+    """Scored positions of a batch, flattened: hidden states, targets and owning sample."""
+
+    H: Any        # [N, d] compute dtype
+    Y: Any        # [N] long
+    S: Any        # [N] long, index within the batch
+    n_per_sample: list[int]
+
+
+def scored_positions(lm, batch: list[Encoded], positions: str, compute_dtype) -> Positions:
+    import torch
+
+    h = hidden_states(lm, batch)
+    bs, ts, ys, counts = [], [], [], []
+    for b, e in enumerate(batch):
+        start, end = e.target_range(positions)
+        t = list(range(start, end))
+        bs += [b] * len(t)
+        ts += [x - 1 for x in t]           # hidden state at t-1 predicts token t
+        ys += e.input_ids[start:end]
+        counts.append(len(t))
+    dev = h.device
+    b_idx = torch.tensor(bs, dtype=torch.long, device=dev)
+    t_idx = torch.tensor(ts, dtype=torch.long, device=dev)
+    H = h[b_idx, t_idx].to(compute_dtype)
+    return Positions(H=H, Y=torch.tensor(ys, dtype=torch.long, device=dev), S=b_idx, n_per_sample=counts)
+
+
+class Head:
+    """lm_head weight/bias in the compute dtype, cached once per model."""
+
+    def __init__(self, model, compute_dtype):
+        head = lm_head_of(model)
+        self.W = head.weight.detach().to(compute_dtype)
+        b = getattr(head, "bias", None)
+        self.b = None if b is None else b.detach().to(compute_dtype)
+        self.V = self.W.shape[0]
+        self.chunk = max(1, LOGIT_CHUNK_ELEMENTS // self.V)
+
+    def logits(self, H):
+        out = H @ self.W.T
+        return out if self.b is None else out + self.b
+
+    def chunks(self, n: int) -> Iterator[slice]:
+        for i in range(0, n, self.chunk):
+            yield slice(i, min(n, i + self.chunk))
+
+
+_PROJ_CACHE: dict = {}
+
+
+def projection(d: int, r: int, seed: int, device, dtype):
+    """Seeded Gaussian d x r matrix with N(0, 1/r) entries (inner products kept in expectation).
+    Drawn on the CPU so that every device gets the same matrix."""
+    import torch
+
+    key = (d, r, seed, str(device), dtype)
+    if key not in _PROJ_CACHE:
+        g = torch.Generator().manual_seed(seed)
+        P = torch.randn(d, r, generator=g, dtype=torch.float64) / math.sqrt(r)
+        _PROJ_CACHE[key] = P.to(device=device, dtype=dtype)
+    return _PROJ_CACHE[key]
+
+
+def compute_dtype_for(lm):
+    import torch
+
+    return torch.float64 if lm.dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------- sparse
+@dataclass
+class SparseFeatures:
+    """Sparse G rows of many samples. Row i belongs to sample_ids[row_sample[i]]."""
+
+    sample_ids: list[str]
+    row_sample: np.ndarray   # [R] int64
+    token_ids: np.ndarray    # [R] int64
+    vectors: np.ndarray      # [R, r]
+    emb: np.ndarray          # [n, d] sum of hidden states over scored positions
+    n_positions: np.ndarray  # [n] int64
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    @staticmethod
+    def concat(parts: Sequence["SparseFeatures"]) -> "SparseFeatures":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no features to concatenate")
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        return SparseFeatures(
+            sample_ids=[s for p in parts for s in p.sample_ids],
+            row_sample=np.concatenate([p.row_sample + o for p, o in zip(parts, offsets)]),
+            token_ids=np.concatenate([p.token_ids for p in parts]),
+            vectors=np.concatenate([p.vectors for p in parts]),
+            emb=np.concatenate([p.emb for p in parts]),
+            n_positions=np.concatenate([p.n_positions for p in parts]),
+        )
+
+    def select(self, sample_ids: Sequence[str]) -> "SparseFeatures":
+        """Features of these samples, in this order (ids may repeat)."""
+        pos = {s: i for i, s in enumerate(self.sample_ids)}
+        missing = [s for s in sample_ids if s not in pos]
+        if missing:
+            raise KeyError(f"{len(missing)} sample ids have no features, e.g. {missing[0]}")
+        want = np.array([pos[s] for s in sample_ids], dtype=np.int64)
+        order = np.argsort(self.row_sample, kind="stable")
+        starts = np.searchsorted(self.row_sample[order], np.arange(len(self) + 1))
+        rows = [order[starts[w]:starts[w + 1]] for w in want]
+        counts = [len(r) for r in rows]
+        rows_cat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        return SparseFeatures(
+            sample_ids=list(sample_ids),
+            row_sample=np.repeat(np.arange(len(want)), counts).astype(np.int64),
+            token_ids=self.token_ids[rows_cat],
+            vectors=self.vectors[rows_cat],
+            emb=self.emb[want],
+            n_positions=self.n_positions[want],
+        )
+
+
+def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
+    """Sparse G rows of one batch: (row_sample, token_ids, vectors) as tensors, plus emb [B, d]."""
+    import torch
+
+    H, Y, S = pos.H, pos.Y, pos.S
+    V = head.V
+    Hp = H if P is None else H @ P
+    keys, coefs, src = [], [], []
+    kk = min(k, V)
+    for sl in head.chunks(H.shape[0]):
+        logits = head.logits(H[sl])
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        y = Y[sl]
+        p_y = torch.exp(logits.gather(1, y[:, None]) - lse)          # [c, 1]
+        toks, coef = [y[:, None]], [1.0 - p_y]
+        if kk > 0:
+            top_v, top_i = torch.topk(logits, kk, dim=-1)
+            p_top = torch.exp(top_v - lse)
+            p_top = torch.where(top_i == y[:, None], torch.zeros_like(p_top), p_top)  # target counted once
+            toks.append(top_i)
+            coef.append(-p_top)
+        toks, coef = torch.cat(toks, 1), torch.cat(coef, 1)
+        n_sup = toks.shape[1]
+        keys.append((S[sl, None] * V + toks).reshape(-1))
+        coefs.append(coef.reshape(-1))
+        src.append(torch.arange(sl.start, sl.stop, device=H.device).repeat_interleave(n_sup))
+        del logits
+    keys, coefs, src = torch.cat(keys), torch.cat(coefs), torch.cat(src)
+    uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
+    vec = torch.zeros((uniq.shape[0], Hp.shape[1]), dtype=Hp.dtype, device=Hp.device)
+    vec.index_add_(0, inv, coefs[:, None] * Hp[src])
+    emb = torch.zeros((B, H.shape[1]), dtype=H.dtype, device=H.device).index_add_(0, S, H)
+    return uniq // V, uniq % V, vec, emb
+
+
+def extract_sparse(
+    lm,
+    samples: Sequence[Sample],
+    config: FeatureConfig = FeatureConfig(),
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+    on_error: str = "raise",
+    encoded: Sequence[Encoded] | None = None,
+) -> SparseFeatures:
+    """Sparse features of ``samples`` (in their order)."""
+    from tqdm.auto import tqdm
+
+    if encoded is None:
+        encoded, skipped = encode_all(lm, samples, config, on_error)
+        if skipped:
+            raise DataError(skipped[0][1].file, skipped[0][1].row, skipped[0][1].field, skipped[0][1].reason)
+    cdt = compute_dtype_for(lm)
+    head = Head(lm.model, cdt)
+    d = head.W.shape[1]
+    P = None if config.r is None else projection(d, config.r, config.seed, head.W.device, cdt)
+    parts = {}
+    for batch in tqdm(length_batches(encoded, batch_size), desc="features", unit="batch", disable=not progress):
+        pos = scored_positions(lm, batch, config.positions, cdt)
+        rs, tok, vec, emb = _sparse_batch(pos, head, config.k, P, len(batch))
+        rs, tok, vec, emb = rs.cpu().numpy(), tok.cpu().numpy(), vec.cpu().numpy(), emb.cpu().numpy()
+        bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
+        for b, e in enumerate(batch):
+            sl = slice(bounds[b], bounds[b + 1])
+            parts[e.index] = (tok[sl], vec[sl], emb[b], pos.n_per_sample[b])
+    order = [e.index for e in sorted(encoded, key=lambda e: e.index)]
+    counts = [len(parts[i][0]) for i in order]
+    r = parts[order[0]][1].shape[1] if order else (config.r or 0)
+    return SparseFeatures(
+        sample_ids=[samples[i].sample_id for i in order],
+        row_sample=np.repeat(np.arange(len(order)), counts).astype(np.int64),
+        token_ids=np.concatenate([parts[i][0] for i in order]).astype(np.int64) if order else np.zeros(0, np.int64),
+        vectors=np.concatenate([parts[i][1] for i in order]) if order else np.zeros((0, r), np.float32),
+        emb=np.stack([parts[i][2] for i in order]) if order else np.zeros((0, 0), np.float32),
+        n_positions=np.array([parts[i][3] for i in order], dtype=np.int64),
+    )
+
+
+# ----------------------------------------------------------------------------- dense
+def dense_batches(
+    lm,
+    encoded: Sequence[Encoded],
+    config: FeatureConfig,
+    vocab=None,
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "features",
+) -> Iterator[tuple[list[int], Any, Any]]:
+    """Yield (sample indices, G [B, |U|, d], emb [B, d]) per batch, G restricted to the rows ``vocab``
+    (a sorted LongTensor of token ids; None = the whole vocabulary). p_k stays the full softmax."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cdt = compute_dtype_for(lm)
+    head = Head(lm.model, cdt)
+    dev = head.W.device
+    V, d = head.W.shape
+    if vocab is None:
+        col = None
+        U = V
+    else:
+        vocab = torch.as_tensor(vocab, dtype=torch.long, device=dev)
+        col = torch.full((V,), -1, dtype=torch.long, device=dev)
+        col[vocab] = torch.arange(vocab.shape[0], device=dev)
+        U = vocab.shape[0]
+    for batch in tqdm(length_batches(encoded, batch_size), desc=desc, unit="batch", disable=not progress):
+        B = len(batch)
+        pos = scored_positions(lm, batch, config.positions, cdt)
+        H, Y, S = pos.H, pos.Y, pos.S
+        G = torch.zeros((B, U, d), dtype=cdt, device=dev)
+        # target part: + h_k on row y_k
+        rows = Y if col is None else col[Y]
+        keep = rows >= 0
+        G.view(B * U, d).index_add_(0, (S * U + rows)[keep], H[keep])
+        # probability part: - sum_k p_k[u] h_k, chunked over positions
+        for sl in head.chunks(H.shape[0]):
+            logits = head.logits(H[sl])
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            probs = torch.exp((logits if col is None else logits[:, vocab]) - lse)
+            del logits
+            s_chunk = S[sl]
+            for b in torch.unique(s_chunk).tolist():
+                m = s_chunk == b
+                G[b] -= probs[m].T @ H[sl][m]
+        emb = torch.zeros((B, d), dtype=cdt, device=dev).index_add_(0, S, H)
+        yield [e.index for e in batch], G, emb
+
+
+def position_terms(lm, sample: Sample, config: FeatureConfig = FeatureConfig()):
+    """(H [n, d], P [n, V], Y [n]) of one sample over the full vocabulary. For tests and small models."""
+    import torch
+
+    (enc,), _ = encode_all(lm, [sample], config)
+    cdt = compute_dtype_for(lm)
+    pos = scored_positions(lm, [enc], config.positions, cdt)
+    head = Head(lm.model, cdt)
+    return pos.H, torch.softmax(head.logits(pos.H), dim=-1), pos.Y

