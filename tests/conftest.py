@@ -1,0 +1,61 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama + char tokenizer saved as a model folder (safetensors)."""
+    from forvalue.tiny import build_tiny_text_model
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_text_model(folder, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    from forvalue.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm64():
+    import torch
+
+    from forvalue.models import from_objects
+    from forvalue.tiny import build_tiny_text_model
+
+    model, tok = build_tiny_text_model(None, seed=1, dtype=torch.float64)
+    return from_objects(model, tok, name="tiny64")
+
+
+def make_records(n: int, seed: int = 0, prefix: str = "s"):
+    """Short, varied prompt/response records (arithmetic and word tasks)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["apple", "river", "stone", "cloud", "tiger", "paper", "green", "music", "light", "storm"]
+    out = []
+    for i in range(n):
+        a, b = rng.randint(1, 60), rng.randint(1, 60)
+        if i % 3 == 0:
+            p, r = f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."
+        elif i % 3 == 1:
+            w = rng.sample(words, 3)
+            p, r = f"Reverse ({i}): {' '.join(w)}", " ".join(reversed(w))
+        else:
+            w = rng.choice(words)
+            p, r = f"Spell {w} in capitals ({i}).", w.upper() + "!" * rng.randint(0, 3)
+        out.append({"id": f"{prefix}{i}", "prompt": p, "response": r, "group": i % 3})
+    return out
+
+
+@pytest.fixture
+def records():
+    return make_records

@@ -1,0 +1,175 @@
+"""Readers, content ids and the errors bad input gives (file, row and field named)."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forvalue.data import Columns, DataError, load_samples, samples_from_records
+
+RECS = [
+    {"id": "a", "prompt": "What is 2+2?", "response": "4", "source": "x"},
+    {"id": "b", "prompt": "Capital of France?", "response": "Paris", "source": "y"},
+    {"id": "c", "prompt": "Say hi", "response": "hi", "source": "z"},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_all_formats_give_the_same_samples(tmp_path):
+    from datasets import Dataset
+
+    paths = {
+        "jsonl": write_jsonl(tmp_path / "d.jsonl", RECS),
+        "csv": write_csv(tmp_path / "d.csv", RECS),
+        "parquet": tmp_path / "d.parquet",
+        "hf": tmp_path / "hf",
+    }
+    pq.write_table(pa.Table.from_pylist(RECS), paths["parquet"])
+    Dataset.from_list(RECS).save_to_disk(str(paths["hf"]))
+    ids = {}
+    for fmt, p in paths.items():
+        data = load_samples(p)
+        assert [s.user_id for s in data.samples] == ["a", "b", "c"], fmt
+        assert data.samples[1].record["source"] == "y", fmt  # metadata carried through
+        ids[fmt] = [s.sample_id for s in data.samples]
+    assert len({tuple(v) for v in ids.values()}) == 1
+
+
+def test_hf_dataset_dict_split(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list(RECS), "test": Dataset.from_list(RECS[:1])}).save_to_disk(str(tmp_path / "dd"))
+    assert len(load_samples(tmp_path / "dd")) == 3
+    assert len(load_samples(tmp_path / "dd", split="test")) == 1
+
+
+def test_content_id_ignores_id_and_metadata_but_not_content():
+    a = samples_from_records([{"id": "1", "prompt": "p", "response": "r", "meta": 1}]).samples[0]
+    b = samples_from_records([{"id": "2", "prompt": "p", "response": "r", "meta": 2}]).samples[0]
+    c = samples_from_records([{"id": "3", "prompt": "p", "response": "r!"}]).samples[0]
+    assert a.sample_id == b.sample_id != c.sample_id
+
+
+def test_messages_and_text_samples(tmp_path):
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    data = load_samples(write_jsonl(tmp_path / "m.jsonl", [{"messages": msgs}]))
+    assert data.samples[0].kind == "messages"
+    data = load_samples(write_jsonl(tmp_path / "t.jsonl", [{"body": "plain text"}]), text="body")
+    assert data.samples[0].text == "plain text"
+
+
+def test_custom_columns_and_label(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", [{"q": "x?", "a": "y", "cls": 3}])
+    s = load_samples(p, columns=Columns(prompt="q", response="a", label="cls")).samples[0]
+    assert (s.prompt, s.response, s.label) == ("x?", "y", 3)
+
+
+def _err(fn):
+    with pytest.raises(DataError) as e:
+        fn()
+    return e.value
+
+
+def test_missing_file(tmp_path):
+    e = _err(lambda: load_samples(tmp_path / "nope.jsonl"))
+    assert "nope.jsonl" in str(e) and "not found" in str(e)
+
+
+def test_unreadable_format(tmp_path):
+    p = tmp_path / "d.xlsx"
+    p.write_bytes(b"PK\x03\x04")
+    e = _err(lambda: load_samples(p))
+    assert "d.xlsx" in str(e) and "unknown format" in str(e)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    e = _err(lambda: load_samples(bad))
+    assert "bad.parquet" in str(e) and "unreadable Parquet" in str(e)
+
+
+def test_invalid_json_line_names_the_row(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(RECS[0]) + "\n{oops\n")
+    e = _err(lambda: load_samples(p))
+    assert (e.row, e.file) == (2, str(p)) and "invalid JSON" in e.reason
+
+
+def test_missing_column(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "x"}, {"prompt": "y"}])
+    e = _err(lambda: load_samples(p))
+    assert e.field == "response" and "missing column" in e.reason and "d.jsonl" in str(e)
+
+
+def test_empty_column(tmp_path):
+    p = write_csv(tmp_path / "d.csv", [{"prompt": "x", "response": ""}, {"prompt": "y", "response": ""}])
+    e = _err(lambda: load_samples(p))
+    assert e.field == "response" and "empty in every row" in e.reason
+
+
+def test_empty_response_names_row_and_field(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", [RECS[0], {"id": "z", "prompt": "p", "response": "   "}])
+    e = _err(lambda: load_samples(p))
+    assert (e.row, e.field, e.reason) == (2, "response", "empty")
+    assert str(e) == f"{p}, row 2, field 'response': empty"
+
+
+def test_non_utf8(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(json.dumps(RECS[0]).encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    e = _err(lambda: load_samples(p))
+    assert e.row == 2 and "UTF-8" in e.reason
+    c = tmp_path / "d.csv"
+    c.write_bytes(b"prompt,response\nok,fine\ncaf\xe9,x\n")
+    e = _err(lambda: load_samples(c))
+    assert e.row == 3 and "UTF-8" in e.reason  # line 3 of the file
+
+
+def test_duplicate_ids(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", [RECS[0], RECS[1], dict(RECS[2], id="a")])
+    e = _err(lambda: load_samples(p))
+    assert (e.row, e.field) == (3, "id") and "duplicate id 'a'" in e.reason and "row 1" in e.reason
+
+
+def test_skip_mode_counts_and_reasons(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", [RECS[0], {"prompt": "p", "response": ""}, RECS[1], dict(RECS[2], id="a")])
+    p.write_text(p.read_text() + "{broken\n")
+    data = load_samples(p, on_error="skip")
+    assert [s.user_id for s in data.samples] == ["a", "b"]
+    assert [(s.row, s.field) for s in data.skipped] == [(2, "response"), (4, "id"), (5, None)]
+
+
+def test_too_long_sample_names_row(tmp_path, tiny_lm):
+    from forvalue.features import FeatureConfig, encode_all
+
+    p = write_jsonl(tmp_path / "d.jsonl", [RECS[0], {"prompt": "x" * 50, "response": "y" * 600}])
+    samples = load_samples(p).samples
+    e = _err(lambda: encode_all(tiny_lm, samples, FeatureConfig()))
+    assert (e.file, e.row, e.field) == (str(p), 2, "response") and "longer than the model context of 512" in e.reason
+    kept, skipped = encode_all(tiny_lm, samples, FeatureConfig(), on_error="skip")
+    assert len(kept) == 1 and skipped[0][1].row == 2
+    e = _err(lambda: encode_all(tiny_lm, samples[:1], FeatureConfig(max_length=10)))
+    assert "model context of 10" in e.reason
+
+
+def test_bad_images(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    rows = [{"prompt": "p", "response": "r", "img": "missing.png"}]
+    e = _err(lambda: load_samples(write_jsonl(tmp_path / "a.jsonl", rows), image="img"))
+    assert (e.row, e.field) == (1, "img") and "not found" in e.reason
+    rows = [{"prompt": "p", "response": "r", "img": "empty.png"}]
+    e = _err(lambda: load_samples(write_jsonl(tmp_path / "b.jsonl", rows), image="img"))
+    assert "zero size" in e.reason

@@ -1,0 +1,198 @@
+"""Eq. (1) == Eq. (2) == full == autograd lm_head gradients; sparse vs full; invariances."""
+
+import numpy as np
+import pytest
+import torch
+
+from forvalue.data import samples_from_records
+from forvalue.features import FeatureConfig, dense_batches, encode_all, position_terms
+from forvalue.scoring import score
+from tests.conftest import make_records
+
+
+def _samples(n, seed=0, prefix="s"):
+    return samples_from_records(make_records(n, seed, prefix)).samples
+
+
+def _autograd_grad(lm, sample, config):
+    """d log p(y|x) / d lm_head.weight through autograd (fp64)."""
+    (enc,), _ = encode_all(lm, [sample], config)
+    model = lm.model
+    model.zero_grad(set_to_none=True)
+    ids = torch.tensor([enc.input_ids])
+    with torch.enable_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)
+        start, end = enc.target_range(config.positions)
+        ll = sum(logp[t - 1, enc.input_ids[t]] for t in range(start, end))
+        ll.backward()
+    g = model.get_output_embeddings().weight.grad.detach().clone()
+    model.zero_grad(set_to_none=True)
+    return g
+
+
+@pytest.mark.parametrize("positions", ["response", "all"])
+def test_eq1_eq2_full_and_autograd_agree(tiny_lm64, positions):
+    lm = tiny_lm64
+    assert not lm.model.config.tie_word_embeddings
+    config = FeatureConfig(positions=positions)
+    train, val = _samples(4, 0, "t"), _samples(2, 1, "v")
+
+    # Eq. (1): double sum over token pairs, sum_{k,l} <e_yk - p_k, e_yl - p_l> <h_k, h_l>
+    def terms(s):
+        H, P, Y = position_terms(lm, s, config)
+        E = torch.nn.functional.one_hot(Y, P.shape[1]).to(P.dtype) - P
+        return H, E
+
+    eq1 = np.zeros((len(val), len(train)))
+    for a, v in enumerate(val):
+        Hv, Ev = terms(v)
+        for b, t in enumerate(train):
+            Ht, Et = terms(t)
+            total = 0.0
+            for k in range(Hv.shape[0]):
+                for l in range(Ht.shape[0]):
+                    total += float(Ev[k] @ Et[l]) * float(Hv[k] @ Ht[l])
+            eq1[a, b] = total
+    # Eq. (2): matrix form <sum_k e_k h_k^T, sum_l e_l h_l^T>
+    eq2 = np.zeros_like(eq1)
+    for a, v in enumerate(val):
+        Hv, Ev = terms(v)
+        Gv = Ev.T @ Hv
+        for b, t in enumerate(train):
+            Ht, Et = terms(t)
+            eq2[a, b] = float((Gv * (Et.T @ Ht)).sum())
+    full = score(lm, train, val, method="full", config=config, pairwise=True, batch_size=3).matrix
+    grads_v = [_autograd_grad(lm, v, config) for v in val]
+    grads_t = [_autograd_grad(lm, t, config) for t in train]
+    oracle = np.array([[float((gv * gt).sum()) for gt in grads_t] for gv in grads_v])
+
+    def rel(a, b):
+        return np.abs(a - b).max() / np.abs(b).max()
+
+    assert rel(eq1, eq2) < 1e-6
+    assert rel(full, eq2) < 1e-6
+    assert rel(full, oracle) < 1e-6
+    assert np.abs(oracle).max() > 1.0  # a real, non-trivial signal
+
+
+def test_dense_G_is_the_lm_head_gradient(tiny_lm64):
+    lm = tiny_lm64
+    config = FeatureConfig()
+    samples = _samples(3, 2)
+    enc, _ = encode_all(lm, samples, config)
+    for idx, G, _ in dense_batches(lm, enc, config, batch_size=2):
+        for j, i in enumerate(idx):
+            g = _autograd_grad(lm, samples[i], config)
+            assert torch.allclose(G[j], g, rtol=1e-9, atol=1e-9)
+
+
+def test_hidden_state_is_lm_head_input(tiny_lm):
+    from forvalue.features import hidden_states, lm_head_of
+
+    lm = tiny_lm
+    (enc,), _ = encode_all(lm, _samples(1), FeatureConfig())
+    h = hidden_states(lm, [enc])
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([enc.input_ids])).logits
+        assert torch.allclose(lm_head_of(lm.model)(h), logits, atol=1e-5)
+
+
+def test_sparse_with_full_support_and_no_projection_equals_full(tiny_lm64):
+    lm = tiny_lm64
+    V = lm.model.config.vocab_size
+    train, val = _samples(6, 3, "t"), _samples(3, 4, "v")
+    full = score(lm, train, val, method="full", pairwise=True).matrix
+    sparse = score(lm, train, val, method="sparse", config=FeatureConfig(k=V, r=None), pairwise=True).matrix
+    assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6
+
+
+def _spearman(a, b):
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_sparse_defaults_rank_like_full(tiny_lm):
+    lm = tiny_lm
+    train, val = _samples(40, 5, "t"), _samples(6, 6, "v")
+    full = score(lm, train, val, method="full").values
+    sparse = score(lm, train, val, method="sparse").values  # k=8, r=64
+    rho = _spearman(full, sparse)
+    assert rho >= 0.9, rho
+
+
+def test_exact_restricts_full_G_to_the_union_vocabulary(tiny_lm64):
+    lm = tiny_lm64
+    config = FeatureConfig()
+    train, val = _samples(5, 7, "t"), _samples(2, 8, "v")
+    enc_t, _ = encode_all(lm, train, config)
+    enc_v, _ = encode_all(lm, val, config)
+    union = sorted({t for e in enc_t + enc_v for t in e.input_ids})
+    assert len(union) < lm.model.config.vocab_size
+
+    def G(enc):
+        out = {}
+        for idx, g, _ in dense_batches(lm, enc, config, batch_size=4):
+            for j, i in enumerate(idx):
+                out[i] = g[j][union]
+        return [out[i] for i in range(len(enc))]
+
+    gt, gv = G(enc_t), G(enc_v)
+    expected = np.array([[float((a * b).sum()) for b in gt] for a in gv])
+    exact = score(lm, train, val, method="exact", config=config, pairwise=True).matrix
+    assert np.allclose(exact, expected, rtol=1e-9)
+    # the per-batch vocabulary equals the union when one batch holds every training sample
+    batch = score(lm, train, val, method="exact", config=config, pairwise=True, exact_vocab="batch",
+                  batch_size=len(train)).matrix
+    assert np.allclose(batch, expected, rtol=1e-9)
+    small = score(lm, train, val, method="exact", config=config, pairwise=True, exact_vocab="batch",
+                  batch_size=1).matrix
+    assert not np.allclose(small, expected)
+
+
+def test_emb_is_dot_of_summed_hidden_states(tiny_lm64):
+    lm = tiny_lm64
+    config = FeatureConfig()
+    train, val = _samples(3, 9, "t"), _samples(2, 10, "v")
+    hs = lambda s: position_terms(lm, s, config)[0].sum(0)
+    expected = np.array([[float(hs(v) @ hs(t)) for t in train] for v in val])
+    got = score(lm, train, val, method="emb", pairwise=True).matrix
+    assert np.allclose(got, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["sparse", "exact", "full", "emb"])
+def test_batch_size_and_order_do_not_change_scores(tiny_lm, method):
+    lm = tiny_lm
+    train, val = _samples(12, 11, "t"), _samples(3, 12, "v")
+    a = score(lm, train, val, method=method, batch_size=1, pairwise=True).matrix
+    b = score(lm, train, val, method=method, batch_size=8, pairwise=True).matrix
+    perm = np.random.default_rng(0).permutation(len(train))
+    c = score(lm, [train[i] for i in perm], val, method=method, batch_size=8, pairwise=True).matrix
+    c_back = np.empty_like(c)
+    c_back[:, perm] = c
+    scale = np.abs(a).max()
+    assert np.abs(a - b).max() / scale < 1e-5
+    assert np.abs(a - c_back).max() / scale < 1e-5
+    # the samples differ in length, so batches of 8 really were padded
+    lengths = {len(e.input_ids) for e in encode_all(lm, train, FeatureConfig())[0]}
+    assert len(lengths) > 1
+
+
+def test_set_value_is_mean_of_pairwise(tiny_lm):
+    train, val = _samples(8, 13, "t"), _samples(4, 14, "v")
+    for method in ("sparse", "exact", "emb"):
+        pw = score(tiny_lm, train, val, method=method, pairwise=True)
+        mean = score(tiny_lm, train, val, method=method, pairwise=False)
+        assert np.allclose(pw.matrix.mean(0), mean.values, rtol=1e-5)
+
+
+def test_scored_positions_follow_config(tiny_lm):
+    s = _samples(1)[0]
+    (resp,), _ = encode_all(tiny_lm, [s], FeatureConfig(positions="response"))
+    (allp,), _ = encode_all(tiny_lm, [s], FeatureConfig(positions="all"))
+    r0, r1 = resp.target_range("response")
+    a0, a1 = allp.target_range("all")
+    assert a0 == 1 and a1 == r1 and r0 > 5
+    # the response targets decode to the response plus the chat template's end-of-turn
+    decoded = tiny_lm.tokenizer.decode(resp.input_ids[r0:r1])
+    assert decoded.startswith(s.response) and "<|im_end|>" in decoded

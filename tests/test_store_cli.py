@@ -1,0 +1,141 @@
+"""Feature store (incremental, atomic shards) and the `forvalue` command on a tiny model."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from forvalue.cli import main
+from forvalue.data import samples_from_records
+from forvalue.features import FeatureConfig, extract_sparse
+from forvalue.scoring import rank, select
+from forvalue.store import FeatureStore
+from tests.conftest import make_records
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_store_computes_only_missing(tiny_lm, tmp_path):
+    store = FeatureStore(tmp_path / "fs")
+    samples = samples_from_records(make_records(10)).samples
+    assert len({s.sample_id for s in samples}) == 10
+    first = store.ensure(tiny_lm, samples[:6], shard_size=4)
+    assert (first.computed, first.reused, len(first.shards_written)) == (6, 0, 2)
+    second = store.ensure(tiny_lm, samples, shard_size=4)
+    assert (second.computed, second.reused) == (4, 6)
+    again = store.ensure(tiny_lm, samples)
+    assert (again.computed, again.shards_written) == (0, [])
+    direct = extract_sparse(tiny_lm, samples)
+    loaded = store.load(tiny_lm.fingerprint, FeatureConfig(), [s.sample_id for s in samples])
+    for i in range(len(samples)):
+        a, b = direct.select([samples[i].sample_id]), loaded.select([samples[i].sample_id])
+        assert np.array_equal(a.token_ids, b.token_ids)
+        assert np.allclose(a.vectors, b.vectors, rtol=1e-5, atol=1e-6)
+    # another feature config is a separate key: nothing reused
+    other = store.ensure(tiny_lm, samples[:2], FeatureConfig(k=4))
+    assert other.computed == 2
+    # shard metadata travels with the Parquet file
+    meta = json.loads(pq.read_schema(next(store.folder(tiny_lm.fingerprint, FeatureConfig()).glob("shard-*[0-9a-f].parquet"))).metadata[b"forvalue"])
+    assert meta["model"]["id"] == tiny_lm.fingerprint.id and meta["feature_config"]["k"] == 8
+
+
+def test_interrupted_extraction_leaves_no_half_shard_and_rerun_completes(tiny_lm, tmp_path, monkeypatch):
+    import forvalue.store as store_mod
+
+    store = FeatureStore(tmp_path / "fs")
+    samples = samples_from_records(make_records(9)).samples
+    assert len({s.sample_id for s in samples}) == 9
+    real_write = store_mod.FeatureStore.write_shard
+    calls = {"n": 0}
+    real_pq_write = pq.write_table
+
+    def flaky_write_table(table, where, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the rows file of the second shard is written ...
+            real_pq_write(table, where, *a, **k)
+            raise KeyboardInterrupt  # ... then the process is interrupted
+        return real_pq_write(table, where, *a, **k)
+
+    monkeypatch.setattr(pq, "write_table", flaky_write_table)
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(tiny_lm, samples, shard_size=4)
+    monkeypatch.setattr(pq, "write_table", real_pq_write)
+    folder = store.folder(tiny_lm.fingerprint, FeatureConfig())
+    assert len(store.manifests(tiny_lm.fingerprint, FeatureConfig())) == 1
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*"))
+    assert len(store.existing_ids(tiny_lm.fingerprint, FeatureConfig())) == 4
+    rerun = store.ensure(tiny_lm, samples, shard_size=4)
+    assert (rerun.computed, rerun.reused) == (5, 4)
+    assert len(rerun.features) == 9 and real_write is store_mod.FeatureStore.write_shard
+
+
+def test_cli_score_writes_ranked_table_with_input_columns(tiny_model_dir, tmp_path, capsys):
+    train = _write(tmp_path / "train.jsonl", make_records(8, 0, "t"))
+    val = _write(tmp_path / "val.jsonl", make_records(3, 1, "v"))
+    out = tmp_path / "out" / "scores.parquet"
+    rc = main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 8 and [r["rank"] for r in rows] == list(range(1, 9))
+    assert {"sample_id", "score", "rank", "id", "prompt", "response", "group"} <= set(rows[0])
+    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
+    assert "scored 8 training samples" in capsys.readouterr().out
+    # same numbers as the library call
+    from forvalue.models import load_model
+    from forvalue.scoring import score
+    from forvalue.data import load_samples
+
+    lm = load_model(str(tiny_model_dir), device="cpu")
+    res = score(lm, load_samples(train).samples, load_samples(val).samples)
+    by_id = {r["id"]: r["score"] for r in rows}
+    assert np.allclose([by_id[f"t{i}"] for i in range(8)], res.values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["exact", "emb"])
+def test_cli_score_other_methods_and_formats(tiny_model_dir, tmp_path, method):
+    train = _write(tmp_path / "train.jsonl", make_records(5, 0, "t"))
+    val = _write(tmp_path / "val.jsonl", make_records(2, 1, "v"))
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
+                 "--method", method, "--positions", "all", "--out", str(out), "--quiet"]) == 0
+    assert out.read_text().count("\n") == 6
+
+
+def test_cli_reports_bad_input_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    train = _write(tmp_path / "train.jsonl", make_records(3) + [{"id": "x", "prompt": "p", "response": ""}])
+    val = _write(tmp_path / "val.jsonl", make_records(2, 1, "v"))
+    out = tmp_path / "scores.parquet"
+    rc = main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir), "--out", str(out)])
+    assert rc == 2 and not out.exists()
+    assert f"{train}, row 4, field 'response': empty" in capsys.readouterr().err
+    rc = main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
+               "--out", str(out), "--on-error", "skip", "--quiet"])
+    assert rc == 0 and len(pq.read_table(out)) == 3
+    assert "skipped 1 rows" in capsys.readouterr().err
+
+
+def test_cli_features_twice_computes_nothing_the_second_time(tiny_model_dir, tmp_path, capsys):
+    data = _write(tmp_path / "d.jsonl", make_records(6))
+    args = ["features", "--data", str(data), "--out", str(tmp_path / "fs"), "--model", str(tiny_model_dir), "--quiet"]
+    assert main(args) == 0
+    assert "6 computed, 0 already stored" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 computed, 6 already stored" in capsys.readouterr().out
+
+
+def test_rank_and_select():
+    v = np.array([0.5, 3.0, -1.0, 2.0, 2.0])
+    assert rank(v).tolist() == [4, 1, 5, 2, 3]
+    assert select(v, top_k=2).tolist() == [1, 3]
+    assert select(v, top_p=40).tolist() == [1, 3]
+    assert select(v, bottom_p=20).tolist() == [2]
+    assert sorted(select(v, drop_lowest_p=20).tolist()) == [0, 1, 3, 4]
+    with pytest.raises(ValueError):
+        select(v, top_k=1, top_p=10)
+    with pytest.raises(ValueError):
+        select(v, top_p=150)
