@@ -1,0 +1,573 @@
+"""The DuckDB catalog: registered datasets and valuation sets, models, feature runs, scores, subsets.
+
+The schema, views and queries live in ``sql/`` (``schema.sql``, ``views.sql``, ``queries.sql``) next
+to the ``forvalue`` package; this module loads them, it holds no DDL. Queries take DuckDB named
+parameters (``$name``); user values are always bound, never formatted into SQL.
+
+Concurrency: DuckDB allows one writing process per file. Connections here are short-lived (open,
+one transaction, close) and a connection that finds the file locked by another process waits and
+retries until ``lock_timeout``. The Dagster layer additionally runs every writing asset in a pool of
+limit 1, so writers queue rather than race. Readers connect read-only.
+
+Atomicity: every write is one transaction (a failure rolls it back and leaves the previous rows);
+exported files are written to a temporary name and renamed into place.
+
+This module never imports Dagster.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+import forvalue
+
+from . import __version__
+from .data import Sample
+
+SQL_DIR = Path(forvalue.__file__).resolve().parent.parent / "sql"
+KIND_DATASET = "dataset"
+KIND_VALUATION = "valuation_set"
+KINDS = (KIND_DATASET, KIND_VALUATION)
+SUBSET_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class CatalogError(RuntimeError):
+    """A catalog operation that cannot proceed (missing registration, locked file, bad name)."""
+
+
+def sql_dir() -> Path:
+    if not (SQL_DIR / "schema.sql").is_file():
+        raise CatalogError(f"SQL files not found in {SQL_DIR} (expected schema.sql, views.sql, queries.sql)")
+    return SQL_DIR
+
+
+def load_queries(path: str | Path | None = None) -> dict[str, str]:
+    """Named queries of ``queries.sql``: blocks that start with a ``-- name: <query>`` line."""
+    text = Path(path or sql_dir() / "queries.sql").read_text()
+    queries: dict[str, str] = {}
+    name = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", line)
+        if m:
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = m.group(1), []
+        elif name:
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise CatalogError(
+            f"invalid {what} {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return name
+
+
+def set_table(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    return "datasets" if kind == KIND_DATASET else "valuation_sets"
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------- content hashes
+def content_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes; for a folder, of every file's relative path and bytes."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def file_format(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "hf"
+    suffix = p.suffix.lower().lstrip(".")
+    return {"ndjson": "jsonl", "json": "jsonl", "pq": "parquet"}.get(suffix, suffix)
+
+
+# ----------------------------------------------------------------------------- JSON round trip
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def to_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, default=_jsonable, allow_nan=True)
+
+
+def _unb64(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$b64"}:
+        return base64.b64decode(value["$b64"])
+    if isinstance(value, list):
+        return [_unb64(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unb64(v) for k, v in value.items()}
+    return value
+
+
+def from_json(text: str | None, *, binary: bool = False) -> Any:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return _unb64(value) if binary else value
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Registration:
+    kind: str
+    name: str
+    version: str
+    n_rows: int
+    n_samples: int
+    n_duplicates: int
+    n_skipped: int
+    already_registered: bool
+
+
+class Catalog:
+    """The DuckDB catalog file at ``path`` (created with its schema on first use)."""
+
+    def __init__(self, path: str | Path, *, lock_timeout: float = 120.0):
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self._queries = load_queries()
+        self._initialized = False
+
+    # ------------------------------------------------------------------ connections
+    def _connect_once(self, read_only: bool):
+        import duckdb
+
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.ConnectionException as e:
+            # This process already holds a read-write connection to the file: share it.
+            if read_only and "different configuration" in str(e):
+                return duckdb.connect(str(self.path))
+            raise
+
+    def _open(self, read_only: bool):
+        import duckdb
+
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return self._connect_once(read_only)
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise CatalogError(
+                        f"{self.path} is locked by another process for more than {self.lock_timeout:.0f} s: {e}") from e
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Any]:
+        """A short-lived connection; the catalog is created (schema + views) on first use."""
+        if not self._initialized and not (read_only and self.path.exists()):
+            self.init()
+        con = self._open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def init(self) -> None:
+        """Create the tables and views from sql/schema.sql and sql/views.sql (idempotent)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        schema = (sql_dir() / "schema.sql").read_text()
+        views = (sql_dir() / "views.sql").read_text()
+        con = self._open(read_only=False)
+        try:
+            con.begin()
+            try:
+                con.execute(schema)
+                con.execute(views)
+                con.commit()
+            except Exception:
+                con.rollback()
+                raise
+        finally:
+            con.close()
+        self._initialized = True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self.connect() as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    # ------------------------------------------------------------------ query helpers
+    def sql(self, name: str) -> str:
+        try:
+            return self._queries[name]
+        except KeyError:
+            raise CatalogError(f"no query named {name!r} in {sql_dir() / 'queries.sql'}") from None
+
+    def _bind(self, sql: str, values: dict) -> dict:
+        names = set(_PARAM_RE.findall(sql))
+        missing = names - set(values)
+        if missing:
+            raise CatalogError(f"query needs parameters {sorted(missing)}")
+        return {k: values[k] for k in names}
+
+    def execute(self, con, name: str, /, **values):
+        sql = self.sql(name)
+        return con.execute(sql, self._bind(sql, values))
+
+    def _insert_arrow(self, con, name: str, table_name: str, table, /, **values) -> None:
+        con.register(table_name, table)
+        try:
+            self.execute(con, name, **values)
+        finally:
+            con.unregister(table_name)
+
+    @staticmethod
+    def _rows(cursor) -> list[dict]:
+        cols = [d[0] for d in cursor.description]
+        return [dict(zip(cols, r)) for r in cursor.fetchall()]
+
+    def fetch(self, name: str, /, **values) -> list[dict]:
+        """Rows of a named query, read-only."""
+        with self.connect(read_only=True) as con:
+            return self._rows(self.execute(con, name, **values))
+
+    def fetch_one(self, name: str, /, **values) -> dict | None:
+        rows = self.fetch(name, **values)
+        return rows[0] if rows else None
+
+    def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict]:
+        """An ad-hoc read-only query (for tests and notebooks); values go in ``params``."""
+        with self.connect(read_only=True) as con:
+            return self._rows(con.execute(sql, params or []))
+
+    def count(self, table: str) -> int:
+        with self.connect(read_only=True) as con:
+            known = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            if table not in known:
+                raise CatalogError(f"no table or view named {table!r}")
+            return con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+
+    # ------------------------------------------------------------------ registration
+    def register_set(self, kind: str, name: str, version: str, source_path: str | Path, samples: Sequence[Sample],
+                     *, n_skipped: int = 0, column_mapping: dict | None = None, fmt: str | None = None,
+                     dagster_run_id: str | None = None) -> Registration:
+        """Record a dataset or valuation set version and its samples, in one transaction."""
+        import pyarrow as pa
+
+        set_table(kind)
+        check_name(name)
+        if not samples:
+            raise CatalogError(f"{source_path}: no samples to register")
+        unique: dict[str, Sample] = {}
+        for s in samples:
+            unique.setdefault(s.sample_id, s)
+        already = self.current_set(kind, name, version=version) is not None
+        rows = list(unique.values())
+        table = pa.table({
+            "set_kind": pa.array([kind] * len(rows), pa.string()),
+            "set_name": pa.array([name] * len(rows), pa.string()),
+            "set_version": pa.array([version] * len(rows), pa.string()),
+            "sample_id": pa.array([s.sample_id for s in rows], pa.string()),
+            "row_number": pa.array([s.row for s in rows], pa.int32()),
+            "user_id": pa.array([s.user_id for s in rows], pa.string()),
+            "kind": pa.array([s.kind for s in rows], pa.string()),
+            "prompt": pa.array([s.prompt for s in rows], pa.string()),
+            "response": pa.array([s.response for s in rows], pa.string()),
+            "text": pa.array([s.text for s in rows], pa.string()),
+            "messages": pa.array([to_json(s.messages) for s in rows], pa.string()),
+            "images": pa.array([to_json(s.images) if s.images else None for s in rows], pa.string()),
+            "label": pa.array([to_json(s.label) for s in rows], pa.string()),
+            "record": pa.array([to_json(s.record) for s in rows], pa.string()),
+        })
+        query = "upsert_dataset" if kind == KIND_DATASET else "upsert_valuation_set"
+        with self.transaction() as con:
+            self.execute(con, query, name=name, version=version, source_path=str(source_path),
+                         format=fmt or file_format(source_path), n_rows=len(samples), n_samples=len(rows),
+                         n_skipped=n_skipped, column_mapping=to_json(column_mapping), registered_at=utcnow(),
+                         code_version=__version__, dagster_run_id=dagster_run_id)
+            self.execute(con, "delete_set_samples", set_kind=kind, set_name=name, set_version=version)
+            self._insert_arrow(con, "insert_samples", "new_samples", table)
+        return Registration(kind=kind, name=name, version=version, n_rows=len(samples), n_samples=len(rows),
+                            n_duplicates=len(samples) - len(rows), n_skipped=n_skipped, already_registered=already)
+
+    def current_set(self, kind: str, name: str, *, version: str | None = None) -> dict | None:
+        """The current registration of a set (or a given version of it), or None."""
+        if version is None:
+            return self.fetch_one("current_dataset" if kind == KIND_DATASET else "current_valuation_set", name=name)
+        set_table(kind)
+        return self.fetch_one("dataset_version" if kind == KIND_DATASET else "valuation_set_version",
+                              name=name, version=version)
+
+    def require_set(self, kind: str, name: str) -> dict:
+        info = self.current_set(kind, name)
+        if info is None:
+            what = "training dataset" if kind == KIND_DATASET else "valuation set"
+            raise CatalogError(f"{what} {name!r} is not registered in {self.path}")
+        return info
+
+    def sample_rows(self, kind: str, name: str, version: str) -> list[dict]:
+        return self.fetch("set_samples", set_kind=kind, set_name=name, set_version=version)
+
+    def sample_ids(self, kind: str, name: str, version: str) -> list[str]:
+        return [r["sample_id"] for r in self.sample_rows(kind, name, version)]
+
+    def load_samples(self, kind: str, name: str, version: str | None = None) -> list[Sample]:
+        """The stored samples of a set version (default: current), in file order."""
+        info = self.require_set(kind, name) if version is None else self.current_set(kind, name, version=version)
+        if info is None:
+            raise CatalogError(f"{name!r} version {version} is not registered")
+        out = []
+        for r in self.sample_rows(kind, name, info["version"]):
+            out.append(Sample(
+                sample_id=r["sample_id"], prompt=r["prompt"], response=r["response"],
+                messages=from_json(r["messages"]), text=r["text"],
+                images=from_json(r["images"], binary=True) or [], label=from_json(r["label"]),
+                user_id=r["user_id"], record=from_json(r["record"], binary=True) or {},
+                source=info["source_path"], row=r["row_number"],
+            ))
+        return out
+
+    # ------------------------------------------------------------------ models and features
+    def record_model(self, fingerprint, spec: str | None = None) -> str:
+        fp = fingerprint.to_dict() if hasattr(fingerprint, "to_dict") else dict(fingerprint)
+        with self.transaction() as con:
+            self.execute(con, "upsert_model", model_id=fp["id"], name=fp["name"], weights_hash=fp["weights_hash"],
+                         dtype=fp["dtype"], kind=fp.get("kind", "text"), spec=spec, first_seen=utcnow())
+        return fp["id"]
+
+    def model(self, model_id: str) -> dict | None:
+        return self.fetch_one("get_model", model_id=model_id)
+
+    def fingerprint(self, model_id: str):
+        """The ModelFingerprint recorded for ``model_id``."""
+        from .models import ModelFingerprint
+
+        m = self.model(model_id)
+        if m is None:
+            raise CatalogError(f"model {model_id!r} is not recorded in {self.path}")
+        return ModelFingerprint(name=m["name"], weights_hash=m["weights_hash"], dtype=m["dtype"], kind=m["kind"])
+
+    def record_feature_run(self, *, kind: str, name: str, version: str, model_id: str, config, n_samples: int,
+                           n_computed: int, n_reused: int, n_shards_written: int, store_folder: str | Path,
+                           seconds: float | None = None, dagster_run_id: str | None = None) -> str:
+        run_id = uuid.uuid4().hex
+        with self.transaction() as con:
+            self.execute(con, "insert_feature_run", feature_run_id=run_id, set_kind=kind, set_name=name,
+                         set_version=version, model_id=model_id, feature_config_id=config.id,
+                         feature_config=to_json(config.to_dict()), n_samples=n_samples, n_computed=n_computed,
+                         n_reused=n_reused, n_shards_written=n_shards_written, store_folder=str(store_folder),
+                         seconds=seconds, code_version=__version__, dagster_run_id=dagster_run_id,
+                         created_at=utcnow())
+        return run_id
+
+    def latest_feature_run(self, kind: str, name: str, version: str, config_id: str) -> dict | None:
+        return self.fetch_one("latest_feature_run", set_kind=kind, set_name=name, set_version=version,
+                              feature_config_id=config_id)
+
+    # ------------------------------------------------------------------ scores
+    def replace_scores(self, *, dataset_name: str, dataset_version: str, valuation_set: str, valuation_version: str,
+                       model_id: str, feature_config_id: str, sample_ids: Sequence[str], values: np.ndarray,
+                       ranks: np.ndarray | None = None, method: str = "sparse",
+                       train_feature_run_id: str | None = None, val_feature_run_id: str | None = None,
+                       seconds: float | None = None, dagster_run_id: str | None = None) -> str:
+        """Replace the scores of (dataset, valuation set, feature config, model) in one transaction."""
+        import pyarrow as pa
+
+        from .scoring import rank as rank_of
+
+        values = np.asarray(values, dtype=np.float64)
+        if len(values) != len(sample_ids):
+            raise ValueError(f"{len(values)} scores for {len(sample_ids)} samples")
+        if len(set(sample_ids)) != len(sample_ids):
+            raise ValueError("duplicate sample ids in scores")
+        if not np.all(np.isfinite(values)):
+            bad = int((~np.isfinite(values)).sum())
+            raise ValueError(f"{bad} non-finite scores (NaN or inf); the stored scores are left as they were")
+        ranks = rank_of(values) if ranks is None else np.asarray(ranks)
+        score_run_id = uuid.uuid4().hex
+        table = pa.table({
+            "sample_id": pa.array(list(sample_ids), pa.string()),
+            "score": pa.array(values, pa.float64()),
+            "rank": pa.array(ranks.astype(np.int32), pa.int32()),
+        })
+        common = dict(dataset_name=dataset_name, dataset_version=dataset_version, valuation_set=valuation_set,
+                      valuation_version=valuation_version, model_id=model_id, feature_config_id=feature_config_id,
+                      score_run_id=score_run_id, code_version=__version__, dagster_run_id=dagster_run_id)
+        with self.transaction() as con:
+            self.execute(con, "delete_scores", **common)
+            self._insert_arrow(con, "insert_scores", "new_scores", table, **common)
+            self.execute(con, "insert_score_run", **common, train_feature_run_id=train_feature_run_id,
+                         val_feature_run_id=val_feature_run_id, method=method, n_scores=len(values),
+                         score_mean=float(values.mean()) if len(values) else None,
+                         score_std=float(values.std()) if len(values) else None, seconds=seconds,
+                         created_at=utcnow())
+        return score_run_id
+
+    def latest_score_run(self, dataset_name: str, valuation_set: str, feature_config_id: str) -> dict | None:
+        return self.fetch_one("latest_score_run", dataset_name=dataset_name, valuation_set=valuation_set,
+                              feature_config_id=feature_config_id)
+
+    def scores(self, dataset_name: str, valuation_set: str, feature_config_id: str, model_id: str) -> list[dict]:
+        """Stored scores, best first."""
+        return self.fetch("get_scores", dataset_name=dataset_name, valuation_set=valuation_set,
+                          feature_config_id=feature_config_id, model_id=model_id)
+
+    def score_problems(self, *, dataset_name: str, dataset_version: str, valuation_set: str,
+                       feature_config_id: str, model_id: str) -> dict:
+        return self.fetch_one("score_problems", dataset_name=dataset_name, dataset_version=dataset_version,
+                              valuation_set=valuation_set, feature_config_id=feature_config_id, model_id=model_id)
+
+    # ------------------------------------------------------------------ subsets
+    def record_subset(self, *, score_run: dict, mode: str, value: float, n_total: int,
+                      members: Sequence[tuple[str, int, float]], jsonl_path: str | Path, parquet_path: str | Path,
+                      subset_id: str | None = None, dagster_run_id: str | None = None) -> str:
+        """Record a subset (and its members: sample_id, rank, score) in one transaction."""
+        import pyarrow as pa
+
+        if mode not in SUBSET_MODES:
+            raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
+        subset_id = subset_id or uuid.uuid4().hex
+        table = pa.table({
+            "sample_id": pa.array([m[0] for m in members], pa.string()),
+            "rank": pa.array([int(m[1]) for m in members], pa.int32()),
+            "score": pa.array([float(m[2]) for m in members], pa.float64()),
+        })
+        with self.transaction() as con:
+            self.execute(con, "insert_subset", subset_id=subset_id, dataset_name=score_run["dataset_name"],
+                         dataset_version=score_run["dataset_version"], valuation_set=score_run["valuation_set"],
+                         valuation_version=score_run["valuation_version"], model_id=score_run["model_id"],
+                         feature_config_id=score_run["feature_config_id"], score_run_id=score_run["score_run_id"],
+                         mode=mode, value=float(value), n_total=n_total, n_selected=len(members),
+                         jsonl_path=str(jsonl_path), parquet_path=str(parquet_path), code_version=__version__,
+                         dagster_run_id=dagster_run_id, created_at=utcnow())
+            self._insert_arrow(con, "insert_subset_samples", "new_subset_samples", table, subset_id=subset_id)
+        return subset_id
+
+    def latest_subset(self, dataset_name: str, valuation_set: str) -> dict | None:
+        return self.fetch_one("latest_subset", dataset_name=dataset_name, valuation_set=valuation_set)
+
+    def subset_lineage(self, subset_id: str) -> dict | None:
+        return self.fetch_one("subset_lineage", subset_id=subset_id)
+
+
+# ----------------------------------------------------------------------------- subsets on disk
+def subset_indices(values: np.ndarray, mode: str, value: float) -> np.ndarray:
+    """Indices of a subset, most valuable first (forvalue.scoring.select semantics)."""
+    from .scoring import select
+
+    if mode not in SUBSET_MODES:
+        raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
+    if mode == "top_k":
+        if float(value) != int(value) or value < 0:
+            raise ValueError(f"top_k needs a whole number >= 0, got {value}")
+        return select(values, top_k=int(value))
+    return select(values, **{mode: float(value)})
+
+
+def expected_subset_size(mode: str, value: float, n: int) -> int:
+    return len(subset_indices(np.zeros(n), mode, value))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, float]], folder: str | Path,
+                  stem: str) -> tuple[Path, Path]:
+    """Write a subset as ``<stem>.jsonl`` (the original rows, in file order: a drop-in training file)
+    and ``<stem>.parquet`` (sample_id, rank, score, row, the text fields and the raw row as JSON,
+    best first). Each file is written to a temporary name and renamed into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    by_id = {s.sample_id: s for s in samples}
+    missing = [sid for sid, _, _ in members if sid not in by_id]
+    if missing:
+        raise CatalogError(f"{len(missing)} subset samples are not in the registered dataset, e.g. {missing[0]}")
+    chosen = {sid for sid, _, _ in members}
+    in_file_order = [s for s in samples if s.sample_id in chosen]
+    jsonl = folder / f"{stem}.jsonl"
+    parquet = folder / f"{stem}.parquet"
+
+    def write_jsonl(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            for s in in_file_order:
+                f.write(json.dumps(s.record, ensure_ascii=False, default=_jsonable) + "\n")
+
+    ranked = [by_id[sid] for sid, _, _ in members]
+    table = pa.table({
+        "sample_id": pa.array([m[0] for m in members], pa.string()),
+        "rank": pa.array([int(m[1]) for m in members], pa.int32()),
+        "score": pa.array([float(m[2]) for m in members], pa.float64()),
+        "row": pa.array([s.row for s in ranked], pa.int32()),
+        "prompt": pa.array([s.prompt for s in ranked], pa.string()),
+        "response": pa.array([s.response for s in ranked], pa.string()),
+        "text": pa.array([s.text for s in ranked], pa.string()),
+        "messages": pa.array([to_json(s.messages) for s in ranked], pa.string()),
+        "record": pa.array([to_json(s.record) for s in ranked], pa.string()),
+    })
+    _atomic_write(jsonl, write_jsonl)
+    _atomic_write(parquet, lambda tmp: pq.write_table(table, tmp))
+    return jsonl, parquet
+

@@ -1,0 +1,159 @@
+-- ForValue catalog queries. forvalue.catalog loads this file and splits it at "-- name: <query>"
+-- lines; parameters are DuckDB named parameters ($name), bound by the driver, never formatted in.
+-- Tables named new_* are Arrow tables the catalog registers for the length of one statement.
+
+-- name: upsert_dataset
+INSERT INTO datasets (name, version, source_path, format, n_rows, n_samples, n_skipped,
+                      column_mapping, registered_at, code_version, dagster_run_id)
+VALUES ($name, $version, $source_path, $format, $n_rows, $n_samples, $n_skipped,
+        $column_mapping, $registered_at, $code_version, $dagster_run_id)
+ON CONFLICT (name, version) DO UPDATE SET
+    source_path = excluded.source_path, format = excluded.format, n_rows = excluded.n_rows,
+    n_samples = excluded.n_samples, n_skipped = excluded.n_skipped,
+    column_mapping = excluded.column_mapping, registered_at = excluded.registered_at,
+    code_version = excluded.code_version, dagster_run_id = excluded.dagster_run_id;
+
+-- name: upsert_valuation_set
+INSERT INTO valuation_sets (name, version, source_path, format, n_rows, n_samples, n_skipped,
+                            column_mapping, registered_at, code_version, dagster_run_id)
+VALUES ($name, $version, $source_path, $format, $n_rows, $n_samples, $n_skipped,
+        $column_mapping, $registered_at, $code_version, $dagster_run_id)
+ON CONFLICT (name, version) DO UPDATE SET
+    source_path = excluded.source_path, format = excluded.format, n_rows = excluded.n_rows,
+    n_samples = excluded.n_samples, n_skipped = excluded.n_skipped,
+    column_mapping = excluded.column_mapping, registered_at = excluded.registered_at,
+    code_version = excluded.code_version, dagster_run_id = excluded.dagster_run_id;
+
+-- name: current_dataset
+SELECT * FROM current_datasets WHERE name = $name;
+
+-- name: current_valuation_set
+SELECT * FROM current_valuation_sets WHERE name = $name;
+
+-- name: delete_set_samples
+DELETE FROM samples WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version;
+
+-- name: insert_samples
+INSERT INTO samples (set_kind, set_name, set_version, sample_id, row_number, user_id, kind,
+                     prompt, response, text, messages, images, label, record)
+SELECT set_kind, set_name, set_version, sample_id, row_number, user_id, kind,
+       prompt, response, text, messages, images, label, record
+FROM new_samples;
+
+-- name: set_samples
+SELECT * FROM samples
+WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
+ORDER BY row_number, sample_id;
+
+-- name: upsert_model
+INSERT INTO models (model_id, name, weights_hash, dtype, kind, spec, first_seen)
+VALUES ($model_id, $name, $weights_hash, $dtype, $kind, $spec, $first_seen)
+ON CONFLICT (model_id) DO NOTHING;
+
+-- name: get_model
+SELECT * FROM models WHERE model_id = $model_id;
+
+-- name: insert_feature_run
+INSERT INTO feature_runs (feature_run_id, set_kind, set_name, set_version, model_id,
+                          feature_config_id, feature_config, n_samples, n_computed, n_reused,
+                          n_shards_written, store_folder, seconds, code_version, dagster_run_id,
+                          created_at)
+VALUES ($feature_run_id, $set_kind, $set_name, $set_version, $model_id, $feature_config_id,
+        $feature_config, $n_samples, $n_computed, $n_reused, $n_shards_written, $store_folder,
+        $seconds, $code_version, $dagster_run_id, $created_at);
+
+-- name: latest_feature_run
+SELECT * FROM feature_runs
+WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
+  AND feature_config_id = $feature_config_id
+ORDER BY created_at DESC, feature_run_id
+LIMIT 1;
+
+-- name: feature_run_totals
+SELECT set_kind, count(*) AS runs, sum(n_computed) AS computed, sum(n_reused) AS reused
+FROM feature_runs
+GROUP BY set_kind
+ORDER BY set_kind;
+
+-- name: delete_scores
+DELETE FROM scores
+WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
+  AND feature_config_id = $feature_config_id AND model_id = $model_id;
+
+-- name: insert_scores
+INSERT INTO scores (dataset_name, valuation_set, feature_config_id, model_id, sample_id, score,
+                    rank, dataset_version, valuation_version, score_run_id, code_version,
+                    dagster_run_id)
+SELECT $dataset_name, $valuation_set, $feature_config_id, $model_id, sample_id, score, rank,
+       $dataset_version, $valuation_version, $score_run_id, $code_version, $dagster_run_id
+FROM new_scores;
+
+-- name: insert_score_run
+INSERT INTO score_runs (score_run_id, dataset_name, dataset_version, valuation_set,
+                        valuation_version, model_id, feature_config_id, train_feature_run_id,
+                        val_feature_run_id, method, n_scores, score_mean, score_std, seconds,
+                        code_version, dagster_run_id, created_at)
+VALUES ($score_run_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
+        $model_id, $feature_config_id, $train_feature_run_id, $val_feature_run_id, $method,
+        $n_scores, $score_mean, $score_std, $seconds, $code_version, $dagster_run_id, $created_at);
+
+-- name: latest_score_run
+SELECT * FROM score_runs
+WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
+  AND feature_config_id = $feature_config_id
+ORDER BY created_at DESC, score_run_id
+LIMIT 1;
+
+-- name: get_scores
+SELECT sample_id, score, rank, dataset_version, valuation_version, score_run_id, dagster_run_id
+FROM scores
+WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
+  AND feature_config_id = $feature_config_id AND model_id = $model_id
+ORDER BY rank;
+
+-- name: score_problems
+-- Problems with the stored scores of one (dataset, valuation set, config, model): training samples
+-- of the current dataset version without a score, scores of samples not in it, non-finite values,
+-- and a version mismatch between the scores and the current dataset.
+WITH cur AS (
+    SELECT sample_id FROM samples
+    WHERE set_kind = 'dataset' AND set_name = $dataset_name AND set_version = $dataset_version
+), sc AS (
+    SELECT * FROM scores
+    WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
+      AND feature_config_id = $feature_config_id AND model_id = $model_id
+)
+SELECT
+    (SELECT count(*) FROM cur)                                                AS n_samples,
+    (SELECT count(*) FROM sc)                                                 AS n_scores,
+    (SELECT count(*) FROM cur WHERE sample_id NOT IN (SELECT sample_id FROM sc)) AS n_missing,
+    (SELECT count(*) FROM sc WHERE sample_id NOT IN (SELECT sample_id FROM cur)) AS n_extra,
+    (SELECT count(*) FROM sc WHERE NOT isfinite(score))                       AS n_non_finite,
+    (SELECT count(*) FROM sc WHERE dataset_version <> $dataset_version)        AS n_stale;
+
+-- name: insert_subset
+INSERT INTO subsets (subset_id, dataset_name, dataset_version, valuation_set, valuation_version,
+                     model_id, feature_config_id, score_run_id, mode, value, n_total, n_selected,
+                     jsonl_path, parquet_path, code_version, dagster_run_id, created_at)
+VALUES ($subset_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
+        $model_id, $feature_config_id, $score_run_id, $mode, $value, $n_total, $n_selected,
+        $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at);
+
+-- name: insert_subset_samples
+INSERT INTO subset_samples (subset_id, sample_id, rank, score)
+SELECT $subset_id, sample_id, rank, score FROM new_subset_samples;
+
+-- name: latest_subset
+SELECT * FROM latest_subsets WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set;
+
+-- name: subset_sample_count
+SELECT count(*) AS n FROM subset_samples WHERE subset_id = $subset_id;
+
+-- name: subset_lineage
+SELECT * FROM subset_lineage WHERE subset_id = $subset_id;
+
+-- name: dataset_version
+SELECT * FROM datasets WHERE name = $name AND version = $version;
+
+-- name: valuation_set_version
+SELECT * FROM valuation_sets WHERE name = $name AND version = $version;

@@ -1,0 +1,77 @@
+-- ForValue catalog views. Loaded after schema.sql by forvalue.catalog.Catalog.init();
+-- CREATE OR REPLACE, so a new release updates them in place.
+
+-- The current (most recently registered) version of every training dataset.
+CREATE OR REPLACE VIEW current_datasets AS
+SELECT *
+FROM datasets
+QUALIFY row_number() OVER (PARTITION BY name ORDER BY registered_at DESC, version) = 1;
+
+-- The current version of every valuation set.
+CREATE OR REPLACE VIEW current_valuation_sets AS
+SELECT *
+FROM valuation_sets
+QUALIFY row_number() OVER (PARTITION BY name ORDER BY registered_at DESC, version) = 1;
+
+-- The most recent score run of every training dataset, and its scores (one row per sample).
+CREATE OR REPLACE VIEW latest_score_runs AS
+SELECT *
+FROM score_runs
+QUALIFY row_number() OVER (PARTITION BY dataset_name ORDER BY created_at DESC, score_run_id) = 1;
+
+CREATE OR REPLACE VIEW latest_scores AS
+SELECT s.*, r.created_at AS scored_at
+FROM scores AS s
+JOIN latest_score_runs AS r ON r.score_run_id = s.score_run_id;
+
+-- The most recent subset of every (training dataset, valuation set) pair.
+CREATE OR REPLACE VIEW latest_subsets AS
+SELECT *
+FROM subsets
+QUALIFY row_number() OVER (PARTITION BY dataset_name, valuation_set ORDER BY created_at DESC, subset_id) = 1;
+
+-- Where did a subset come from: subset -> score run -> feature runs -> model, the dataset and
+-- valuation set versions (with their source files), and the Dagster run id of every step.
+CREATE OR REPLACE VIEW subset_lineage AS
+SELECT
+    sub.subset_id,
+    sub.mode,
+    sub.value,
+    sub.n_selected,
+    sub.n_total,
+    sub.jsonl_path,
+    sub.parquet_path,
+    sub.created_at               AS subset_created_at,
+    sub.dagster_run_id           AS subset_dagster_run_id,
+    sr.score_run_id,
+    sr.method                    AS score_method,
+    sr.created_at                AS scored_at,
+    sr.dagster_run_id            AS scores_dagster_run_id,
+    sr.feature_config_id,
+    tf.feature_config,
+    tf.feature_run_id            AS train_feature_run_id,
+    tf.dagster_run_id            AS train_features_dagster_run_id,
+    tf.store_folder              AS feature_store_folder,
+    vf.feature_run_id            AS val_feature_run_id,
+    vf.dagster_run_id            AS val_features_dagster_run_id,
+    m.model_id,
+    m.name                       AS model_name,
+    m.weights_hash               AS model_weights_hash,
+    m.dtype                      AS model_dtype,
+    m.spec                       AS model_spec,
+    d.name                       AS dataset_name,
+    d.version                    AS dataset_version,
+    d.source_path                AS dataset_path,
+    d.dagster_run_id             AS dataset_dagster_run_id,
+    v.name                       AS valuation_set,
+    v.version                    AS valuation_version,
+    v.source_path                AS valuation_path,
+    v.dagster_run_id             AS valuation_dagster_run_id,
+    sub.code_version
+FROM subsets AS sub
+JOIN score_runs AS sr       ON sr.score_run_id = sub.score_run_id
+LEFT JOIN feature_runs AS tf ON tf.feature_run_id = sr.train_feature_run_id
+LEFT JOIN feature_runs AS vf ON vf.feature_run_id = sr.val_feature_run_id
+LEFT JOIN models AS m        ON m.model_id = sr.model_id
+LEFT JOIN datasets AS d      ON d.name = sr.dataset_name AND d.version = sr.dataset_version
+LEFT JOIN valuation_sets AS v ON v.name = sr.valuation_set AND v.version = sr.valuation_version;

@@ -1,0 +1,271 @@
+"""forvalue.catalog: the DuckDB catalog loaded from sql/*.sql (no Dagster involved)."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from forvalue import catalog as cat
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION, Catalog, CatalogError
+from forvalue.data import samples_from_records
+from forvalue.features import FeatureConfig
+from forvalue.models import ModelFingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def records(n, prefix="q"):
+    return [{"id": f"{prefix}{i}", "prompt": f"{prefix} question {i}?", "response": f"answer {i}."} for i in range(n)]
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return Catalog(tmp_path / "db" / "forvalue.duckdb", lock_timeout=10)
+
+
+def test_schema_comes_from_sql_files(catalog):
+    catalog.init()
+    schema = (ROOT / "sql" / "schema.sql").read_text()
+    views = (ROOT / "sql" / "views.sql").read_text()
+    declared_tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema))
+    declared_views = set(re.findall(r"CREATE OR REPLACE VIEW (\w+)", views))
+    got = {(r["table_name"], r["table_type"]) for r in catalog.query(
+        "SELECT table_name, table_type FROM information_schema.tables")}
+    assert {t for t, kind in got if kind == "BASE TABLE"} == declared_tables
+    assert {t for t, kind in got if kind == "VIEW"} == declared_views
+    assert {"datasets", "samples", "valuation_sets", "models", "feature_runs", "scores", "subsets",
+            "training_runs"} <= declared_tables
+    assert {"subset_lineage", "latest_scores"} <= declared_views
+    # every table has a primary key
+    pks = {r["table_name"] for r in catalog.query(
+        "SELECT table_name FROM information_schema.table_constraints WHERE constraint_type = 'PRIMARY KEY'")}
+    assert pks == declared_tables
+    # idempotent
+    catalog.init()
+    Catalog(catalog.path).init()
+
+
+def test_no_ddl_in_python():
+    files = [ROOT / "forvalue" / "catalog.py", *(ROOT / "forvalue_assets").rglob("*.py"),
+             *(ROOT / "resources").rglob("*.py"), *(ROOT / "sensors").rglob("*.py")]
+    for f in files:
+        text = f.read_text()
+        assert not re.search(r"\b(CREATE|ALTER|DROP)\s+(TABLE|VIEW|INDEX)\b", text, re.I), f
+
+
+def test_every_named_query_binds(catalog):
+    queries = cat.load_queries()
+    assert {"upsert_dataset", "insert_scores", "score_problems", "subset_lineage"} <= set(queries)
+    with pytest.raises(CatalogError, match="parameters"):
+        with catalog.connect() as con:
+            catalog.execute(con, "current_dataset")
+
+
+def test_register_round_trip_and_versions(catalog, tmp_path):
+    recs = records(4) + [records(1)[0] | {"id": "dup"}]  # same content as row 1, another id
+    recs[2]["prompt"] = "'; DROP TABLE samples; -- \"quoted\""
+    recs[3] = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+               "extra": {"nested": [1, 2]}, "blob": b"\x00\x01"}
+    loaded = samples_from_records(recs, source=str(tmp_path / "train.jsonl"))
+    reg = catalog.register_set(KIND_DATASET, "train", "v1", tmp_path / "train.jsonl", loaded.samples,
+                               column_mapping={"prompt": "prompt"}, dagster_run_id="run-1")
+    assert (reg.n_rows, reg.n_samples, reg.n_duplicates, reg.already_registered) == (5, 4, 1, False)
+    back = catalog.load_samples(KIND_DATASET, "train")
+    assert [s.sample_id for s in back] == [s.sample_id for s in loaded.samples[:4]]
+    for a, b in zip(back, loaded.samples):
+        assert (a.prompt, a.response, a.messages, a.text, a.user_id, a.row) == \
+               (b.prompt, b.response, b.messages, b.text, b.user_id, b.row)
+        assert a.record == b.record
+        assert a.source == str(tmp_path / "train.jsonl")
+    assert back[3].record["blob"] == b"\x00\x01"
+    assert catalog.count("samples") == 4
+
+    # a new version becomes current; the old one stays; re-registering it makes it current again
+    catalog.register_set(KIND_DATASET, "train", "v2", "x.jsonl", samples_from_records(records(2)).samples)
+    assert catalog.current_set(KIND_DATASET, "train")["version"] == "v2"
+    assert len(catalog.sample_ids(KIND_DATASET, "train", "v1")) == 4
+    time.sleep(0.01)
+    again = catalog.register_set(KIND_DATASET, "train", "v1", tmp_path / "train.jsonl", loaded.samples)
+    assert again.already_registered
+    assert catalog.current_set(KIND_DATASET, "train")["version"] == "v1"
+    assert catalog.count("datasets") == 2 and catalog.count("samples") == 6
+    # valuation sets live in their own table
+    assert catalog.current_set(KIND_VALUATION, "train") is None
+    with pytest.raises(CatalogError, match="not registered"):
+        catalog.load_samples(KIND_VALUATION, "train")
+
+
+def test_bad_names_rejected(catalog):
+    s = samples_from_records(records(1)).samples
+    for bad in ["", "a/b", "x|y", "../up", "a b", "x" * 65, "'; drop"]:
+        with pytest.raises(CatalogError, match="invalid"):
+            catalog.register_set(KIND_DATASET, bad, "v", "f.jsonl", s)
+
+
+def _scored(catalog, values, **kw):
+    ids = [f"s{i}" for i in range(len(values))]
+    return catalog.replace_scores(dataset_name="d", dataset_version="dv", valuation_set="v",
+                                  valuation_version="vv", model_id="m", feature_config_id="c",
+                                  sample_ids=ids, values=np.asarray(values, float), **kw)
+
+
+def test_replace_scores_is_one_transaction(catalog, monkeypatch):
+    first = _scored(catalog, [3.0, 1.0, 2.0])
+    rows = catalog.scores("d", "v", "c", "m")
+    assert [(r["sample_id"], r["rank"]) for r in rows] == [("s0", 1), ("s2", 2), ("s1", 3)]
+    assert all(r["score_run_id"] == first for r in rows)
+
+    # non-finite values are refused before anything is touched
+    with pytest.raises(ValueError, match="non-finite"):
+        _scored(catalog, [1.0, float("nan"), 2.0])
+    # a failure after the old rows were deleted inside the transaction rolls everything back
+    real = Catalog._insert_arrow
+
+    def failing(self, con, name, *a, **k):
+        if name == "insert_scores":
+            assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 0  # deleted, uncommitted
+            raise RuntimeError("disk full")
+        return real(self, con, name, *a, **k)
+
+    monkeypatch.setattr(Catalog, "_insert_arrow", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _scored(catalog, [5.0, 6.0, 7.0])
+    monkeypatch.setattr(Catalog, "_insert_arrow", real)
+    after = catalog.scores("d", "v", "c", "m")
+    assert after == rows
+    assert catalog.count("score_runs") == 1
+
+    second = _scored(catalog, [1.0, 2.0])
+    assert {r["score_run_id"] for r in catalog.scores("d", "v", "c", "m")} == {second}
+    assert catalog.count("scores") == 2 and catalog.count("score_runs") == 2
+    assert catalog.latest_score_run("d", "v", "c")["score_run_id"] == second
+    latest = catalog.query("SELECT * FROM latest_scores")
+    assert {r["score_run_id"] for r in latest} == {second} and len(latest) == 2
+
+
+def test_score_problems_finds_gaps_and_nan(catalog):
+    samples = samples_from_records(records(3)).samples
+    catalog.register_set(KIND_DATASET, "d", "dv", "d.jsonl", samples)
+    ids = [s.sample_id for s in samples]
+    catalog.replace_scores(dataset_name="d", dataset_version="dv", valuation_set="v", valuation_version="vv",
+                           model_id="m", feature_config_id="c", sample_ids=ids, values=np.array([1.0, 2, 3]))
+    key = dict(dataset_name="d", dataset_version="dv", valuation_set="v", feature_config_id="c", model_id="m")
+    ok = catalog.score_problems(**key)
+    assert ok == {"n_samples": 3, "n_scores": 3, "n_missing": 0, "n_extra": 0, "n_non_finite": 0, "n_stale": 0}
+    with catalog.transaction() as con:  # corrupt the stored table the way a buggy writer could
+        con.execute("UPDATE scores SET score = 'NaN'::DOUBLE WHERE sample_id = ?", [ids[0]])
+        con.execute("DELETE FROM scores WHERE sample_id = ?", [ids[1]])
+    bad = catalog.score_problems(**key)
+    assert (bad["n_scores"], bad["n_missing"], bad["n_non_finite"]) == (2, 1, 1)
+
+
+def test_lineage_view_joins_every_step(catalog, tmp_path):
+    train = samples_from_records(records(4)).samples
+    val = samples_from_records(records(2, "v")).samples
+    catalog.register_set(KIND_DATASET, "d", "dv", "d.jsonl", train, dagster_run_id="r-reg")
+    catalog.register_set(KIND_VALUATION, "v", "vv", "v.jsonl", val, dagster_run_id="r-vreg")
+    fp = ModelFingerprint(name="tiny", weights_hash="ab" * 32, dtype="float32")
+    catalog.record_model(fp, spec="/models/tiny")
+    cfg = FeatureConfig(k=2, r=4)
+    tf = catalog.record_feature_run(kind=KIND_DATASET, name="d", version="dv", model_id=fp.id, config=cfg,
+                                    n_samples=4, n_computed=4, n_reused=0, n_shards_written=1,
+                                    store_folder=tmp_path, dagster_run_id="r-tf")
+    vf = catalog.record_feature_run(kind=KIND_VALUATION, name="v", version="vv", model_id=fp.id, config=cfg,
+                                    n_samples=2, n_computed=2, n_reused=0, n_shards_written=1,
+                                    store_folder=tmp_path, dagster_run_id="r-vf")
+    assert catalog.latest_feature_run(KIND_DATASET, "d", "dv", cfg.id)["feature_run_id"] == tf
+    assert catalog.fingerprint(fp.id) == fp
+    values = np.array([0.5, -1.0, 2.0, 0.0])
+    ids = [s.sample_id for s in train]
+    catalog.replace_scores(dataset_name="d", dataset_version="dv", valuation_set="v", valuation_version="vv",
+                           model_id=fp.id, feature_config_id=cfg.id, sample_ids=ids, values=values,
+                           train_feature_run_id=tf, val_feature_run_id=vf, dagster_run_id="r-score")
+    run = catalog.latest_score_run("d", "v", cfg.id)
+    idx = cat.subset_indices(values, "top_k", 2)
+    from forvalue.scoring import rank
+    ranks = rank(values)
+    members = [(ids[i], int(ranks[i]), float(values[i])) for i in idx]
+    jsonl, parquet = cat.export_subset(train, members, tmp_path / "out", "subset")
+    sid = catalog.record_subset(score_run=run, mode="top_k", value=2, n_total=4, members=members,
+                                jsonl_path=jsonl, parquet_path=parquet, dagster_run_id="r-subset")
+    lin = catalog.subset_lineage(sid)
+    assert lin["dataset_name"] == "d" and lin["dataset_version"] == "dv" and lin["dataset_path"] == "d.jsonl"
+    assert lin["valuation_set"] == "v" and lin["valuation_version"] == "vv"
+    assert lin["model_id"] == fp.id and lin["model_spec"] == "/models/tiny"
+    assert json.loads(lin["feature_config"])["k"] == 2
+    assert (lin["dataset_dagster_run_id"], lin["valuation_dagster_run_id"], lin["train_features_dagster_run_id"],
+            lin["val_features_dagster_run_id"], lin["scores_dagster_run_id"], lin["subset_dagster_run_id"]) == \
+           ("r-reg", "r-vreg", "r-tf", "r-vf", "r-score", "r-subset")
+    # exported files: JSONL holds the original rows in file order, Parquet the ranked members
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert lines == [train[0].record, train[2].record]
+    table = pq.read_table(parquet).to_pylist()
+    assert [(r["sample_id"], r["rank"]) for r in table] == [(ids[2], 1), (ids[0], 2)]
+    assert not list((tmp_path / "out").glob(".*tmp"))
+    assert catalog.latest_subset("d", "v")["subset_id"] == sid
+
+
+@pytest.mark.parametrize("mode,value,n,expected", [
+    ("top_k", 3, 10, 3), ("top_k", 30, 10, 10), ("top_p", 25, 8, 2), ("bottom_p", 50, 5, 2),
+    ("drop_lowest_p", 10, 10, 9), ("drop_lowest_p", 100, 4, 0)])
+def test_expected_subset_size(mode, value, n, expected):
+    assert cat.expected_subset_size(mode, value, n) == expected
+
+
+def test_subset_mode_validation():
+    with pytest.raises(ValueError, match="mode"):
+        cat.subset_indices(np.zeros(3), "top", 1)
+    with pytest.raises(ValueError, match="whole number"):
+        cat.subset_indices(np.zeros(3), "top_k", 1.5)
+    with pytest.raises(ValueError, match="percentage"):
+        cat.subset_indices(np.zeros(3), "top_p", 150)
+
+
+def test_writer_waits_for_another_process_lock(catalog):
+    catalog.init()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(catalog.path)!r})
+        print("locked", flush=True)
+        time.sleep(1.5)
+        con.close()
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        catalog.register_set(KIND_DATASET, "d", "v1", "d.jsonl", samples_from_records(records(2)).samples)
+        waited = time.monotonic() - t0
+    finally:
+        holder.wait(timeout=30)
+    assert waited > 0.5
+    assert catalog.count("samples") == 2
+    # a lock held past the timeout is reported clearly
+    impatient = Catalog(catalog.path, lock_timeout=0.3)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, time
+        con = duckdb.connect({str(catalog.path)!r})
+        print("locked", flush=True)
+        time.sleep(2)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CatalogError, match="locked by another process"):
+            impatient.fetch("current_dataset", name="d")
+    finally:
+        holder.wait(timeout=30)
+
+
+def test_content_hash_and_format(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"prompt": "p", "response": "r"}\n')
+    h1 = cat.content_hash(f)
+    f.write_text('{"prompt": "p", "response": "r2"}\n')
+    assert cat.content_hash(f) != h1 and len(h1) == 64
+    assert cat.file_format(f) == "jsonl" and cat.file_format(tmp_path / "x.parquet") == "parquet"
