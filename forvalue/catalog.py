@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ KINDS = (KIND_DATASET, KIND_VALUATION)
 SUBSET_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_INITIALIZED: set[str] = set()  # catalog files this process has created or upgraded already
 
 
 class CatalogError(RuntimeError):
@@ -75,6 +77,11 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
     if name:
         queries[name] = "\n".join(lines).strip()
     return queries
+
+
+@functools.lru_cache(maxsize=1)
+def _queries() -> dict[str, str]:
+    return load_queries()
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -174,8 +181,7 @@ class Catalog:
     def __init__(self, path: str | Path, *, lock_timeout: float = 120.0):
         self.path = Path(path)
         self.lock_timeout = lock_timeout
-        self._queries = load_queries()
-        self._initialized = False
+        self._queries = _queries()
 
     # ------------------------------------------------------------------ connections
     def _connect_once(self, read_only: bool):
@@ -209,7 +215,7 @@ class Catalog:
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         """A short-lived connection; the catalog is created (schema + views) on first use."""
-        if not self._initialized and not (read_only and self.path.exists()):
+        if not self.path.exists() or (not read_only and str(self.path.resolve()) not in _INITIALIZED):
             self.init()
         con = self._open(read_only)
         try:
@@ -234,7 +240,7 @@ class Catalog:
                 raise
         finally:
             con.close()
-        self._initialized = True
+        _INITIALIZED.add(str(self.path.resolve()))
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:

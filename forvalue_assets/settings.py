@@ -1,0 +1,46 @@
+"""Platform settings read from the environment (folders the sensor and registration share)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from resources._env import env_bool, env_int, env_str
+
+TRAIN_SUBDIR = "train"
+VALUATION_SUBDIR = "valuation"
+# Formats the incoming-folder sensor picks up (registration itself also reads CSV and HF folders).
+INCOMING_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".pq")
+REGISTER_SUFFIXES = INCOMING_SUFFIXES + (".csv",)
+
+
+def incoming_root() -> Path:
+    """Where data teams drop files: <root>/train/<name>.jsonl|.parquet, <root>/valuation/<name>.* ."""
+    return Path(env_str("FORVALUE_INCOMING", "incoming"))
+
+
+def seed_demo() -> bool:
+    """Copy the bundled demo data into a new incoming folder on the sensor's first tick."""
+    return env_bool("FORVALUE_DEMO", True)
+
+
+def settle_seconds() -> int:
+    """A file modified less than this many seconds ago is left for the next tick (still being written)."""
+    return env_int("FORVALUE_SETTLE_SECONDS", 2) or 0
+
+
+def sensor_interval() -> int:
+    return env_int("FORVALUE_SENSOR_INTERVAL", 15) or 15
+
+
+def find_incoming_file(subdir: str, name: str, root: Path | None = None) -> Path | None:
+    """The newest incoming file or HF folder named ``name`` in ``<root>/<subdir>``."""
+    folder = (root or incoming_root()) / subdir
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.iterdir()
+             if (p.is_file() and p.stem == name and p.suffix.lower() in REGISTER_SUFFIXES)
+             or (p.is_dir() and p.name == name)]
+    if not found:
+        return None
+    return max(found, key=lambda p: os.stat(p).st_mtime_ns)

@@ -1,0 +1,31 @@
+"""DuckDBStoreResource: the DuckDB catalog and where curated subsets are exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from ._env import env_str
+
+
+class DuckDBStoreResource(ConfigurableResource):
+    """Wraps ``forvalue.catalog.Catalog`` (schema and queries from sql/)."""
+
+    path: str = Field(default=".forvalue/forvalue.duckdb", description="DuckDB catalog file. Env: FORVALUE_DB")
+    export_dir: str = Field(default=".forvalue/subsets", description="folder for curated subsets (JSONL, Parquet, PNG). Env: FORVALUE_SUBSETS")
+    lock_timeout: float = Field(default=300.0, description="seconds a connection waits for another process's lock")
+
+    @classmethod
+    def from_env(cls) -> "DuckDBStoreResource":
+        return cls(path=env_str("FORVALUE_DB", ".forvalue/forvalue.duckdb"),
+                   export_dir=env_str("FORVALUE_SUBSETS", ".forvalue/subsets"))
+
+    def catalog(self):
+        from forvalue.catalog import Catalog
+
+        return Catalog(Path(self.path), lock_timeout=self.lock_timeout)
+
+    def subset_folder(self, dataset: str, valuation_set: str) -> Path:
+        return Path(self.export_dir) / dataset / valuation_set

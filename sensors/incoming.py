@@ -1,0 +1,193 @@
+"""The incoming-folder sensor.
+
+Data teams drop files into ``incoming/train/<name>.jsonl|.parquet`` (training datasets) and
+``incoming/valuation/<name>.jsonl|.parquet`` (valuation sets); the file stem is the registered
+name. Each tick the sensor
+
+- looks only at files changed since its high-water mark (the newest change time it has handled;
+  a file at the mark is looked at again, for file systems with coarse timestamps), leaving files
+  changed in the last FORVALUE_SETTLE_SECONDS for the next tick (they may still be being written);
+- hashes them; a file whose content hash differs from the last one seen for that name (a new name,
+  or a changed file) gets a dynamic partition (new names) and a run of its registration job
+  (register + features). Run keys are built from the content hash, so a retried tick never
+  launches a second run for the same content;
+- leaves everything downstream to the automation sensor: new training features score against every
+  valuation set, and new valuation features re-score every training dataset from stored training
+  features (none recomputed).
+
+The cursor is JSON: {"hwm": <ns>, "seen": {"train/<name>": <sha256>, ...}}. Deleted files are
+ignored (registered versions stay in the catalog). Write files elsewhere and move them in, or let
+the settle time cover the write; hidden files and *.tmp / *.part files are ignored.
+On its first tick, when the incoming folder does not exist, the sensor creates it with the bundled
+demo data (FORVALUE_DEMO=0 turns that off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+
+from forvalue.catalog import NAME_RE, content_hash
+from forvalue_assets.jobs import register_training_job, register_valuation_job
+from forvalue_assets.partitions import training_datasets, valuation_sets
+from forvalue_assets.settings import (
+    INCOMING_SUFFIXES,
+    TRAIN_SUBDIR,
+    VALUATION_SUBDIR,
+    incoming_root,
+    seed_demo,
+    sensor_interval,
+    settle_seconds,
+)
+
+TARGETS = {
+    TRAIN_SUBDIR: (register_training_job, training_datasets, "training_dataset"),
+    VALUATION_SUBDIR: (register_valuation_job, valuation_sets, "valuation_set"),
+}
+
+
+@dataclass
+class Change:
+    subdir: str
+    name: str
+    path: Path
+    stamp: int
+    digest: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subdir}/{self.name}"
+
+
+def _stamp(path: Path) -> int:
+    st = os.stat(path)
+    # ctime too: a file moved or copied in with an old mtime still counts as new.
+    return max(st.st_mtime_ns, st.st_ctime_ns)
+
+
+def load_cursor(raw: str | None) -> dict:
+    if not raw:
+        return {"hwm": 0, "seen": {}}
+    try:
+        cur = json.loads(raw)
+        return {"hwm": int(cur.get("hwm", 0)), "seen": dict(cur.get("seen", {}))}
+    except (ValueError, TypeError, AttributeError):
+        return {"hwm": 0, "seen": {}}
+
+
+def scan(root: Path, cursor: dict, *, now_ns: int | None = None, settle_s: float = 2.0,
+         log=None) -> tuple[list[Change], dict]:
+    """New or changed files under ``root`` since ``cursor``: (changes, next cursor)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    cutoff = now_ns - int(settle_s * 1e9)
+    hwm = int(cursor.get("hwm", 0))
+    seen = dict(cursor.get("seen", {}))
+    candidates: list[tuple[int, str, Path]] = []
+    for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
+        folder = root / subdir
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") or p.suffix.lower() in (".tmp", ".part") or not p.is_file():
+                continue
+            if p.suffix.lower() not in INCOMING_SUFFIXES:
+                continue
+            try:
+                stamp = _stamp(p)
+            except FileNotFoundError:  # removed while scanning
+                continue
+            if stamp < hwm or stamp > cutoff:
+                continue
+            candidates.append((stamp, subdir, p))
+    new_hwm = hwm
+    latest: dict[str, Change] = {}
+    for stamp, subdir, p in sorted(candidates):
+        new_hwm = max(new_hwm, stamp)
+        name = p.stem
+        if not NAME_RE.match(name):
+            if log and stamp > hwm:
+                log.warning(f"{p}: file name {name!r} is not a valid dataset name (letters, digits, '_', '.', '-'); ignored")
+            continue
+        try:
+            digest = content_hash(p)
+        except FileNotFoundError:
+            continue
+        change = Change(subdir, name, p, stamp, digest)
+        if change.key in latest and log:
+            log.warning(f"{p} and {latest[change.key].path} both name {change.key}; the newer one is registered")
+        latest[change.key] = change
+    changes = []
+    for key, ch in latest.items():
+        if seen.get(key) == ch.digest:
+            continue  # touched or re-copied, same content
+        seen[key] = ch.digest
+        changes.append(ch)
+    return changes, {"hwm": new_hwm, "seen": seen}
+
+
+def seed_demo_files(root: Path) -> list[Path]:
+    """Create ``root`` with the bundled demo training data and valuation set."""
+    from forvalue.demo import demo_paths
+
+    train, val = demo_paths()
+    out = []
+    for src, subdir in ((train, TRAIN_SUBDIR), (val, VALUATION_SUBDIR)):
+        dst = root / subdir / Path(src).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        out.append(dst)
+    return out
+
+
+def evaluate(context: SensorEvaluationContext, root: Path | None = None) -> SensorResult:
+    root = root or incoming_root()
+    if not root.exists():
+        if seed_demo():
+            seeded = seed_demo_files(root)
+            context.log.info(f"created {root} with the bundled demo data: {', '.join(str(p) for p in seeded)}")
+        else:
+            return SensorResult(skip_reason=f"{root} does not exist", cursor=context.cursor)
+    for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
+        (root / subdir).mkdir(parents=True, exist_ok=True)
+    changes, cursor = scan(root, load_cursor(context.cursor), settle_s=settle_seconds(), log=context.log)
+    run_requests, adds = [], {TRAIN_SUBDIR: [], VALUATION_SUBDIR: []}
+    for ch in changes:
+        job, parts, asset_name = TARGETS[ch.subdir]
+        if not context.instance.has_dynamic_partition(parts.name, ch.name) and ch.name not in adds[ch.subdir]:
+            adds[ch.subdir].append(ch.name)
+        run_requests.append(RunRequest(
+            run_key=f"{ch.key}/{ch.digest[:16]}/{ch.stamp}",
+            job_name=job.name,
+            partition_key=ch.name,
+            run_config={"ops": {asset_name: {"config": {"path": str(ch.path.resolve()), "content_hash": ch.digest}}}},
+            tags={"forvalue/source": str(ch.path), "forvalue/content_hash": ch.digest},
+        ))
+        context.log.info(f"{ch.path}: content {ch.digest[:12]} -> {job.name}[{ch.name}]")
+    partition_requests = [TARGETS[sub][1].build_add_request(names) for sub, names in adds.items() if names]
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=json.dumps(cursor, sort_keys=True),
+        skip_reason=None if run_requests else f"no new or changed files in {root}",
+    )
+
+
+@sensor(
+    name="incoming_files",
+    jobs=[register_training_job, register_valuation_job],
+    minimum_interval_seconds=sensor_interval(),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Registers new or changed files in incoming/train/ and incoming/valuation/ (JSONL or Parquet; "
+                "the file stem is the name): adds the dynamic partition and runs registration + features. "
+                "High-water-mark cursor; run keys from content hashes.",
+)
+def incoming_files(context: SensorEvaluationContext) -> SensorResult:
+    return evaluate(context)
