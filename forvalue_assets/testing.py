@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
+from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions, instance_for_test
 
 from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
 
@@ -115,8 +115,10 @@ class Platform:
 
 
 @contextmanager
-def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None = 8,
-                      batch_size: int = 4) -> Iterator[Platform]:
+def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None = 8, batch_size: int = 4,
+                      persistent: bool = False) -> Iterator[Platform]:
+    """``persistent``: a SQLite-backed instance in <root>/dagster_home (what schedules and
+    anything that reloads the instance need) instead of the faster in-memory one."""
     root = Path(root)
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,9 @@ def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None
         "feature_store": FeatureStoreResource(root=str(root / "features"), k=k, r=r),
     }
     defs = build_definitions(resources)
-    with DagsterInstance.ephemeral(tempdir=str(home)) as instance:
+    make = (lambda: instance_for_test(temp_dir=str(home))) if persistent else (
+        lambda: DagsterInstance.ephemeral(tempdir=str(home)))
+    with make() as instance:
         platform = Platform(root=root, resources=resources, defs=defs, instance=instance)
         # The automation sensor runs from the start: take its first (baseline) tick now, so later
         # ticks see updates relative to it.

@@ -1,0 +1,154 @@
+"""The incoming-folder sensor and the nightly schedule, on temporary folders and instances."""
+
+import datetime as dt
+import json
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
+
+from forvalue.catalog import KIND_DATASET
+from forvalue_assets.partitions import pair_key
+from forvalue_assets.testing import platform_for_test
+from sensors import incoming_files, nightly_curation
+from sensors.incoming import load_cursor, scan
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def rows(n, word="plus"):
+    return [{"id": f"{word}{i}", "prompt": f"What is {i} {word} {i}?", "response": f"It is {i}{i}."} for i in range(n)]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    incoming = tmp_path / "incoming"
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("FORVALUE_INCOMING", str(incoming))
+    monkeypatch.setenv("FORVALUE_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("FORVALUE_DEMO", "0")
+    (tmp_path / "dagster_home").mkdir()
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_home")) as instance:
+        yield incoming, instance
+
+
+def tick(instance, cursor=None) -> SensorResult:
+    result = incoming_files(build_sensor_context(instance=instance, cursor=cursor))
+    # what the daemon does with the result: add the requested partitions
+    for req in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def test_sensor_adds_partitions_requests_runs_then_nothing(env):
+    incoming, instance = env
+    write_jsonl(incoming / "train" / "alpha.jsonl", rows(3))
+    pq.write_table(pa.Table.from_pylist(rows(2, "times")), incoming / "train" / "beta.parquet")
+    write_jsonl(incoming / "valuation" / "gold.jsonl", rows(2, "minus"))
+    (incoming / "train" / ".hidden.jsonl").write_text("{}\n")
+    (incoming / "train" / "partial.jsonl.tmp").write_text("{")
+    (incoming / "train" / "bad name!.jsonl").write_text("{}\n")
+    (incoming / "train" / "notes.txt").write_text("ignored")
+
+    first = tick(instance)
+    adds = {r.partitions_def_name: sorted(r.partition_keys) for r in first.dynamic_partitions_requests}
+    assert adds == {"training_datasets": ["alpha", "beta"], "valuation_sets": ["gold"]}
+    reqs = {(r.job_name, r.partition_key): r for r in first.run_requests}
+    assert set(reqs) == {("register_training_dataset", "alpha"), ("register_training_dataset", "beta"),
+                         ("register_valuation_set", "gold")}
+    alpha = reqs[("register_training_dataset", "alpha")]
+    cfg = alpha.run_config["ops"]["training_dataset"]["config"]
+    assert cfg["path"] == str((incoming / "train" / "alpha.jsonl").resolve())
+    assert alpha.run_key.startswith(f"train/alpha/{cfg['content_hash'][:16]}/")
+    assert reqs[("register_valuation_set", "gold")].run_config["ops"]["valuation_set"]["config"]["path"].endswith("gold.jsonl")
+    assert instance.get_dynamic_partitions("training_datasets") == ["alpha", "beta"]
+
+    # nothing new: nothing requested, no partitions added
+    second = tick(instance, first.cursor)
+    assert not second.run_requests and not second.dynamic_partitions_requests
+    assert "no new or changed files" in str(second.skip_reason)
+    # touched (or copied again) with the same content: still nothing
+    path = incoming / "train" / "alpha.jsonl"
+    os.utime(path, ns=(time.time_ns(), time.time_ns()))
+    third = tick(instance, second.cursor)
+    assert not third.run_requests
+
+    # changed content: a run for that name (new content hash), no new partition
+    write_jsonl(path, rows(4))
+    fourth = tick(instance, third.cursor)
+    assert [(r.job_name, r.partition_key) for r in fourth.run_requests] == [("register_training_dataset", "alpha")]
+    assert not fourth.dynamic_partitions_requests
+    assert fourth.run_requests[0].run_key != alpha.run_key
+
+    # back to the first content: registered again (the run key differs by the change time)
+    write_jsonl(path, rows(3))
+    fifth = tick(instance, fourth.cursor)
+    assert [r.partition_key for r in fifth.run_requests] == ["alpha"]
+    assert fifth.run_requests[0].run_config == alpha.run_config
+    assert fifth.run_requests[0].run_key != alpha.run_key
+
+    # a new valuation set: its own partition and registration run only
+    write_jsonl(incoming / "valuation" / "silver.jsonl", rows(2, "over"))
+    sixth = tick(instance, fifth.cursor)
+    assert [(r.job_name, r.partition_key) for r in sixth.run_requests] == [("register_valuation_set", "silver")]
+    assert [list(r.partition_keys) for r in sixth.dynamic_partitions_requests] == [["silver"]]
+
+
+def test_high_water_mark_defers_files_still_being_written(tmp_path):
+    f = write_jsonl(tmp_path / "train" / "fresh.jsonl", rows(1))
+    stamp = max(os.stat(f).st_mtime_ns, os.stat(f).st_ctime_ns)
+    cursor = load_cursor(None)
+    changes, cursor2 = scan(tmp_path, cursor, now_ns=stamp + 1_000_000_000, settle_s=5)
+    assert changes == [] and cursor2["hwm"] == 0            # too fresh: next tick
+    changes, cursor3 = scan(tmp_path, cursor2, now_ns=stamp + 6_000_000_000, settle_s=5)
+    assert [c.name for c in changes] == ["fresh"] and cursor3["hwm"] == stamp
+    changes, cursor4 = scan(tmp_path, cursor3, now_ns=stamp + 9_000_000_000, settle_s=5)
+    assert changes == [] and cursor4 == cursor3
+    assert load_cursor("not json") == {"hwm": 0, "seen": {}}
+
+
+def test_sensor_seeds_demo_data_once(env, monkeypatch):
+    incoming, instance = env
+    monkeypatch.setenv("FORVALUE_DEMO", "1")
+    first = tick(instance)
+    assert (incoming / "train" / "demo_train.jsonl").exists() and (incoming / "valuation" / "demo_val.jsonl").exists()
+    assert sorted((r.job_name, r.partition_key) for r in first.run_requests) == [
+        ("register_training_dataset", "demo_train"), ("register_valuation_set", "demo_val")]
+    (incoming / "train" / "demo_train.jsonl").unlink()
+    second = tick(instance, first.cursor)            # the folder exists now: no re-seeding
+    assert not (incoming / "train" / "demo_train.jsonl").exists() and not second.run_requests
+
+
+def test_sensor_run_requests_execute_and_schedule_covers_pairs(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("FORVALUE_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("FORVALUE_DEMO", "0")
+    with platform_for_test(tmp_path, model=tiny_model_dir, persistent=True) as p:
+        monkeypatch.setenv("FORVALUE_INCOMING", str(p.incoming))
+        p.write_jsonl("train", "t1", rows(3))
+        p.write_jsonl("valuation", "v1", rows(2, "minus"))
+        result = tick(p.instance)
+        for req in result.run_requests:  # the run config the sensor builds is what the jobs accept
+            run = p.defs.resolve_job_def(req.job_name).execute_in_process(
+                run_config=req.run_config, partition_key=req.partition_key, instance=p.instance, tags=req.tags)
+            assert run.success
+        cat = p.catalog()
+        assert cat.current_set(KIND_DATASET, "t1")["source_path"] == str((p.incoming / "train" / "t1.jsonl").resolve())
+        assert cat.current_set(KIND_DATASET, "t1")["version"] == result.run_requests[0].tags["forvalue/content_hash"]
+
+        # nightly: one curation run per pair whose features exist (t2 is registered but has none)
+        p.instance.add_dynamic_partitions("training_datasets", ["t2"])
+        when = dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.timezone.utc)
+        reqs = nightly_curation(build_schedule_context(instance=p.instance, scheduled_execution_time=when))
+        assert [r.partition_key for r in reqs] == [pair_key("t1", "v1")]
+        assert reqs[0].run_key == "nightly-2026-01-02/t1|v1"
+        run = p.defs.resolve_job_def("curation").execute_in_process(partition_key=reqs[0].partition_key,
+                                                                    instance=p.instance, tags=reqs[0].tags)
+        assert run.success and cat.latest_subset("t1", "v1")["n_total"] == 3
