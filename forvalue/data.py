@@ -188,14 +188,6 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, dict | DataErr
     return header, rows()
 
 
-def _arrow_rows(file: str, table) -> Iterator[tuple[int, dict | DataError]]:
-    import pyarrow as pa
-
-    # Binary columns must decode as UTF-8 text (image columns are kept as bytes by the caller).
-    for i, row in enumerate(table.to_pylist(), 1):
-        yield i, row
-
-
 def _read_parquet(path: Path):
     import pyarrow.parquet as pq
 
@@ -242,7 +234,7 @@ def read_records(path: str | Path, *, split: str | None = None) -> tuple[list[st
         header, rows = _read_csv(p)
         return header, list(rows)
     table = _read_parquet(p) if fmt == "parquet" else _read_hf(p, split)
-    return list(table.column_names), list(_arrow_rows(str(p), table))
+    return list(table.column_names), list(enumerate(table.to_pylist(), 1))
 
 
 # ----------------------------------------------------------------------------- validation

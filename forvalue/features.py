@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -126,11 +126,10 @@ def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: s
     from .models import max_context
 
     limit = config.max_length or max_context(lm)
-    encoder = getattr(lm, "encoder", None) or (lambda s, i: encode(s, i, lm.tokenizer, config, limit))
     out, skipped = [], []
     for i, s in enumerate(samples):
         try:
-            out.append(encoder(s, i))
+            out.append(encode(s, i, lm.tokenizer, config, limit))
         except DataError as e:
             if on_error == "raise":
                 raise
@@ -313,7 +312,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     """Sparse G rows of one batch: (row_sample, token_ids, vectors) as tensors, plus emb [B, d]."""
     import torch
 
-    H, Y, S = pos.H, pos.Y, pos.S
+    dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
+    H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
     V = head.V
     Hp = H if P is None else H @ P
     keys, coefs, src = [], [], []
@@ -354,13 +354,13 @@ def extract_sparse(
     on_error: str = "raise",
     encoded: Sequence[Encoded] | None = None,
 ) -> SparseFeatures:
-    """Sparse features of ``samples`` (in their order)."""
+    """Sparse features of ``samples`` (in their order; with on_error="skip", samples the model
+    cannot take are left out). ``encoded`` passes encodings made already (their ``index`` points
+    into ``samples``)."""
     from tqdm.auto import tqdm
 
     if encoded is None:
-        encoded, skipped = encode_all(lm, samples, config, on_error)
-        if skipped:
-            raise DataError(skipped[0][1].file, skipped[0][1].row, skipped[0][1].field, skipped[0][1].reason)
+        encoded, _ = encode_all(lm, samples, config, on_error)
     cdt = compute_dtype_for(lm)
     head = Head(lm.model, cdt)
     d = head.W.shape[1]
@@ -418,7 +418,7 @@ def dense_batches(
     for batch in tqdm(length_batches(encoded, batch_size), desc=desc, unit="batch", disable=not progress):
         B = len(batch)
         pos = scored_positions(lm, batch, config.positions, cdt)
-        H, Y, S = pos.H, pos.Y, pos.S
+        H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
         G = torch.zeros((B, U, d), dtype=cdt, device=dev)
         # target part: + h_k on row y_k
         rows = Y if col is None else col[Y]

@@ -240,12 +240,10 @@ def load_model(
     device_map: str | None = None,
 ) -> LoadedModel:
     """Load ``spec`` (``default``, a folder, a ``.gguf`` file or a hub id) for feature extraction."""
-    import torch
     from transformers import AutoConfig
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    gguf_file = None
     if spec == DEFAULT_MODEL:
         folder = ensure_default_model()
         source, name = str(folder), DEFAULT_MODEL_NAME

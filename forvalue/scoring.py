@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import DataError, Sample
+from .data import Sample
 from .features import FeatureConfig, SparseFeatures, dense_batches, encode_all, extract_sparse
 
 METHODS = ("sparse", "exact", "full", "emb")
@@ -138,7 +138,7 @@ def _dense_scores(lm, train_enc, val_enc, config, *, vocab_mode, pairwise, batch
 def _emb_from_dense(lm, enc, config, batch_size, progress):
     import torch
 
-    from .features import Head, compute_dtype_for, length_batches, scored_positions
+    from .features import compute_dtype_for, length_batches, scored_positions
 
     cdt = compute_dtype_for(lm)
     out = {}
@@ -171,7 +171,7 @@ def score(
         raise ValueError("need at least one training and one valuation sample")
     t0 = time.perf_counter()
     info: dict = {}
-    if method in ("sparse", "emb") and not (method == "emb" and store is None):
+    if method == "sparse" or (method == "emb" and store is not None):
         if store is not None:
             tr = store.ensure(lm, train, config, batch_size=batch_size, progress=progress)
             va = store.ensure(lm, val, config, batch_size=batch_size, progress=progress)
