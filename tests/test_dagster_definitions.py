@@ -115,3 +115,19 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
                           "workspace.yaml"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "All code locations passed validation" in out.stdout + out.stderr
+
+
+def test_serve_prepares_dagster_home(tmp_path, monkeypatch):
+    from forvalue_assets import serve
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    home = serve.prepare_home()
+    assert home == tmp_path / "home"
+    assert (home / "dagster.yaml").read_text() == (ROOT / "forvalue_assets" / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 2\n")
+    serve.prepare_home()  # an existing file is kept
+    assert "default_limit: 2" in (home / "dagster.yaml").read_text()
+    cmd = serve.dev_command(3123, ["--verbose"])
+    assert cmd[1:] == ["dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3123", "--verbose"]
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert serve.prepare_home(tmp_path / "other") == tmp_path / "other"
