@@ -23,6 +23,7 @@ import decimal
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -139,10 +140,25 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _finite_floats(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null (DuckDB's JSON type rejects them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_floats(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite_floats(value.tolist())
+    return value
+
+
 def to_json(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, default=_jsonable, allow_nan=True)
+    return json.dumps(_finite_floats(value), ensure_ascii=False, default=_jsonable, allow_nan=False)
 
 
 def _unb64(value: Any) -> Any:
@@ -369,13 +385,20 @@ class Catalog:
     def sample_ids(self, kind: str, name: str, version: str) -> list[str]:
         return [r["sample_id"] for r in self.sample_rows(kind, name, version)]
 
-    def load_samples(self, kind: str, name: str, version: str | None = None) -> list[Sample]:
-        """The stored samples of a set version (default: current), in file order."""
+    def load_samples(self, kind: str, name: str, version: str | None = None, *,
+                     sample_ids: Sequence[str] | None = None) -> list[Sample]:
+        """The stored samples of a set version (default: current), in file order; only those in
+        ``sample_ids`` when given."""
         info = self.require_set(kind, name) if version is None else self.current_set(kind, name, version=version)
         if info is None:
             raise CatalogError(f"{name!r} version {version} is not registered")
+        if sample_ids is None:
+            rows = self.sample_rows(kind, name, info["version"])
+        else:
+            rows = self.fetch("set_samples_by_ids", set_kind=kind, set_name=name, set_version=info["version"],
+                              sample_ids=list(sample_ids))
         out = []
-        for r in self.sample_rows(kind, name, info["version"]):
+        for r in rows:
             out.append(Sample(
                 sample_id=r["sample_id"], prompt=r["prompt"], response=r["response"],
                 messages=from_json(r["messages"]), text=r["text"],

@@ -310,12 +310,11 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     cat = catalog.catalog()
     try:
         inp = scoring_inputs(cat, feature_store, dataset, valuation)
-        train = cat.load_samples(KIND_DATASET, dataset, inp["train"]["version"])
+        train_ids = cat.sample_ids(KIND_DATASET, dataset, inp["train"]["version"])
         val_ids = cat.sample_ids(KIND_VALUATION, valuation, inp["val"]["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
     store = feature_store.store()
-    train_ids = [s.sample_id for s in train]
     t_load = time.perf_counter()
     try:
         tf = store.load(inp["fingerprint"], inp["config"], train_ids)
@@ -337,7 +336,10 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         train_feature_run_id=inp["train_run"]["feature_run_id"], val_feature_run_id=inp["val_run"]["feature_run_id"],
         seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
     order = np.argsort(ranks)
-    ranked = [(int(ranks[i]), float(values[i]), train[i]) for i in order]
+    shown = list(order[:5]) + list(order[-5:])
+    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, inp["train"]["version"],
+                                                          sample_ids=[train_ids[i] for i in shown])}
+    ranked = [(int(ranks[i]), float(values[i]), by_id[train_ids[i]]) for i in order if train_ids[i] in by_id]
     png = md.histogram_png(values, title=f"{dataset} vs {valuation}")
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(values)),

@@ -157,3 +157,9 @@ SELECT * FROM datasets WHERE name = $name AND version = $version;
 
 -- name: valuation_set_version
 SELECT * FROM valuation_sets WHERE name = $name AND version = $version;
+
+-- name: set_samples_by_ids
+SELECT * FROM samples
+WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
+  AND list_contains($sample_ids, sample_id)
+ORDER BY row_number, sample_id;

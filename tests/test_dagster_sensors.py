@@ -132,16 +132,18 @@ def test_sensor_run_requests_execute_and_schedule_covers_pairs(tmp_path, tiny_mo
     monkeypatch.setenv("FORVALUE_DEMO", "0")
     with platform_for_test(tmp_path, model=tiny_model_dir, persistent=True) as p:
         monkeypatch.setenv("FORVALUE_INCOMING", str(p.incoming))
-        p.write_jsonl("train", "t1", rows(3))
-        p.write_jsonl("valuation", "v1", rows(2, "minus"))
+        (p.incoming / "train").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows(3)), p.incoming / "train" / "t1.parquet")  # Parquet in,
+        p.write_jsonl("valuation", "v1", rows(2, "minus"))                                    # JSONL too
         result = tick(p.instance)
         for req in result.run_requests:  # the run config the sensor builds is what the jobs accept
             run = p.defs.resolve_job_def(req.job_name).execute_in_process(
                 run_config=req.run_config, partition_key=req.partition_key, instance=p.instance, tags=req.tags)
             assert run.success
         cat = p.catalog()
-        assert cat.current_set(KIND_DATASET, "t1")["source_path"] == str((p.incoming / "train" / "t1.jsonl").resolve())
-        assert cat.current_set(KIND_DATASET, "t1")["version"] == result.run_requests[0].tags["forvalue/content_hash"]
+        t1 = cat.current_set(KIND_DATASET, "t1")
+        assert t1["source_path"] == str((p.incoming / "train" / "t1.parquet").resolve()) and t1["format"] == "parquet"
+        assert t1["version"] == [r for r in result.run_requests if r.partition_key == "t1"][0].tags["forvalue/content_hash"]
 
         # nightly: one curation run per pair whose features exist (t2 is registered but has none)
         p.instance.add_dynamic_partitions("training_datasets", ["t2"])
@@ -152,3 +154,5 @@ def test_sensor_run_requests_execute_and_schedule_covers_pairs(tmp_path, tiny_mo
         run = p.defs.resolve_job_def("curation").execute_in_process(partition_key=reqs[0].partition_key,
                                                                     instance=p.instance, tags=reqs[0].tags)
         assert run.success and cat.latest_subset("t1", "v1")["n_total"] == 3
+        exported = [json.loads(x) for x in open(cat.latest_subset("t1", "v1")["jsonl_path"])]
+        assert all(set(r) == {"id", "prompt", "response"} for r in exported)
