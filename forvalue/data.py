@@ -50,6 +50,7 @@ class Sample:
     record: dict = field(default_factory=dict)
     source: str = "<memory>"
     row: int | None = None
+    image_field: str | None = None
 
     @property
     def kind(self) -> str:
@@ -102,6 +103,27 @@ def _image_digest(image: Any) -> str:
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     return "path:" + str(image)
+
+
+def load_image(sample: Sample, j: int):
+    """Open image j of a sample as RGB; an unreadable image names the file, row and field."""
+    from PIL import Image, UnidentifiedImageError
+
+    item = sample.images[j]
+    field_name = sample.image_field or "image"
+    if len(sample.images) > 1:
+        field_name += f"[{j}]"
+    try:
+        if isinstance(item, (bytes, bytearray)):
+            img = Image.open(io.BytesIO(item))
+        elif hasattr(item, "convert"):  # already a PIL image
+            img = item
+        else:
+            img = Image.open(item)
+        img.load()
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(sample.source, sample.row, field_name, f"unreadable image: {e}") from None
 
 
 def content_id(sample: Sample) -> str:
@@ -320,7 +342,7 @@ def record_to_sample(obj: dict, *, file: str, row: int, columns: Columns, base: 
     uid = obj.get(c.id)
     s = Sample(sample_id="", prompt=prompt, response=response, messages=messages, text=text,
                images=images, label=label, user_id=None if uid is None else str(uid),
-               record=dict(obj), source=file, row=row)
+               record=dict(obj), source=file, row=row, image_field=c.image)
     s.sample_id = content_id(s)
     return s
 

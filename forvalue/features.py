@@ -101,7 +101,69 @@ def render(sample: Sample, tokenizer, chat_template: bool = True) -> tuple[str, 
     return sample.prompt, sample.response, False
 
 
-def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len: int | None) -> Encoded:
+def _vlm_turns(sample: Sample, n_images: int) -> tuple[list[dict], dict]:
+    """Chat turns with the images placed in the first user turn (content-list format)."""
+    images = [{"type": "image"} for _ in range(n_images)]
+    if sample.kind == "messages":
+        history = [dict(m) for m in sample.messages[:-1]]
+        last = sample.messages[-1]["content"]
+        first_user = next((i for i, m in enumerate(history) if m["role"] == "user"), None)
+        if first_user is None:
+            history.insert(0, {"role": "user", "content": ""})
+            first_user = 0
+        for i, m in enumerate(history):
+            text = [{"type": "text", "text": m["content"]}] if m["content"] else []
+            history[i] = {"role": m["role"], "content": (images if i == first_user else []) + text}
+    else:
+        prompt = sample.prompt if sample.kind == "prompt_response" else ""
+        history = [{"role": "user", "content": images + ([{"type": "text", "text": prompt}] if prompt else [])}]
+        last = sample.response if sample.kind == "prompt_response" else sample.text
+    return history, {"role": "assistant", "content": [{"type": "text", "text": last}]}
+
+
+def encode_vlm(sample: Sample, index: int, processor, config: FeatureConfig, max_len: int | None) -> Encoded:
+    """Image + text sample through the model's processor; scored positions are the answer tokens
+    after the images and the question."""
+    from .data import load_image
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    images = [load_image(sample, j) for j in range(len(sample.images))]
+    history, last = _vlm_turns(sample, len(images))
+    templated = config.chat_template and getattr(processor, "chat_template", None)
+    if templated:
+        prompt = processor.apply_chat_template(history, add_generation_prompt=True, tokenize=False)
+        full = processor.apply_chat_template(history + [last], tokenize=False)
+    else:
+        token = getattr(processor, "image_token", "<image>")
+        text = "".join(c.get("text", token) if c["type"] == "text" else token
+                       for m in history for c in m["content"])
+        prompt = text + ("\n" if text else "")
+        full = prompt + last["content"][0]["text"] + (tokenizer.eos_token or "")
+    kw = {"return_tensors": "pt"}
+    if templated:
+        kw["add_special_tokens"] = False
+    imgs = images or None
+    enc_full = processor(text=[full], images=imgs, **kw)
+    enc_prompt = processor(text=[prompt], images=imgs, **kw)
+    ids = enc_full["input_ids"][0].tolist()
+    p_ids = enc_prompt["input_ids"][0].tolist()
+    start = 0
+    while start < min(len(ids), len(p_ids)) and ids[start] == p_ids[start]:
+        start += 1
+    fld = {"text": "text", "messages": "messages"}.get(sample.kind, "response")
+    if start >= len(ids):
+        raise DataError(sample.source, sample.row, fld, "empty response after tokenization")
+    if max_len is not None and len(ids) > max_len:
+        raise DataError(sample.source, sample.row, fld,
+                        f"{len(ids)} tokens, longer than the model context of {max_len} tokens")
+    extra = {k: v for k, v in enc_full.items() if k not in ("input_ids", "attention_mask") and hasattr(v, "shape")}
+    return Encoded(index=index, input_ids=ids, response_start=max(1, start), extra=extra)
+
+
+def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len: int | None,
+           processor=None) -> Encoded:
+    if processor is not None and (sample.images or getattr(processor, "chat_template", None)):
+        return encode_vlm(sample, index, processor, config, max_len)
     prompt, response, templated = render(sample, tokenizer, config.chat_template)
     if templated:
         p_ids = _ids(tokenizer, prompt, False)
@@ -129,7 +191,7 @@ def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: s
     out, skipped = [], []
     for i, s in enumerate(samples):
         try:
-            out.append(encode(s, i, lm.tokenizer, config, limit))
+            out.append(encode(s, i, lm.tokenizer, config, limit, processor=lm.processor))
         except DataError as e:
             if on_error == "raise":
                 raise
@@ -156,7 +218,7 @@ def base_model_of(model):
     return getattr(model, model.base_model_prefix)
 
 
-def _collate(batch: list[Encoded], pad_id: int, device):
+def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     import torch
 
     T = max(len(e.input_ids) for e in batch)
@@ -166,8 +228,11 @@ def _collate(batch: list[Encoded], pad_id: int, device):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    for key in batch[0].extra:
-        inputs[key] = torch.cat([e.extra[key] for e in batch]).to(device)
+    # image inputs (pixel values, grids, sizes) are stacked along their first axis, per image
+    for key in sorted({k for e in batch for k in e.extra}):
+        parts = [e.extra[key] for e in batch if key in e.extra]
+        value = torch.cat(parts).to(device)
+        inputs[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     return inputs
 
 
@@ -175,7 +240,7 @@ def hidden_states(lm, batch: list[Encoded]):
     """Last hidden states (input of lm_head) of a right-padded batch: [B, T, d]."""
     import torch
 
-    inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device)
+    inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device, lm.dtype)
     with torch.inference_mode():
         out = base_model_of(lm.model)(**inputs, use_cache=False)
     return out.last_hidden_state

@@ -75,3 +75,50 @@ def build_tiny_text_model(folder: str | Path | None = None, *, seed: int = 0, ti
         tokenizer.save_pretrained(folder)
         (folder / "forvalue_model.json").write_text(json.dumps({"name": f"tiny-llama-{seed}"}))
     return model, tokenizer
+
+
+VLM_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_vlm(folder: str | Path | None = None, *, seed: int = 0, image_size: int = 32, patch_size: int = 8,
+                   hidden: int = 32, dtype=None):
+    """A tiny random LLaVA-style VLM (CLIP vision tower + Llama) with a locally built processor
+    (CLIP image processor + char tokenizer with an ``<image>`` token and a ChatML template).
+    Returns (model, processor); saved to ``folder`` when given."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    tok = build_tokenizer(chat_template=True)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<image>"]})
+    image_token = tok.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=image_size, patch_size=patch_size,
+                              projection_dim=hidden)
+    n_tokens = (image_size // patch_size) ** 2
+    config = LlavaConfig(vision_config=vision, text_config=tiny_llama_config(len(tok), hidden=hidden),
+                         image_token_index=image_token, image_seq_length=n_tokens, vision_feature_layer=-1,
+                         vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)
+    if dtype is not None:
+        model.to(dtype)
+    model.eval()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
+                               vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder, safe_serialization=True)
+        processor.save_pretrained(folder)
+        (folder / "forvalue_model.json").write_text(json.dumps({"name": f"tiny-llava-{seed}"}))
+    return model, processor

@@ -1,0 +1,148 @@
+"""VLM valuation on a tiny random LLaVA-style model built from a config (processor built locally)."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from forvalue.data import Columns, DataError, load_samples, samples_from_records
+from forvalue.features import FeatureConfig, dense_batches, encode_all, hidden_states, lm_head_of
+from forvalue.scoring import score
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    from forvalue.tiny import build_tiny_vlm
+
+    d = tmp_path_factory.mktemp("tiny-vlm")
+    build_tiny_vlm(d, seed=0)
+    return d
+
+
+@pytest.fixture(scope="module")
+def vlm(vlm_dir):
+    from forvalue.models import load_model
+
+    return load_model(str(vlm_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def vlm64():
+    from forvalue.models import from_objects
+    from forvalue.tiny import build_tiny_vlm
+
+    model, processor = build_tiny_vlm(None, seed=1, dtype=torch.float64)
+    return from_objects(model, processor.tokenizer, name="tiny-vlm64", processor=processor)
+
+
+def png(color, size=(40, 40), shape=None):
+    img = Image.new("RGB", size, color)
+    if shape:
+        from PIL import ImageDraw
+
+        ImageDraw.Draw(img).ellipse([5, 5, 30, 30], fill=shape)
+    b = io.BytesIO()
+    img.save(b, "PNG")
+    return b.getvalue()
+
+
+def vlm_samples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(n):
+        c = tuple(int(x) for x in rng.integers(0, 255, 3))
+        label = ["cat", "dog", "bird"][i % 3]
+        recs.append({"id": f"v{seed}-{i}", "prompt": "What is the object in the image?",
+                     "response": f"It is a {label}" + "!" * (i % 4), "image": png(c, shape=(255, 255, 255) if i % 2 else None)})
+    return samples_from_records(recs, columns=Columns(image="image")).samples
+
+
+def test_vlm_fingerprint_and_scored_positions(vlm):
+    assert vlm.fingerprint.kind == "vlm" and vlm.processor is not None
+    s = vlm_samples(1)[0]
+    (enc,), _ = encode_all(vlm, [s], FeatureConfig())
+    image_token = vlm.model.config.image_token_index
+    start, end = enc.target_range("response")
+    assert image_token in enc.input_ids[:start]            # the image comes before the answer
+    assert image_token not in enc.input_ids[start:end]
+    assert vlm.tokenizer.decode(enc.input_ids[start:end]).startswith(s.response)
+    assert "pixel_values" in enc.extra
+
+
+def test_vlm_hidden_state_is_lm_head_input(vlm):
+    (enc,), _ = encode_all(vlm, vlm_samples(1), FeatureConfig())
+    h = hidden_states(vlm, [enc])
+    with torch.no_grad():
+        logits = vlm.model(input_ids=torch.tensor([enc.input_ids]), pixel_values=enc.extra["pixel_values"]).logits
+        assert torch.allclose(lm_head_of(vlm.model)(h), logits, atol=1e-5)
+
+
+def test_vlm_full_equals_lm_head_gradient_oracle(vlm64):
+    lm = vlm64
+    config = FeatureConfig()
+    samples = vlm_samples(3, seed=2)
+    enc, _ = encode_all(lm, samples, config)
+    model = lm.model
+    for idx, G, _ in dense_batches(lm, enc, config, batch_size=2):
+        for j, i in enumerate(idx):
+            e = enc[i]
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                out = model(input_ids=torch.tensor([e.input_ids]), pixel_values=e.extra["pixel_values"].double())
+                logp = torch.log_softmax(out.logits[0], -1)
+                s, t = e.target_range("response")
+                sum(logp[k - 1, e.input_ids[k]] for k in range(s, t)).backward()
+            g = model.get_output_embeddings().weight.grad
+            assert torch.allclose(G[j], g, rtol=1e-9, atol=1e-9)
+    full = score(lm, samples[:2], samples[2:], method="full", pairwise=True).matrix
+    assert np.isfinite(full).all() and np.abs(full).max() > 0
+
+
+@pytest.mark.parametrize("method", ["sparse", "exact", "full", "emb"])
+def test_vlm_scores_batch_and_padding_invariant(vlm, method):
+    train, val = vlm_samples(6, seed=3), vlm_samples(2, seed=4)
+    lengths = {len(e.input_ids) for e in encode_all(vlm, train, FeatureConfig())[0]}
+    assert len(lengths) > 1  # batches of 4 are padded
+    a = score(vlm, train, val, method=method, pairwise=True, batch_size=1).matrix
+    b = score(vlm, train, val, method=method, pairwise=True, batch_size=4).matrix
+    assert np.isfinite(a).all()
+    assert np.abs(a - b).max() / np.abs(a).max() < 1e-5
+
+
+def test_vlm_sparse_full_support_equals_full(vlm64):
+    V = vlm64.model.get_output_embeddings().weight.shape[0]
+    train, val = vlm_samples(3, seed=5), vlm_samples(2, seed=6)
+    full = score(vlm64, train, val, method="full", pairwise=True).matrix
+    sparse = score(vlm64, train, val, method="sparse", config=FeatureConfig(k=V, r=None), pairwise=True).matrix
+    assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6
+
+
+def test_vlm_stored_features_match(vlm, tmp_path):
+    from forvalue.store import FeatureStore
+
+    train, val = vlm_samples(4, seed=7), vlm_samples(2, seed=8)
+    store = FeatureStore(tmp_path / "fs")
+    a = score(vlm, train, val, store=store).values
+    b = score(vlm, train, val, store=store)
+    assert b.info["computed"] == 0 and np.allclose(a, b.values, rtol=1e-6)
+
+
+def test_vlm_bad_images_name_the_row(vlm, tmp_path):
+    rows = [{"prompt": "q", "response": "a", "image": "ok.png"}, {"prompt": "q", "response": "a", "image": "bad.png"}]
+    (tmp_path / "ok.png").write_bytes(png((1, 2, 3)))
+    (tmp_path / "bad.png").write_bytes(b"this is not an image")
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(p, image="image").samples
+    with pytest.raises(DataError) as e:
+        encode_all(vlm, samples, FeatureConfig())
+    assert (e.value.file, e.value.row, e.value.field) == (str(p), 2, "image") and "unreadable image" in e.value.reason
+    bad_bytes = samples_from_records([{"prompt": "q", "response": "a", "image": b"\x89PNG broken"}],
+                                     columns=Columns(image="image")).samples
+    with pytest.raises(DataError, match="row 1, field 'image': unreadable image"):
+        encode_all(vlm, bad_bytes, FeatureConfig())
+    with pytest.raises(DataError, match="zero bytes"):
+        samples_from_records([{"prompt": "q", "response": "a", "image": b""}], columns=Columns(image="image"))
