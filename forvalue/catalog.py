@@ -41,7 +41,8 @@ import forvalue
 from . import __version__
 from .data import Sample
 
-SQL_DIR = Path(forvalue.__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(forvalue.__file__).resolve().parent.parent / "sql"   # the project's sql/ (source checkout)
+_PACKAGED_SQL_DIR = Path(forvalue.__file__).resolve().parent / "sql"  # a copy shipped inside a wheel, if any
 KIND_DATASET = "dataset"
 KIND_VALUATION = "valuation_set"
 KINDS = (KIND_DATASET, KIND_VALUATION)
@@ -56,9 +57,10 @@ class CatalogError(RuntimeError):
 
 
 def sql_dir() -> Path:
-    if not (SQL_DIR / "schema.sql").is_file():
-        raise CatalogError(f"SQL files not found in {SQL_DIR} (expected schema.sql, views.sql, queries.sql)")
-    return SQL_DIR
+    for folder in (SQL_DIR, _PACKAGED_SQL_DIR):
+        if (folder / "schema.sql").is_file():
+            return folder
+    raise CatalogError(f"SQL files not found in {SQL_DIR} (expected schema.sql, views.sql, queries.sql)")
 
 
 def load_queries(path: str | Path | None = None) -> dict[str, str]:
