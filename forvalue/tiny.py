@@ -62,9 +62,16 @@ def build_tiny_text_model(folder: str | Path | None = None, *, seed: int = 0, ti
     torch.manual_seed(seed)
     config = tiny_llama_config(len(tokenizer), hidden=hidden, layers=layers, tie=tie, max_positions=max_positions)
     model = LlamaForCausalLM(config)
-    # Random init gives near-uniform predictions; sharpen them so top-k and probabilities matter.
+    _finish(model, tokenizer, folder, f"tiny-llama-{seed}", dtype)
+    return model, tokenizer
+
+
+def _finish(model, tokenizer_or_processor, folder, name: str, dtype) -> None:
+    """Sharpen the random predictions (so top-k and probabilities matter), cast, and save."""
+    import torch
+
     with torch.no_grad():
-        model.lm_head.weight.mul_(20.0)
+        model.get_output_embeddings().weight.mul_(20.0)
     if dtype is not None:
         model.to(dtype)
     model.eval()
@@ -72,9 +79,8 @@ def build_tiny_text_model(folder: str | Path | None = None, *, seed: int = 0, ti
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        (folder / "forvalue_model.json").write_text(json.dumps({"name": f"tiny-llama-{seed}"}))
-    return model, tokenizer
+        tokenizer_or_processor.save_pretrained(folder)
+        (folder / "forvalue_model.json").write_text(json.dumps({"name": name}))
 
 
 VLM_CHAT_TEMPLATE = (
@@ -105,20 +111,10 @@ def build_tiny_vlm(folder: str | Path | None = None, *, seed: int = 0, image_siz
                          vision_feature_select_strategy="default")
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(20.0)
-    if dtype is not None:
-        model.to(dtype)
-    model.eval()
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
                                          crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
                                vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
                                num_additional_image_tokens=1)
-    if folder is not None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder, safe_serialization=True)
-        processor.save_pretrained(folder)
-        (folder / "forvalue_model.json").write_text(json.dumps({"name": f"tiny-llava-{seed}"}))
+    _finish(model, processor, folder, f"tiny-llava-{seed}", dtype)
     return model, processor
