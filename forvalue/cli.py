@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import __version__
 from .data import Columns, DataError, LoadedData, load_samples
 from .features import FeatureConfig
 
@@ -92,8 +93,9 @@ def _drop_unencodable(lm, data: LoadedData, config: FeatureConfig, on_error: str
 
 
 # ----------------------------------------------------------------------------- output
-def write_table(rows: list[dict], out: Path) -> None:
-    """Write rows as Parquet, JSONL or CSV (by suffix), atomically: temp file, then rename."""
+def write_table(rows: list[dict], out: Path, meta: dict | None = None) -> None:
+    """Write rows as Parquet, JSONL or CSV (by suffix), atomically: temp file, then rename.
+    ``meta`` (what produced the table) goes into the Parquet schema metadata under ``forvalue``."""
     import pyarrow as pa
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,10 @@ def write_table(rows: list[dict], out: Path) -> None:
                     f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
         else:
             table = pa.Table.from_pylist(rows)
+            if meta:
+                import json
+
+                table = table.replace_schema_metadata({b"forvalue": json.dumps(meta, default=str).encode()})
             if suffix == ".csv":
                 import pyarrow.csv as pacsv
 
@@ -152,7 +158,10 @@ def cmd_score(args) -> int:
     ranks = rank(result.values)
     rows = score_rows(tr, result.values, ranks)
     rows.sort(key=lambda r: r["rank"])
-    write_table(rows, Path(args.out))
+    meta = {"model": lm.fingerprint.to_dict(), "method": args.method, "feature_config": config.to_dict(),
+            "feature_config_id": config.id, "train": str(args.train), "val": str(args.val),
+            "n_val": len(va), "code_version": __version__}
+    write_table(rows, Path(args.out), meta)
     print(f"scored {len(tr)} training samples against {len(va)} valuation samples "
           f"({args.method}, {result.seconds:.1f}s, model {lm.fingerprint.id}) -> {args.out}")
     return 0

@@ -80,7 +80,10 @@ def test_cli_score_writes_ranked_table_with_input_columns(tiny_model_dir, tmp_pa
     rc = main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
                "--out", str(out), "--quiet"])
     assert rc == 0
-    rows = pq.read_table(out).to_pylist()
+    table = pq.read_table(out)
+    meta = json.loads(table.schema.metadata[b"forvalue"])
+    assert meta["model"]["name"] == "tiny-llama-0" and meta["method"] == "sparse" and meta["n_val"] == 3
+    rows = table.to_pylist()
     assert len(rows) == 8 and [r["rank"] for r in rows] == list(range(1, 9))
     assert {"sample_id", "score", "rank", "id", "prompt", "response", "group"} <= set(rows[0])
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
