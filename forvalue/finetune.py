@@ -1,0 +1,732 @@
+"""Supervised fine-tuning of a causal LM on a (curated) subset, and tracked evaluation runs.
+
+- Loss on response tokens only, and exactly the tokens For-Value scores: samples are encoded with
+  :func:`forvalue.features.encode_all` (same chat template rendering) and the loss covers target
+  indices ``Encoded.target_range("response")``, hidden state t-1 predicting token t.
+- LoRA (peft) by default, full fine-tuning with ``method="full"``; seeded (LoRA init, data order,
+  random subsets); the GPU is used when present (``device="auto"``).
+- The caller's model is never modified: a spec is loaded fresh, a ``LoadedModel`` is deep-copied.
+- Outputs are safetensors only: a LoRA run writes a peft adapter folder (``adapter_config.json`` +
+  ``adapter_model.safetensors``), a full run a model folder that ``forvalue.models.load_model`` reads;
+  both carry ``forvalue_finetune.json`` (base model, fingerprint, config, subset, MLflow run).
+- With a :class:`forvalue.tracking.Tracker` each run is an MLflow run (see that module).
+
+Subsets (:func:`select_subset`): ``top`` / ``bottom`` (k highest / lowest For-Value scores),
+``random`` (k drawn with the seed) and ``full`` (every sample).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .data import Sample
+from .evaluate import EvalConfig, EvalResult, evaluate, response_nll, with_model
+from .features import FeatureConfig, encode_all
+from .tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_FINETUNE_RUN, TAG_PARTITION, Tracker, file_sha256,
+                       subset_digest)
+
+STRATEGIES = ("top", "random", "bottom", "full")
+METHODS = ("lora", "full")
+SCHEDULES = ("linear", "cosine", "constant")
+META_FILE = "forvalue_finetune.json"
+DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+
+
+class FinetuneError(ValueError):
+    """A fine-tune or eval request that cannot run (bad config, missing adapter, ...)."""
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters. Defaults finish in a few minutes on a CPU with the bundled 135M model."""
+
+    method: str = "lora"            # lora | full
+    steps: int = 60                 # optimizer steps (the data is cycled, reshuffled every epoch)
+    batch_size: int = 8
+    lr: float | None = None         # None: 1e-3 for LoRA, 5e-5 for full fine-tuning
+    schedule: str = "linear"        # linear | cosine decay after warm-up, or constant
+    warmup_steps: int | None = None  # None: 10% of steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"  # "all-linear" or comma-separated module names (q_proj,v_proj)
+    lora_layers: int | None = None  # LoRA only in the last n decoder layers (backward stops there: faster on CPU)
+    positions: str = "response"     # response (SFT) or all (every next-token position)
+    chat_template: bool = True
+    max_length: int | None = None
+    eval_every: int = 0             # valuation loss every n steps (0: only at the end)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise FinetuneError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.schedule not in SCHEDULES:
+            raise FinetuneError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise FinetuneError("steps and batch_size must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise FinetuneError("lr must be > 0")
+        if self.lora_r < 1:
+            raise FinetuneError("lora_r must be >= 1")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise FinetuneError("lora_layers must be >= 1 (or None for every layer)")
+        if self.positions not in ("response", "all"):
+            raise FinetuneError("positions must be 'response' or 'all'")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(0, self.steps // 10)
+
+    def targets(self):
+        if self.lora_targets == "all-linear":
+            return "all-linear"
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    def to_params(self) -> dict:
+        p = asdict(self)
+        p["lr"] = self.learning_rate
+        p["warmup_steps"] = self.warmup
+        if self.method != "lora":
+            for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "lora_layers"):
+                p.pop(k)
+        return p
+
+
+# ----------------------------------------------------------------------------- subsets
+def subset_size(n: int, *, k: int | None = None, p: float | None = None) -> int:
+    if (k is None) == (p is None):
+        raise FinetuneError("give exactly one of k (a count) and p (a percentage)")
+    if k is not None:
+        if k < 1:
+            raise FinetuneError(f"k must be >= 1, got {k}")
+        return min(int(k), n)
+    if not 0 < p <= 100:
+        raise FinetuneError(f"p is a percentage in (0, 100], got {p}")
+    return max(1, int(round(n * p / 100)))
+
+
+def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k: int | None = None,
+                  p: float | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of a training subset. top/bottom follow ``forvalue.scoring.select`` (stable order);
+    random draws k without replacement with ``seed``; full takes all n."""
+    from .scoring import select
+
+    if strategy not in STRATEGIES:
+        raise FinetuneError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    if strategy == "full":
+        return np.arange(n)
+    size = subset_size(n, k=k, p=p)
+    if strategy == "random":
+        return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    if values is None:
+        raise FinetuneError(f"strategy {strategy!r} needs For-Value scores")
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) != n:
+        raise FinetuneError(f"{len(values)} scores for {n} samples")
+    if strategy == "top":
+        return select(values, top_k=size)
+    order = np.argsort(-values, kind="stable")
+    return order[::-1][:size]
+
+
+@dataclass
+class SubsetInfo:
+    """Where the training samples came from (logged as params and as the MLflow dataset input)."""
+
+    strategy: str = "full"
+    k: int | None = None
+    p: float | None = None
+    subset_id: str | None = None     # the catalog's subset id, when the subset is a recorded one
+    source: str = "<memory>"         # file the samples were read from (MLflow dataset source)
+    name: str | None = None          # dataset name in MLflow
+    n_total: int | None = None       # size of the set the subset was drawn from
+
+
+# ----------------------------------------------------------------------------- models
+def load_base(model, *, device: str = "auto", dtype: str | Any = "auto", trust_remote_code: bool = False):
+    """A private, trainable copy of the base model: a spec is loaded fresh, a LoadedModel deep-copied."""
+    from .models import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        lm = load_model(str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        spec = str(model)
+    else:
+        lm = copy.copy(model)
+        lm.model = copy.deepcopy(model.model)
+        lm.extra = dict(getattr(model, "extra", {}) or {})
+        spec = (getattr(model, "extra", None) or {}).get("spec") or getattr(model, "source", "") or model.fingerprint.name
+    lm.extra["spec"] = spec
+    return lm
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _linear_names(model) -> list[str]:
+    """Names (last component) of the linear layers inside the decoder layers (no lm_head)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and m is not head and ".layers." in f".{n}"}
+    return sorted(names)
+
+
+def _wrap_lora(model, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.targets()
+    layers = None
+    if config.lora_layers is not None:
+        cfg = getattr(model.config, "text_config", None) or model.config
+        n_layers = int(cfg.num_hidden_layers)
+        layers = list(range(max(0, n_layers - config.lora_layers), n_layers))
+        if targets == "all-linear":
+            targets = _linear_names(model)
+            if not targets:
+                raise FinetuneError("lora_layers: no linear layers found under '.layers.'; give lora_targets")
+    lcfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, layers_to_transform=layers, bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lcfg)
+    except ValueError as e:
+        raise FinetuneError(f"LoRA targets {config.lora_targets!r}: {e}") from e
+
+
+def _batches(n: int, batch_size: int, steps: int, seed: int):
+    """``steps`` batches of indices: epochs of seeded permutations, read in order."""
+    rng = np.random.default_rng(seed)
+    size = min(batch_size, n)
+    stream = np.zeros(0, dtype=np.int64)
+    for _ in range(steps):
+        while len(stream) < size:
+            stream = np.concatenate([stream, rng.permutation(n)])
+        yield stream[:size]
+        stream = stream[size:]
+
+
+def _lr_lambda(config: TrainConfig):
+    warm, total = config.warmup, config.steps
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / (warm + 1)
+        if config.schedule == "constant":
+            return 1.0
+        frac = (step - warm) / max(1, total - warm)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class FinetuneResult:
+    output_dir: Path
+    method: str
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    metrics: dict[str, float]            # final metrics (train and, with a valuation set, eval)
+    history: list[dict]                  # per step: step, train_loss, lr, grad_norm (+ val_loss)
+    params: dict[str, Any]
+    subset_digest: str
+    sample_ids: list[str]
+    seconds: float
+    eval: EvalResult | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _sample_rows(samples: Sequence[Sample]) -> list[dict]:
+    rows = []
+    for s in samples:
+        row = {"sample_id": s.sample_id, "id": s.user_id, "row": s.row}
+        if s.kind == "text":
+            row["text"] = s.text
+        elif s.kind == "messages":
+            row["messages"] = json.dumps(s.messages, ensure_ascii=False)
+        else:
+            row["prompt"], row["response"] = s.prompt, s.response
+        rows.append(row)
+    return rows
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+def read_meta(folder: str | Path) -> dict:
+    path = Path(folder) / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise FinetuneError(f"{path}: not valid JSON ({e})") from None
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FinetuneError(f"{out_dir} exists and is not empty; choose another --out or pass overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+
+
+def _commit_out(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+# ----------------------------------------------------------------------------- fine-tune
+def finetune(
+    model,
+    train: Sequence[Sample],
+    *,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    val: Sequence[Sample] | None = None,
+    eval_config: EvalConfig | None = None,
+    tracker: Tracker | None = None,
+    run_name: str | None = None,
+    subset: SubsetInfo | None = None,
+    tags: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    dtype: str | Any | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune ``model`` (a spec such as ``"default"``/a folder, or a LoadedModel, which is copied)
+    on ``train``; evaluate on ``val`` at the end when given (``eval_config``: loss only by default,
+    accuracy too with ``EvalConfig(accuracy=True)``); save to ``out_dir``; log to ``tracker``.
+
+    ``dtype`` None: the loader's default (fp32 on CPU, bf16 on GPU) for LoRA, float32 for full
+    fine-tuning (AdamW on bf16 weights loses small updates)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    train = list(train)
+    if not train:
+        raise FinetuneError("no training samples")
+    subset = subset or SubsetInfo(strategy="full", n_total=len(train))
+    out_dir = Path(out_dir)
+    tmp = _prepare_out(out_dir, overwrite)
+    try:
+        dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
+        _seed_everything(config.seed)
+        lm = load_base(model, device=device, dtype=dtype)
+        fcfg = FeatureConfig(positions=config.positions, chat_template=config.chat_template,
+                             max_length=config.max_length)
+        encoded, _ = encode_all(lm, train, fcfg)
+        base_model = lm.model
+        base_model.config.use_cache = False
+        if config.method == "lora":
+            net = _wrap_lora(base_model, config)
+        else:
+            net = base_model
+            net.requires_grad_(True)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        n_trainable = sum(p.numel() for p in trainable)
+        n_total = sum(p.numel() for p in net.parameters())
+        opt = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+        ids = [s.sample_id for s in train]
+        digest = subset_digest(ids)
+        fp = lm.fingerprint
+        params = {
+            "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
+            "model_dtype": fp.dtype, "base_model": lm.extra["spec"],
+            "subset_id": subset.subset_id or "none", "subset_digest": digest, "strategy": subset.strategy,
+            "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
+            "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
+            "trainable_params": n_trainable, "device": str(lm.device),
+            **config.to_params(),
+        }
+        all_tags = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
+                    "forvalue.model_fingerprint": fp.id, **{k: v for k, v in (tags or {}).items() if v is not None}}
+        if subset.subset_id:
+            all_tags["forvalue.subset_id"] = subset.subset_id
+        name = run_name or f"finetune-{subset.strategy}-{len(train)}-seed{config.seed}"
+        with ExitStack() as stack:
+            run = stack.enter_context(tracker.start_run(name, kind="finetune", tags=all_tags)) if tracker else None
+            if run is not None:
+                run.log_params(params)
+                run.log_dataset(_sample_rows(train), name=subset.name or f"subset-{subset.strategy}-{digest[:8]}",
+                                digest=digest, source=subset.source, context="training",
+                                extra_tags={"forvalue.strategy": subset.strategy})
+                if val:
+                    run.log_dataset(_sample_rows(val), name="valuation-set", digest=subset_digest(
+                        [s.sample_id for s in val]), source=val[0].source, context="evaluation")
+            history: list[dict] = []
+            net.train()
+            pad = lm.tokenizer.pad_token_id
+            t_train = time.perf_counter()
+            n_tokens = 0
+            bar = tqdm(total=config.steps, desc="fine-tune", unit="step", disable=not progress)
+            for step, idx in enumerate(_batches(len(encoded), config.batch_size, config.steps, config.seed), 1):
+                batch = [encoded[i] for i in idx]
+                sums, counts = response_nll(net, batch, config.positions, pad, lm.device)
+                n = counts.sum()
+                loss = sums.sum() / n.clamp(min=1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                opt.step()
+                lr_now = sched.get_last_lr()[0]
+                sched.step()
+                n_tokens += int(n)
+                rec = {"step": step, "train_loss": float(loss.detach()), "lr": lr_now, "grad_norm": float(gnorm)}
+                if not math.isfinite(rec["train_loss"]):
+                    raise FinetuneError(f"training loss became {rec['train_loss']} at step {step}; lower the learning rate")
+                if val and config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                    from .evaluate import evaluate_loss
+
+                    vl = evaluate_loss(with_model(lm, net), val, chat_template=config.chat_template,
+                                       positions=config.positions, max_length=config.max_length)
+                    rec["val_loss"] = vl.loss
+                    net.train()
+                history.append(rec)
+                if run is not None:
+                    run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=step, buffer=True)
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}")
+                bar.update(1)
+            bar.close()
+            train_s = time.perf_counter() - t_train
+            net.eval()
+            tail = history[-max(1, min(10, len(history) // 5 or 1)):]
+            metrics = {"train_loss_final": float(np.mean([h["train_loss"] for h in tail])),
+                       "train_seconds": train_s, "train_tokens": float(n_tokens),
+                       "steps_per_second": config.steps / max(train_s, 1e-9)}
+            # save: adapter or full model folder (safetensors), metadata next to it
+            if config.method == "lora":
+                net.save_pretrained(str(tmp), safe_serialization=True)
+            else:
+                net.save_pretrained(str(tmp), safe_serialization=True)
+                lm.tokenizer.save_pretrained(str(tmp))
+                (tmp / "forvalue_model.json").write_text(json.dumps(
+                    {"name": f"{fp.name}-ft-{digest[:8]}-s{config.seed}", "base": fp.id}))
+            weight_files = sorted(tmp.glob("*.safetensors"))
+            ev = None
+            if val:
+                # Evaluate what load_finetuned() gives: the adapter merged into the base weights
+                # (same numbers as a later eval run, and as fast as the base model).
+                eval_net = net.merge_and_unload() if config.method == "lora" else net
+                ecfg = eval_config or EvalConfig(accuracy=False, chat_template=config.chat_template,
+                                                 max_length=config.max_length)
+                ev = evaluate(with_model(lm, eval_net), val, ecfg)
+                metrics |= ev.metrics
+            weights_sha = file_sha256(weight_files)
+            meta = {
+                "kind": "forvalue-finetune", "method": config.method, "base_model": lm.extra["spec"],
+                "base_model_source": getattr(lm, "source", ""), "base_fingerprint": fp.to_dict(),
+                "weights_sha256": weights_sha, "config": config.to_params(),
+                "subset": asdict(subset) | {"digest": digest, "n": len(train)}, "metrics": metrics,
+                "mlflow_run_id": run.run_id if run is not None else None,
+                "tracking_uri": tracker.tracking_uri if tracker is not None else None,
+                "experiment_id": tracker.experiment_id() if tracker is not None else None,
+                "n_trainable_params": n_trainable, "n_params": n_total,
+            }
+            _write_meta(tmp, meta)
+            metrics["seconds"] = time.perf_counter() - t0
+            if run is not None:
+                run.log_metrics(metrics, step=config.steps)
+                run.set_tags({"forvalue.weights_sha256": weights_sha, "forvalue.output_dir": str(out_dir.resolve())})
+                run.log_artifacts(tmp, "adapter" if config.method == "lora" else "model")
+                run.log_dict({"subset_digest": digest, "strategy": subset.strategy, "sample_ids": ids},
+                             "subset/sample_ids.json")
+                if ev is not None and ev.accuracy is not None:
+                    run.log_dict(ev.accuracy.predictions, "eval/predictions.json")
+            _commit_out(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return FinetuneResult(output_dir=out_dir, method=config.method, mlflow_run_id=meta["mlflow_run_id"],
+                          mlflow_url=tracker.url(run.run_id) if run is not None else None, metrics=metrics,
+                          history=history, params=params, subset_digest=digest, sample_ids=ids,
+                          seconds=time.perf_counter() - t0, eval=ev, meta=meta)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_finetuned(path: str | Path, *, base=None, device: str = "auto", dtype: str | Any = "auto",
+                   trust_remote_code: bool = False):
+    """A LoadedModel from a fine-tune output: a LoRA adapter folder (merged into a fresh copy of its
+    base model: ``base``, else the base recorded in forvalue_finetune.json) or a full model folder."""
+    from .models import ModelError, ModelFingerprint, load_model
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FinetuneError(f"{folder}: not a folder (expected a LoRA adapter or a model folder)")
+    meta = read_meta(folder)
+    if (folder / "adapter_config.json").exists():
+        if not (folder / "adapter_model.safetensors").exists():
+            raise FinetuneError(f"{folder}: no adapter_model.safetensors (pickled adapter weights are not loaded)")
+        if base is None:
+            base = meta.get("base_model")
+            if not base or (base != "default" and not Path(base).exists()):
+                base = meta.get("base_model_source") or json.loads(
+                    (folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise FinetuneError(f"{folder}: the base model is not recorded; pass it explicitly")
+        try:
+            lm = load_base(base, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        except ModelError as e:
+            raise FinetuneError(f"{folder}: cannot load its base model {base!r}: {e}") from e
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(lm.model, str(folder), is_trainable=False)
+        lm.model = peft_model.merge_and_unload()
+        lm.model.eval()
+        adapter_sha = file_sha256([folder / "adapter_model.safetensors"])
+        h = hashlib.sha256((lm.fingerprint.weights_hash + adapter_sha).encode()).hexdigest()
+        lm.fingerprint = ModelFingerprint(name=f"{lm.fingerprint.name}+lora-{adapter_sha[:8]}", weights_hash=h,
+                                          dtype=lm.fingerprint.dtype, kind=lm.fingerprint.kind)
+        lm.extra["adapter"] = str(folder)
+        return lm
+    if (folder / "config.json").exists():
+        return load_model(str(folder), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    raise FinetuneError(f"{folder}: neither a LoRA adapter (adapter_config.json) nor a model folder (config.json)")
+
+
+# ----------------------------------------------------------------------------- eval runs
+@dataclass
+class EvalRunResult:
+    result: EvalResult
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    finetune_run_id: str | None
+    model_fingerprint: str
+
+
+def eval_run(
+    model,
+    samples: Sequence[Sample],
+    *,
+    config: EvalConfig = EvalConfig(),
+    adapter: str | Path | None = None,
+    tracker: Tracker | None = None,
+    finetune_run_id: str | None = None,
+    run_name: str | None = None,
+    dataset_name: str = "valuation-set",
+    tags: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    dtype: str | Any = "auto",
+) -> EvalRunResult:
+    """Evaluate ``model`` (spec or LoadedModel; with ``adapter``, a fine-tune output folder on top
+    of it, or alone when ``model`` is None) and log an MLflow eval run, a child of the fine-tune
+    run (``finetune_run_id``, default: the one recorded in the adapter's forvalue_finetune.json)."""
+    from .models import load_model
+
+    samples = list(samples)
+    if not samples:
+        raise FinetuneError("no evaluation samples")
+    meta = {}
+    if adapter is not None:
+        meta = read_meta(adapter)
+        lm = load_finetuned(adapter, base=model, device=device, dtype=dtype)
+    elif isinstance(model, (str, os.PathLike)):
+        lm = load_model(str(model), device=device, dtype=dtype)
+    else:
+        lm = model
+    finetune_run_id = finetune_run_id or meta.get("mlflow_run_id")
+    result = evaluate(lm, samples, config)
+    run_id = url = None
+    if tracker is not None:
+        if finetune_run_id and meta.get("tracking_uri") and meta["tracking_uri"] != tracker.tracking_uri:
+            finetune_run_id_tag = finetune_run_id  # recorded in another store: keep as a tag, no parent link
+            parent = None
+        else:
+            finetune_run_id_tag, parent = finetune_run_id, finetune_run_id
+        all_tags = {TAG_FINETUNE_RUN: finetune_run_id_tag, "forvalue.model_fingerprint": lm.fingerprint.id,
+                    **{k: v for k, v in (tags or {}).items() if v is not None}}
+        name = run_name or f"eval-{dataset_name}"
+        with tracker.start_run(name, kind="eval", tags=all_tags, parent_run_id=parent) as run:
+            run.log_params({"model_fingerprint": lm.fingerprint.id, "adapter": str(adapter) if adapter else None,
+                            "finetune_run_id": finetune_run_id, "n_eval": len(samples),
+                            "extractor": config.extractor, "answer_field": config.answer_field,
+                            "max_new_tokens": config.max_new_tokens, "accuracy_limit": config.accuracy_limit,
+                            "chat_template": config.chat_template, "strategy": meta.get("subset", {}).get("strategy"),
+                            "subset_digest": meta.get("subset", {}).get("digest"),
+                            "seed": meta.get("config", {}).get("seed")})
+            run.log_dataset(_sample_rows(samples), name=dataset_name,
+                            digest=subset_digest([s.sample_id for s in samples]), source=samples[0].source,
+                            context="evaluation")
+            run.log_metrics(result.metrics)
+            if result.accuracy is not None:
+                run.log_dict(result.accuracy.predictions, "eval/predictions.json")
+            run_id = run.run_id
+        url = tracker.url(run_id)
+    return EvalRunResult(result=result, mlflow_run_id=run_id, mlflow_url=url, finetune_run_id=finetune_run_id,
+                         model_fingerprint=lm.fingerprint.id)
+
+
+# ----------------------------------------------------------------------------- comparisons
+@dataclass
+class ComparisonResult:
+    rows: list[dict]          # one per (strategy, seed), plus a "base" row (no fine-tuning) when asked
+    summary: list[dict]       # one per strategy: mean and std over seeds
+    markdown: str
+    k: int
+    mlflow_run_id: str | None = None
+    mlflow_url: str | None = None
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def summarize(rows: Sequence[dict], order: Sequence[str] = ("base",) + STRATEGIES) -> list[dict]:
+    out = []
+    names = sorted({r["strategy"] for r in rows}, key=lambda s: (list(order).index(s) if s in order else 99, s))
+    for name in names:
+        rs = [r for r in rows if r["strategy"] == name]
+        vl, vl_sd = _mean_std([r.get("val_loss") for r in rs])
+        pp, pp_sd = _mean_std([r.get("perplexity") for r in rs])
+        acc, acc_sd = _mean_std([r.get("accuracy") for r in rs])
+        out.append({"strategy": name, "k": rs[0]["k"], "runs": len(rs), "val_loss_mean": vl, "val_loss_std": vl_sd,
+                    "perplexity_mean": pp, "perplexity_std": pp_sd, "accuracy_mean": acc, "accuracy_std": acc_sd,
+                    "seeds": [r["seed"] for r in rs]})
+    return out
+
+
+def _fmt(mean: float | None, std: float | None, digits: int = 4, pct: bool = False) -> str:
+    if mean is None:
+        return "-"
+    if pct:
+        return f"{100 * mean:.1f}% ± {100 * (std or 0):.1f}"
+    return f"{mean:.{digits}f} ± {std or 0:.{digits}f}"
+
+
+def markdown_table(summary: Sequence[dict]) -> str:
+    lines = ["| strategy | k | runs | valuation loss (mean ± std) | perplexity (mean ± std) | accuracy (mean ± std) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in summary:
+        lines.append(f"| {r['strategy']} | {r['k']} | {r['runs']} | {_fmt(r['val_loss_mean'], r['val_loss_std'])} | "
+                     f"{_fmt(r['perplexity_mean'], r['perplexity_std'], 3)} | "
+                     f"{_fmt(r['accuracy_mean'], r['accuracy_std'], pct=True)} |")
+    return "\n".join(lines)
+
+
+def compare_strategies(
+    model,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    *,
+    values: np.ndarray | None,
+    out_root: str | Path,
+    k: int | None = None,
+    p: float | None = None,
+    strategies: Sequence[str] = STRATEGIES,
+    seeds: Sequence[int] = (0,),
+    config: TrainConfig = TrainConfig(),
+    eval_config: EvalConfig = EvalConfig(),
+    include_base: bool = True,
+    tracker: Tracker | None = None,
+    tags: Mapping[str, Any] | None = None,
+    source: str = "<memory>",
+    device: str = "auto",
+    dtype: str | Any | None = None,
+    on_run=None,
+    progress: bool = False,
+) -> ComparisonResult:
+    """Fine-tune the same budget (steps, batch size, hyper-parameters) on each strategy's subset of
+    ``train`` (top / random / bottom k by ``values``, or the full set) for every seed, and evaluate
+    each on ``val``. ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
+    With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
+    from .tracking import TAG_PARENT
+
+    train, val = list(train), list(val)
+    for st in strategies:
+        if st not in STRATEGIES:
+            raise FinetuneError(f"strategy must be one of {STRATEGIES}, not {st!r}")
+    n = len(train)
+    size = subset_size(n, k=k, p=p)
+    out_root = Path(out_root)
+    dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
+    lm = load_base(model, device=device, dtype=dtype)
+    rows: list[dict] = []
+    with ExitStack() as stack:
+        parent = None
+        if tracker is not None:
+            parent = stack.enter_context(tracker.start_run(f"comparison-k{size}", kind="comparison", tags=tags))
+            parent.log_params({"k": size, "p": p, "n_total": n, "strategies": ",".join(strategies),
+                               "seeds": ",".join(map(str, seeds)), "model_fingerprint": lm.fingerprint.id,
+                               **config.to_params()})
+        if include_base:
+            ev = evaluate(lm, val, eval_config)
+            rows.append({"strategy": "base", "k": 0, "seed": -1, "steps": 0, "val_loss": ev.metrics["val_loss"],
+                         "perplexity": ev.metrics["val_perplexity"], "accuracy": ev.metrics.get("accuracy"),
+                         "n_eval": int(ev.metrics.get("n_eval", 0)) or None, "mlflow_run_id": None,
+                         "eval_seconds": ev.seconds})
+            if on_run is not None:
+                on_run(rows[-1], None)
+        for seed in seeds:
+            for st in strategies:
+                idx = select_subset(n, st, values=values, k=size if st != "full" else None, seed=seed)
+                cfg = TrainConfig(**{**asdict(config), "seed": int(seed)})
+                info = SubsetInfo(strategy=st, k=len(idx), p=p if st in ("top", "bottom", "random") else None,
+                                  source=source, n_total=n, name=f"{st}-{len(idx)}")
+                run_tags = dict(tags or {})
+                if parent is not None:
+                    run_tags[TAG_PARENT] = parent.run_id
+                res = finetune(lm, [train[i] for i in idx], out_dir=out_root / f"{st}-seed{seed}", config=cfg,
+                               val=val, eval_config=eval_config, tracker=tracker, subset=info, tags=run_tags,
+                               run_name=f"{st}-{len(idx)}-seed{seed}", device=device, dtype=dtype, overwrite=True,
+                               progress=progress)
+                row = {"strategy": st, "k": len(idx), "seed": int(seed), "steps": cfg.steps,
+                       "val_loss": res.metrics.get("val_loss"), "perplexity": res.metrics.get("val_perplexity"),
+                       "accuracy": res.metrics.get("accuracy"),
+                       "n_eval": int(res.metrics["n_eval"]) if "n_eval" in res.metrics else None,
+                       "mlflow_run_id": res.mlflow_run_id, "subset_digest": res.subset_digest,
+                       "output_dir": str(res.output_dir), "train_loss_final": res.metrics.get("train_loss_final"),
+                       "train_seconds": res.metrics.get("train_seconds"), "eval_seconds": res.metrics.get("eval_seconds")}
+                rows.append(row)
+                if on_run is not None:
+                    on_run(row, res)
+        summary = summarize(rows)
+        md = markdown_table(summary)
+        if parent is not None:
+            for r in summary:
+                parent.log_metrics({f"{r['strategy']}_val_loss_mean": r["val_loss_mean"],
+                                    f"{r['strategy']}_accuracy_mean": r["accuracy_mean"]})
+            parent.log_dict({"rows": rows, "summary": summary}, "comparison/comparison.json")
+            parent.client.log_text(parent.run_id, md, "comparison/comparison.md")
+    return ComparisonResult(rows=rows, summary=summary, markdown=md, k=size,
+                            mlflow_run_id=parent.run_id if parent is not None else None,
+                            mlflow_url=parent.url if parent is not None else None)
+
+
+__all__ = ["TrainConfig", "EvalConfig", "SubsetInfo", "FinetuneResult", "EvalRunResult", "FinetuneError",
+           "ComparisonResult", "STRATEGIES", "finetune", "eval_run", "load_finetuned", "select_subset",
+           "subset_size", "compare_strategies", "summarize", "markdown_table",
+           "TAG_ASSET_KEY", "TAG_DAGSTER_RUN", "TAG_PARTITION"]
