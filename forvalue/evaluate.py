@@ -266,6 +266,8 @@ def evaluate_accuracy(lm, samples: Sequence[Sample], *, extractor: str | Callabl
         raise ValueError("no samples to evaluate")
     refs = []
     for s in samples:
+        if s.kind == "text":
+            prompt_ids(s, lm.tokenizer)  # raises: a plain-text sample has no prompt to answer
         ref = reference_answer(s, ex, answer_field)
         if ref is None:
             fld = answer_field if answer_field and answer_field in s.record else (
