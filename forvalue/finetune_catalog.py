@@ -1,0 +1,138 @@
+"""Fine-tune and eval runs in the DuckDB catalog (no Dagster here).
+
+Rows go into the platform's ``training_runs`` table (sql/schema.sql) plus the tables and the
+``training_run_lineage`` view of ``sql/finetune.sql``, which this module creates on first use (the
+``schema`` block; every statement idempotent). Writes are one transaction each, through
+``forvalue.catalog.Catalog`` (its lock-retrying connections); values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import __version__
+from .catalog import Catalog, CatalogError, load_queries, sql_dir, to_json, utcnow
+
+_PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_READY: set[str] = set()
+
+
+@functools.lru_cache(maxsize=1)
+def queries() -> dict[str, str]:
+    path = sql_dir() / "finetune.sql"
+    if not path.is_file():
+        raise CatalogError(f"{path} not found (the fine-tune tables and queries)")
+    return load_queries(path)
+
+
+def _bind(sql: str, values: dict) -> dict:
+    names = set(_PARAM_RE.findall(sql))
+    missing = names - set(values)
+    if missing:
+        raise CatalogError(f"query needs parameters {sorted(missing)}")
+    return {k: values[k] for k in names}
+
+
+@dataclass
+class FinetuneCatalog:
+    catalog: Catalog
+
+    def ensure_schema(self) -> None:
+        key = str(self.catalog.path.resolve()) if self.catalog.path.exists() else None
+        if key is not None and key in _READY:
+            return
+        with self.catalog.transaction() as con:  # creates the platform schema first when needed
+            con.execute(queries()["schema"])
+        _READY.add(str(self.catalog.path.resolve()))
+
+    def _exec(self, con, name: str, **values):
+        sql = queries()[name]
+        return con.execute(sql, _bind(sql, values))
+
+    def fetch(self, name: str, **values) -> list[dict]:
+        self.ensure_schema()
+        with self.catalog.connect(read_only=True) as con:
+            cur = self._exec(con, name, **values)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    # ------------------------------------------------------------------ training runs
+    def record_training_run(self, *, kind: str, dataset_name: str, dataset_version: str, valuation_set: str,
+                            valuation_version: str, result, base_model_id: str, subset_id: str | None = None,
+                            strategy: str, k: int, seed: int, steps: int, comparison_id: str | None = None,
+                            tracking_uri: str | None = None, experiment_id: str | None = None,
+                            dagster_run_id: str | None = None, dagster_asset_key: str | None = None,
+                            status: str = "finished") -> str:
+        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details, one transaction)."""
+        self.ensure_schema()
+        run_id = uuid.uuid4().hex
+        with self.catalog.transaction() as con:
+            self._exec(con, "insert_training_run", training_run_id=run_id, subset_id=subset_id,
+                       base_model_id=base_model_id, mlflow_run_id=result.mlflow_run_id, status=status,
+                       metrics=to_json(result.metrics), code_version=__version__, dagster_run_id=dagster_run_id,
+                       created_at=utcnow())
+            self._exec(con, "insert_finetune_details", training_run_id=run_id, kind=kind, dataset_name=dataset_name,
+                       dataset_version=dataset_version, valuation_set=valuation_set,
+                       valuation_version=valuation_version, strategy=strategy, k=int(k), seed=int(seed),
+                       method=result.method, steps=int(steps), subset_digest=result.subset_digest,
+                       comparison_id=comparison_id, output_dir=str(result.output_dir.resolve()),
+                       weights_sha256=result.meta.get("weights_sha256"), params=to_json(result.params),
+                       tracking_uri=tracking_uri, mlflow_experiment_id=experiment_id,
+                       dagster_asset_key=dagster_asset_key)
+        return run_id
+
+    def latest_training_run(self, dataset_name: str, valuation_set: str) -> dict | None:
+        rows = self.fetch("latest_training_run", dataset_name=dataset_name, valuation_set=valuation_set)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ eval runs
+    def record_eval_run(self, *, valuation_set: str, valuation_version: str, model_fingerprint: str,
+                        metrics: dict, training_run_id: str | None = None, mlflow_run_id: str | None = None,
+                        finetune_mlflow_run_id: str | None = None, dagster_run_id: str | None = None) -> str:
+        self.ensure_schema()
+        eid = uuid.uuid4().hex
+        with self.catalog.transaction() as con:
+            self._exec(con, "insert_eval_run", eval_run_id=eid, training_run_id=training_run_id,
+                       mlflow_run_id=mlflow_run_id, finetune_mlflow_run_id=finetune_mlflow_run_id,
+                       valuation_set=valuation_set, valuation_version=valuation_version,
+                       model_fingerprint=model_fingerprint, val_loss=metrics.get("val_loss"),
+                       perplexity=metrics.get("val_perplexity"), accuracy=metrics.get("accuracy"),
+                       n_eval=int(metrics["n_eval"]) if metrics.get("n_eval") is not None else None,
+                       metrics=to_json(metrics), code_version=__version__, dagster_run_id=dagster_run_id,
+                       created_at=utcnow())
+        return eid
+
+    # ------------------------------------------------------------------ comparisons
+    def record_comparison(self, comparison_id: str, rows: Sequence[dict], *, dataset_name: str,
+                          dataset_version: str, valuation_set: str, valuation_version: str,
+                          score_run_id: str | None, curated_subset_id: str | None,
+                          dagster_run_id: str | None = None) -> None:
+        """Rows: dicts with strategy, k, seed, steps, val_loss, perplexity, accuracy, n_eval,
+        training_run_id, mlflow_run_id (one transaction)."""
+        self.ensure_schema()
+        now = utcnow()
+        with self.catalog.transaction() as con:
+            for r in rows:
+                self._exec(con, "insert_comparison_row", comparison_id=comparison_id, dataset_name=dataset_name,
+                           dataset_version=dataset_version, valuation_set=valuation_set,
+                           valuation_version=valuation_version, score_run_id=score_run_id,
+                           curated_subset_id=curated_subset_id, strategy=r["strategy"], k=int(r["k"]),
+                           seed=int(r["seed"]), steps=int(r["steps"]), training_run_id=r.get("training_run_id"),
+                           mlflow_run_id=r.get("mlflow_run_id"), val_loss=r.get("val_loss"),
+                           perplexity=r.get("perplexity"), accuracy=r.get("accuracy"),
+                           n_eval=r.get("n_eval"), code_version=__version__, dagster_run_id=dagster_run_id,
+                           created_at=now)
+
+    def comparison_summary(self, comparison_id: str) -> list[dict]:
+        return self.fetch("comparison_summary", comparison_id=comparison_id)
+
+    def subset_members(self, subset_id: str) -> list[dict]:
+        return self.fetch("subset_members", subset_id=subset_id)
+
+
+def finetune_catalog(catalog: Catalog | Any) -> FinetuneCatalog:
+    return FinetuneCatalog(catalog)

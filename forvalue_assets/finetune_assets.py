@@ -1,0 +1,480 @@
+"""Fine-tune and evaluate on curated subsets, tracked in MLflow (issue 5).
+
+    curated_subset[t|v] ──> finetune_run[t|v] ──> eval_run[t|v]
+                       └──> finetune_comparison[t|v]
+
+- ``finetune_run``: LoRA (or full) fine-tune of the platform's model on the latest curated subset
+  of the pair; an MLflow run (params, per-step metrics, the subset as a dataset input with its
+  digest, the adapter as artifacts, tags with the Dagster run id, asset key and partition); a row
+  in DuckDB ``training_runs`` (+ ``finetune_details``; lineage in the ``training_run_lineage`` view).
+- ``eval_run``: valuation loss, perplexity and accuracy of the latest fine-tuned model of the pair
+  on its valuation set; an MLflow run that is a child of the fine-tune run; a row in ``eval_runs``.
+- ``finetune_comparison``: the same budget (steps, batch size, hyper-parameters) on For-Value
+  top-k, random-k, bottom-k and the full set (k = the curated subset's size unless configured),
+  every seed; the table in DuckDB ``finetune_comparisons`` and as Markdown metadata.
+
+Response tokens, chat template and length limit follow the feature store's config, so the SFT loss
+trains exactly the tokens For-Value scored. None of these assets is automated: fine-tuning is
+launched (job ``finetune_and_eval`` / ``compare_subsets``, or Materialize in the UI).
+torch, transformers, peft and mlflow are imported inside the asset functions only.
+"""
+
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import List, Optional
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    define_asset_job,
+)
+from pydantic import Field
+
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.data import DataError
+from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
+from resources._env import env_int
+from resources.mlflow import MLflowResource
+
+from . import metadata as md
+from .assets import CODE_VERSION, MODEL_POOL, OWNERS, catalog_failure, data_failure
+from .partitions import dataset_pairs, split_pair
+
+CURATED_SUBSET = AssetKey("curated_subset")
+GROUP = "finetune"
+
+
+# ----------------------------------------------------------------------------- config
+class TrainFields(Config):
+    """Fine-tuning hyper-parameters (forvalue.finetune.TrainConfig)."""
+
+    method: str = Field(default="lora", description="lora (peft adapter) or full (all weights)")
+    steps: int = Field(default=env_int("FORVALUE_FT_STEPS", 30) or 30, description="optimizer steps. Env: FORVALUE_FT_STEPS")
+    batch_size: int = Field(default=8, description="samples per step")
+    lr: Optional[float] = Field(default=None, description="learning rate; empty: 1e-3 (LoRA), 5e-5 (full)")
+    seed: int = Field(default=0, description="LoRA init and data order")
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: str = Field(default="all-linear", description="all-linear or comma-separated module names")
+    lora_layers: Optional[int] = Field(default=None, description="LoRA only in the last n layers (faster on CPU)")
+    dtype: str = Field(default="", description="empty: fp32 on CPU / bf16 on GPU for LoRA, fp32 for full")
+
+    def train_config(self, feature_config, **overrides):
+        from forvalue.finetune import TrainConfig
+
+        return TrainConfig(method=self.method, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           seed=self.seed, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                           lora_targets=self.lora_targets, lora_layers=self.lora_layers,
+                           positions=feature_config.positions, chat_template=feature_config.chat_template,
+                           max_length=feature_config.max_length, **overrides)
+
+
+class EvalFields(Config):
+    """Evaluation settings (forvalue.evaluate.EvalConfig)."""
+
+    accuracy: bool = Field(default=True, description="greedy decoding + answer extraction + exact match")
+    extractor: str = Field(default="last-number", description="last-number, exact or regex:PATTERN")
+    answer_field: str = Field(default="answer", description="column with the reference answer; else extracted from the response")
+    max_new_tokens: int = 64
+    loss_limit: int = Field(default=0, description="valuation loss on n evenly spaced samples (0: all)")
+    accuracy_limit: int = Field(default=0, description="accuracy on n evenly spaced samples (0: all)")
+
+    def eval_config(self, feature_config, *, accuracy: bool | None = None):
+        from forvalue.evaluate import EvalConfig
+
+        return EvalConfig(accuracy=self.accuracy if accuracy is None else accuracy, extractor=self.extractor,
+                          answer_field=self.answer_field or None, max_new_tokens=self.max_new_tokens,
+                          loss_limit=self.loss_limit or None, accuracy_limit=self.accuracy_limit or None,
+                          chat_template=feature_config.chat_template, max_length=feature_config.max_length)
+
+
+class FinetuneRunConfig(TrainFields):
+    pass
+
+
+class EvalRunConfig(EvalFields):
+    pass
+
+
+class ComparisonConfig(TrainFields, EvalFields):
+    strategies: List[str] = Field(default=["top", "random", "bottom", "full"],
+                                  description="top, random, bottom (k samples each) and/or full")
+    k: int = Field(default=0, description="samples per subset; 0: the size of the latest curated subset")
+    seeds: List[int] = Field(default=[0], description="one fine-tune per strategy and seed")
+    include_base: bool = Field(default=True, description="also evaluate the base model (no fine-tuning)")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _tags(context: AssetExecutionContext, dataset: str, valuation: str) -> dict:
+    from forvalue.tracking import TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_PARTITION
+
+    return {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET_KEY: context.asset_key.to_user_string(),
+            TAG_PARTITION: str(context.partition_key), "forvalue.dataset": dataset,
+            "forvalue.valuation_set": valuation}
+
+
+def _latest_subset(cat, dataset: str, valuation: str) -> dict:
+    sub = cat.latest_subset(dataset, valuation)
+    if sub is None:
+        raise Failure(description=f"no curated subset for {dataset} x {valuation}: materialize curated_subset first")
+    return sub
+
+
+def _loss_curve_png(history: list[dict], title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3), dpi=90)
+    ax = fig.subplots()
+    ax.plot([h["step"] for h in history], [h["train_loss"] for h in history], color="#4477aa", label="train")
+    val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    if val:
+        ax.plot(*zip(*val), "o-", color="#cc3311", label="valuation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per response token")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _metric(value) -> MetadataValue:
+    return MetadataValue.float(float(value)) if value is not None else MetadataValue.text("-")
+
+
+def _md_predictions(preds: list[dict], n: int = 10) -> str:
+    lines = ["| id | reference | prediction | correct | generated |", "|---|---|---|---|---|"]
+    for p in preds[:n]:
+        gen = " ".join(str(p["generated"]).split())[:80].replace("|", "\\|").replace("<", "&lt;")
+        lines.append(f"| {p['id'] or p['sample_id'][:12]} | {p['reference']} | {p['prediction']} | "
+                     f"{'yes' if p['correct'] else 'no'} | {gen} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- fine-tune
+@asset(
+    partitions_def=dataset_pairs,
+    deps=[CURATED_SUBSET],
+    group_name=GROUP,
+    kinds={"pytorch", "mlflow", "duckdb"},
+    owners=OWNERS,
+    pool=MODEL_POOL,
+    code_version=CODE_VERSION,
+    description="Fine-tune (LoRA by default) the platform's model on the latest curated subset of a (training "
+                "dataset, valuation set) pair, loss on response tokens only, and log it to MLflow: params, "
+                "per-step metrics, the subset as a dataset input with its digest, the adapter as artifacts, "
+                "Dagster run id and asset key as tags. Recorded in DuckDB `training_runs` / `finetune_details`.",
+)
+def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
+                 catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
+                 mlflow: MLflowResource) -> MaterializeResult:
+    from forvalue.finetune import FinetuneError, SubsetInfo, finetune
+    from forvalue.finetune_catalog import FinetuneCatalog
+
+    t0 = time.perf_counter()
+    dataset, valuation = split_pair(context.partition_key)
+    cat = catalog.catalog()
+    fcat = FinetuneCatalog(cat)
+    try:
+        sub = _latest_subset(cat, dataset, valuation)
+        members = fcat.subset_members(sub["subset_id"])
+        samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
+        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    by_id = {s.sample_id: s for s in samples}
+    missing = [m["sample_id"] for m in members if m["sample_id"] not in by_id]
+    if missing:
+        raise Failure(description=f"{len(missing)} samples of subset {sub['subset_id']} are not in dataset "
+                                  f"{dataset} version {sub['dataset_version'][:12]}, e.g. {missing[0]}")
+    train = [by_id[m["sample_id"]] for m in members]
+    if not train:
+        raise Failure(description=f"subset {sub['subset_id']} ({sub['mode']} {sub['value']:g}) is empty")
+    fcfg = feature_store.config()
+    try:
+        tcfg = config.train_config(fcfg)
+    except ValueError as e:
+        raise Failure(description=f"fine-tune config: {e}") from e
+    tracker = mlflow.tracker()
+    pct = sub["mode"] != "top_k"
+    info = SubsetInfo(strategy=sub["mode"], k=len(train), p=float(sub["value"]) if pct else None,
+                      subset_id=sub["subset_id"], source=sub["jsonl_path"], n_total=sub["n_total"],
+                      name=f"{dataset}/{valuation}/{sub['mode']}-{sub['value']:g}")
+    out = Path(mlflow.output_dir) / dataset / valuation / f"{sub['mode']}-{context.run_id[:12]}"
+    try:
+        res = finetune(model.model, train, out_dir=out, config=tcfg, val=val,
+                       eval_config=config_eval_loss_only(fcfg), tracker=tracker, subset=info,
+                       tags=_tags(context, dataset, valuation), device=model.device, dtype=config.dtype or None,
+                       overwrite=True, run_name=f"{dataset}-{valuation}-{sub['mode']}-{len(train)}")
+    except DataError as e:
+        raise data_failure(e) from e
+    except FinetuneError as e:
+        raise Failure(description=str(e)) from e
+    model_id = cat.record_model(res.meta["base_fingerprint"], spec=model.model)
+    training_run_id = fcat.record_training_run(
+        kind="curated", dataset_name=dataset, dataset_version=sub["dataset_version"], valuation_set=valuation,
+        valuation_version=sub["valuation_version"], result=res, base_model_id=model_id, subset_id=sub["subset_id"],
+        strategy=sub["mode"], k=len(train), seed=tcfg.seed, steps=tcfg.steps, tracking_uri=tracker.tracking_uri,
+        experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
+        dagster_asset_key=context.asset_key.to_user_string())
+    context.log.info(f"fine-tuned on {len(train)} samples: MLflow run {res.mlflow_run_id} ({res.mlflow_url})")
+    png = _loss_curve_png(res.history, f"{dataset} x {valuation}: {sub['mode']} {sub['value']:g} ({len(train)} samples)")
+    return MaterializeResult(metadata={
+        "mlflow_run_id": MetadataValue.text(res.mlflow_run_id),
+        "mlflow_run": MetadataValue.url(res.mlflow_url),
+        "tracking_uri": MetadataValue.text(tracker.tracking_uri),
+        "training_run_id": MetadataValue.text(training_run_id),
+        "subset_id": MetadataValue.text(sub["subset_id"]),
+        "subset_digest": MetadataValue.text(res.subset_digest),
+        "strategy": MetadataValue.text(sub["mode"]),
+        "k": MetadataValue.int(len(train)),
+        "seed": MetadataValue.int(tcfg.seed),
+        "steps": MetadataValue.int(tcfg.steps),
+        "method": MetadataValue.text(tcfg.method),
+        "train_loss_final": _metric(res.metrics.get("train_loss_final")),
+        "val_loss": _metric(res.metrics.get("val_loss")),
+        "val_perplexity": _metric(res.metrics.get("val_perplexity")),
+        "loss_curve": md.md_image(png, "training loss"),
+        "output_dir": MetadataValue.path(str(res.output_dir.resolve())),
+        "model_fingerprint": MetadataValue.text(res.params["model_fingerprint"]),
+        "tables": MetadataValue.text("training_runs, finetune_details (lineage: training_run_lineage view)"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+def config_eval_loss_only(feature_config):
+    """The fine-tune run's own evaluation: valuation loss and perplexity (eval_run adds accuracy)."""
+    from forvalue.evaluate import EvalConfig
+
+    return EvalConfig(accuracy=False, chat_template=feature_config.chat_template, max_length=feature_config.max_length)
+
+
+# ----------------------------------------------------------------------------- eval
+@asset(
+    partitions_def=dataset_pairs,
+    deps=[finetune_run],
+    group_name=GROUP,
+    kinds={"pytorch", "mlflow", "duckdb"},
+    owners=OWNERS,
+    pool=MODEL_POOL,
+    code_version=CODE_VERSION,
+    description="Evaluate the latest fine-tuned model of a pair on its valuation set: valuation loss, perplexity "
+                "and task accuracy (greedy decoding, answer extractor, exact match). An MLflow run that is a "
+                "child of the fine-tune run; recorded in DuckDB `eval_runs`.",
+)
+def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: ModelResource,
+             catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
+             mlflow: MLflowResource) -> MaterializeResult:
+    from forvalue.finetune import FinetuneError
+    from forvalue.finetune import eval_run as run_eval
+    from forvalue.finetune_catalog import FinetuneCatalog
+
+    t0 = time.perf_counter()
+    dataset, valuation = split_pair(context.partition_key)
+    cat = catalog.catalog()
+    fcat = FinetuneCatalog(cat)
+    tr = fcat.latest_training_run(dataset, valuation)
+    if tr is None:
+        raise Failure(description=f"no finished fine-tune run for {dataset} x {valuation}: materialize finetune_run first")
+    try:
+        val = cat.load_samples(KIND_VALUATION, valuation, tr["valuation_version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    tracker = mlflow.tracker()
+    fcfg = feature_store.config()
+    with tempfile.TemporaryDirectory(prefix="forvalue-eval-") as tmp:
+        adapter = Path(tr["output_dir"])
+        source = "local"
+        if not adapter.is_dir():  # another machine trained it: take the artifact from MLflow
+            artifact = "adapter" if tr["method"] == "lora" else "model"
+            try:
+                adapter = Path(tracker.client.download_artifacts(tr["mlflow_run_id"], artifact, tmp))
+            except Exception as e:
+                raise Failure(description=f"the fine-tuned model of training run {tr['training_run_id']} is neither "
+                                          f"at {tr['output_dir']} nor downloadable from MLflow run "
+                                          f"{tr['mlflow_run_id']}: {e}") from e
+            source = "mlflow"
+        try:
+            r = run_eval(None, val, adapter=adapter, config=config.eval_config(fcfg), tracker=tracker,
+                         finetune_run_id=tr["mlflow_run_id"], tags=_tags(context, dataset, valuation),
+                         run_name=f"eval-{dataset}-{valuation}", dataset_name=f"{valuation}@{tr['valuation_version'][:12]}",
+                         device=model.device, dtype=config_dtype(model))
+        except DataError as e:
+            raise data_failure(e) from e
+        except (FinetuneError, ValueError) as e:
+            raise Failure(description=str(e)) from e
+    m = r.result.metrics
+    eval_id = fcat.record_eval_run(valuation_set=valuation, valuation_version=tr["valuation_version"],
+                                   model_fingerprint=r.model_fingerprint, metrics=m,
+                                   training_run_id=tr["training_run_id"], mlflow_run_id=r.mlflow_run_id,
+                                   finetune_mlflow_run_id=tr["mlflow_run_id"], dagster_run_id=context.run_id)
+    meta = {
+        "mlflow_run_id": MetadataValue.text(r.mlflow_run_id),
+        "mlflow_run": MetadataValue.url(r.mlflow_url),
+        "finetune_mlflow_run_id": MetadataValue.text(tr["mlflow_run_id"]),
+        "finetune_mlflow_run": MetadataValue.url(tracker.url(tr["mlflow_run_id"])),
+        "training_run_id": MetadataValue.text(tr["training_run_id"]),
+        "eval_run_id": MetadataValue.text(eval_id),
+        "model_fingerprint": MetadataValue.text(r.model_fingerprint),
+        "adapter_source": MetadataValue.text(source),
+        "val_loss": _metric(m.get("val_loss")),
+        "val_perplexity": _metric(m.get("val_perplexity")),
+        "accuracy": _metric(m.get("accuracy")),
+        "n_eval": MetadataValue.int(int(m.get("n_eval", 0))),
+        "tables": MetadataValue.text("eval_runs"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    }
+    if r.result.accuracy is not None:
+        meta["predictions"] = MetadataValue.md(_md_predictions(r.result.accuracy.predictions))
+    return MaterializeResult(metadata=meta)
+
+
+def config_dtype(model: ModelResource) -> str:
+    return model.dtype or "auto"
+
+
+# ----------------------------------------------------------------------------- comparison
+@asset(
+    partitions_def=dataset_pairs,
+    deps=[CURATED_SUBSET],
+    group_name=GROUP,
+    kinds={"pytorch", "mlflow", "duckdb"},
+    owners=OWNERS,
+    pool=MODEL_POOL,
+    code_version=CODE_VERSION,
+    description="Does For-Value's selection beat random selection? Fine-tunes the same budget (steps, batch, "
+                "hyper-parameters) on For-Value top-k, random-k, bottom-k and the full set (k = the curated "
+                "subset's size), for every configured seed, evaluates each on the valuation set and records the "
+                "comparison table in DuckDB `finetune_comparisons` and as Markdown; MLflow runs are children of "
+                "one comparison run.",
+)
+def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig, model: ModelResource,
+                        catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
+                        mlflow: MLflowResource) -> MaterializeResult:
+    import numpy as np
+
+    from forvalue.finetune import FinetuneError, compare_strategies, markdown_table
+    from forvalue.finetune_catalog import FinetuneCatalog
+
+    t0 = time.perf_counter()
+    dataset, valuation = split_pair(context.partition_key)
+    cat = catalog.catalog()
+    fcat = FinetuneCatalog(cat)
+    try:
+        sub = _latest_subset(cat, dataset, valuation)
+        rows = cat.scores(dataset, valuation, sub["feature_config_id"], sub["model_id"])
+        samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
+        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    score_of = {r["sample_id"]: r["score"] for r in rows if r["dataset_version"] == sub["dataset_version"]}
+    unscored = [s.sample_id for s in samples if s.sample_id not in score_of]
+    if unscored:
+        raise Failure(description=f"{len(unscored)} of {len(samples)} samples of {dataset} have no stored score for "
+                                  f"the curated subset's model and feature config: re-materialize forvalue_scores")
+    values = np.array([score_of[s.sample_id] for s in samples], dtype=np.float64)
+    k = config.k or int(sub["n_selected"])
+    fcfg = feature_store.config()
+    try:
+        tcfg = config.train_config(fcfg)
+        ecfg = config.eval_config(fcfg)
+    except ValueError as e:
+        raise Failure(description=f"comparison config: {e}") from e
+    tracker = mlflow.tracker()
+    comparison_id = uuid.uuid4().hex
+    score_run_id = rows[0]["score_run_id"] if rows else sub["score_run_id"]
+    model_ids: dict = {}
+
+    def on_run(row, res):
+        if res is None:
+            return
+        if "id" not in model_ids:
+            model_ids["id"] = cat.record_model(res.meta["base_fingerprint"], spec=model.model)
+        row["training_run_id"] = fcat.record_training_run(
+            kind="comparison", dataset_name=dataset, dataset_version=sub["dataset_version"], valuation_set=valuation,
+            valuation_version=sub["valuation_version"], result=res, base_model_id=model_ids["id"],
+            subset_id=sub["subset_id"] if row["strategy"] == "top" and _same_members(fcat, sub, res) else None,
+            strategy=row["strategy"], k=row["k"], seed=row["seed"], steps=row["steps"], comparison_id=comparison_id,
+            tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
+            dagster_asset_key=context.asset_key.to_user_string())
+        context.log.info(f"{row['strategy']} seed {row['seed']}: valuation loss {row['val_loss']:.4f}"
+                         + (f", accuracy {row['accuracy']:.3f}" if row.get("accuracy") is not None else ""))
+
+    try:
+        comp = compare_strategies(
+            model.model, samples, val, values=values, k=k, strategies=config.strategies, seeds=config.seeds,
+            config=tcfg, eval_config=ecfg, include_base=config.include_base, tracker=tracker,
+            tags=_tags(context, dataset, valuation) | {"forvalue.comparison_id": comparison_id},
+            out_root=Path(mlflow.output_dir) / dataset / valuation / f"comparison-{comparison_id[:12]}",
+            source=samples[0].source, device=model.device, dtype=config.dtype or None, on_run=on_run)
+    except DataError as e:
+        raise data_failure(e) from e
+    except FinetuneError as e:
+        raise Failure(description=str(e)) from e
+    fcat.record_comparison(comparison_id, comp.rows, dataset_name=dataset, dataset_version=sub["dataset_version"],
+                           valuation_set=valuation, valuation_version=sub["valuation_version"],
+                           score_run_id=score_run_id, curated_subset_id=sub["subset_id"],
+                           dagster_run_id=context.run_id)
+    stored = fcat.comparison_summary(comparison_id)
+    per_run = ["| strategy | seed | k | valuation loss | accuracy | MLflow run |", "|---|---:|---:|---:|---:|---|"]
+    for r in comp.rows:
+        acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.1f}%"
+        per_run.append(f"| {r['strategy']} | {r['seed'] if r['seed'] >= 0 else '-'} | {r['k']} | "
+                       f"{r['val_loss']:.4f} | {acc} | {r.get('mlflow_run_id') or '-'} |")
+    return MaterializeResult(metadata={
+        "dagster/row_count": MetadataValue.int(len(comp.rows)),
+        "dagster/table_name": MetadataValue.text("finetune_comparisons"),
+        "comparison_id": MetadataValue.text(comparison_id),
+        "comparison": MetadataValue.md(markdown_table(comp.summary)),
+        "runs": MetadataValue.md("\n".join(per_run)),
+        "summary": MetadataValue.json([{k2: v for k2, v in r.items()} for r in stored]),
+        "k": MetadataValue.int(comp.k),
+        "strategies": MetadataValue.text(", ".join(config.strategies)),
+        "seeds": MetadataValue.text(", ".join(map(str, config.seeds))),
+        "steps": MetadataValue.int(tcfg.steps),
+        "curated_subset_id": MetadataValue.text(sub["subset_id"]),
+        "mlflow_run_id": MetadataValue.text(comp.mlflow_run_id),
+        "mlflow_run": MetadataValue.url(comp.mlflow_url),
+        "tracking_uri": MetadataValue.text(tracker.tracking_uri),
+        "tables": MetadataValue.text("finetune_comparisons, training_runs, finetune_details"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+def _same_members(fcat, sub: dict, res) -> bool:
+    ids = {m["sample_id"] for m in fcat.subset_members(sub["subset_id"])}
+    return ids == set(res.sample_ids)
+
+
+# ----------------------------------------------------------------------------- jobs
+finetune_job = define_asset_job(
+    "finetune_and_eval",
+    selection=AssetSelection.assets(finetune_run, eval_run),
+    partitions_def=dataset_pairs,
+    description="Fine-tune on the latest curated subset of a pair and evaluate the result (MLflow-tracked).",
+)
+
+comparison_job = define_asset_job(
+    "compare_subsets",
+    selection=AssetSelection.assets(finetune_comparison),
+    partitions_def=dataset_pairs,
+    description="Same fine-tuning budget on For-Value top-k, random-k, bottom-k and the full set; comparison table.",
+)
+
+FINETUNE_ASSETS = [finetune_run, eval_run, finetune_comparison]
+FINETUNE_JOBS = [finetune_job, comparison_job]

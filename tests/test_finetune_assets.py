@@ -1,0 +1,153 @@
+"""The fine-tune assets in-process on a tiny model, downstream of the platform's curated_subset:
+finetune_run -> eval_run (MLflow runs with Dagster tags, linked), and the comparison asset."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, Definitions
+from mlflow.tracking import MlflowClient
+
+from forvalue.finetune_catalog import FinetuneCatalog
+from forvalue_assets.assets import ALL_ASSETS
+from forvalue_assets.checks import ALL_CHECKS
+from forvalue_assets.finetune_assets import FINETUNE_ASSETS, FINETUNE_JOBS
+from forvalue_assets.partitions import pair_key
+from forvalue_assets.testing import platform_for_test
+from resources.mlflow import MLflowResource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def records(n, start=0, prefix="t"):
+    return [{"id": f"{prefix}{i}", "prompt": f"What is {i} plus {i}?", "response": f"{i} plus {i} is {2 * i}.",
+             "answer": 2 * i} for i in range(start, start + n)]
+
+
+def metadata(result, key):
+    (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(key)]
+    return {k: v.value for k, v in ev.materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, tiny_model_dir):
+    """Registered t1 (8 samples) and v1 (3), a top-4 curated subset; the platform's assets + ours."""
+    import torch
+
+    tmp_path = tmp_path_factory.mktemp("platform")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+        with platform_for_test(tmp_path, model=tiny_model_dir) as p:
+            p.register("train", "t1", p.write_jsonl("train", "t1", records(8)))
+            p.register("valuation", "v1", p.write_jsonl("valuation", "v1", records(3, start=30, prefix="v")))
+            assert p.curate("t1", "v1", subset={"mode": "top_k", "value": 4}).success
+            uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+            mlflow = MLflowResource(tracking_uri=uri, experiment="platform-test", output_dir=str(tmp_path / "finetune"))
+            p.defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS, jobs=FINETUNE_JOBS,
+                                 resources={**p.resources, "mlflow": mlflow})
+            p.mlflow_uri = uri
+            yield p
+    torch.set_num_threads(n)
+
+
+def test_graph_and_no_heavy_imports():
+    from forvalue_assets.definitions import default_resources
+    from forvalue_assets.finetune_assets import eval_run, finetune_comparison, finetune_run
+
+    defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS, jobs=FINETUNE_JOBS,
+                       resources={**default_resources(), "mlflow": MLflowResource.from_env()})
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey("finetune_run")).parent_keys == {AssetKey("curated_subset")}
+    assert graph.get(AssetKey("eval_run")).parent_keys == {AssetKey("finetune_run")}
+    assert graph.get(AssetKey("finetune_comparison")).parent_keys == {AssetKey("curated_subset")}
+    for a in (finetune_run, eval_run, finetune_comparison):
+        node = graph.get(a.key)
+        assert node.group_name == "finetune" and node.pools == {"model"} and node.automation_condition is None
+        assert node.partitions_def == graph.get(AssetKey("curated_subset")).partitions_def
+    code = ("import sys, forvalue_assets.finetune_assets, resources.mlflow, forvalue.finetune_cli; "
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'mlflow') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_finetune_and_eval_assets_materialize(platform):
+    pk = pair_key("t1", "v1")
+    cat = platform.catalog()
+    sub = cat.latest_subset("t1", "v1")
+    res = platform.defs.resolve_job_def("finetune_and_eval").execute_in_process(
+        partition_key=pk, instance=platform.instance,
+        run_config={"ops": {"finetune_run": {"config": {"steps": 3, "batch_size": 2}},
+                            "eval_run": {"config": {"max_new_tokens": 4}}}})
+    assert res.success
+    ft = metadata(res, "finetune_run")
+    ev = metadata(res, "eval_run")
+    assert ft["subset_id"] == sub["subset_id"] and ft["k"] == 4 and ft["strategy"] == "top_k"
+    assert ft["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/") and ft["mlflow_run_id"] in ft["mlflow_run"]
+    assert ft["loss_curve"].startswith("![training loss](data:image/png;base64,")
+    assert ev["finetune_mlflow_run_id"] == ft["mlflow_run_id"] and ev["mlflow_run_id"] in ev["mlflow_run"]
+    assert ev["n_eval"] == 3 and 0 <= ev["accuracy"] <= 1 and "| id | reference |" in ev["predictions"]
+    assert ev["adapter_source"] == "local"
+
+    client = MlflowClient(tracking_uri=platform.mlflow_uri)
+    run = client.get_run(ft["mlflow_run_id"])
+    t = run.data.tags
+    assert t["forvalue.dagster_run_id"] == res.run_id and t["forvalue.dagster_asset_key"] == "finetune_run"
+    assert t["forvalue.dagster_partition"] == str(pk)
+    assert run.data.params["subset_id"] == sub["subset_id"] and run.data.params["steps"] == "3"
+    (inp,) = [d for d in run.inputs.dataset_inputs if any(x.value == "training" for x in d.tags)]
+    assert inp.dataset.digest == ft["subset_digest"] and sub["jsonl_path"] in inp.dataset.source
+    erun = client.get_run(ev["mlflow_run_id"])
+    assert erun.data.tags["mlflow.parentRunId"] == ft["mlflow_run_id"]
+    assert erun.data.tags["forvalue.dagster_asset_key"] == "eval_run"
+
+    # governance: the model back to its data in one query
+    (lin,) = cat.query("SELECT * FROM training_run_lineage")
+    assert (lin["mlflow_run_id"], lin["subset_id"], lin["subset_mode"]) == (ft["mlflow_run_id"], sub["subset_id"], "top_k")
+    assert lin["dataset_path"].endswith("t1.jsonl") and lin["training_dagster_run_id"] == res.run_id
+    assert lin["subset_dagster_run_id"] == sub["dagster_run_id"] and lin["k"] == 4
+    (erow,) = cat.query("SELECT * FROM eval_runs")
+    assert erow["training_run_id"] == ft["training_run_id"] and erow["mlflow_run_id"] == ev["mlflow_run_id"]
+
+    # eval_run takes the adapter from MLflow when the local folder is gone
+    import shutil
+
+    shutil.rmtree(lin["output_dir"])
+    again = platform.defs.resolve_job_def("finetune_and_eval").execute_in_process(
+        partition_key=pk, instance=platform.instance, asset_selection=[AssetKey("eval_run")],
+        run_config={"ops": {"eval_run": {"config": {"accuracy": False}}}})
+    assert again.success and metadata(again, "eval_run")["adapter_source"] == "mlflow"
+    assert metadata(again, "eval_run")["val_loss"] == pytest.approx(ev["val_loss"], rel=1e-5)
+
+
+def test_comparison_asset_records_the_table(platform):
+    pk = pair_key("t1", "v1")
+    res = platform.defs.resolve_job_def("compare_subsets").execute_in_process(
+        partition_key=pk, instance=platform.instance,
+        run_config={"ops": {"finetune_comparison": {"config": {
+            "steps": 2, "batch_size": 2, "seeds": [0], "max_new_tokens": 3, "accuracy_limit": 2}}}})
+    assert res.success
+    md = metadata(res, "finetune_comparison")
+    assert md["k"] == 4 and md["dagster/row_count"] == 5
+    table = md["comparison"]
+    assert table.startswith("| strategy | k | runs | valuation loss")
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["base", "top", "random", "bottom", "full"]
+    cat = platform.catalog()
+    rows = cat.query("SELECT * FROM finetune_comparisons ORDER BY strategy")
+    assert {r["strategy"]: r["k"] for r in rows} == {"base": 0, "top": 4, "random": 4, "bottom": 4, "full": 8}
+    assert all(r["comparison_id"] == md["comparison_id"] and r["val_loss"] > 0 for r in rows)
+    summary = FinetuneCatalog(cat).comparison_summary(md["comparison_id"])
+    assert [s["strategy"] for s in summary] == ["top", "random", "bottom", "full", "base"]
+    # the top-k run trained exactly the curated subset, so it links to it; the others carry a digest only
+    runs = {r["strategy"]: r for r in cat.query("SELECT * FROM training_run_lineage WHERE kind = 'comparison'")}
+    assert runs["top"]["subset_id"] == cat.latest_subset("t1", "v1")["subset_id"]
+    assert runs["random"]["subset_id"] is None and len(runs["random"]["subset_digest"]) == 32
+    client = MlflowClient(tracking_uri=platform.mlflow_uri)
+    parent = client.get_run(md["mlflow_run_id"])
+    assert parent.data.tags["forvalue.run_kind"] == "comparison"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{md['mlflow_run_id']}'")
+    assert sorted(c.data.params["strategy"] for c in children) == ["bottom", "full", "random", "top"]
+    assert {c.data.tags["forvalue.dagster_run_id"] for c in children} == {res.run_id}
