@@ -251,12 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(p)
     p.set_defaults(func=cmd_demo)
 
-    try:
-        from .benchmarks.cli import add_bench_parser
-    except ImportError:
-        pass
-    else:
-        add_bench_parser(sub)
+    from .benchmarks.cli import add_bench_parser
+    from .benchmarks.vlm import add_vlm_bench_parsers
+    from .finetune_cli import add_finetune_parsers
+
+    bench = add_bench_parser(sub)
+    add_vlm_bench_parsers(next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction)))
+    add_finetune_parsers(sub)
     return parser
 
 

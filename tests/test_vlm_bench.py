@@ -1,6 +1,5 @@
 """The synthetic VLM benchmarks end to end on a tiny random VLM."""
 
-import argparse
 import io
 import json
 
@@ -8,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from forvalue.benchmarks.vlm import (add_vlm_bench_parsers, make_vlm_mislabeled, make_vlm_style,
-                                     run_vlm_mislabeled, run_vlm_style)
+from forvalue.benchmarks.vlm import make_vlm_mislabeled, make_vlm_style, run_vlm_style
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +45,11 @@ def test_vlm_style_benchmark_end_to_end(vlm_dir):
 
 
 def test_vlm_mislabeled_benchmark_cli(vlm_dir, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_vlm_bench_parsers(parser.add_subparsers(dest="b"))
+    from forvalue.cli import main
+
     out = tmp_path / "r.json"
-    args = parser.parse_args(["vlm-mislabeled", "--model", str(vlm_dir), "--n-train", "12", "--n-val", "4",
-                              "--methods", "sparse,emb", "--device", "cpu", "--json", str(out), "--quiet"])
-    assert args.func(args) == 0
+    assert main(["bench", "vlm-mislabeled", "--model", str(vlm_dir), "--n-train", "12", "--n-val", "4",
+                 "--methods", "sparse,emb", "--device", "cpu", "--json", str(out), "--quiet"]) == 0
     table = capsys.readouterr().out
     assert "sparse" in table and "emb" in table
     results = json.loads(out.read_text())["results"]
