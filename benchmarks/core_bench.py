@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--only", choices=["overhead", "memory", "grid", "scoring"], action="append",
+                    help="run only these parts (repeatable); default all")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: one memory cell
     args = ap.parse_args()
     if args.probe:
@@ -158,94 +161,102 @@ def main() -> int:
     print(json.dumps(env))
     results: dict = {"env": env}
 
-    # 1. overhead ---------------------------------------------------------------------------
-    sub = encoded[: args.overhead_n]
-    sub_samples = samples[: args.overhead_n]
-    for j, e in enumerate(sub):
-        e.index = j
-    batches = length_batches(sub, args.batch_size)
-    plain_forward(lm, batches[:2])  # warm-up
-    extract_sparse(lm, sub_samples, config, encoded=batches[0], batch_size=args.batch_size)
-    # Interleave batch by batch (alternating which goes first) so that load from other processes
-    # hits both sides alike; sum per side, best of --repeat.
-    t_plain, t_ext = [], []
-    for rep in range(args.repeat):
-        tp = te = 0.0
-        for j, batch in enumerate(batches):
-            for which in ((0, 1) if (j + rep) % 2 == 0 else (1, 0)):
-                t0 = time.perf_counter()
-                if which == 0:
-                    plain_forward(lm, [batch])
-                else:
-                    extract_sparse(lm, sub_samples, config, encoded=batch, batch_size=args.batch_size)
-                    _sync(dev)
-                dt = time.perf_counter() - t0
-                if which == 0:
-                    tp += dt
-                else:
-                    te += dt
-        t_plain.append(tp)
-        t_ext.append(te)
-    overhead = min(t_ext) / min(t_plain)
-    results["overhead"] = {"samples": len(sub), "plain_s": min(t_plain), "extract_s": min(t_ext), "ratio": overhead,
-                           "plain_all": t_plain, "extract_all": t_ext}
-    print("\n## 1. Extraction overhead (same batches, interleaved, best of %d)" % args.repeat)
-    print("| samples | plain forward s | extraction s | ratio |")
-    print("|---|---|---|---|")
-    print(f"| {len(sub)} | {min(t_plain):.2f} | {min(t_ext):.2f} | **{overhead:.3f}** |")
+    parts = set(args.only or ["overhead", "memory", "grid", "scoring"])
+    if "overhead" in parts:
+        # 1. overhead ---------------------------------------------------------------------------
+        sub = encoded[: args.overhead_n]
+        sub_samples = samples[: args.overhead_n]
+        for j, e in enumerate(sub):
+            e.index = j
+        batches = length_batches(sub, args.batch_size)
+        plain_forward(lm, batches[:2])  # warm-up
+        extract_sparse(lm, sub_samples, config, encoded=batches[0], batch_size=args.batch_size)
+        # Interleave batch by batch (alternating which goes first) so that load from other processes
+        # hits both sides alike; sum per side, best of --repeat.
+        t_plain, t_ext = [], []
+        for rep in range(args.repeat):
+            tp = te = 0.0
+            for j, batch in enumerate(batches):
+                for which in ((0, 1) if (j + rep) % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    if which == 0:
+                        plain_forward(lm, [batch])
+                    else:
+                        extract_sparse(lm, sub_samples, config, encoded=batch, batch_size=args.batch_size)
+                        _sync(dev)
+                    dt = time.perf_counter() - t0
+                    if which == 0:
+                        tp += dt
+                    else:
+                        te += dt
+            t_plain.append(tp)
+            t_ext.append(te)
+        overhead = min(t_ext) / min(t_plain)
+        results["overhead"] = {"samples": len(sub), "plain_s": min(t_plain), "extract_s": min(t_ext), "ratio": overhead,
+                               "plain_all": t_plain, "extract_all": t_ext}
+        print("\n## 1. Extraction overhead (same batches, interleaved, best of %d)" % args.repeat)
+        print("| samples | plain forward s | extraction s | ratio |")
+        print("|---|---|---|---|")
+        print(f"| {len(sub)} | {min(t_plain):.2f} | {min(t_ext):.2f} | **{overhead:.3f}** |")
 
-    # 2. memory -----------------------------------------------------------------------------
-    for j, e in enumerate(encoded):
-        e.index = j
-    peak = Peak(dev)
-    peak.start()
-    t0 = time.perf_counter()
-    feats = extract_sparse(lm, samples, config, encoded=encoded, batch_size=args.batch_size)
-    t_all = time.perf_counter() - t0
-    mem_all = peak.stop()
-    results["memory_n"] = {"samples": len(samples), "peak_bytes": mem_all, "seconds": t_all,
-                           "rows": feats.n_rows, "rows_per_sample": feats.n_rows / len(samples)}
-    print(f"\n## 2. Peak memory of extraction on {len(samples)} samples")
-    print(f"peak above the loaded model: {mem_all / 2**20:.0f} MiB; {t_all:.1f} s "
-          f"({len(samples) / t_all:.1f} samples/s); {feats.n_rows / len(samples):.0f} sparse rows per sample")
-
-    print("\nGrowth with batch x sequence (vocabulary V = %d; each cell a fresh process):" % V)
-    print("| batch | seq | B*T*V fp32 logits (MiB) | plain `model().logits` peak (MiB) | body forward only (MiB) | extraction peak (MiB) | extraction - body (MiB) |")
-    print("|---|---|---|---|---|---|---|")
-    grid = []
-    for B, T in ((1, 128), (8, 128), (8, 512), (32, 512)):
-        cell = {"batch": B, "seq": T, "logits_mib": B * T * V * 4 / 2**20}
-        for mode in ("plain", "body", "extract"):
-            cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--dtype", args.dtype,
-                   "--probe", f"{mode},{B},{T}"]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            cell[mode + "_mib"] = float(out.strip().splitlines()[-1]) / 2**20
-        cell["head_mib"] = cell["extract_mib"] - cell["body_mib"]
-        grid.append(cell)
-        print(f"| {B} | {T} | {cell['logits_mib']:.0f} | {cell['plain_mib']:.0f} | {cell['body_mib']:.0f} "
-              f"| {cell['extract_mib']:.0f} | {cell['head_mib']:.0f} |")
-    results["memory_grid"] = grid
-
-    # 3. scoring throughput -----------------------------------------------------------------
-    n_val = min(100, max(1, len(samples) // 10))
-    tr_ids, va_ids = feats.sample_ids[n_val:], feats.sample_ids[:n_val]
-    tr, va = feats.select(tr_ids), feats.select(va_ids)
-    out = {}
-    for pairwise in (False, True):
-        sparse_scores(tr, va, pairwise=pairwise)  # warm-up
+    if parts & {"memory", "scoring"}:
+        # 2. memory (the features are reused by 3.) ---------------------------------------------
+        for j, e in enumerate(encoded):
+            e.index = j
+        peak = Peak(dev)
+        peak.start()
         t0 = time.perf_counter()
-        reps = 0
-        while time.perf_counter() - t0 < 2.0 or reps < 3:
-            sparse_scores(tr, va, pairwise=pairwise)
-            reps += 1
-        dt = (time.perf_counter() - t0) / reps
-        out["pairwise" if pairwise else "set_mean"] = {"seconds": dt, "rows_per_s": tr.n_rows / dt}
-    results["scoring"] = {"train_rows": tr.n_rows, "train_samples": len(tr), "val_samples": len(va)} | out
-    print(f"\n## 3. Scoring throughput ({len(tr)} training samples, {tr.n_rows} rows, against {len(va)} valuation samples)")
-    print("| mode | seconds | training rows / s |")
-    print("|---|---|---|")
-    for key in ("set_mean", "pairwise"):
-        print(f"| {key} | {out[key]['seconds']:.4f} | {out[key]['rows_per_s']:,.0f} |")
+        feats = extract_sparse(lm, samples, config, encoded=encoded, batch_size=args.batch_size)
+        t_all = time.perf_counter() - t0
+        mem_all = peak.stop()
+        results["memory_n"] = {"samples": len(samples), "peak_bytes": mem_all, "seconds": t_all,
+                               "rows": feats.n_rows, "rows_per_sample": feats.n_rows / len(samples)}
+        print(f"\n## 2. Peak memory of extraction on {len(samples)} samples")
+        print(f"peak above the loaded model: {mem_all / 2**20:.0f} MiB; {t_all:.1f} s "
+              f"({len(samples) / t_all:.1f} samples/s); {feats.n_rows / len(samples):.0f} sparse rows per sample")
+
+    if "grid" in parts:
+        print("\nGrowth with batch x sequence (vocabulary V = %d; each cell a fresh process):" % V)
+        print("| batch | seq | B*T*V fp32 logits (MiB) | plain `model().logits` peak (MiB) | body forward only (MiB) | extraction peak (MiB) | extraction - body (MiB) |")
+        print("|---|---|---|---|---|---|---|")
+        grid = []
+        for B, T in ((1, 128), (8, 128), (8, 512), (32, 512)):
+            cell = {"batch": B, "seq": T, "logits_mib": B * T * V * 4 / 2**20}
+            for mode in ("plain", "body", "extract"):
+                cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--dtype", args.dtype,
+                       "--probe", f"{mode},{B},{T}"]
+                # Big blocks via mmap, returned on free: peak RSS then tracks live tensors, not what
+                # glibc's heap kept from an earlier phase of the same process.
+                env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+                cell[mode + "_mib"] = float(out.strip().splitlines()[-1]) / 2**20
+            cell["head_mib"] = cell["extract_mib"] - cell["body_mib"]
+            grid.append(cell)
+            print(f"| {B} | {T} | {cell['logits_mib']:.0f} | {cell['plain_mib']:.0f} | {cell['body_mib']:.0f} "
+                  f"| {cell['extract_mib']:.0f} | {cell['head_mib']:.0f} |")
+        results["memory_grid"] = grid
+
+    if "scoring" in parts:
+        # 3. scoring throughput -----------------------------------------------------------------
+        n_val = min(100, max(1, len(samples) // 10))
+        tr_ids, va_ids = feats.sample_ids[n_val:], feats.sample_ids[:n_val]
+        tr, va = feats.select(tr_ids), feats.select(va_ids)
+        out = {}
+        for pairwise in (False, True):
+            sparse_scores(tr, va, pairwise=pairwise)  # warm-up
+            t0 = time.perf_counter()
+            reps = 0
+            while time.perf_counter() - t0 < 2.0 or reps < 3:
+                sparse_scores(tr, va, pairwise=pairwise)
+                reps += 1
+            dt = (time.perf_counter() - t0) / reps
+            out["pairwise" if pairwise else "set_mean"] = {"seconds": dt, "rows_per_s": tr.n_rows / dt}
+        results["scoring"] = {"train_rows": tr.n_rows, "train_samples": len(tr), "val_samples": len(va)} | out
+        print(f"\n## 3. Scoring throughput ({len(tr)} training samples, {tr.n_rows} rows, against {len(va)} valuation samples)")
+        print("| mode | seconds | training rows / s |")
+        print("|---|---|---|")
+        for key in ("set_mean", "pairwise"):
+            print(f"| {key} | {out[key]['seconds']:.4f} | {out[key]['rows_per_s']:,.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
