@@ -15,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import _add_column_options, _columns, _load
 from .data import DataError
+
+# forvalue.cli's column options and reader are imported where they are used, so that forvalue.cli
+# may import this module at its top (no import cycle).
 
 
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
@@ -134,6 +136,8 @@ def cmd_finetune(args) -> int:
 
     from .finetune import SubsetInfo, TrainConfig, finetune, select_subset
 
+    from .cli import _load
+
     _set_threads(args)
     strategy, k, p = _choose(args)
     data = _load(args.train, args)
@@ -182,6 +186,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .cli import _load
     from .finetune import eval_run
 
     _set_threads(args)
@@ -236,6 +241,8 @@ def _guard(fn):
 # ----------------------------------------------------------------------------- parsers
 def add_finetune_parsers(subparsers) -> None:
     """Register ``finetune`` and ``eval`` on the ``forvalue`` command's subparsers."""
+    from .cli import _add_column_options
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
 
