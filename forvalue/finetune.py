@@ -56,7 +56,7 @@ class TrainConfig:
     """Hyper-parameters. Defaults finish in a few minutes on a CPU with the bundled 135M model."""
 
     method: str = "lora"            # lora | full
-    steps: int = 60                 # optimizer steps (the data is cycled, reshuffled every epoch)
+    steps: int = 30                 # optimizer steps (the data is cycled, reshuffled every epoch)
     batch_size: int = 8
     lr: float | None = None         # None: 1e-3 for LoRA, 5e-5 for full fine-tuning
     schedule: str = "linear"        # linear | cosine decay after warm-up, or constant

@@ -268,7 +268,7 @@ def add_finetune_parsers(subparsers) -> None:
     m.add_argument("--lora", dest="method", action="store_const", const="lora", help="LoRA adapter (default)")
     m.add_argument("--full", dest="method", action="store_const", const="full", help="full fine-tuning")
     p.set_defaults(method="lora")
-    g.add_argument("--steps", type=int, default=60)
+    g.add_argument("--steps", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--lr", type=float, default=None, help="default 1e-3 (LoRA), 5e-5 (full)")
     g.add_argument("--seed", type=int, default=0, help="LoRA init, data order and the random subset")
