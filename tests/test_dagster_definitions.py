@@ -27,6 +27,9 @@ ASSETS = {
     "valuation_features": ("features", "model", {"valuation_set"}),
     "forvalue_scores": ("valuation", "duckdb", {"training_features", "valuation_features"}),
     "curated_subset": ("curation", "duckdb", {"forvalue_scores"}),
+    "finetune_run": ("finetune", "model", {"curated_subset"}),
+    "eval_run": ("finetune", "model", {"finetune_run"}),
+    "finetune_comparison": ("finetune", "model", {"curated_subset"}),
 }
 
 
@@ -58,7 +61,8 @@ def test_definitions_load_and_validate():
 
 def test_jobs_sensors_schedule_running_by_default():
     jobs = {j.name: j for j in defs.resolve_all_job_defs()}
-    assert {"register_training_dataset", "register_valuation_set", "curation"} <= set(jobs)
+    assert {"register_training_dataset", "register_valuation_set", "curation", "finetune_and_eval",
+            "compare_subsets"} <= set(jobs)
     assert {k.name for k in jobs["curation"].asset_layer.asset_graph.asset_check_keys} == {
         "scores_one_row_per_sample", "scores_are_finite", "subset_size_matches_config"}
     sensors = {s.name: defs.resolve_sensor_def(s.name) for s in defs.sensors}

@@ -42,6 +42,9 @@ EXPECTED_DEPS = {
     "valuation_features": {"valuation_set"},
     "forvalue_scores": {"training_features", "valuation_features"},
     "curated_subset": {"forvalue_scores"},
+    "finetune_run": {"curated_subset"},
+    "eval_run": {"finetune_run"},
+    "finetune_comparison": {"curated_subset"},
 }
 
 
