@@ -4,11 +4,11 @@ detection, For-Value against the LoRA gradient baselines, on the bundled default
 Every (benchmark, task, positions, method group, size) is one job whose results go to
 ``<out-dir>/<job>.json`` (the same JSON as ``forvalue bench ... --json``); a job whose file exists is
 skipped (``--force`` reruns it), so an interrupted run resumes. At the end all JSON files in the
-folder are collected into ``<out-dir>/report.md``.
+folder are collected into ``<out-dir>/influence_report.md``.
 
     python benchmarks/influence_bench.py                      # everything (hours on a laptop CPU)
     python benchmarks/influence_bench.py --only forvalue      # For-Value methods only
-    python benchmarks/influence_bench.py --report-only        # rebuild report.md from the JSON files
+    python benchmarks/influence_bench.py --report-only        # rebuild influence_report.md from the JSON files
 
 Each job is equivalent to one ``forvalue bench`` command line, printed in the report.
 """
@@ -80,8 +80,13 @@ def report(out_dir: Path) -> str:
     groups: dict[tuple, dict] = {}
     machine = None
     for path in sorted(out_dir.glob("*.json")):
-        payload = json.loads(path.read_text())
-        meta = payload.get("meta", {})
+        try:
+            payload = json.loads(path.read_text())
+        except ValueError:
+            continue
+        meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
+        if "results" not in payload or meta.get("bench") not in ("influence", "mislabeled", "noise"):
+            continue   # another benchmark's file in the same folder
         machine = machine or meta.get("machine")
         g = groups.setdefault(_key(payload), {"rows": [], "commands": []})
         g["rows"] += payload["results"]
@@ -103,7 +108,7 @@ def report(out_dir: Path) -> str:
                 table[2 + i] += f" {r['seconds'] / ref:.1f} |"
         parts += table + [""] + [f"    {c}" for c in g["commands"]] + [""]
     text = "\n".join(parts)
-    (out_dir / "report.md").write_text(text)
+    (out_dir / "influence_report.md").write_text(text)
     return text
 
 
