@@ -233,6 +233,10 @@ def _row(method: str, metrics: dict, res: dict, **extra) -> dict:
     row["seconds"] = float(res["seconds"])
     if res.get("cpu_seconds") is not None:
         row["cpu_seconds"] = float(res["cpu_seconds"])
+    info = res.get("info") or {}
+    for key in ("finetune_seconds", "gradient_seconds", "own_seconds"):   # gradient baselines: breakdown
+        if info.get(key) is not None:
+            row[key] = float(info[key])
     return row
 
 
