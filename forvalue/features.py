@@ -218,6 +218,24 @@ def base_model_of(model):
     return getattr(model, model.base_model_prefix)
 
 
+def _stack_extra(parts: list):
+    """Batch one model input (beyond ids and mask) of several samples. Inputs the processor returns
+    with a leading batch axis of 1 (per-token ids such as Qwen2-VL's ``mm_token_type_ids``, Idefics3's
+    ``[1, images, C, H, W]`` pixels, Mllama's cross-attention masks) are zero-padded on every other
+    axis to the largest sample (padding images are all-zero, which these models drop; padding
+    tokens are masked) and stacked; per-image inputs (LLaVA / Qwen2-VL pixel values, grids) are
+    concatenated along their first axis."""
+    import torch
+
+    if all(p.dim() == parts[0].dim() and p.dim() >= 2 and p.shape[0] == 1 for p in parts):
+        size = [len(parts)] + [max(p.shape[i] for p in parts) for i in range(1, parts[0].dim())]
+        out = parts[0].new_zeros(size)
+        for b, p in enumerate(parts):
+            out[(b,) + tuple(slice(0, n) for n in p.shape[1:])] = p[0]
+        return out
+    return torch.cat(parts)
+
+
 def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     import torch
 
@@ -228,10 +246,8 @@ def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    # image inputs (pixel values, grids, sizes) are stacked along their first axis, per image
     for key in sorted({k for e in batch for k in e.extra}):
-        parts = [e.extra[key] for e in batch if key in e.extra]
-        value = torch.cat(parts).to(device)
+        value = _stack_extra([e.extra[key] for e in batch if key in e.extra]).to(device)
         inputs[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     return inputs
 

@@ -230,6 +230,60 @@ def _name_for_folder(folder: Path) -> str:
     return folder.name
 
 
+def image_only_processor_class(processor_class):
+    """``processor_class`` (e.g. Qwen2VLProcessor) without its video processor, for image + text use
+    where the video processor cannot be built (transformers' video processors need torchvision)."""
+
+    class ImageOnly(processor_class):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = f"{processor_class.__name__}ImageOnly"
+    return ImageOnly
+
+
+def load_processor(source: str, **kwargs):
+    """AutoProcessor of a VLM. When the processor's video part cannot be loaded (Qwen2-VL and
+    Qwen2.5-VL need torchvision for it, and a CPU torch build may have no matching torchvision), fall
+    back to the same processor class built from the image processor, tokenizer and chat template
+    only: images and text work, videos do not."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source, **kwargs)
+    except ImportError as e:
+        if "video" not in str(e).lower() and "torchvision" not in str(e).lower():
+            raise ModelError(f"cannot load the processor of {source!r}: {e}") from e
+        first = e
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.utils import cached_file
+
+    try:
+        cfg_path = cached_file(source, "processor_config.json", **kwargs)
+        cls_name = json.loads(Path(cfg_path).read_text()).get("processor_class")
+        cls = getattr(transformers, cls_name)
+    except Exception as e:  # noqa: BLE001 - any failure means the fallback does not apply
+        raise ModelError(f"cannot load the processor of {source!r}: {first} (image-only fallback: {e})") from first
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    image_processor = AutoImageProcessor.from_pretrained(source, **kwargs)
+    template = getattr(tokenizer, "chat_template", None)
+    try:
+        template = Path(cached_file(source, "chat_template.jinja", **kwargs)).read_text()
+    except Exception:  # noqa: BLE001 - no separate template file: keep the tokenizer's
+        pass
+    processor = image_only_processor_class(cls)(image_processor=image_processor, tokenizer=tokenizer,
+                                                video_processor=None, chat_template=template)
+    import warnings
+
+    reason = str(first).strip().split(". ")[0]
+    warnings.warn(f"{source}: the processor's video part cannot be loaded ({reason}); "
+                  f"using {cls_name} for images and text only", stacklevel=2)
+    return processor
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
@@ -277,10 +331,10 @@ def load_model(
     if device_map:
         load_kwargs["device_map"] = device_map
     if is_vlm:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
-        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        processor = load_processor(source, **kwargs)
         tokenizer = getattr(processor, "tokenizer", processor)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer

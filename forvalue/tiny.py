@@ -79,7 +79,8 @@ def _finish(model, tokenizer_or_processor, folder, name: str, dtype) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(folder, safe_serialization=True)
-        tokenizer_or_processor.save_pretrained(folder)
+        if tokenizer_or_processor is not None:
+            tokenizer_or_processor.save_pretrained(folder)
         (folder / "forvalue_model.json").write_text(json.dumps({"name": name}))
 
 
@@ -117,4 +118,61 @@ def build_tiny_vlm(folder: str | Path | None = None, *, seed: int = 0, image_siz
                                vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE,
                                num_additional_image_tokens=1)
     _finish(model, processor, folder, f"tiny-llava-{seed}", dtype)
+    return model, processor
+
+
+QWEN2VL_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen2vl(folder: str | Path | None = None, *, seed: int = 0, hidden: int = 32, patch_size: int = 4,
+                       max_pixels: int = 32 * 32, dtype=None):
+    """A tiny random Qwen2-VL (ViT with 2x2 patch merging + Qwen2 text model with multimodal RoPE)
+    and a locally built Qwen2VLProcessor (PIL image processor, char tokenizer with the vision tokens,
+    ChatML template with ``<|vision_start|><|image_pad|><|vision_end|>``). Images are resized to at
+    most ``max_pixels``; each image gives (h/patch)*(w/patch)/4 ``<|image_pad|>`` tokens.
+
+    The processor has no video part (transformers' video processors need torchvision). Saved to
+    ``folder`` as model + tokenizer + image processor + ``processor_config.json``;
+    :func:`forvalue.models.load_model` loads it through its image-only processor fallback when
+    torchvision is missing. Returns (model, processor)."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from .models import image_only_processor_class
+
+    tok = build_tokenizer(chat_template=True)
+    vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"] + vision_tokens})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in vision_tokens}
+    heads = 4
+    half = hidden // heads // 2                       # rotary pairs per head, split over (t, h, w)
+    mrope = [half - 2 * (half // 4), half // 4, half // 4]
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
+                         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=512,
+                         rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
+                         bos_token_id=2, eos_token_id=3, pad_token_id=1),
+        vision_config=dict(depth=2, embed_dim=hidden, hidden_size=hidden, num_heads=heads, patch_size=patch_size,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    image_processor = Qwen2VLImageProcessorPil(patch_size=patch_size, temporal_patch_size=2, merge_size=2,
+                                               min_pixels=(2 * patch_size) ** 2, max_pixels=max_pixels)
+    processor = image_only_processor_class(Qwen2VLProcessor)(
+        image_processor=image_processor, tokenizer=tok, video_processor=None, chat_template=QWEN2VL_CHAT_TEMPLATE)
+    _finish(model, None, folder, f"tiny-qwen2vl-{seed}", dtype)
+    if folder is not None:
+        tok.save_pretrained(folder)
+        image_processor.save_pretrained(folder)
+        (Path(folder) / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+        (Path(folder) / "chat_template.jinja").write_text(QWEN2VL_CHAT_TEMPLATE)
     return model, processor

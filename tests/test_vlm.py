@@ -1,4 +1,6 @@
-"""VLM valuation on a tiny random LLaVA-style model built from a config (processor built locally)."""
+"""VLM valuation on tiny random VLMs built from a config, processors built locally: LLaVA-style
+(CLIP tower, fixed image size, <image> tokens) and Qwen2-VL-style (patch-merging ViT, variable image
+grids, <|image_pad|> tokens, multimodal RoPE with per-token mm_token_type_ids)."""
 
 import io
 import json
@@ -13,29 +15,47 @@ from forvalue.features import FeatureConfig, dense_batches, encode_all, hidden_s
 from forvalue.scoring import score
 
 
-@pytest.fixture(scope="module")
-def vlm_dir(tmp_path_factory):
-    from forvalue.tiny import build_tiny_vlm
+ARCHS = ["llava", "qwen2vl"]
 
-    d = tmp_path_factory.mktemp("tiny-vlm")
-    build_tiny_vlm(d, seed=0)
+
+def _builder(arch):
+    from forvalue.tiny import build_tiny_qwen2vl, build_tiny_vlm
+
+    return {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl}[arch]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def vlm_dir(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    _builder(request.param)(d, seed=0)
     return d
 
 
 @pytest.fixture(scope="module")
 def vlm(vlm_dir):
+    """Loaded from its folder like any user model (AutoModelForImageTextToText + processor)."""
     from forvalue.models import load_model
 
     return load_model(str(vlm_dir), device="cpu", dtype="float32")
 
 
-@pytest.fixture(scope="module")
-def vlm64():
+@pytest.fixture(scope="module", params=ARCHS)
+def vlm64(request):
     from forvalue.models import from_objects
-    from forvalue.tiny import build_tiny_vlm
 
-    model, processor = build_tiny_vlm(None, seed=1, dtype=torch.float64)
-    return from_objects(model, processor.tokenizer, name="tiny-vlm64", processor=processor)
+    model, processor = _builder(request.param)(None, seed=1, dtype=torch.float64)
+    return from_objects(model, processor.tokenizer, name=f"tiny-{request.param}-64", processor=processor)
+
+
+def image_token_id(lm):
+    cfg = lm.model.config
+    return getattr(cfg, "image_token_id", None) or cfg.image_token_index
+
+
+def model_inputs(e, dtype=None):
+    """Model inputs of one encoded sample, for calling the model directly."""
+    extra = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in e.extra.items()}
+    return dict(input_ids=torch.tensor([e.input_ids]), **extra)
 
 
 def png(color, size=(40, 40), shape=None):
@@ -56,7 +76,8 @@ def vlm_samples(n, seed=0):
         c = tuple(int(x) for x in rng.integers(0, 255, 3))
         label = ["cat", "dog", "bird"][i % 3]
         recs.append({"id": f"v{seed}-{i}", "prompt": "What is the object in the image?",
-                     "response": f"It is a {label}" + "!" * (i % 4), "image": png(c, shape=(255, 255, 255) if i % 2 else None)})
+                     "response": f"It is a {label}" + "!" * (i % 4),
+                     "image": png(c, size=[(40, 40), (48, 24), (24, 40)][i % 3], shape=(255, 255, 255) if i % 2 else None)})
     return samples_from_records(recs, columns=Columns(image="image")).samples
 
 
@@ -64,7 +85,7 @@ def test_vlm_fingerprint_and_scored_positions(vlm):
     assert vlm.fingerprint.kind == "vlm" and vlm.processor is not None
     s = vlm_samples(1)[0]
     (enc,), _ = encode_all(vlm, [s], FeatureConfig())
-    image_token = vlm.model.config.image_token_index
+    image_token = image_token_id(vlm)
     start, end = enc.target_range("response")
     assert image_token in enc.input_ids[:start]            # the image comes before the answer
     assert image_token not in enc.input_ids[start:end]
@@ -76,7 +97,7 @@ def test_vlm_hidden_state_is_lm_head_input(vlm):
     (enc,), _ = encode_all(vlm, vlm_samples(1), FeatureConfig())
     h = hidden_states(vlm, [enc])
     with torch.no_grad():
-        logits = vlm.model(input_ids=torch.tensor([enc.input_ids]), pixel_values=enc.extra["pixel_values"]).logits
+        logits = vlm.model(**model_inputs(enc)).logits
         assert torch.allclose(lm_head_of(vlm.model)(h), logits, atol=1e-5)
 
 
@@ -91,7 +112,7 @@ def test_vlm_full_equals_lm_head_gradient_oracle(vlm64):
             e = enc[i]
             model.zero_grad(set_to_none=True)
             with torch.enable_grad():
-                out = model(input_ids=torch.tensor([e.input_ids]), pixel_values=e.extra["pixel_values"].double())
+                out = model(**model_inputs(e, torch.float64))
                 logp = torch.log_softmax(out.logits[0], -1)
                 s, t = e.target_range("response")
                 sum(logp[k - 1, e.input_ids[k]] for k in range(s, t)).backward()

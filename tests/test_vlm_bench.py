@@ -1,4 +1,4 @@
-"""The synthetic VLM benchmarks end to end on a tiny random VLM."""
+"""The synthetic VLM benchmarks end to end on tiny random VLMs (LLaVA-style and Qwen2-VL-style)."""
 
 import io
 import json
@@ -10,12 +10,12 @@ from PIL import Image
 from forvalue.benchmarks.vlm import make_vlm_mislabeled, make_vlm_style, run_vlm_style
 
 
-@pytest.fixture(scope="module")
-def vlm_dir(tmp_path_factory):
-    from forvalue.tiny import build_tiny_vlm
+@pytest.fixture(scope="module", params=["llava", "qwen2vl"])
+def vlm_dir(request, tmp_path_factory):
+    from forvalue.tiny import build_tiny_qwen2vl, build_tiny_vlm
 
-    d = tmp_path_factory.mktemp("tiny-vlm-bench")
-    build_tiny_vlm(d, seed=0)
+    d = tmp_path_factory.mktemp(f"tiny-{request.param}-bench")
+    {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl}[request.param](d, seed=0)
     return d
 
 
