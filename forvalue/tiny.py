@@ -176,3 +176,66 @@ def build_tiny_qwen2vl(folder: str | Path | None = None, *, seed: int = 0, hidde
         (Path(folder) / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
         (Path(folder) / "chat_template.jinja").write_text(QWEN2VL_CHAT_TEMPLATE)
     return model, processor
+
+
+def build_tiny_idefics3(folder: str | Path | None = None, *, seed: int = 0, hidden: int = 32, tile: int = 32,
+                        patch_size: int = 8, dtype=None):
+    """A tiny random Idefics3 / SmolVLM (SigLIP-style tower, pixel-shuffle connector, Llama text model)
+    with a locally built Idefics3Processor: images larger than one ``tile`` are split into a grid of
+    tiles plus a global view, so samples carry different numbers of images ([1, n, C, H, W] pixels).
+    Returns (model, processor); saved to ``folder`` when given."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    tok = build_tokenizer(chat_template=True)
+    grid = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<fake_token_around_image>",
+                                                         "<image>", "<end_of_utterance>", "<global-img>"] + grid})
+    scale = 2
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=tile, patch_size=patch_size),
+        text_config=tiny_llama_config(len(tok), hidden=hidden).to_dict(),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, pad_token_id=1)
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
+                                                do_image_splitting=True)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok,
+                                  image_seq_len=(tile // patch_size) ** 2 // scale ** 2, chat_template=VLM_CHAT_TEMPLATE)
+    _finish(model, processor, folder, f"tiny-idefics3-{seed}", dtype)
+    return model, processor
+
+
+def build_tiny_mllama(folder: str | Path | None = None, *, seed: int = 0, hidden: int = 32, tile: int = 16,
+                      patch_size: int = 8, dtype=None):
+    """A tiny random Mllama (Llama 3.2 Vision: tiled vision encoder, text model with a cross-attention
+    layer) with a locally built MllamaProcessor (``<|image|>`` token; per-token ``cross_attention_mask``
+    of shape [1, T, images, tiles]). Returns (model, processor); saved to ``folder`` when given."""
+    import torch
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    tok = build_tokenizer(chat_template=True)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|image|>", "<|python_tag|>"]})
+    config = MllamaConfig(
+        vision_config=dict(hidden_size=hidden, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
+                           intermediate_size=hidden * 2, vision_output_dim=hidden * 2, intermediate_layers_indices=[0],
+                           image_size=tile, patch_size=patch_size, max_num_tiles=4,
+                           supported_aspect_ratios=[[1, 1], [1, 2], [2, 1], [2, 2], [1, 3], [3, 1], [1, 4], [4, 1]]),
+        text_config=dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=hidden * 2, cross_attention_layers=[1],
+                         max_position_embeddings=512, bos_token_id=2, eos_token_id=3, pad_token_id=1),
+        image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():   # the gates start at 0 (tanh -> images ignored); open them as training would
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")) or name.endswith(".gate"):
+                param.fill_(0.5)
+    image_processor = MllamaImageProcessorPil(size={"height": tile, "width": tile}, max_image_tiles=4)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tok,
+                                chat_template=VLM_CHAT_TEMPLATE.replace("<image>", "<|image|>"))
+    _finish(model, processor, folder, f"tiny-mllama-{seed}", dtype)
+    return model, processor

@@ -1,6 +1,8 @@
 """VLM valuation on tiny random VLMs built from a config, processors built locally: LLaVA-style
-(CLIP tower, fixed image size, <image> tokens) and Qwen2-VL-style (patch-merging ViT, variable image
-grids, <|image_pad|> tokens, multimodal RoPE with per-token mm_token_type_ids)."""
+(CLIP tower, fixed image size, <image> tokens), Qwen2-VL-style (patch-merging ViT, variable image
+grids, <|image_pad|> tokens, multimodal RoPE with per-token mm_token_type_ids) and Idefics3/SmolVLM-style
+(images split into a variable number of tiles: [1, n_tiles, C, H, W] pixels padded per batch) and
+Mllama-style (cross-attention to image tiles, per-token [1, T, images, tiles] cross-attention masks)."""
 
 import io
 import json
@@ -15,13 +17,14 @@ from forvalue.features import FeatureConfig, dense_batches, encode_all, hidden_s
 from forvalue.scoring import score
 
 
-ARCHS = ["llava", "qwen2vl"]
+ARCHS = ["llava", "qwen2vl", "idefics3", "mllama"]
 
 
 def _builder(arch):
-    from forvalue.tiny import build_tiny_qwen2vl, build_tiny_vlm
+    from forvalue.tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
 
-    return {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl}[arch]
+    return {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl, "idefics3": build_tiny_idefics3,
+            "mllama": build_tiny_mllama}[arch]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -99,6 +102,19 @@ def test_vlm_hidden_state_is_lm_head_input(vlm):
     with torch.no_grad():
         logits = vlm.model(**model_inputs(enc)).logits
         assert torch.allclose(lm_head_of(vlm.model)(h), logits, atol=1e-5)
+
+
+def test_vlm_image_reaches_the_answer_positions(vlm):
+    """Same question and answer, different images: the answer's hidden states differ, so the image
+    inputs reach the language model through the batched inputs."""
+    recs = [{"prompt": "What is the object in the image?", "response": "It is a cat", "image": png(c, shape=s)}
+            for c, s in [((250, 0, 0), None), ((0, 0, 250), (255, 255, 0))]]
+    samples = samples_from_records(recs, columns=Columns(image="image")).samples
+    enc, _ = encode_all(vlm, samples, FeatureConfig())
+    h = hidden_states(vlm, enc)
+    (s0, e0), (s1, e1) = enc[0].target_range("response"), enc[1].target_range("response")
+    assert e0 - s0 == e1 - s1
+    assert (h[0, s0 - 1:e0 - 1] - h[1, s1 - 1:e1 - 1]).abs().max() > 1e-4
 
 
 def test_vlm_full_equals_lm_head_gradient_oracle(vlm64):

@@ -1,4 +1,4 @@
-"""The synthetic VLM benchmarks end to end on tiny random VLMs (LLaVA-style and Qwen2-VL-style)."""
+"""The synthetic VLM benchmarks end to end on tiny random VLMs (LLaVA-, Qwen2-VL-, Idefics3- and Mllama-style)."""
 
 import io
 import json
@@ -10,12 +10,14 @@ from PIL import Image
 from forvalue.benchmarks.vlm import make_vlm_mislabeled, make_vlm_style, run_vlm_style
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2vl"])
+@pytest.fixture(scope="module", params=["llava", "qwen2vl", "idefics3", "mllama"])
 def vlm_dir(request, tmp_path_factory):
-    from forvalue.tiny import build_tiny_qwen2vl, build_tiny_vlm
+    from forvalue.tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
 
     d = tmp_path_factory.mktemp(f"tiny-{request.param}-bench")
-    {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl}[request.param](d, seed=0)
+    builders = {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl, "idefics3": build_tiny_idefics3,
+            "mllama": build_tiny_mllama}
+    builders[request.param](d, seed=0)
     return d
 
 
