@@ -199,10 +199,33 @@ def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: s
     return out, skipped
 
 
+def image_shape_key(e: Encoded) -> tuple:
+    """Shapes of a sample's per-sample image inputs (those with a leading batch axis of 1), the token
+    axis left out. Samples are batched only with samples of the same key, so image inputs are never
+    padded on an image or tile axis: Mllama lets text rows before the image attend to every image of
+    the sample, padded ones included, so padding there would make results depend on the batch."""
+    key = []
+    for name in sorted(e.extra):
+        v = e.extra[name]
+        if v.dim() >= 2 and v.shape[0] == 1:
+            dims = tuple(v.shape[1:])
+            if dims[0] == len(e.input_ids):      # token axis: right-padded like the ids
+                dims = dims[1:]
+            key.append((name, dims))
+    return tuple(key)
+
+
 def length_batches(encoded: Sequence[Encoded], batch_size: int) -> list[list[Encoded]]:
-    """Length-bucketed batches: sort by length, then cut. Order does not change any result."""
-    order = sorted(encoded, key=lambda e: (len(e.input_ids), e.index))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    """Length-bucketed batches: group by image input shapes (:func:`image_shape_key`; text samples
+    form one group), sort by length, then cut. Order does not change any result."""
+    groups: dict[tuple, list[Encoded]] = {}
+    for e in encoded:
+        groups.setdefault(image_shape_key(e), []).append(e)
+    out = []
+    for key in sorted(groups, key=repr):
+        order = sorted(groups[key], key=lambda e: (len(e.input_ids), e.index))
+        out += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return out
 
 
 # ----------------------------------------------------------------------------- forward
@@ -221,9 +244,9 @@ def base_model_of(model):
 def _stack_extra(parts: list):
     """Batch one model input (beyond ids and mask) of several samples. Inputs the processor returns
     with a leading batch axis of 1 (per-token ids such as Qwen2-VL's ``mm_token_type_ids``, Idefics3's
-    ``[1, images, C, H, W]`` pixels, Mllama's cross-attention masks) are zero-padded on every other
-    axis to the largest sample (padding images are all-zero, which these models drop; padding
-    tokens are masked) and stacked; per-image inputs (LLaVA / Qwen2-VL pixel values, grids) are
+    ``[1, images, C, H, W]`` pixels, Mllama's cross-attention masks) are zero-padded to the largest
+    sample and stacked; :func:`length_batches` groups samples so that only the token axis ever needs
+    padding (padding tokens are masked). Per-image inputs (LLaVA / Qwen2-VL pixel values, grids) are
     concatenated along their first axis."""
     import torch
 

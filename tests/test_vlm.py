@@ -183,3 +183,29 @@ def test_vlm_bad_images_name_the_row(vlm, tmp_path):
         encode_all(vlm, bad_bytes, FeatureConfig())
     with pytest.raises(DataError, match="zero bytes"):
         samples_from_records([{"prompt": "q", "response": "a", "image": b""}], columns=Columns(image="image"))
+
+
+def test_vlm_several_images_per_sample_from_parquet(vlm, tmp_path):
+    """A Parquet image column holding a list of image bytes: samples with one and two images mixed
+    in one batch give the same scores as one sample per batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(5):
+        imgs = [png(tuple(int(x) for x in rng.integers(0, 255, 3)), size=[(40, 40), (48, 24)][j % 2])
+                for j in range(1 + i % 2)]
+        rows.append({"prompt": "Compare the pictures.", "response": f"Picture set {i}", "image": imgs})
+    path = tmp_path / "multi.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    samples = load_samples(path, image="image").samples
+    assert [len(s.images) for s in samples] == [1, 2, 1, 2, 1]
+    enc, _ = encode_all(vlm, samples, FeatureConfig())
+    one, two = enc[0], enc[1]
+    n_image_tokens = [sum(t == image_token_id(vlm) for t in e.input_ids) for e in (one, two)]
+    assert n_image_tokens[1] > n_image_tokens[0] > 0
+    train, val = samples[:4], samples[4:]
+    a = score(vlm, train, val, method="sparse", pairwise=True, batch_size=1).matrix
+    b = score(vlm, train, val, method="sparse", pairwise=True, batch_size=4).matrix
+    assert np.isfinite(a).all() and np.abs(a - b).max() / np.abs(a).max() < 1e-5
