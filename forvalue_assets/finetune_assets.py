@@ -129,6 +129,23 @@ def _latest_subset(cat, dataset: str, valuation: str) -> dict:
     return sub
 
 
+def _subset_inputs(context: AssetExecutionContext, catalog: DuckDBStoreResource):
+    """(dataset, valuation, catalog, finetune catalog, latest subset row, training samples, valuation
+    samples) of the partition's (dataset, valuation set) pair; catalog errors fail the asset."""
+    from forvalue.finetune_catalog import FinetuneCatalog
+
+    dataset, valuation = split_pair(context.partition_key)
+    cat = catalog.catalog()
+    fcat = FinetuneCatalog(cat)
+    try:
+        sub = _latest_subset(cat, dataset, valuation)
+        samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
+        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    return dataset, valuation, cat, fcat, sub, samples, val
+
+
 def _loss_curve_png(history: list[dict], title: str) -> bytes:
     import io
 
@@ -184,17 +201,11 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                  mlflow: MLflowResource) -> MaterializeResult:
     from forvalue.finetune import FinetuneError, SubsetInfo, finetune
-    from forvalue.finetune_catalog import FinetuneCatalog
 
     t0 = time.perf_counter()
-    dataset, valuation = split_pair(context.partition_key)
-    cat = catalog.catalog()
-    fcat = FinetuneCatalog(cat)
+    dataset, valuation, cat, fcat, sub, samples, val = _subset_inputs(context, catalog)
     try:
-        sub = _latest_subset(cat, dataset, valuation)
         members = fcat.subset_members(sub["subset_id"])
-        samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
-        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
     by_id = {s.sample_id: s for s in samples}
@@ -369,17 +380,11 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
     import numpy as np
 
     from forvalue.finetune import FinetuneError, compare_strategies, markdown_table
-    from forvalue.finetune_catalog import FinetuneCatalog
 
     t0 = time.perf_counter()
-    dataset, valuation = split_pair(context.partition_key)
-    cat = catalog.catalog()
-    fcat = FinetuneCatalog(cat)
+    dataset, valuation, cat, fcat, sub, samples, val = _subset_inputs(context, catalog)
     try:
-        sub = _latest_subset(cat, dataset, valuation)
         rows = cat.scores(dataset, valuation, sub["feature_config_id"], sub["model_id"])
-        samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
-        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
     score_of = {r["sample_id"]: r["score"] for r in rows if r["dataset_version"] == sub["dataset_version"]}

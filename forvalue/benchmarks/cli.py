@@ -166,30 +166,25 @@ def cmd_influence(args) -> int:
     return _finish(args, "influence", rows, meta, t0)
 
 
-def cmd_mislabeled(args) -> int:
+def _detection(args, bench: str, run, generator: dict) -> int:
+    """``forvalue bench mislabeled|noise``: user files, or the generated task with ``generator`` options."""
     t0 = time.perf_counter()
     kw = _kwargs(args)
     kw.update(label_column=args.label_column, clean_column=args.clean_column)
     if _files(args, kw):
         meta = {"train": args.train, "val": args.val}
     else:
-        kw.update(n_train=args.n_train, n_val=args.n_val, flip_rate=args.flip_rate)
-        meta = {"task": "mislabeled", "n_train": args.n_train, "n_val": args.n_val, "flip_rate": args.flip_rate}
-    rows = run_mislabeled(**kw)
-    return _finish(args, "mislabeled", rows, meta, t0)
+        kw.update(n_train=args.n_train, n_val=args.n_val, **generator)
+        meta = {"task": bench, "n_train": args.n_train, "n_val": args.n_val, **generator}
+    return _finish(args, bench, run(**kw), meta, t0)
+
+
+def cmd_mislabeled(args) -> int:
+    return _detection(args, "mislabeled", run_mislabeled, {"flip_rate": args.flip_rate})
 
 
 def cmd_noise(args) -> int:
-    t0 = time.perf_counter()
-    kw = _kwargs(args)
-    kw.update(label_column=args.label_column, clean_column=args.clean_column)
-    if _files(args, kw):
-        meta = {"train": args.train, "val": args.val}
-    else:
-        kw.update(n_train=args.n_train, n_val=args.n_val, rate=args.rate)
-        meta = {"task": "noise", "n_train": args.n_train, "n_val": args.n_val, "rate": args.rate}
-    rows = run_noise(**kw)
-    return _finish(args, "noise", rows, meta, t0)
+    return _detection(args, "noise", run_noise, {"rate": args.rate})
 
 
 def main(argv: list[str] | None = None) -> int:

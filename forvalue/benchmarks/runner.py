@@ -300,6 +300,25 @@ def _detection_rows(mats: dict, pseudo: np.ndarray, is_clean: np.ndarray, top_fr
     return rows
 
 
+def _detection_data(name: str, generate, train_records, val_records, *, positions: str, text_column,
+                    prompt_column: str, response_column: str, chat_template, k: int, r):
+    """(train records, val records, BenchData) of a detection benchmark: the generated task when no
+    records are given (plain text, every position, unless asked otherwise), else the user's records."""
+    if train_records is None:
+        train_records, val_records = generate()
+        if text_column is None and positions == "all" and not chat_template:
+            text_column = "text"
+        chat_template = bool(chat_template)
+    else:
+        name = f"custom-{name}"
+        if val_records is None:
+            raise ValueError("val_records is required with train_records")
+    data = build_data(name, train_records, val_records, positions=positions, text_column=text_column,
+                      prompt_column=prompt_column, response_column=response_column,
+                      chat_template=chat_template, k=k, r=r)
+    return train_records, val_records, data
+
+
 def run_mislabeled(*, train_records: list[dict] | None = None, val_records: list[dict] | None = None,
                    label_column: str = "label", clean_column: str = "is_clean", text_column: str | None = None,
                    prompt_column: str = "prompt", response_column: str = "response",
@@ -314,22 +333,13 @@ def run_mislabeled(*, train_records: list[dict] | None = None, val_records: list
     Pairwise AUC/recall with pseudo-label 1 when the training sample has the valuation sample's
     label and is clean; ``clean_auc`` / ``detection_rate`` rank training samples by their mean value
     over the valuation set against ``is_clean``."""
-    lm = resolve_model(model, device, dtype)
-    if train_records is None:
-        from .tasks import make_mislabeled
+    from .tasks import make_mislabeled
 
-        train_records, val_records = make_mislabeled(seed, n_train=n_train, n_val=n_val, flip_rate=flip_rate)
-        name = "mislabeled"
-        if text_column is None and positions == "all" and not chat_template:
-            text_column = "text"
-        chat_template = bool(chat_template)
-    else:
-        name = "custom-mislabeled"
-        if val_records is None:
-            raise ValueError("val_records is required with train_records")
-    data = build_data(name, train_records, val_records, positions=positions, text_column=text_column,
-                      prompt_column=prompt_column, response_column=response_column,
-                      chat_template=chat_template, k=k, r=r)
+    lm = resolve_model(model, device, dtype)
+    train_records, val_records, data = _detection_data(
+        "mislabeled", lambda: make_mislabeled(seed, n_train=n_train, n_val=n_val, flip_rate=flip_rate),
+        train_records, val_records, positions=positions, text_column=text_column, prompt_column=prompt_column,
+        response_column=response_column, chat_template=chat_template, k=k, r=r)
     ytr, yva = encode_labels(labels_of(train_records, label_column, "train"),
                              labels_of(val_records, label_column, "val"))
     clean = as_bool(labels_of(train_records, clean_column, "train"), clean_column)
@@ -356,22 +366,13 @@ def run_noise(*, train_records: list[dict] | None = None, val_records: list[dict
     ``detection_rate``: share of clean samples among the top ``top_frac`` training samples by value
     against a clean valuation set; ``clean_auc``: ROC AUC of that value against ``is_clean``. When a
     ``label_column`` exists, AUC/recall use pseudo-label = same class and clean (else: clean)."""
-    lm = resolve_model(model, device, dtype)
-    if train_records is None:
-        from .noise import make_noise_corpus
+    from .noise import make_noise_corpus
 
-        train_records, val_records = make_noise_corpus(seed, n_train=n_train, n_val=n_val, rate=rate)
-        name = "noise"
-        if text_column is None and positions == "all" and not chat_template:
-            text_column = "text"
-        chat_template = bool(chat_template)
-    else:
-        name = "custom-noise"
-        if val_records is None:
-            raise ValueError("val_records is required with train_records")
-    data = build_data(name, train_records, val_records, positions=positions, text_column=text_column,
-                      prompt_column=prompt_column, response_column=response_column,
-                      chat_template=chat_template, k=k, r=r)
+    lm = resolve_model(model, device, dtype)
+    train_records, val_records, data = _detection_data(
+        "noise", lambda: make_noise_corpus(seed, n_train=n_train, n_val=n_val, rate=rate),
+        train_records, val_records, positions=positions, text_column=text_column, prompt_column=prompt_column,
+        response_column=response_column, chat_template=chat_template, k=k, r=r)
     clean = as_bool(labels_of(train_records, clean_column, "train"), clean_column)
     if label_column and all(label_column in rec for rec in list(train_records) + list(val_records)):
         ytr, yva = encode_labels(labels_of(train_records, label_column, "train"),
