@@ -43,6 +43,9 @@ def _torch(a):
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
+PAIRWISE_CHUNK_BYTES = 256 * 2**20
+
+
 def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool = False,
                   row_chunk: int = 65536) -> np.ndarray:
     """Scores from stored sparse rows: [n_train] (set mean) or [n_val, n_train] (pairwise).
@@ -70,6 +73,9 @@ def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool 
     pos_c = np.minimum(pos, len(vt) - 1)
     hit = vt[pos_c] == train.token_ids
     rows = np.nonzero(hit)[0]
+    if pairwise:   # each chunk gathers [rows, n_val, r] valuation vectors: keep that under ~256 MB
+        itemsize = 8 if dt == torch.float64 else 4
+        row_chunk = max(1, min(row_chunk, PAIRWISE_CHUNK_BYTES // max(1, n_val * r * itemsize)))
     for i in range(0, len(rows), row_chunk):
         sel = rows[i:i + row_chunk]
         x = _torch(train.vectors[sel]).to(dt)

@@ -196,3 +196,20 @@ def test_scored_positions_follow_config(tiny_lm):
     # the response targets decode to the response plus the chat template's end-of-turn
     decoded = tiny_lm.tokenizer.decode(resp.input_ids[r0:r1])
     assert decoded.startswith(s.response) and "<|im_end|>" in decoded
+
+
+def test_sparse_pairwise_chunking_does_not_change_scores(tiny_lm, monkeypatch):
+    """Pairwise sparse scoring gathers [rows, n_val, r] per chunk; a memory cap that forces
+    one-row chunks gives the same matrix."""
+    import forvalue.scoring as scoring
+    from forvalue.features import extract_sparse
+
+    train, val = _samples(6, 21, "t"), _samples(3, 22, "v")
+    config = FeatureConfig()
+    ftr = extract_sparse(tiny_lm, train, config)
+    fva = extract_sparse(tiny_lm, val, config)
+    a = scoring.sparse_scores(ftr, fva, pairwise=True)
+    monkeypatch.setattr(scoring, "PAIRWISE_CHUNK_BYTES", 1)
+    b = scoring.sparse_scores(ftr, fva, pairwise=True)
+    assert a.shape == (3, 6) and np.abs(a).max() > 0
+    assert np.allclose(a, b, rtol=1e-6, atol=1e-9)
