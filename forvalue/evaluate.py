@@ -117,19 +117,17 @@ def response_nll(model, batch, positions: str, pad_id: int, device):
     For-Value's features; logits are computed only at target positions."""
     import torch
 
+    from .features import _collate
+
     lm_model = _causal_lm(model)
-    T = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
     bs, ts, ys = [], [], []
     for b, e in enumerate(batch):
-        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[b, : len(e.input_ids)] = 1
         start, end = e.target_range(positions)
         bs += [b] * (end - start)
         ts += list(range(start - 1, end - 1))
         ys += e.input_ids[start:end]
-    out = base_model_of(lm_model)(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    inputs = _collate(batch, pad_id, device, next(lm_model.parameters()).dtype)   # ids, mask, image inputs
+    out = base_model_of(lm_model)(**inputs, use_cache=False)
     h = out.last_hidden_state
     b_idx = torch.tensor(bs, dtype=torch.long, device=h.device)
     t_idx = torch.tensor(ts, dtype=torch.long, device=h.device)

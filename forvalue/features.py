@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -68,6 +69,16 @@ class Encoded:
     input_ids: list[int]
     response_start: int  # first target index t counted under positions="response"
     extra: dict = field(default_factory=dict)  # model inputs beyond input_ids (VLM pixel values ...)
+    # VLM samples keep only the shapes of their image inputs; ``make_extra`` rebuilds the tensors
+    # when the sample's batch runs, so a dataset's pixels are never all in memory at once.
+    extra_shapes: dict = field(default_factory=dict)
+    make_extra: Any = None
+
+    def inputs(self) -> dict:
+        """Model inputs beyond ids and mask (built now for lazily encoded VLM samples)."""
+        if self.extra or self.make_extra is None:
+            return self.extra
+        return self.make_extra()
 
     def target_range(self, positions: str) -> tuple[int, int]:
         start = 1 if positions == "all" else max(1, self.response_start)
@@ -156,8 +167,26 @@ def encode_vlm(sample: Sample, index: int, processor, config: FeatureConfig, max
     if max_len is not None and len(ids) > max_len:
         raise DataError(sample.source, sample.row, fld,
                         f"{len(ids)} tokens, longer than the model context of {max_len} tokens")
-    extra = {k: v for k, v in enc_full.items() if k not in ("input_ids", "attention_mask") and hasattr(v, "shape")}
-    return Encoded(index=index, input_ids=ids, response_start=max(1, start), extra=extra)
+    extra = _image_inputs(enc_full)
+    shapes = {k: tuple(v.shape) for k, v in extra.items()}
+    del extra, enc_full, enc_prompt, images
+    return Encoded(index=index, input_ids=ids, response_start=max(1, start), extra_shapes=shapes,
+                   make_extra=partial(_rebuild_image_inputs, sample, processor, full, kw, ids))
+
+
+def _image_inputs(enc) -> dict:
+    return {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask") and hasattr(v, "shape")}
+
+
+def _rebuild_image_inputs(sample: Sample, processor, text: str, kw: dict, ids: list[int]) -> dict:
+    """The image inputs of an encoded VLM sample, processed again from its images."""
+    from .data import load_image
+
+    images = [load_image(sample, j) for j in range(len(sample.images))] or None
+    enc = processor(text=[text], images=images, **kw)
+    if enc["input_ids"][0].tolist() != ids:
+        raise RuntimeError(f"{sample.source}, row {sample.row}: the processor gave different tokens on a second pass")
+    return _image_inputs(enc)
 
 
 def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len: int | None,
@@ -205,10 +234,11 @@ def image_shape_key(e: Encoded) -> tuple:
     padded on an image or tile axis: Mllama lets text rows before the image attend to every image of
     the sample, padded ones included, so padding there would make results depend on the batch."""
     key = []
-    for name in sorted(e.extra):
-        v = e.extra[name]
-        if v.dim() >= 2 and v.shape[0] == 1:
-            dims = tuple(v.shape[1:])
+    shapes = e.extra_shapes or {k: tuple(v.shape) for k, v in e.extra.items()}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if len(shape) >= 2 and shape[0] == 1:
+            dims = tuple(shape[1:])
             if dims[0] == len(e.input_ids):      # token axis: right-padded like the ids
                 dims = dims[1:]
             key.append((name, dims))
@@ -269,8 +299,9 @@ def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    for key in sorted({k for e in batch for k in e.extra}):
-        value = _stack_extra([e.extra[key] for e in batch if key in e.extra]).to(device)
+    extras = [e.inputs() for e in batch]
+    for key in sorted({k for x in extras for k in x}):
+        value = _stack_extra([x[key] for x in extras if key in x]).to(device)
         inputs[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     return inputs
 

@@ -57,7 +57,7 @@ def image_token_id(lm):
 
 def model_inputs(e, dtype=None):
     """Model inputs of one encoded sample, for calling the model directly."""
-    extra = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in e.extra.items()}
+    extra = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in e.inputs().items()}
     return dict(input_ids=torch.tensor([e.input_ids]), **extra)
 
 
@@ -93,7 +93,8 @@ def test_vlm_fingerprint_and_scored_positions(vlm):
     assert image_token in enc.input_ids[:start]            # the image comes before the answer
     assert image_token not in enc.input_ids[start:end]
     assert vlm.tokenizer.decode(enc.input_ids[start:end]).startswith(s.response)
-    assert "pixel_values" in enc.extra
+    assert "pixel_values" in enc.extra_shapes and not enc.extra   # pixels are rebuilt per batch
+    assert {k: tuple(v.shape) for k, v in enc.inputs().items()} == enc.extra_shapes
 
 
 def test_vlm_hidden_state_is_lm_head_input(vlm):
@@ -209,3 +210,20 @@ def test_vlm_several_images_per_sample_from_parquet(vlm, tmp_path):
     a = score(vlm, train, val, method="sparse", pairwise=True, batch_size=1).matrix
     b = score(vlm, train, val, method="sparse", pairwise=True, batch_size=4).matrix
     assert np.isfinite(a).all() and np.abs(a - b).max() / np.abs(a).max() < 1e-5
+
+
+def test_vlm_training_losses_see_the_image(vlm):
+    """The LoRA baselines' per-sample losses and the fine-tuning/eval NLL batch the image inputs
+    too: same text, different images -> different losses."""
+    from forvalue.baselines.lora import sample_losses
+    from forvalue.evaluate import response_nll
+
+    recs = [{"prompt": "What is the object in the image?", "response": "It is a cat", "image": png(c, shape=s)}
+            for c, s in [((250, 0, 0), None), ((0, 0, 250), (255, 255, 0))]]
+    enc, _ = encode_all(vlm, samples_from_records(recs, columns=Columns(image="image")).samples, FeatureConfig())
+    pad = vlm.tokenizer.pad_token_id
+    with torch.no_grad():
+        per = sample_losses(vlm.model, enc, "response", pad, "cpu")
+        sums, counts = response_nll(vlm.model, enc, "response", pad, "cpu")
+    assert torch.isfinite(per).all() and abs(float(per[0] - per[1])) > 1e-6
+    assert counts.tolist()[0] == counts.tolist()[1] and torch.allclose(sums / counts, per.to(sums.dtype), rtol=1e-4)

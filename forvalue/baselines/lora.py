@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from ..features import Encoded, base_model_of, length_batches, lm_head_of
+from ..features import Encoded, _collate, base_model_of, length_batches, lm_head_of
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,9 @@ def attach_lora(model, settings: LoraSettings = LoraSettings()):
         return get_peft_model(base, cfg), base
 
 
-def collate(batch: Sequence[Encoded], pad_id: int, device):
-    import torch
-
-    T = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
-    for b, e in enumerate(batch):
-        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[b, : len(e.input_ids)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+def collate(batch: Sequence[Encoded], pad_id: int, device, dtype=None):
+    """Right-padded ids and mask of ``batch``, plus VLM image inputs (cast to ``dtype``)."""
+    return _collate(batch, pad_id, device, dtype)
 
 
 def sample_losses(causal_lm, batch: Sequence[Encoded], positions: str, pad_id: int, device):
@@ -97,7 +90,7 @@ def sample_losses(causal_lm, batch: Sequence[Encoded], positions: str, pad_id: i
     import torch
     import torch.nn.functional as F
 
-    inputs = collate(batch, pad_id, device)
+    inputs = collate(batch, pad_id, device, next(causal_lm.parameters()).dtype)
     h = base_model_of(causal_lm)(**inputs, use_cache=False).last_hidden_state
     bs, ts, ys, counts = [], [], [], []
     for b, e in enumerate(batch):
