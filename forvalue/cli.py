@@ -261,10 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; bad data or model -> one line on stderr, exit 2."""
     from .models import ModelError
 
-    parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "quiet", False):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -273,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelError) as e:
         print(f"forvalue: error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run_command(build_parser(), argv)
     except KeyboardInterrupt:
         print("forvalue: interrupted; finished shards are kept, rerun to complete", file=sys.stderr)
         return 130

@@ -11,7 +11,6 @@ runs them on their own.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -311,16 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models import ModelError
+    from .cli import run_command
 
-    args = build_parser().parse_args(argv)
-    if getattr(args, "quiet", False):
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        return args.func(args)
-    except (DataError, ModelError) as e:
-        print(f"forvalue: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
