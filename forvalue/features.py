@@ -398,9 +398,28 @@ class SparseFeatures:
     vectors: np.ndarray      # [R, r]
     emb: np.ndarray          # [n, d] sum of hidden states over scored positions
     n_positions: np.ndarray  # [n] int64
+    norms: np.ndarray | None = None  # [n] ||G|| of the stored rows; None: computed from the rows
 
     def __len__(self) -> int:
         return len(self.sample_ids)
+
+    def sample_norms(self) -> np.ndarray:
+        """[n] float64 Frobenius norm of each sample's stored G (rows are unique per sample and
+        token, so it is the root of the summed squared rows): the denominator of every cosine."""
+        if self.norms is None:
+            sq = np.einsum("ij,ij->i", self.vectors, self.vectors, dtype=np.float64) if self.n_rows else np.zeros(0)
+            self.norms = np.sqrt(np.bincount(self.row_sample, weights=sq, minlength=len(self)))
+        return self.norms
+
+    def take(self, start: int, stop: int) -> "SparseFeatures":
+        """Samples ``start:stop`` (rows of a sample are contiguous and in sample order, as every
+        constructor here leaves them)."""
+        lo, hi = np.searchsorted(self.row_sample, [start, stop])
+        return SparseFeatures(
+            sample_ids=self.sample_ids[start:stop], row_sample=self.row_sample[lo:hi] - start,
+            token_ids=self.token_ids[lo:hi], vectors=self.vectors[lo:hi], emb=self.emb[start:stop],
+            n_positions=self.n_positions[start:stop],
+            norms=None if self.norms is None else self.norms[start:stop])
 
     @property
     def n_rows(self) -> int:
@@ -419,6 +438,7 @@ class SparseFeatures:
             vectors=np.concatenate([p.vectors for p in parts]),
             emb=np.concatenate([p.emb for p in parts]),
             n_positions=np.concatenate([p.n_positions for p in parts]),
+            norms=np.concatenate([p.sample_norms() for p in parts]),
         )
 
     def select(self, sample_ids: Sequence[str]) -> "SparseFeatures":
@@ -440,6 +460,7 @@ class SparseFeatures:
             vectors=self.vectors[rows_cat],
             emb=self.emb[want],
             n_positions=self.n_positions[want],
+            norms=self.sample_norms()[want],
         )
 
 

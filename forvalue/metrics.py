@@ -31,6 +31,9 @@ __all__ = [
     "auc_recall",
     "auc_recall_from_pseudo",
     "detection_rate",
+    "clean_share",
+    "coverage",
+    "order_clean_auc",
 ]
 
 
@@ -184,3 +187,28 @@ def detection_rate(values, is_clean, top_frac: float = 0.1) -> float:
     k = max(1, int(round(float(top_frac) * v.shape[0])))
     top = np.argsort(-v, kind="stable")[:k]
     return float(c[top].sum() / k)
+
+
+def clean_share(indices, is_clean) -> float:
+    """Share of clean samples among ``indices`` (a selected subset); nan for an empty subset."""
+    idx = np.asarray(indices, dtype=np.int64)
+    c = _as_binary(is_clean, "is_clean")
+    return float(c[idx].mean()) if len(idx) else float("nan")
+
+
+def coverage(indices, classes) -> int:
+    """Number of distinct classes (templates) among ``indices``."""
+    cls = np.asarray(classes)
+    return int(len(np.unique(cls[np.asarray(indices, dtype=np.int64)]))) if len(indices) else 0
+
+
+def order_clean_auc(order, is_clean) -> float:
+    """ROC AUC of a full order (best first) against ``is_clean``: the chance that a random clean
+    sample comes before a random noisy one."""
+    order = np.asarray(order, dtype=np.int64)
+    c = _as_binary(is_clean, "is_clean")
+    if sorted(order.tolist()) != list(range(len(c))):
+        raise ValueError("order must be a permutation of every sample")
+    position = np.empty(len(order), dtype=np.float64)
+    position[order] = np.arange(len(order))
+    return roc_auc(-position, c)

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/<model-slug>-<model hash>/<feature config id>/`` holds, per shard,
 - ``shard-<id>.parquet``: one row per (sample, token): sample_id, token_id, vector (r floats);
-- ``shard-<id>.samples.parquet``: one row per sample: sample_id, n_positions, n_rows, emb (d floats);
+- ``shard-<id>.samples.parquet``: one row per sample: sample_id, n_positions, n_rows, norm (||G|| of
+  the stored rows, the denominator of cosine selection), emb (d floats);
 - ``shard-<id>.json``: the manifest, written last. A shard exists only once its manifest does, so an
   interrupted run leaves nothing half-written that a reader could see; the rerun redoes that shard.
 Both Parquet files carry the shard metadata (model fingerprint, k, r, seed, positions, code version)
@@ -91,6 +92,7 @@ class FeatureStore:
             "sample_id": pa.array(feats.sample_ids, pa.string()),
             "n_positions": pa.array(feats.n_positions.astype(np.int32)),
             "n_rows": pa.array(np.bincount(feats.row_sample, minlength=len(feats)).astype(np.int32)),
+            "norm": pa.array(feats.sample_norms(), pa.float64()),
             "emb": pa.FixedSizeListArray.from_arrays(pa.array(feats.emb.reshape(-1)), d),
         }).replace_schema_metadata(schema_meta)
         files = {"rows": folder / f"shard-{shard_id}.parquet", "samples": folder / f"shard-{shard_id}.samples.parquet"}
@@ -137,6 +139,8 @@ class FeatureStore:
                 vectors=rows.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, r),
                 emb=per.column("emb").combine_chunks().flatten().to_numpy().reshape(-1, d),
                 n_positions=per.column("n_positions").to_numpy().astype(np.int64),
+                # ||G|| per sample; shards written before it was stored get it from their rows
+                norms=per.column("norm").to_numpy() if "norm" in per.column_names else None,
             ))
         if not parts:
             if sample_ids:

@@ -1,18 +1,27 @@
 """Noisy-data injection for the noise-detection benchmark (For-Value, Table 7).
 
 :func:`inject_noise` corrupts exactly ``round(rate * n)`` records (chosen
-with the seed). Each corrupted record gets one of two kinds of noise, drawn
-50/50:
+with the seed). Each corrupted record gets one kind of noise, drawn uniformly
+from ``kinds`` (default: deletion and insertion, 50/50):
 
 * ``"deletion"`` - between 1 and ``max(1, n_words // 3)`` randomly chosen
   words of the field are removed (at least one word always remains);
 * ``"insertion"`` - 1 to 3 irrelevant tokens drawn from ``foo``, ``bar``,
-  ``baz`` are inserted at random word positions.
+  ``baz`` are inserted at random word positions;
+* ``"wrong_answer"`` - the last number of the field is replaced by a
+  different number of similar size (a wrong final answer);
+* ``"swap"`` - the field is replaced by the same field of another record with
+  a different value (a response that belongs to another prompt);
+* ``"truncation"`` - the field is cut after 20-70% of its words (a response
+  cut short);
+* ``"junk"`` - 1 to 3 junk spans (markup, URLs, boilerplate, symbols) are
+  inserted at random word positions.
 
 A field with fewer than two words cannot lose a word and keep one, so a
-deletion drawn for it becomes an insertion. Both kinds change the number of
-whitespace-separated words, so a corrupted field always differs from the
-original. Whitespace between the remaining words is preserved.
+deletion or truncation drawn for it becomes an insertion; a wrong answer
+drawn for a field without a number, or a swap where every record has the
+same value, becomes junk. Every kind changes the field. Whitespace between
+the remaining words is preserved.
 
 :func:`make_noise_corpus` builds a clean chain-of-thought style base corpus
 from the ``math-reason`` generator of :mod:`forvalue.benchmarks.tasks`
@@ -29,9 +38,15 @@ import numpy as np
 
 from .tasks import MATH_TEMPLATES, make_task
 
-__all__ = ["NOISE_TOKENS", "inject_noise", "make_noise_corpus"]
+__all__ = ["NOISE_TOKENS", "NOISE_KINDS", "JUNK_SPANS", "inject_noise", "make_noise_corpus"]
 
 NOISE_TOKENS: tuple[str, ...] = ("foo", "bar", "baz")
+NOISE_KINDS: tuple[str, ...] = ("deletion", "insertion", "wrong_answer", "swap", "truncation", "junk")
+JUNK_SPANS: tuple[str, ...] = (
+    "<div class=\"ad\">", "Click here to subscribe!", "http://spam.example/offer?id=42", "#@!%&*",
+    "lorem ipsum dolor sit amet", "[citation needed]", "asdf qwer zxcv", "&nbsp;&nbsp;",
+    "Posted by admin at 10:42 PM", "~~~~~~",
+)
 
 _STREAM_NOISE = 11
 _STREAM_NOISE_CORPUS = 12
@@ -91,16 +106,71 @@ def _insert_tokens(value: str, rng: np.random.Generator) -> tuple[str, list[str]
     return _join_words(pairs, trailing), inserted
 
 
+_NUMBER_RE = re.compile(r"-?\d+")
+
+
+def _wrong_answer(value: str, rng: np.random.Generator) -> tuple[str, list[str]] | None:
+    """The last number replaced by a different one of similar size; None without a number."""
+    matches = list(_NUMBER_RE.finditer(value))
+    if not matches:
+        return None
+    m = matches[-1]
+    old = int(m.group())
+    span = max(10, 2 * abs(old))
+    new = old
+    while new == old:
+        new = int(rng.integers(0, span + 1)) * (-1 if old < 0 else 1)
+    return value[:m.start()] + str(new) + value[m.end():], [m.group(), str(new)]
+
+
+def _truncate(value: str, rng: np.random.Generator) -> tuple[str, list[str]]:
+    pairs, _ = _split_words(value)
+    n = len(pairs)
+    keep = min(n - 1, max(1, int(round(n * float(rng.uniform(0.2, 0.7))))))
+    return _join_words(pairs[:keep], ""), [w for _, w in pairs[keep:]]
+
+
+def _insert_junk(value: str, rng: np.random.Generator) -> tuple[str, list[str]]:
+    pairs, trailing = _split_words(value)
+    inserted = []
+    for _ in range(int(rng.integers(1, 4))):
+        span = JUNK_SPANS[int(rng.integers(len(JUNK_SPANS)))]
+        slot = int(rng.integers(len(pairs) + 1))
+        inserted.append(span)
+        if not pairs:
+            pairs = [["", span]]
+        elif slot == 0:
+            lead = pairs[0][0]
+            pairs[0][0] = " "
+            pairs.insert(0, [lead, span])
+        else:
+            pairs.insert(slot, [" ", span])
+    return _join_words(pairs, trailing), inserted
+
+
+def _swap(records: list[dict], i: int, field: str, rng: np.random.Generator) -> tuple[str, list[str]] | None:
+    """The field of another record whose value differs (None when every record has the same value)."""
+    value = records[i][field]
+    others = [j for j in range(len(records)) if j != i and records[j][field] != value]
+    if not others:
+        return None
+    j = others[int(rng.integers(len(others)))]
+    return records[j][field], [str(records[j].get("id", j))]
+
+
 def inject_noise(
-    records: list[dict], rate: float = 0.4, seed: int = 0, field: str = "response"
+    records: list[dict], rate: float = 0.4, seed: int = 0, field: str = "response",
+    kinds: tuple[str, ...] | list[str] = ("deletion", "insertion"),
 ) -> list[dict]:
     """Return new records with exactly ``round(rate * len(records))`` corrupted.
 
     The input records are not modified. Every output record gets ``noise``
-    (``"none"``, ``"deletion"`` or ``"insertion"``) and ``is_clean`` (False
-    for corrupted records; otherwise the record's own ``is_clean``, default
-    True). Corrupted records also get ``original_<field>`` (the clean value)
-    and ``noise_tokens`` (the words deleted or inserted).
+    (``"none"`` or the kind applied, one of :data:`NOISE_KINDS`) and
+    ``is_clean`` (False for corrupted records; otherwise the record's own
+    ``is_clean``, default True). Corrupted records also get
+    ``original_<field>`` (the clean value) and ``noise_tokens`` (the words
+    deleted, inserted or cut; for a wrong answer the old and the new number;
+    for a swap the id of the record whose value was taken).
 
     When ``field`` is ``"prompt"`` or ``"response"`` and the record has a
     ``text`` equal to ``prompt + separator + response``, ``text`` is rebuilt
@@ -109,6 +179,10 @@ def inject_noise(
     """
     if not (0.0 <= float(rate) <= 1.0):
         raise ValueError(f"rate must be in [0, 1], got {rate}")
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in NOISE_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"noise kinds must be some of {', '.join(NOISE_KINDS)}, got {list(kinds)}")
     rng = _rng(seed, _STREAM_NOISE)
     n = len(records)
     for i, rec in enumerate(records):
@@ -116,8 +190,8 @@ def inject_noise(
             raise ValueError(f"record {i} has no string field {field!r}")
     k = int(round(float(rate) * n))
     chosen = np.sort(rng.choice(n, size=k, replace=False)) if k else np.array([], dtype=int)
-    kinds = rng.integers(0, 2, size=k)  # 0 = deletion, 1 = insertion
-    plan = {int(i): ("deletion" if kd == 0 else "insertion") for i, kd in zip(chosen, kinds)}
+    drawn = rng.integers(0, len(kinds), size=k)
+    plan = {int(i): kinds[int(kd)] for i, kd in zip(chosen, drawn)}
 
     out: list[dict] = []
     for i, rec in enumerate(records):
@@ -125,12 +199,7 @@ def inject_noise(
         kind = plan.get(i, "none")
         if kind != "none":
             value = rec[field]
-            if kind == "deletion" and len(_TOKEN_RE.findall(value)) < 2:
-                kind = "insertion"
-            if kind == "deletion":
-                corrupted, tokens = _delete_words(value, rng)
-            else:
-                corrupted, tokens = _insert_tokens(value, rng)
+            kind, corrupted, tokens = _corrupt(records, i, field, kind, rng)
             new[field] = corrupted
             new[f"original_{field}"] = value
             new["noise_tokens"] = tokens
@@ -140,6 +209,27 @@ def inject_noise(
         new["is_clean"] = bool(rec.get("is_clean", True)) and kind == "none"
         out.append(new)
     return out
+
+
+def _corrupt(records: list[dict], i: int, field: str, kind: str,
+             rng: np.random.Generator) -> tuple[str, str, list[str]]:
+    """(kind applied, corrupted value, noise tokens) of record ``i``, with the fallbacks above."""
+    value = records[i][field]
+    if kind in ("deletion", "truncation") and len(_TOKEN_RE.findall(value)) < 2:
+        kind = "insertion"
+    if kind == "wrong_answer":
+        out = _wrong_answer(value, rng)
+        if out is not None:
+            return kind, *out
+        kind = "junk"
+    if kind == "swap":
+        out = _swap(records, i, field, rng)
+        if out is not None:
+            return kind, *out
+        kind = "junk"
+    fn = {"deletion": _delete_words, "insertion": _insert_tokens, "truncation": _truncate,
+          "junk": _insert_junk}[kind]
+    return kind, *fn(value, rng)
 
 
 def _rebuild_text(rec: dict, field: str, corrupted: str, index: int) -> str:
@@ -167,7 +257,8 @@ def _balanced_counts(total: int, n_classes: int) -> list[int]:
 
 
 def make_noise_corpus(
-    seed: int = 0, n_train: int = 500, n_val: int = 50, rate: float = 0.4
+    seed: int = 0, n_train: int = 500, n_val: int = 50, rate: float = 0.4,
+    kinds: tuple[str, ...] | list[str] = ("deletion", "insertion"),
 ) -> tuple[list[dict], list[dict]]:
     """Clean ``math-reason`` corpus with noise injected into the training responses.
 
@@ -211,7 +302,7 @@ def make_noise_corpus(
     train = take(base_train, tr_counts, "train")
     val = take(base_val, va_counts, "val")
     noise_seed = int(np.random.SeedSequence([int(seed), _STREAM_NOISE_CORPUS]).generate_state(1)[0])
-    train = inject_noise(train, rate=rate, seed=noise_seed, field="response")
+    train = inject_noise(train, rate=rate, seed=noise_seed, field="response", kinds=kinds)
     for rec in val:
         rec["noise"] = "none"
         rec["is_clean"] = True

@@ -1,0 +1,457 @@
+"""Selection strategies: which training samples to keep, computed from stored features (no forward pass).
+
+A value is not yet a curation. The raw For-Value, the mean inner product <G_i, mean_v G_v>, rewards
+samples with a large ||G_i|| (long, high-loss samples, which noisy ones often are), and the mean
+valuation gradient is dominated by a few modes of the valuation set, so its top-k concentrates on a
+few templates. The strategies (``STRATEGIES``):
+
+- ``raw-mean``: <G_i, mean_v G_v>, the For-Value score itself (the paper's ranking).
+- ``cosine-mean``: the same divided by ||G_i|| ||mean_v G_v||: the cosine with the mean valuation
+  gradient, without the reward for a large norm.
+- ``max-cosine``: max_v cos(G_i, G_v), as LESS ranks: a sample is as good as its best match.
+- ``round-robin``: the valuation samples take turns in file order; each takes its most similar
+  (cosine) training sample not yet taken.
+- ``balanced`` (the default): round-robin over valuation units visited in farthest-point order (the
+  most central unit first, then always the unit least similar to those already visited), so that
+  the first turns spread over every mode of the valuation set whatever the subset size; each unit
+  prefers training samples by cosine with itself smoothed over its ``smooth`` (3) most similar
+  units, so that one odd valuation sample does not pull in a noisy match. A unit is a valuation
+  sample; above ``max_units`` (1024) valuation samples, a unit is the cell of one of ``max_units``
+  seeded random valuation samples (every valuation sample joins its most similar seed), so dense
+  regions of the valuation set keep proportionally more turns (cells are not smoothed further).
+
+Every strategy orders all training samples, best first; a subset is a prefix of that order (top-k,
+top-p%, all but the lowest p%) or its reversed tail (bottom-p%).
+
+Memory, beyond the features themselves: one block of cosines [units x training chunk] of at most
+``BLOCK_BYTES`` (64 MB); the valuation side's token -> vector table, built per group of units of at
+most ``TABLE_BYTES`` (128 MB); the unit x unit similarities (``max_units``^2 doubles, 8 MB); and for
+the round-robin strategies a candidate list per unit, about 2 x (subset size) + 8 x units entries
+of 16 bytes. A unit whose list runs out is refilled by another pass over the training features;
+once the samples not yet taken fit in one block, the rest is finished exactly from that block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .features import SparseFeatures
+
+STRATEGIES: dict[str, str] = {
+    "balanced": "round-robin over valuation units in farthest-point order, cosine smoothed over the 3 "
+                "nearest units (default: clean and covering)",
+    "round-robin": "valuation samples take turns in file order; each takes its most similar remaining sample",
+    "max-cosine": "best cosine with any one valuation sample (LESS)",
+    "cosine-mean": "cosine with the mean valuation gradient",
+    "raw-mean": "mean inner product with the valuation set (the raw For-Value score)",
+}
+DEFAULT_STRATEGY = "balanced"
+PAIRWISE_STRATEGIES = ("balanced", "round-robin", "max-cosine")   # need the features of both sides
+SMOOTH = 3
+MAX_UNITS = 1024
+BLOCK_BYTES = 64 * 2**20
+TABLE_BYTES = 128 * 2**20
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+# ----------------------------------------------------------------------------- subsets of an order
+SIZE_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
+
+
+def subset_count(n: int, mode: str, value: float) -> int:
+    """How many samples a mode keeps out of ``n`` (percentages are 0-100, rounded to the nearest)."""
+    if mode not in SIZE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SIZE_MODES)}, not {mode!r}")
+    value = float(value)
+    if mode == "top_k":
+        if value != int(value) or value < 0:
+            raise ValueError(f"top_k needs a whole number >= 0, got {value:g}")
+        return min(int(value), n)
+    if not 0 <= value <= 100:
+        raise ValueError(f"{mode} is a percentage: 0 to 100, got {value:g}")
+    m = int(round(n * value / 100))
+    return n - m if mode == "drop_lowest_p" else m
+
+
+def needed_prefix(n: int, mode: str, value: float) -> int:
+    """How long a prefix of the order a mode reads (bottom-p% reads the whole order)."""
+    return n if mode == "bottom_p" else subset_count(n, mode, value)
+
+
+@dataclass
+class Ranking:
+    """A strategy's order of the training samples, with the per-sample values every table keeps."""
+
+    strategy: str
+    order: np.ndarray            # training indices, best first (a prefix when ranked with a limit)
+    raw: np.ndarray              # [n] For-Value: mean inner product with the valuation set
+    normalized: np.ndarray       # [n] cosine with the mean valuation gradient
+    norm: np.ndarray             # [n] ||G_i|| of the stored features
+    key: np.ndarray | None = None  # [n] the value the strategy sorts by, for the sorting strategies
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.order) == len(self.raw)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """[n] 1-based position in the order (0 for samples beyond a partial order)."""
+        out = np.zeros(len(self.raw), dtype=np.int64)
+        out[self.order] = np.arange(1, len(self.order) + 1)
+        return out
+
+    def indices(self, mode: str, value: float) -> np.ndarray:
+        """Training indices of a subset: most valuable first (bottom_p: least valuable first)."""
+        n = len(self.raw)
+        count = subset_count(n, mode, value)
+        need = needed_prefix(n, mode, value)
+        if len(self.order) < need:
+            raise ValueError(f"this ranking holds the first {len(self.order)} of {n} samples; {mode} {value:g} "
+                             f"needs {need}")
+        return self.order[::-1][:count].copy() if mode == "bottom_p" else self.order[:count].copy()
+
+
+# ----------------------------------------------------------------------------- valuation units
+def _csr(f: SparseFeatures) -> np.ndarray:
+    """Row offsets of each sample (rows are contiguous per sample, in sample order)."""
+    return np.searchsorted(f.row_sample, np.arange(len(f) + 1))
+
+
+def take_indices(f: SparseFeatures, idx: np.ndarray, offsets: np.ndarray | None = None) -> SparseFeatures:
+    """Samples ``idx`` (positions, in that order) of features whose rows are in sample order."""
+    offsets = _csr(f) if offsets is None else offsets
+    counts = offsets[idx + 1] - offsets[idx]
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+    return SparseFeatures(
+        sample_ids=[f.sample_ids[i] for i in idx], row_sample=np.repeat(np.arange(len(idx)), counts).astype(np.int64),
+        token_ids=f.token_ids[rows], vectors=f.vectors[rows], emb=f.emb[idx], n_positions=f.n_positions[idx],
+        norms=None if f.norms is None else f.norms[idx])
+
+
+def ordered(f: SparseFeatures) -> SparseFeatures:
+    """``f`` with the rows of each sample contiguous and in sample order (a copy only if needed)."""
+    if f.n_rows and np.any(np.diff(f.row_sample) < 0):
+        rows = np.argsort(f.row_sample, kind="stable")
+        return SparseFeatures(sample_ids=f.sample_ids, row_sample=f.row_sample[rows], token_ids=f.token_ids[rows],
+                              vectors=f.vectors[rows], emb=f.emb, n_positions=f.n_positions, norms=f.norms)
+    return f
+
+
+def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray) -> SparseFeatures:
+    """One pseudo-sample per group: sum_{w in group} weights[w] * G_w, rows merged per token."""
+    import torch
+
+    offsets = _csr(f)
+    units, rows, scale = [], [], []
+    for u, members in enumerate(groups):
+        for w in members:
+            a, b = offsets[w], offsets[w + 1]
+            units.append(np.full(b - a, u, dtype=np.int64))
+            rows.append(np.arange(a, b))
+            scale.append(np.full(b - a, weights[w]))
+    units_a = np.concatenate(units) if units else np.zeros(0, np.int64)
+    rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    scale_a = np.concatenate(scale) if scale else np.zeros(0)
+    width = int(f.token_ids.max()) + 1 if f.n_rows else 1
+    keys = units_a * width + f.token_ids[rows_a]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    vec = torch.zeros((len(uniq), f.vectors.shape[1]), dtype=torch.float64)
+    src = torch.from_numpy(np.ascontiguousarray(f.vectors[rows_a], dtype=np.float64)) * torch.from_numpy(scale_a)[:, None]
+    vec.index_add_(0, torch.from_numpy(inv.astype(np.int64)), src)
+    return SparseFeatures(
+        sample_ids=[f"unit-{u}" for u in range(len(groups))], row_sample=(uniq // width).astype(np.int64),
+        token_ids=(uniq % width).astype(np.int64), vectors=vec.numpy().astype(f.vectors.dtype),
+        emb=np.zeros((len(groups), 0), dtype=np.float32), n_positions=np.zeros(len(groups), dtype=np.int64))
+
+
+class Units:
+    """Valuation-side sparse features (valuation samples or sums of them) and their cosine with
+    training samples, computed in bounded memory."""
+
+    def __init__(self, feats: SparseFeatures):
+        self.feats = ordered(feats)
+        self.norm = self.feats.sample_norms()
+        self.groups = self._table_groups()
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def _table_groups(self) -> list[SparseFeatures]:
+        """Consecutive units whose pairwise token table (tokens x units x r x 4 bytes) fits TABLE_BYTES."""
+        f = self.feats
+        offsets = _csr(f)
+        r = max(1, f.vectors.shape[1])
+        out, start, tokens = [], 0, set()
+        for u in range(len(f)):
+            tok = set(f.token_ids[offsets[u]:offsets[u + 1]].tolist())
+            grown = tokens | tok
+            if u > start and len(grown) * (u - start + 1) * r * 4 > TABLE_BYTES:
+                out.append(f.take(start, u))
+                start, grown = u, tok
+            tokens = grown
+        if len(f):
+            out.append(f.take(start, len(f)))
+        return out
+
+    def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray) -> np.ndarray:
+        """[units, len(chunk)] cosine of every unit with every sample of ``chunk`` (0 for a zero G)."""
+        from .scoring import sparse_scores
+
+        dots = np.concatenate([sparse_scores(chunk, g, pairwise=True) for g in self.groups], axis=0)
+        denom = self.norm[:, None] * chunk_norm[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+
+    def chunk_size(self) -> int:
+        return max(1, BLOCK_BYTES // (8 * max(1, len(self))))
+
+    def blocks(self, train: SparseFeatures, norms: np.ndarray, subset: np.ndarray | None = None):
+        """Yield (training indices, [units, chunk] cosines) over ``train`` (or the indices ``subset``)."""
+        c = self.chunk_size()
+        if subset is None:
+            for a in range(0, len(train), c):
+                b = min(len(train), a + c)
+                yield np.arange(a, b), self.cosines(train.take(a, b), norms[a:b])
+        else:
+            offsets = _csr(train)
+            for a in range(0, len(subset), c):
+                idx = subset[a:a + c]
+                yield idx, self.cosines(take_indices(train, idx, offsets), norms[idx])
+
+
+def unit_similarity(units: Units) -> np.ndarray:
+    """[P, P] cosine between units."""
+    return np.concatenate([cos for _, cos in units.blocks(units.feats, units.norm)], axis=1)
+
+
+def farthest_point_order(sim: np.ndarray) -> np.ndarray:
+    """Visit order: the unit most similar on average to the others first, then always the unit whose
+    highest similarity to the units visited so far is lowest (ties: lowest index)."""
+    n = sim.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = int(np.argmax(sim.mean(1)))
+    order = [first]
+    visited = np.zeros(n, bool)
+    visited[first] = True
+    closest = sim[first].copy()
+    for _ in range(n - 1):
+        j = int(np.argmin(np.where(visited, np.inf, closest)))
+        order.append(j)
+        visited[j] = True
+        closest = np.maximum(closest, sim[j])
+    return np.array(order, dtype=np.int64)
+
+
+def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: int) -> tuple[Units, np.ndarray, dict]:
+    """The balanced strategy's units (smoothed) and their farthest-point visit order."""
+    vnorm = val.sample_norms()
+    weights = np.where(vnorm > 0, 1.0 / np.where(vnorm > 0, vnorm, 1.0), 0.0)
+    n_val = len(val)
+    info: dict = {"valuation_samples": n_val}
+    if n_val <= max_units:
+        groups = [np.array([w]) for w in range(n_val)]
+    else:   # cells of max_units seeded random valuation samples
+        rng = np.random.default_rng(seed)
+        seeds = np.sort(rng.choice(n_val, size=max_units, replace=False))
+        seed_units = Units(take_indices(val, seeds))
+        owner = np.empty(n_val, dtype=np.int64)
+        for idx, cos in seed_units.blocks(val, vnorm):
+            owner[idx] = np.argmax(cos, axis=0)
+        owner[seeds] = np.arange(max_units)
+        groups = [np.nonzero(owner == u)[0] for u in range(max_units)]
+        info["prototypes"] = max_units
+    base = Units(aggregate(val, groups, weights))
+    sim = unit_similarity(base)
+    order = farthest_point_order(sim)
+    # a prototype cell is already a sum over its members: smoothing applies to single samples only
+    m = 1 if n_val > max_units else max(1, min(int(smooth), len(groups)))
+    if m > 1:
+        near = []
+        for u in range(len(groups)):
+            ranked = np.argsort(-sim[u], kind="stable")
+            near.append(np.concatenate([[u], ranked[ranked != u][: m - 1]]))
+        bw = np.where(base.norm > 0, 1.0 / np.where(base.norm > 0, base.norm, 1.0), 0.0)
+        units = Units(aggregate(base.feats, near, bw))
+    else:
+        units = base
+    info.update({"units": len(groups), "smooth": m})
+    return units, order, info
+
+
+# ----------------------------------------------------------------------------- round robin
+def round_robin(units: Units, train: SparseFeatures, norms: np.ndarray, visit: np.ndarray, need: int,
+                *, list_length: int | None = None, dense_elements: int | None = None) -> tuple[np.ndarray, dict]:
+    """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
+    its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
+    per-unit candidate lists of the best ``list_length`` samples, refilled by another pass when one
+    runs out; the samples still free are ranked in one dense block once they fit ``dense_elements``."""
+    n, P = len(train), len(units)
+    need = min(need, n)
+    dense_elements = dense_elements or BLOCK_BYTES // 8
+    taken = np.zeros(n, bool)
+    lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
+    complete = np.zeros(P, bool)
+    ptr = np.zeros(P, np.int64)
+    length = min(n, list_length or (2 * math.ceil(max(need, 1) / max(P, 1)) + 8))
+    stats = {"passes": 0, "dense_finish": False}
+
+    def refill(which: np.ndarray, length: int) -> None:
+        free = np.nonzero(~taken)[0]
+        stats["passes"] += 1
+        if len(free) * P <= dense_elements:   # everything still free fits one block: exact full lists
+            cos = np.empty((P, len(free)))
+            for idx, block in units.blocks(train, norms, subset=free):
+                cos[:, np.searchsorted(free, idx)] = block
+            for u in range(P):
+                lists[u] = free[np.argsort(-cos[u], kind="stable")]
+            complete[:] = True
+            ptr[:] = 0
+            stats["dense_finish"] = True
+            return
+        best_v = np.full((len(which), 0), -np.inf)
+        best_i = np.zeros((len(which), 0), np.int64)
+        for idx, block in units.blocks(train, norms):
+            block = block[which]
+            block[:, taken[idx]] = -np.inf
+            vals = np.concatenate([best_v, block], axis=1)
+            ids = np.concatenate([best_i, np.broadcast_to(idx, block.shape)], axis=1)
+            keep = np.lexsort((ids, -vals), axis=1)[:, :length]
+            best_v = np.take_along_axis(vals, keep, 1)
+            best_i = np.take_along_axis(ids, keep, 1)
+        for row, u in enumerate(which):
+            ok = np.isfinite(best_v[row])
+            lists[u] = best_i[row][ok]
+            complete[u] = len(lists[u]) == len(free)
+            ptr[u] = 0
+
+    refill(np.arange(P), length)
+    out: list[int] = []
+    pos = 0
+    while len(out) < need:
+        u = visit[pos % P]
+        lst, p = lists[u], ptr[u]
+        while p < len(lst) and taken[lst[p]]:
+            p += 1
+        ptr[u] = p
+        if p == len(lst):
+            if complete[u]:          # nothing left for this unit: every sample is taken
+                pos += 1
+                continue
+            length = min(n, 2 * length)
+            low = [v for v in range(P) if not complete[v] and (np.count_nonzero(~taken[lists[v][ptr[v]:]]) < 2)]
+            refill(np.array(sorted(set(low) | {int(u)}), dtype=np.int64), length)
+            continue
+        i = int(lst[p])
+        taken[i] = True
+        out.append(i)
+        ptr[u] = p + 1
+        pos += 1
+    return np.array(out, dtype=np.int64), stats
+
+
+def _max_cosine(train: SparseFeatures, norms: np.ndarray, val: SparseFeatures) -> np.ndarray:
+    units = Units(val)
+    key = np.full(len(train), -np.inf)
+    for idx, cos in units.blocks(train, norms):
+        key[idx] = cos.max(axis=0)
+    return key
+
+
+def _sorted_order(key: np.ndarray) -> np.ndarray:
+    return np.argsort(-key, kind="stable")
+
+
+# ----------------------------------------------------------------------------- API
+def set_values(train: SparseFeatures, val: SparseFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, normalized, norm) of every training sample: the For-Value mean inner product, the cosine
+    with the mean valuation gradient, and ||G_i||."""
+    from .scoring import sparse_scores
+
+    raw = sparse_scores(train, val)
+    norm = train.sample_norms()
+    gbar = math.sqrt(max(float(np.mean(sparse_scores(val, val))), 0.0))
+    denom = norm * gbar
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.where(denom > 0, raw / np.where(denom > 0, denom, 1.0), 0.0)
+    return raw, normalized, norm
+
+
+def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray | None,
+                strategy: str) -> Ranking:
+    """A sorting strategy (``raw-mean``, ``cosine-mean``) from values already computed."""
+    check_strategy(strategy)
+    raw = np.asarray(raw, dtype=np.float64)
+    if strategy == "raw-mean":
+        key = raw
+    elif strategy == "cosine-mean":
+        if normalized is None:
+            raise ValueError("strategy cosine-mean needs the normalized values")
+        key = np.asarray(normalized, dtype=np.float64)
+    else:
+        raise ValueError(f"strategy {strategy} needs the features of the training and valuation samples")
+    return Ranking(strategy=strategy, order=_sorted_order(key), raw=raw,
+                   normalized=np.full(len(raw), np.nan) if normalized is None else np.asarray(normalized, float),
+                   norm=np.full(len(raw), np.nan) if norm is None else np.asarray(norm, float), key=key)
+
+
+def rank_features(train: SparseFeatures, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
+                  limit: int | None = None, smooth: int = SMOOTH, max_units: int = MAX_UNITS, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> Ranking:
+    """Order the training samples by ``strategy`` from their sparse features and the valuation
+    set's. ``limit``: only the first ``limit`` positions are needed (the round-robin strategies stop
+    there); None orders every sample."""
+    import time
+
+    check_strategy(strategy)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("need at least one training and one valuation sample")
+    if train.vectors.shape[1] != val.vectors.shape[1]:
+        raise ValueError("training and valuation features have different widths (r)")
+    t0 = time.perf_counter()
+    train, val = ordered(train), ordered(val)
+    raw, normalized, norm = set_values(train, val)
+    info: dict = {}
+    key = None
+    if strategy in ("raw-mean", "cosine-mean"):
+        return rank_values(raw, normalized, norm, strategy)
+    if strategy == "max-cosine":
+        key = _max_cosine(train, norm, val)
+        order = _sorted_order(key)
+    else:
+        need = len(train) if limit is None else min(int(limit), len(train))
+        if strategy == "round-robin":
+            units, visit = Units(val), np.arange(len(val))
+            info["units"] = len(val)
+        else:
+            units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
+        order, stats = round_robin(units, train, norm, visit, need)
+        info.update(stats)
+    info["seconds"] = time.perf_counter() - t0
+    return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)
+
+
+def select(train: SparseFeatures, val: SparseFeatures, mode: str, value: float,
+           strategy: str = DEFAULT_STRATEGY, **kw) -> tuple[np.ndarray, Ranking]:
+    """(training indices of the subset, the ranking) for a size mode (``top_k``, ``top_p``,
+    ``bottom_p``, ``drop_lowest_p``) and a strategy."""
+    ranking = rank_features(train, val, strategy, limit=needed_prefix(len(train), mode, value), **kw)
+    return ranking.indices(mode, value), ranking
+
+
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "Ranking", "Units",
+           "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin", "select",
+           "set_values", "subset_count", "needed_prefix", "check_strategy"]
