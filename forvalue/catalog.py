@@ -451,9 +451,12 @@ class Catalog:
     def replace_scores(self, *, dataset_name: str, dataset_version: str, valuation_set: str, valuation_version: str,
                        model_id: str, feature_config_id: str, sample_ids: Sequence[str], values: np.ndarray,
                        ranks: np.ndarray | None = None, method: str = "sparse",
+                       normalized: np.ndarray | None = None, norms: np.ndarray | None = None,
                        train_feature_run_id: str | None = None, val_feature_run_id: str | None = None,
                        seconds: float | None = None, dagster_run_id: str | None = None) -> str:
-        """Replace the scores of (dataset, valuation set, feature config, model) in one transaction."""
+        """Replace the scores of (dataset, valuation set, feature config, model) in one transaction.
+        ``normalized`` (cosine with the mean valuation gradient) and ``norms`` (||G||) are kept next
+        to the raw value so that SQL users can re-rank."""
         import pyarrow as pa
 
         from .scoring import rank as rank_of
@@ -468,10 +471,17 @@ class Catalog:
             raise ValueError(f"{bad} non-finite scores (NaN or inf); the stored scores are left as they were")
         ranks = rank_of(values) if ranks is None else np.asarray(ranks)
         score_run_id = uuid.uuid4().hex
+        extra = {}
+        for name, arr in (("normalized", normalized), ("norm", norms)):
+            arr = np.full(len(values), np.nan) if arr is None else np.asarray(arr, dtype=np.float64)
+            if len(arr) != len(values):
+                raise ValueError(f"{len(arr)} {name} values for {len(values)} scores")
+            extra[name] = pa.array(arr, pa.float64(), mask=~np.isfinite(arr))
         table = pa.table({
             "sample_id": pa.array(list(sample_ids), pa.string()),
             "score": pa.array(values, pa.float64()),
             "rank": pa.array(ranks.astype(np.int32), pa.int32()),
+            **extra,
         })
         common = dict(dataset_name=dataset_name, dataset_version=dataset_version, valuation_set=valuation_set,
                       valuation_version=valuation_version, model_id=model_id, feature_config_id=feature_config_id,
@@ -503,8 +513,10 @@ class Catalog:
     # ------------------------------------------------------------------ subsets
     def record_subset(self, *, score_run: dict, mode: str, value: float, n_total: int,
                       members: Sequence[tuple[str, int, float]], jsonl_path: str | Path, parquet_path: str | Path,
-                      subset_id: str | None = None, dagster_run_id: str | None = None) -> str:
-        """Record a subset (and its members: sample_id, rank, score) in one transaction."""
+                      subset_id: str | None = None, dagster_run_id: str | None = None,
+                      strategy: str = "raw-mean") -> str:
+        """Record a subset (and its members: sample_id, rank in the strategy's order, score) in one
+        transaction."""
         import pyarrow as pa
 
         if mode not in SUBSET_MODES:
@@ -520,7 +532,7 @@ class Catalog:
                          dataset_version=score_run["dataset_version"], valuation_set=score_run["valuation_set"],
                          valuation_version=score_run["valuation_version"], model_id=score_run["model_id"],
                          feature_config_id=score_run["feature_config_id"], score_run_id=score_run["score_run_id"],
-                         mode=mode, value=float(value), n_total=n_total, n_selected=len(members),
+                         mode=mode, value=float(value), strategy=strategy, n_total=n_total, n_selected=len(members),
                          jsonl_path=str(jsonl_path), parquet_path=str(parquet_path), code_version=__version__,
                          dagster_run_id=dagster_run_id, created_at=utcnow())
             self._insert_arrow(con, "insert_subset_samples", "new_subset_samples", table, subset_id=subset_id)
@@ -564,10 +576,10 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, float]], folder: str | Path,
-                  stem: str) -> tuple[Path, Path]:
+                  stem: str, strategy: str | None = None) -> tuple[Path, Path]:
     """Write a subset as ``<stem>.jsonl`` (the original rows, in file order: a drop-in training file)
-    and ``<stem>.parquet`` (sample_id, rank, score, row, the text fields and the raw row as JSON,
-    best first). Each file is written to a temporary name and renamed into place."""
+    and ``<stem>.parquet`` (sample_id, rank, score, [strategy,] row, the text fields and the raw row
+    as JSON, in the strategy's order). Each file is written to a temporary name and renamed into place."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -591,6 +603,7 @@ def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, f
         "sample_id": pa.array([m[0] for m in members], pa.string()),
         "rank": pa.array([int(m[1]) for m in members], pa.int32()),
         "score": pa.array([float(m[2]) for m in members], pa.float64()),
+        **({"strategy": pa.array([strategy] * len(members), pa.string())} if strategy else {}),
         "row": pa.array([s.row for s in ranked], pa.int32()),
         "prompt": pa.array([s.prompt for s in ranked], pa.string()),
         "response": pa.array([s.response for s in ranked], pa.string()),

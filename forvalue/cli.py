@@ -48,6 +48,38 @@ def _add_column_options(p: argparse.ArgumentParser) -> None:
                    help="stop at the first bad row (default) or skip bad rows and report them")
 
 
+def default_store() -> str:
+    """The feature store the CLI keeps features in: $FORVALUE_FEATURES, else .forvalue/features (the
+    platform's default too), so later commands re-rank without a forward pass."""
+    return os.environ.get("FORVALUE_FEATURES") or ".forvalue/features"
+
+
+def _add_store_option(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--store", default=None,
+                   help="feature store folder: reuse and keep the sparse features (default: $FORVALUE_FEATURES, "
+                        "else .forvalue/features); `forvalue select` and `forvalue finetune` re-rank from it")
+    g.add_argument("--no-store", action="store_true", help="keep no features (re-ranking then needs a new forward pass)")
+
+
+def _store_root(args) -> str | None:
+    return None if args.no_store else (args.store or default_store())
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    from .selection import DEFAULT_STRATEGY, STRATEGIES
+
+    g = p.add_argument_group("selection")
+    size = g.add_mutually_exclusive_group(required=True)
+    size.add_argument("--top-k", type=int, default=None, help="keep the first k samples of the order")
+    size.add_argument("--top-p", type=float, default=None, help="keep the first p percent")
+    size.add_argument("--drop-lowest-p", type=float, default=None, help="keep all but the last p percent")
+    size.add_argument("--bottom-p", type=float, default=None, help="the last p percent, least valuable first (to inspect)")
+    g.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
+                   help="how samples are ordered (default %(default)s): " +
+                        "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+
+
 def _columns(args) -> Columns:
     return Columns(prompt=args.prompt_column, response=args.response_column, messages=args.messages_column,
                    text=args.text_column, id=args.id_column, label=args.label_column, image=args.image_column)
@@ -129,16 +161,18 @@ def write_table(rows: list[dict], out: Path, meta: dict | None = None) -> None:
             os.unlink(tmp)
 
 
-def score_rows(samples, values, ranks) -> list[dict]:
-    rows = []
-    for s, v, r in zip(samples, values, ranks):
-        row = {"sample_id": s.sample_id, "score": float(v), "rank": int(r)}
-        for key, val in s.record.items():
-            if isinstance(val, (bytes, bytearray)):
-                continue  # image bytes stay in the input file
-            row[key if key not in row else f"input_{key}"] = val
-        rows.append(row)
-    return rows
+def score_rows(samples, values, ranks, extra: dict | None = None) -> list[dict]:
+    """Rows of ``forvalue score``: sample_id, score, rank, the ``extra`` columns, the input columns."""
+    from .curation import table_rows
+
+    columns = {"score": [float(v) for v in values], "rank": [int(r) for r in ranks]}
+    for name, arr in (extra or {}).items():
+        columns[name] = [float(x) for x in arr]
+    return table_rows(samples, columns)
+
+
+def _columns_meta(args) -> dict:
+    return {k: v for k, v in vars(_columns(args)).items() if v is not None}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -152,18 +186,81 @@ def cmd_score(args) -> int:
     config = _config(args)
     tr = _drop_unencodable(lm, train, config, args.on_error)
     va = _drop_unencodable(lm, val, config, args.on_error)
-    store = FeatureStore(args.store) if args.store and args.method in ("sparse", "emb") else None
+    root = _store_root(args)
+    store = FeatureStore(root) if root and args.method in ("sparse", "emb") else None
     result = score(lm, tr, va, method=args.method, config=config, batch_size=args.batch_size,
                    store=store, progress=not args.quiet)
     ranks = rank(result.values)
-    rows = score_rows(tr, result.values, ranks)
+    extra = {} if result.normalized is None else {"normalized": result.normalized, "norm": result.norms}
+    rows = score_rows(tr, result.values, ranks, extra)
     rows.sort(key=lambda r: r["rank"])
     meta = {"model": lm.fingerprint.to_dict(), "method": args.method, "feature_config": config.to_dict(),
             "feature_config_id": config.id, "train": str(args.train), "val": str(args.val),
-            "n_val": len(va), "code_version": __version__}
+            "n_val": len(va), "val_ids": [s.sample_id for s in va], "columns": _columns_meta(args),
+            "store": str(Path(root).resolve()) if store is not None else None, "code_version": __version__}
     write_table(rows, Path(args.out), meta)
     print(f"scored {len(tr)} training samples against {len(va)} valuation samples "
           f"({args.method}, {result.seconds:.1f}s, model {lm.fingerprint.id}) -> {args.out}")
+    return 0
+
+
+def _size(args) -> tuple[str, float]:
+    for mode in ("top_k", "top_p", "bottom_p", "drop_lowest_p"):
+        if getattr(args, mode, None) is not None:
+            return mode, float(getattr(args, mode))
+    raise SystemExit("forvalue: give one of --top-k, --top-p, --bottom-p, --drop-lowest-p")
+
+
+def _write_subset(args, samples, ranking, mode: str, value: float, meta: dict) -> None:
+    from .curation import subset_rows
+
+    try:
+        idx = ranking.indices(mode, value)
+    except ValueError as e:
+        raise DataError(str(args.train), None, None, str(e)) from None
+    rows = subset_rows(samples, ranking, idx)
+    meta = meta | {"strategy": ranking.strategy, "mode": mode, "value": value, "n_total": len(samples),
+                   "n_selected": len(rows), "code_version": __version__}
+    write_table(rows, Path(args.out), meta)
+    print(f"kept {len(rows)} of {len(samples)} training samples ({ranking.strategy}, {mode.replace('_', '-')} "
+          f"{value:g}) -> {args.out}")
+
+
+def cmd_curate(args) -> int:
+    from .features import extract_sparse
+    from .selection import needed_prefix, rank_features
+    from .store import FeatureStore
+
+    mode, value = _size(args)
+    train = _load(args.train, args)
+    val = _load(args.val, args)
+    lm = _model(args)
+    config = _config(args)
+    tr = _drop_unencodable(lm, train, config, args.on_error)
+    va = _drop_unencodable(lm, val, config, args.on_error)
+    if _store_root(args):
+        store = FeatureStore(_store_root(args))
+        tf = store.ensure(lm, tr, config, batch_size=args.batch_size, progress=not args.quiet).features
+        vf = store.ensure(lm, va, config, batch_size=args.batch_size, progress=not args.quiet).features
+    else:
+        tf = extract_sparse(lm, tr, config, batch_size=args.batch_size, progress=not args.quiet)
+        vf = extract_sparse(lm, va, config, batch_size=args.batch_size, progress=not args.quiet)
+    ranking = rank_features(tf, vf, args.strategy, limit=needed_prefix(len(tr), mode, value))
+    meta = {"model": lm.fingerprint.to_dict(), "method": "sparse", "feature_config": config.to_dict(),
+            "feature_config_id": config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
+    _write_subset(args, tr, ranking, mode, value, meta)
+    return 0
+
+
+def cmd_select(args) -> int:
+    from .curation import ranking_from_scores
+    from .selection import needed_prefix
+
+    mode, value = _size(args)
+    train = _load(args.train, args).samples
+    ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
+                                  limit=needed_prefix(len(train), mode, value))
+    _write_subset(args, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
     return 0
 
 
@@ -229,11 +326,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", required=True, help="valuation data, same formats")
     p.add_argument("--method", choices=["sparse", "exact", "full", "emb"], default="sparse")
     p.add_argument("--out", required=True, help="output table (.parquet, .jsonl or .csv)")
-    p.add_argument("--store", default=None, help="feature store folder: reuse and keep sparse features")
+    _add_store_option(p)
     _add_model_options(p)
     _add_feature_options(p)
     _add_column_options(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("curate", parents=[common], help="score and select a curated subset in one command",
+                       description="Value every training sample against the valuation set and keep a subset chosen by "
+                                   "a selection strategy. Writes the kept rows with every input column plus score "
+                                   "(the For-Value), normalized (cosine with the mean valuation gradient), norm, rank "
+                                   "(position in the strategy's order) and strategy.")
+    p.add_argument("--train", required=True, help="training data: JSONL, Parquet, CSV or HF save_to_disk folder")
+    p.add_argument("--val", required=True, help="valuation data, same formats")
+    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    _add_store_option(p)
+    _add_selection_options(p)
+    _add_model_options(p)
+    _add_feature_options(p)
+    _add_column_options(p)
+    p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("select", parents=[common], help="select a curated subset from scores already computed",
+                       description="Keep a subset of a scored training file, chosen by a selection strategy, without a "
+                                   "forward pass: raw-mean and cosine-mean read the scores table; balanced, round-robin "
+                                   "and max-cosine load the features from the store the scores table records "
+                                   "(`forvalue score --store DIR ... --out scores.parquet`).")
+    p.add_argument("--scores", required=True, help="the output of `forvalue score`")
+    p.add_argument("--train", required=True, help="the training file that was scored")
+    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+    _add_selection_options(p)
+    _add_column_options(p)
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("features", parents=[common], help="extract and store sparse features (only what is missing)")
     p.add_argument("--data", required=True)

@@ -54,6 +54,13 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         return asdict(self) | {"version": FEATURE_VERSION}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        """The config of :meth:`to_dict` (its other keys, such as the version, are ignored)."""
+        from dataclasses import fields
+
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
     @property
     def id(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True)

@@ -127,9 +127,10 @@ def subset_size(n: int, *, k: int | None = None, p: float | None = None) -> int:
 
 
 def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k: int | None = None,
-                  p: float | None = None, seed: int = 0) -> np.ndarray:
-    """Indices of a training subset. top/bottom follow ``forvalue.scoring.select`` (stable order);
-    random draws k without replacement with ``seed``; full takes all n."""
+                  p: float | None = None, seed: int = 0, order: np.ndarray | None = None) -> np.ndarray:
+    """Indices of a training subset. top/bottom: the first / last k of ``order`` (the order of a
+    selection strategy, :mod:`forvalue.selection`), or of ``values`` sorted (stable) when no order is
+    given; random draws k without replacement with ``seed``; full takes all n."""
     from .scoring import select
 
     if strategy not in STRATEGIES:
@@ -139,6 +140,15 @@ def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k:
     size = subset_size(n, k=k, p=p)
     if strategy == "random":
         return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    if order is not None:
+        order = np.asarray(order, dtype=np.int64)
+        if strategy == "top":
+            if len(order) < size:
+                raise FinetuneError(f"the order holds {len(order)} samples; top needs {size}")
+            return order[:size]
+        if len(order) != n:
+            raise FinetuneError(f"bottom needs the order of all {n} samples, got {len(order)}")
+        return order[::-1][:size]
     if values is None:
         raise FinetuneError(f"strategy {strategy!r} needs For-Value scores")
     values = np.asarray(values, dtype=np.float64)
@@ -161,6 +171,7 @@ class SubsetInfo:
     source: str = "<memory>"         # file the samples were read from (MLflow dataset source)
     name: str | None = None          # dataset name in MLflow
     n_total: int | None = None       # size of the set the subset was drawn from
+    selection: str | None = None     # the selection strategy that ordered the samples (top / bottom)
 
 
 # ----------------------------------------------------------------------------- models
@@ -365,6 +376,7 @@ def finetune(
             "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
             "model_dtype": fp.dtype, "base_model": lm.extra["spec"],
             "subset_id": subset.subset_id or "none", "subset_digest": digest, "strategy": subset.strategy,
+            "selection": subset.selection or "none",
             "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
             "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
             "trainable_params": n_trainable, "device": str(lm.device),
@@ -644,6 +656,8 @@ def compare_strategies(
     *,
     values: np.ndarray | None,
     out_root: str | Path,
+    order: np.ndarray | None = None,
+    selection: str | None = None,
     k: int | None = None,
     p: float | None = None,
     strategies: Sequence[str] = STRATEGIES,
@@ -660,8 +674,9 @@ def compare_strategies(
     progress: bool = False,
 ) -> ComparisonResult:
     """Fine-tune the same budget (steps, batch size, hyper-parameters) on each strategy's subset of
-    ``train`` (top / random / bottom k by ``values``, or the full set) for every seed, and evaluate
-    each on ``val``. ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
+    ``train`` (top / random / bottom k of ``order``, the order of the selection strategy
+    ``selection``, or by ``values`` when no order is given; or the full set) for every seed, and
+    evaluate each on ``val``. ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
     With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
     from .tracking import TAG_PARENT
 
@@ -692,10 +707,11 @@ def compare_strategies(
                 on_run(rows[-1], None)
         for seed in seeds:
             for st in strategies:
-                idx = select_subset(n, st, values=values, k=size if st != "full" else None, seed=seed)
+                idx = select_subset(n, st, values=values, k=size if st != "full" else None, seed=seed, order=order)
                 cfg = TrainConfig(**{**asdict(config), "seed": int(seed)})
                 info = SubsetInfo(strategy=st, k=len(idx), p=p if st in ("top", "bottom", "random") else None,
-                                  source=source, n_total=n, name=f"{st}-{len(idx)}")
+                                  source=source, n_total=n, name=f"{st}-{len(idx)}",
+                                  selection=selection if st in ("top", "bottom") else None)
                 run_tags = dict(tags or {})
                 if parent is not None:
                     run_tags[TAG_PARENT] = parent.run_id

@@ -78,35 +78,6 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-# ----------------------------------------------------------------------------- scores
-def read_scores(path: str | Path) -> dict[str, float]:
-    """sample_id -> score from a ``forvalue score`` table (Parquet, JSONL or CSV)."""
-    import math
-
-    from .data import read_records
-
-    _, rows = read_records(path)
-    out: dict[str, float] = {}
-    file = str(path)
-    for row, obj in rows:
-        if isinstance(obj, DataError):
-            raise obj
-        sid = obj.get("sample_id")
-        if not isinstance(sid, str) or not sid:
-            raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`)")
-        value = obj.get("score")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise DataError(file, row, "score", f"not a number: {value!r}") from None
-        if not math.isfinite(value):
-            raise DataError(file, row, "score", f"not finite: {value}")
-        out[sid] = value
-    if not out:
-        raise DataError(file, None, None, "no scores")
-    return out
-
-
 def _choose(args) -> tuple[str, int | None, float | None]:
     """(strategy, k, p) from --strategy/--k/--p and the --top-p/--bottom-p/--top-k shorthands."""
     shorthand = [(n, v) for n, v in (("top_p", args.top_p), ("bottom_p", args.bottom_p), ("top_k", args.top_k))
@@ -131,9 +102,7 @@ def _choose(args) -> tuple[str, int | None, float | None]:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_finetune(args) -> int:
-    import numpy as np
-
-    from .finetune import SubsetInfo, TrainConfig, finetune, select_subset
+    from .finetune import SubsetInfo, TrainConfig, finetune, select_subset, subset_size
 
     from .cli import _load
 
@@ -141,19 +110,17 @@ def cmd_finetune(args) -> int:
     strategy, k, p = _choose(args)
     data = _load(args.train, args)
     train = data.samples
-    values = None
+    order = None
     if strategy in ("top", "bottom"):
+        from .curation import ranking_from_scores
+
         if not args.subset_scores:
             raise SystemExit(f"forvalue finetune: strategy {strategy} needs --subset-scores (the output of `forvalue score`)")
-        scores = read_scores(args.subset_scores)
-        missing = [s for s in train if s.sample_id not in scores]
-        if missing:
-            s = missing[0]
-            raise DataError(args.subset_scores, None, "sample_id",
-                            f"{len(missing)} of {len(train)} training samples have no score, e.g. {args.train} row "
-                            f"{s.row} (sample_id {s.sample_id}); score this training file with `forvalue score`")
-        values = np.array([scores[s.sample_id] for s in train])
-    idx = select_subset(len(train), strategy, values=values, k=k, p=p, seed=args.seed)
+        size = subset_size(len(train), k=k, p=p)
+        ranking = ranking_from_scores(train, args.subset_scores, args.selection, store=args.store,
+                                      limit=size if strategy == "top" else None)
+        order = ranking.order
+    idx = select_subset(len(train), strategy, k=k, p=p, seed=args.seed, order=order)
     subset = [train[i] for i in idx]
     val = _load(args.val, args).samples if args.val else None
     config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -162,14 +129,16 @@ def cmd_finetune(args) -> int:
                          chat_template=not args.plain, max_length=args.max_length,
                          eval_every=args.eval_every)
     ecfg = _eval_config(args, chat_template=not args.plain, max_length=args.max_length) if val else None
+    selection = args.selection if strategy in ("top", "bottom") else None
     info = SubsetInfo(strategy=strategy, k=len(idx), p=p, source=str(Path(args.train).resolve()),
-                      n_total=len(train), name=f"{Path(args.train).stem}-{strategy}-{len(idx)}")
+                      n_total=len(train), name=f"{Path(args.train).stem}-{strategy}-{len(idx)}", selection=selection)
     tracker = _tracker(args)
     res = finetune(args.model, subset, out_dir=args.out, config=config, val=val, eval_config=ecfg, tracker=tracker,
                    subset=info, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
                    progress=not args.quiet)
     m = res.metrics
-    print(f"fine-tuned ({config.method}) on {len(subset)} of {len(train)} samples ({strategy}"
+    how = f"{strategy}, {selection}" if selection else strategy
+    print(f"fine-tuned ({config.method}) on {len(subset)} of {len(train)} samples ({how}"
           f"{'' if strategy == 'full' else f', seed {args.seed}' if strategy == 'random' else ''}), "
           f"{config.steps} steps x batch {config.batch_size}: train loss {m['train_loss_final']:.4f} "
           f"({m['train_seconds']:.0f}s)")
@@ -256,6 +225,12 @@ def add_finetune_parsers(subparsers) -> None:
     g.add_argument("--subset-scores", default=None, help="scores of the training file (`forvalue score` output)")
     g.add_argument("--strategy", choices=["top", "random", "bottom", "full"], default=None,
                    help="default: full without --k/--p; top with --subset-scores; random otherwise")
+    from .selection import DEFAULT_STRATEGY, STRATEGIES
+
+    g.add_argument("--selection", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
+                   help="the order top / bottom take from (default %(default)s; see `forvalue select --help`); "
+                        "raw-mean and cosine-mean need only the scores table, the others the feature store it records")
+    g.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
     g.add_argument("--k", type=int, default=None, help="subset size (samples)")
     g.add_argument("--p", type=float, default=None, help="subset size (percent of the training set)")
     g.add_argument("--top-p", type=float, default=None, help="shorthand for --strategy top --p P")

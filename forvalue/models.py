@@ -52,6 +52,10 @@ class ModelFingerprint:
     def to_dict(self) -> dict[str, str]:
         return asdict(self) | {"id": self.id}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelFingerprint":
+        return cls(name=d["name"], weights_hash=d["weights_hash"], dtype=d["dtype"], kind=d.get("kind", "text"))
+
 
 @dataclass
 class LoadedModel:

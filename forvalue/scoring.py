@@ -34,6 +34,8 @@ class ScoreResult:
     val_ids: list[str]
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    normalized: np.ndarray | None = None  # [n_train] cosine with the mean valuation gradient (sparse)
+    norms: np.ndarray | None = None       # [n_train] ||G_i|| of the stored features (sparse)
 
 
 # ----------------------------------------------------------------------------- sparse
@@ -177,6 +179,7 @@ def score(
         raise ValueError("need at least one training and one valuation sample")
     t0 = time.perf_counter()
     info: dict = {}
+    normalized = norms = None
     if method == "sparse" or (method == "emb" and store is not None):
         if store is not None:
             tr = store.ensure(lm, train, config, batch_size=batch_size, progress=progress)
@@ -187,6 +190,10 @@ def score(
             tf = extract_sparse(lm, train, config, batch_size=batch_size, progress=progress)
             vf = extract_sparse(lm, val, config, batch_size=batch_size, progress=progress)
         m = (sparse_scores if method == "sparse" else emb_scores)(tf, vf, pairwise=pairwise)
+        if method == "sparse":
+            from .selection import set_values
+
+            _, normalized, norms = set_values(tf, vf, raw=m.mean(0) if pairwise else m)
     else:
         train_enc, _ = encode_all(lm, train, config)
         val_enc, _ = encode_all(lm, val, config)
@@ -204,7 +211,7 @@ def score(
     values = m.mean(0) if pairwise else m
     return ScoreResult(values=np.asarray(values, dtype=np.float64), matrix=matrix, method=method, config=config,
                        train_ids=[s.sample_id for s in train], val_ids=[s.sample_id for s in val],
-                       seconds=time.perf_counter() - t0, info=info)
+                       seconds=time.perf_counter() - t0, info=info, normalized=normalized, norms=norms)
 
 
 # ----------------------------------------------------------------------------- ranking

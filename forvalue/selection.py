@@ -376,12 +376,13 @@ def _sorted_order(key: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- API
-def set_values(train: SparseFeatures, val: SparseFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw, normalized, norm) of every training sample: the For-Value mean inner product, the cosine
-    with the mean valuation gradient, and ||G_i||."""
+def set_values(train: SparseFeatures, val: SparseFeatures,
+               raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, normalized, norm) of every training sample: the For-Value mean inner product (``raw``
+    when computed already), the cosine with the mean valuation gradient, and ||G_i||."""
     from .scoring import sparse_scores
 
-    raw = sparse_scores(train, val)
+    raw = sparse_scores(train, val) if raw is None else np.asarray(raw, dtype=np.float64)
     norm = train.sample_norms()
     gbar = math.sqrt(max(float(np.mean(sparse_scores(val, val))), 0.0))
     denom = norm * gbar

@@ -10,8 +10,9 @@
   as Parquet shards; only sample ids missing for this model and feature config are computed.
 - ``forvalue_scores`` (group valuation): the ``scores`` table for a (dataset, valuation set) pair,
   replaced in one transaction.
-- ``curated_subset`` (group curation): top-k / top-p% / bottom-p% / drop-the-lowest-p%, exported
-  as JSONL and Parquet and recorded in ``subsets``.
+- ``curated_subset`` (group curation): top-k / top-p% / bottom-p% / drop-the-lowest-p% of the order
+  of a selection strategy (default ``balanced``, see forvalue/selection.py), exported as JSONL and
+  Parquet and recorded in ``subsets``.
 
 Every asset that writes DuckDB runs in pool ``duckdb``; feature extraction runs in pool ``model``
 (its one short catalog write waits for the lock; see forvalue/catalog.py). With the pools' limit
@@ -42,6 +43,7 @@ from pydantic import Field
 import forvalue
 from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
 from forvalue.data import DataError
+from forvalue.selection import STRATEGIES
 from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
 from resources._env import env_str
 
@@ -303,7 +305,8 @@ def scoring_inputs(cat, feature_store: FeatureStoreResource, dataset: str, valua
 )
 def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
                     feature_store: FeatureStoreResource) -> MaterializeResult:
-    from forvalue.scoring import rank, sparse_scores
+    from forvalue.scoring import rank
+    from forvalue.selection import set_values
 
     t0 = time.perf_counter()
     dataset, valuation = split_pair(context.partition_key)
@@ -323,7 +326,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         raise Failure(description=f"features missing from {store.root}: {e}; re-materialize the features") from e
     load_s = time.perf_counter() - t_load
     t_score = time.perf_counter()
-    values = sparse_scores(tf, vf)
+    values, normalized, norms = set_values(tf, vf)
     score_s = time.perf_counter() - t_score
     bad = int((~np.isfinite(values)).sum())
     if bad:
@@ -332,7 +335,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     score_run_id = cat.replace_scores(
         dataset_name=dataset, dataset_version=inp["train"]["version"], valuation_set=valuation,
         valuation_version=inp["val"]["version"], model_id=inp["model_id"], feature_config_id=inp["config"].id,
-        sample_ids=train_ids, values=values, ranks=ranks, method="sparse",
+        sample_ids=train_ids, values=values, ranks=ranks, method="sparse", normalized=normalized, norms=norms,
         train_feature_run_id=inp["train_run"]["feature_run_id"], val_feature_run_id=inp["val_run"]["feature_run_id"],
         seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
     order = np.argsort(ranks)
@@ -365,14 +368,50 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
 
 # ----------------------------------------------------------------------------- curation
 class SubsetConfig(Config):
-    """Which samples to keep. Defaults come from FORVALUE_SUBSET_MODE / FORVALUE_SUBSET_VALUE
-    (automation and the nightly schedule use them); a launched run may override them."""
+    """Which samples to keep. Defaults come from FORVALUE_SUBSET_MODE / FORVALUE_SUBSET_VALUE /
+    FORVALUE_SUBSET_STRATEGY (automation and the nightly schedule use them); a launched run may
+    override them."""
 
     mode: str = Field(default=env_str("FORVALUE_SUBSET_MODE", "drop_lowest_p"),
                       description="top_k (the k best), top_p (the best p%), bottom_p (the worst p%, to inspect) or "
                                   "drop_lowest_p (everything but the worst p%)")
     value: float = Field(default=float(env_str("FORVALUE_SUBSET_VALUE", "10")),
                          description="k for top_k; a percentage 0-100 otherwise")
+    strategy: str = Field(default=env_str("FORVALUE_SUBSET_STRATEGY", "balanced"),
+                          description="how samples are ordered: balanced (default: cosine round-robin over the "
+                                      "valuation set, clean and covering), round-robin, max-cosine, cosine-mean or "
+                                      "raw-mean (the raw score)")
+
+
+def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: list[dict], strategy: str,
+                   limit: int | None = None):
+    """The order of a score run's training samples (``rows``: its stored scores) by ``strategy``:
+    from the stored values for raw-mean / cosine-mean, from the stored features otherwise."""
+    from forvalue.selection import check_strategy, rank_features, rank_values
+
+    try:
+        check_strategy(strategy)
+    except ValueError as e:
+        raise Failure(description=str(e)) from e
+    ids = [r["sample_id"] for r in rows]
+    values = np.array([r["score"] for r in rows], dtype=np.float64)
+    if strategy in ("raw-mean", "cosine-mean"):
+        normalized = [r.get("normalized") for r in rows]
+        if strategy == "cosine-mean" and any(v is None for v in normalized):
+            raise Failure(description="these scores were stored without normalized values: re-materialize "
+                                      "forvalue_scores")
+        norms = [r.get("norm") for r in rows]
+        return rank_values(values, None if None in normalized else np.array(normalized, dtype=np.float64),
+                           None if None in norms else np.array(norms, dtype=np.float64), strategy)
+    store = feature_store.store()
+    fp = cat.fingerprint(run["model_id"])
+    val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
+    try:
+        tf = store.load(fp, feature_store.config(), ids)
+        vf = store.load(fp, feature_store.config(), val_ids)
+    except KeyError as e:
+        raise Failure(description=f"features missing from {store.root}: {e}; re-materialize the features") from e
+    return rank_features(tf, vf, strategy, limit=limit)
 
 
 def _fmt_value(v: float) -> str:
@@ -388,14 +427,17 @@ def _fmt_value(v: float) -> str:
     pool=DUCKDB_POOL,
     code_version=CODE_VERSION,
     automation_condition=AUTOMATION,
-    description="A curated subset of a training dataset by its For-Value scores against a valuation set: "
-                "top-k, top-p%, bottom-p% or 'drop the lowest p%' (config). Exported as JSONL (the original "
-                "rows, in file order: a drop-in training file) and Parquet (ranked, with scores), and "
-                "recorded in DuckDB `subsets` / `subset_samples`; lineage in the `subset_lineage` view.",
+    description="A curated subset of a training dataset by For-Value against a valuation set: top-k, top-p%, "
+                "bottom-p% or 'drop the lowest p%' (config) of the order of a selection strategy (config; "
+                "default balanced: cosine round-robin over the valuation set, computed from stored features). "
+                "Exported as JSONL (the original rows, in file order: a drop-in training file) and Parquet "
+                "(in the strategy's order, with scores), and recorded in DuckDB `subsets` / `subset_samples`; "
+                "lineage in the `subset_lineage` view.",
 )
 def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog: DuckDBStoreResource,
                    feature_store: FeatureStoreResource) -> MaterializeResult:
-    from forvalue.catalog import export_subset, subset_indices
+    from forvalue.catalog import export_subset
+    from forvalue.selection import needed_prefix
 
     t0 = time.perf_counter()
     dataset, valuation = split_pair(context.partition_key)
@@ -418,26 +460,31 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         raise catalog_failure(e) from e
     ids = [r["sample_id"] for r in rows]
     values = np.array([r["score"] for r in rows], dtype=np.float64)
-    ranks = np.array([r["rank"] for r in rows], dtype=np.int64)
     try:
-        idx = subset_indices(values, config.mode, config.value)
+        ranking = subset_ranking(cat, feature_store, run, rows, config.strategy,
+                                 limit=needed_prefix(len(ids), config.mode, config.value))
+        idx = ranking.indices(config.mode, config.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
+    ranks = ranking.rank
     members = [(ids[i], int(ranks[i]), float(values[i])) for i in idx]
     subset_id = uuid.uuid4().hex
     folder = catalog.subset_folder(dataset, valuation)
-    stem = f"{config.mode}-{_fmt_value(config.value)}-{subset_id[:12]}"
-    jsonl, parquet = export_subset(samples, members, folder, stem)
+    stem = f"{config.mode}-{_fmt_value(config.value)}-{config.strategy}-{subset_id[:12]}"
+    jsonl, parquet = export_subset(samples, members, folder, stem, strategy=config.strategy)
     kept = {m[0] for m in members}
-    cut = min((m[2] for m in members), default=None) if config.mode != "bottom_p" else max((m[2] for m in members), default=None)
-    png = md.histogram_png(values, title=f"{dataset} vs {valuation}: {config.mode} {_fmt_value(config.value)}", cut=cut)
+    cut = None   # a cut-off on the score axis exists only when the strategy sorts by the score
+    if config.strategy == "raw-mean" and members:
+        cut = min(m[2] for m in members) if config.mode != "bottom_p" else max(m[2] for m in members)
+    png = md.histogram_png(values, title=f"{dataset} vs {valuation}: {config.mode} {_fmt_value(config.value)} "
+                                         f"({config.strategy})", cut=cut)
     png_path = folder / f"{stem}.png"
     tmp = png_path.with_name(f".{png_path.name}.tmp")
     tmp.write_bytes(png)
     tmp.replace(png_path)
     sid = cat.record_subset(score_run=run, mode=config.mode, value=config.value, n_total=len(ids), members=members,
                             jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
-                            dagster_run_id=context.run_id)
+                            dagster_run_id=context.run_id, strategy=config.strategy)
     # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
     for src, dst in ((jsonl, folder / "current.jsonl"), (parquet, folder / "current.parquet")):
         tmp = dst.with_name(f".{dst.name}.tmp")
@@ -453,6 +500,8 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "subset_id": MetadataValue.text(sid),
         "mode": MetadataValue.text(config.mode),
         "value": MetadataValue.float(float(config.value)),
+        "strategy": MetadataValue.text(config.strategy),
+        "strategy_description": MetadataValue.text(STRATEGIES.get(config.strategy, "")),
         "n_total": MetadataValue.int(len(ids)),
         "n_dropped": MetadataValue.int(len(ids) - len(kept)),
         "jsonl": MetadataValue.path(str(jsonl.resolve())),

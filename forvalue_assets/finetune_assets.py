@@ -46,7 +46,7 @@ from resources._env import env_int
 from resources.mlflow import MLflowResource
 
 from . import metadata as md
-from .assets import CODE_VERSION, MODEL_POOL, OWNERS, catalog_failure, data_failure
+from .assets import CODE_VERSION, MODEL_POOL, OWNERS, catalog_failure, data_failure, subset_ranking
 from .partitions import dataset_pairs, split_pair
 
 CURATED_SUBSET = AssetKey("curated_subset")
@@ -369,8 +369,8 @@ def config_dtype(model: ModelResource) -> str:
     pool=MODEL_POOL,
     code_version=CODE_VERSION,
     description="Does For-Value's selection beat random selection? Fine-tunes the same budget (steps, batch, "
-                "hyper-parameters) on For-Value top-k, random-k, bottom-k and the full set (k = the curated "
-                "subset's size), for every configured seed, evaluates each on the valuation set and records the "
+                "hyper-parameters) on For-Value top-k and bottom-k (in the order of the curated subset's selection "
+                "strategy), random-k and the full set (k = the curated subset's size), for every configured seed, evaluates each on the valuation set and records the "
                 "comparison table in DuckDB `finetune_comparisons` and as Markdown; MLflow runs are children of "
                 "one comparison run.",
 )
@@ -393,6 +393,13 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
         raise Failure(description=f"{len(unscored)} of {len(samples)} samples of {dataset} have no stored score for "
                                   f"the curated subset's model and feature config: re-materialize forvalue_scores")
     values = np.array([score_of[s.sample_id] for s in samples], dtype=np.float64)
+    # top / bottom follow the order of the strategy that made the curated subset
+    selection = sub.get("strategy") or "raw-mean"
+    score_rows = [r for r in rows if r["dataset_version"] == sub["dataset_version"]]
+    score_run = {"model_id": sub["model_id"], "valuation_set": valuation, "valuation_version": sub["valuation_version"]}
+    ranking = subset_ranking(cat, feature_store, score_run, score_rows, selection)
+    position = {score_rows[i]["sample_id"]: j for j, i in enumerate(ranking.order)}
+    order = np.array(sorted(range(len(samples)), key=lambda i: position[samples[i].sample_id]), dtype=np.int64)
     k = config.k or int(sub["n_selected"])
     fcfg = feature_store.config()
     try:
@@ -422,7 +429,8 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
 
     try:
         comp = compare_strategies(
-            model.model, samples, val, values=values, k=k, strategies=config.strategies, seeds=config.seeds,
+            model.model, samples, val, values=values, order=order, selection=selection, k=k,
+            strategies=config.strategies, seeds=config.seeds,
             config=tcfg, eval_config=ecfg, include_base=config.include_base, tracker=tracker,
             tags=_tags(context, dataset, valuation) | {"forvalue.comparison_id": comparison_id},
             out_root=Path(mlflow.output_dir) / dataset / valuation / f"comparison-{comparison_id[:12]}",
@@ -450,6 +458,7 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
         "summary": MetadataValue.json([{k2: v for k2, v in r.items()} for r in stored]),
         "k": MetadataValue.int(comp.k),
         "strategies": MetadataValue.text(", ".join(config.strategies)),
+        "selection": MetadataValue.text(selection),
         "seeds": MetadataValue.text(", ".join(map(str, config.seeds))),
         "steps": MetadataValue.int(tcfg.steps),
         "curated_subset_id": MetadataValue.text(sub["subset_id"]),

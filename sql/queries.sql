@@ -82,10 +82,11 @@ WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
 
 -- name: insert_scores
 INSERT INTO scores (dataset_name, valuation_set, feature_config_id, model_id, sample_id, score,
-                    rank, dataset_version, valuation_version, score_run_id, code_version,
-                    dagster_run_id)
+                    rank, normalized, norm, dataset_version, valuation_version, score_run_id,
+                    code_version, dagster_run_id)
 SELECT $dataset_name, $valuation_set, $feature_config_id, $model_id, sample_id, score, rank,
-       $dataset_version, $valuation_version, $score_run_id, $code_version, $dagster_run_id
+       normalized, norm, $dataset_version, $valuation_version, $score_run_id, $code_version,
+       $dagster_run_id
 FROM new_scores;
 
 -- name: insert_score_run
@@ -105,7 +106,8 @@ ORDER BY created_at DESC, score_run_id
 LIMIT 1;
 
 -- name: get_scores
-SELECT sample_id, score, rank, dataset_version, valuation_version, score_run_id, dagster_run_id
+SELECT sample_id, score, rank, normalized, norm, dataset_version, valuation_version, score_run_id,
+       dagster_run_id
 FROM scores
 WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
   AND feature_config_id = $feature_config_id AND model_id = $model_id
@@ -133,11 +135,11 @@ SELECT
 
 -- name: insert_subset
 INSERT INTO subsets (subset_id, dataset_name, dataset_version, valuation_set, valuation_version,
-                     model_id, feature_config_id, score_run_id, mode, value, n_total, n_selected,
-                     jsonl_path, parquet_path, code_version, dagster_run_id, created_at)
+                     model_id, feature_config_id, score_run_id, mode, value, strategy, n_total,
+                     n_selected, jsonl_path, parquet_path, code_version, dagster_run_id, created_at)
 VALUES ($subset_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
-        $model_id, $feature_config_id, $score_run_id, $mode, $value, $n_total, $n_selected,
-        $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at);
+        $model_id, $feature_config_id, $score_run_id, $mode, $value, $strategy, $n_total,
+        $n_selected, $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at);
 
 -- name: insert_subset_samples
 INSERT INTO subset_samples (subset_id, sample_id, rank, score)

@@ -118,8 +118,10 @@ CREATE TABLE IF NOT EXISTS scores (
     feature_config_id  VARCHAR   NOT NULL,
     model_id           VARCHAR   NOT NULL,
     sample_id          VARCHAR   NOT NULL,
-    score              DOUBLE    NOT NULL,
-    rank               INTEGER   NOT NULL,   -- 1 = most valuable
+    score              DOUBLE    NOT NULL,   -- For-Value: mean inner product with the valuation set
+    rank               INTEGER   NOT NULL,   -- 1 = most valuable by score
+    normalized         DOUBLE,               -- cosine with the mean valuation gradient (score / (norm ||mean G_v||))
+    norm               DOUBLE,               -- ||G|| of the sample's stored features
     dataset_version    VARCHAR   NOT NULL,
     valuation_version  VARCHAR   NOT NULL,
     score_run_id       VARCHAR   NOT NULL,
@@ -140,6 +142,7 @@ CREATE TABLE IF NOT EXISTS subsets (
     score_run_id       VARCHAR   NOT NULL,
     mode               VARCHAR   NOT NULL CHECK (mode IN ('top_k', 'top_p', 'bottom_p', 'drop_lowest_p')),
     value              DOUBLE    NOT NULL,
+    strategy           VARCHAR,              -- selection strategy (forvalue.selection); NULL: raw-mean
     n_total            INTEGER   NOT NULL,
     n_selected         INTEGER   NOT NULL,
     jsonl_path         VARCHAR   NOT NULL,
@@ -152,8 +155,8 @@ CREATE TABLE IF NOT EXISTS subsets (
 CREATE TABLE IF NOT EXISTS subset_samples (
     subset_id   VARCHAR NOT NULL,
     sample_id   VARCHAR NOT NULL,
-    rank        INTEGER NOT NULL,
-    score       DOUBLE  NOT NULL,
+    rank        INTEGER NOT NULL,   -- position in the strategy's order (1 = first kept)
+    score       DOUBLE  NOT NULL,   -- the sample's For-Value score
     PRIMARY KEY (subset_id, sample_id)
 );
 
@@ -169,3 +172,8 @@ CREATE TABLE IF NOT EXISTS training_runs (
     dagster_run_id   VARCHAR,
     created_at       TIMESTAMP NOT NULL
 );
+
+-- Columns added after the first release: catalogs created before get them here (NULL in old rows).
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS normalized DOUBLE;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS norm DOUBLE;
+ALTER TABLE subsets ADD COLUMN IF NOT EXISTS strategy VARCHAR;

@@ -37,6 +37,7 @@ SELECT
     sub.subset_id,
     sub.mode,
     sub.value,
+    coalesce(sub.strategy, 'raw-mean') AS strategy,
     sub.n_selected,
     sub.n_total,
     sub.jsonl_path,

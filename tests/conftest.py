@@ -7,6 +7,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
+    """The CLI keeps features in $FORVALUE_FEATURES (default .forvalue/features in the working
+    directory): tests keep them in a temporary folder instead of the checkout."""
+    if "FORVALUE_FEATURES" not in os.environ:
+        monkeypatch.setenv("FORVALUE_FEATURES", str(tmp_path_factory.getbasetemp() / "cli-features"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama + char tokenizer saved as a model folder (safetensors)."""

@@ -273,3 +273,30 @@ def test_content_hash_and_format(tmp_path):
     f.write_text('{"prompt": "p", "response": "r2"}\n')
     assert cat.content_hash(f) != h1 and len(h1) == 64
     assert cat.file_format(f) == "jsonl" and cat.file_format(tmp_path / "x.parquet") == "parquet"
+
+
+def test_old_catalog_gets_the_new_columns(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))   # the scores and subsets tables as the first release created them
+    con.execute("CREATE TABLE scores (dataset_name VARCHAR, valuation_set VARCHAR, feature_config_id VARCHAR, "
+                "model_id VARCHAR, sample_id VARCHAR, score DOUBLE, rank INTEGER, dataset_version VARCHAR, "
+                "valuation_version VARCHAR, score_run_id VARCHAR, code_version VARCHAR, dagster_run_id VARCHAR)")
+    con.execute("INSERT INTO scores VALUES ('d', 'v', 'c', 'm', 's1', 1.5, 1, 'dv', 'vv', 'r', '0', NULL)")
+    con.execute("CREATE TABLE subsets (subset_id VARCHAR PRIMARY KEY, dataset_name VARCHAR NOT NULL, "
+                "dataset_version VARCHAR NOT NULL, valuation_set VARCHAR NOT NULL, valuation_version VARCHAR NOT NULL, "
+                "model_id VARCHAR NOT NULL, feature_config_id VARCHAR NOT NULL, score_run_id VARCHAR NOT NULL, "
+                "mode VARCHAR NOT NULL, value DOUBLE NOT NULL, n_total INTEGER NOT NULL, n_selected INTEGER NOT NULL, "
+                "jsonl_path VARCHAR NOT NULL, parquet_path VARCHAR NOT NULL, code_version VARCHAR NOT NULL, "
+                "dagster_run_id VARCHAR, created_at TIMESTAMP NOT NULL)")
+    con.close()
+    cat = Catalog(path)
+    cat.init()
+    (row,) = cat.query("SELECT score, normalized, norm FROM scores")
+    assert row == {"score": 1.5, "normalized": None, "norm": None}
+    assert "strategy" in {r["column_name"] for r in cat.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'subsets'")}
+    _scored(cat, [0.3, 0.1], normalized=np.array([0.9, 0.2]), norms=np.array([2.0, 3.0]))
+    rows = cat.scores("d", "v", "c", "m")
+    assert [(r["score"], r["normalized"], r["norm"]) for r in rows] == [(0.3, 0.9, 2.0), (0.1, 0.2, 3.0)]

@@ -74,6 +74,7 @@ def test_jobs_sensors_schedule_running_by_default():
 
 
 def test_resources_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("FORVALUE_FEATURES", raising=False)   # set for the CLI by conftest
     built = build_definitions()
     res = built.resources
     assert (res["model"].model, res["model"].device, res["model"].batch_size) == ("default", "auto", 8)

@@ -238,3 +238,45 @@ def test_blocking_check_holds_back_the_subset(platform):
     assert platform.curate("t1", "v1", asset_selection=[AssetKey("forvalue_scores")]).success
     assert ("curated_subset", str(pair_key("t1", "v1"))) in platform.automate()
     assert cat.latest_subset("t1", "v1")["n_total"] == 4
+
+
+def test_subset_strategies_and_normalized_scores(platform):
+    from forvalue.selection import rank_features
+
+    platform.register("train", "t1", platform.write_jsonl("train", "t1", train_records(10)))
+    platform.register("valuation", "v1", platform.write_jsonl("valuation", "v1", val_records(3) + val_records(2, "product")))
+    assert platform.curate("t1", "v1", subset={"mode": "top_k", "value": 4, "strategy": "raw-mean"}).success
+    cat = platform.catalog()
+    scores = cat.query("SELECT * FROM scores ORDER BY rank")
+    assert all(np.isfinite(r["normalized"]) and -1 <= r["normalized"] <= 1 and r["norm"] > 0 for r in scores)
+    # SQL users re-rank: score / norm orders like normalized
+    by_norm = [r["sample_id"] for r in sorted(scores, key=lambda r: -r["score"] / r["norm"])]
+    assert by_norm == [r["sample_id"] for r in sorted(scores, key=lambda r: -r["normalized"])]
+    sub = cat.latest_subset("t1", "v1")
+    assert sub["strategy"] == "raw-mean"
+    kept = pq.read_table(sub["parquet_path"]).to_pylist()
+    assert [r["sample_id"] for r in kept] == [r["sample_id"] for r in scores[:4]]
+    assert cat.subset_lineage(sub["subset_id"])["strategy"] == "raw-mean"
+
+    # balanced (the default): the order the library computes from the stored features
+    res = platform.curate("t1", "v1", subset={"mode": "top_k", "value": 4},
+                          asset_selection=[AssetKey("curated_subset")])
+    assert res.success and mat_metadata(res, "curated_subset")["strategy"] == "balanced"
+    sub = cat.latest_subset("t1", "v1")
+    fs = platform.resources["feature_store"]
+    fp = cat.fingerprint(sub["model_id"])
+    ids = [r["sample_id"] for r in scores]
+    val_ids = cat.sample_ids(KIND_VALUATION, "v1", sub["valuation_version"])
+    want = rank_features(fs.store().load(fp, fs.config(), ids), fs.store().load(fp, fs.config(), val_ids), "balanced")
+    kept = pq.read_table(sub["parquet_path"]).to_pylist()
+    assert [r["sample_id"] for r in kept] == [ids[i] for i in want.order[:4]]
+    assert [r["rank"] for r in kept] == [1, 2, 3, 4] and {r["strategy"] for r in kept} == {"balanced"}
+    assert sub["strategy"] == "balanced" and check_results(res)["subset_size_matches_config"].passed
+
+    for strategy in ("cosine-mean", "max-cosine", "round-robin"):
+        assert platform.curate("t1", "v1", subset={"mode": "drop_lowest_p", "value": 20, "strategy": strategy},
+                               asset_selection=[AssetKey("curated_subset")]).success
+        assert cat.latest_subset("t1", "v1")["strategy"] == strategy
+    bad = platform.curate("t1", "v1", subset={"mode": "top_k", "value": 2, "strategy": "best"},
+                          asset_selection=[AssetKey("curated_subset")], raise_on_error=False)
+    assert not bad.success and cat.latest_subset("t1", "v1")["strategy"] == "round-robin"

@@ -232,10 +232,10 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--model", model, "--tracking-uri", uri, "--quiet", "--threads", "1"]
     assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-p", "50",
-                 "--val", v, "--out", str(tmp_path / "ft"), "--steps", "2", "--batch-size", "2", "--accuracy",
-                 "--max-new-tokens", "4", *common]) == 0
+                 "--selection", "raw-mean", "--val", v, "--out", str(tmp_path / "ft"), "--steps", "2",
+                 "--batch-size", "2", "--accuracy", "--max-new-tokens", "4", *common]) == 0
     out = capsys.readouterr().out
-    assert "on 4 of 8 samples (top)" in out and "valuation: loss" in out and "accuracy" in out
+    assert "on 4 of 8 samples (top, raw-mean)" in out and "valuation: loss" in out and "accuracy" in out
     client = MlflowClient(tracking_uri=uri)
     (ft_run,) = client.search_runs([client.get_experiment_by_name("forvalue-finetune").experiment_id],
                                    "tags.`forvalue.run_kind` = 'finetune'")
@@ -269,3 +269,27 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["eval", "--data", v, "--extractor", "regex:(", "--no-track", *common[:2]]) == 2
     assert "invalid regular expression" in capsys.readouterr().err
+
+
+def test_cli_finetune_top_p_uses_the_default_selection(tiny_model_dir, tmp_path, capsys):
+    from forvalue.cli import main as forvalue_main
+    from forvalue.finetune import read_meta, subset_digest
+    from forvalue.finetune_cli import main
+
+    rows = [{"id": f"t{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(10)]
+    rows += [{"id": f"w{i}", "prompt": f"Spell {w}.", "response": w.upper()} for i, w in enumerate(["cat", "dog", "owl"])]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "val.jsonl").write_text(json.dumps({"prompt": "Spell emu.", "response": "EMU"}) + "\n"
+                                        + json.dumps({"prompt": "What is 30 plus 30?", "response": "It is 60."}) + "\n")
+    t, v, model = str(tmp_path / "train.jsonl"), str(tmp_path / "val.jsonl"), str(tiny_model_dir)
+    scores = str(tmp_path / "s.parquet")
+    assert forvalue_main(["score", "--train", t, "--val", v, "--model", model, "--out", scores, "--quiet"]) == 0
+    assert forvalue_main(["select", "--scores", scores, "--train", t, "--top-k", "4", "--out",
+                          str(tmp_path / "kept.jsonl"), "--quiet"]) == 0
+    kept = [json.loads(x)["sample_id"] for x in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    capsys.readouterr()
+    assert main(["finetune", "--train", t, "--subset-scores", scores, "--top-k", "4", "--out", str(tmp_path / "ft"),
+                 "--steps", "1", "--no-track", "--model", model, "--quiet", "--threads", "1"]) == 0
+    assert "on 4 of 13 samples (top, balanced)" in capsys.readouterr().out
+    meta = read_meta(tmp_path / "ft")["subset"]
+    assert meta["selection"] == "balanced" and meta["digest"] == subset_digest(kept)

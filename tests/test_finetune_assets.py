@@ -150,4 +150,8 @@ def test_comparison_asset_records_the_table(platform):
     assert parent.data.tags["forvalue.run_kind"] == "comparison"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{md['mlflow_run_id']}'")
     assert sorted(c.data.params["strategy"] for c in children) == ["bottom", "full", "random", "top"]
+    # top and bottom follow the curated subset's selection strategy (balanced by default)
+    assert md["selection"] == "balanced" == cat.latest_subset("t1", "v1")["strategy"]
+    assert {c.data.params["strategy"]: c.data.params["selection"] for c in children} == {
+        "top": "balanced", "bottom": "balanced", "random": "none", "full": "none"}
     assert {c.data.tags["forvalue.dagster_run_id"] for c in children} == {res.run_id}

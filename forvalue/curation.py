@@ -1,0 +1,138 @@
+"""Curated subsets from files: order training samples by a selection strategy, from fresh features
+or from a scores table written by ``forvalue score``, and build the rows of the kept samples.
+
+A scores table (Parquet) carries in its schema metadata what produced it: the model fingerprint,
+the feature configuration, the valuation sample ids and the feature store. That is enough to order
+the same samples by any strategy later without a forward pass: the sorting strategies read the
+table's columns, the pairwise ones (:data:`forvalue.selection.PAIRWISE_STRATEGIES`) load the
+stored features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data import DataError, Sample
+from .selection import PAIRWISE_STRATEGIES, Ranking, check_strategy, rank_features, rank_values
+
+
+def table_rows(samples: Sequence[Sample], columns: dict[str, Sequence]) -> list[dict]:
+    """One row per sample: ``sample_id``, the given columns (in order), then every input column
+    (renamed ``input_<name>`` where it clashes; image bytes stay in the input file)."""
+    rows = []
+    for j, s in enumerate(samples):
+        row = {"sample_id": s.sample_id}
+        for name, values in columns.items():
+            v = values[j]
+            row[name] = v.item() if isinstance(v, np.generic) else v
+        for key, val in s.record.items():
+            if isinstance(val, (bytes, bytearray)):
+                continue
+            row[key if key not in row else f"input_{key}"] = val
+        rows.append(row)
+    return rows
+
+
+def subset_rows(samples: Sequence[Sample], ranking: Ranking, indices: np.ndarray) -> list[dict]:
+    """Rows of the kept samples, in the order of ``indices``: score (the raw For-Value), normalized
+    (cosine with the mean valuation gradient), norm (||G||), rank (position in the strategy's
+    order), strategy, then the input columns."""
+    idx = np.asarray(indices, dtype=np.int64)
+    rank = ranking.rank
+
+    def finite(a):
+        return [float(x) if math.isfinite(x) else None for x in np.asarray(a, dtype=np.float64)[idx]]
+
+    return table_rows([samples[i] for i in idx], {
+        "score": [float(x) for x in ranking.raw[idx]], "normalized": finite(ranking.normalized),
+        "norm": finite(ranking.norm), "rank": [int(r) for r in rank[idx]], "strategy": [ranking.strategy] * len(idx)})
+
+
+# ----------------------------------------------------------------------------- scores tables
+def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
+    """(sample_id -> {"score", "normalized", "norm"}, metadata) of a ``forvalue score`` table
+    (Parquet, JSONL or CSV; only Parquet carries metadata). Bad rows stop with file, row and field."""
+    from .data import read_records
+
+    _, rows = read_records(path)
+    file = str(path)
+    out: dict[str, dict] = {}
+    for row, obj in rows:
+        if isinstance(obj, DataError):
+            raise obj
+        sid = obj.get("sample_id")
+        if not isinstance(sid, str) or not sid:
+            raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`)")
+        entry = {}
+        for name, required in (("score", True), ("normalized", False), ("norm", False)):
+            value = obj.get(name)
+            if value is None and not required:
+                entry[name] = None
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise DataError(file, row, name, f"not a number: {value!r}") from None
+            if not math.isfinite(value):
+                raise DataError(file, row, name, f"not finite: {value}")
+            entry[name] = value
+        out[sid] = entry
+    if not out:
+        raise DataError(file, None, None, "no scores")
+    meta: dict = {}
+    if Path(path).suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(b"forvalue")
+        meta = json.loads(raw) if raw else {}
+    return out, meta
+
+
+def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strategy: str, *,
+                        store: str | Path | None = None, limit: int | None = None) -> Ranking:
+    """Order ``train`` (the scored training file's samples) by ``strategy``, from a scores table and,
+    for the pairwise strategies, the features in the store the table records (or ``store``)."""
+    from .features import FeatureConfig
+    from .models import ModelFingerprint
+    from .store import FeatureStore
+
+    check_strategy(strategy)
+    file = str(scores_path)
+    scores, meta = read_scores_table(scores_path)
+    missing = [s for s in train if s.sample_id not in scores]
+    if missing:
+        s = missing[0]
+        raise DataError(file, None, "sample_id",
+                        f"{len(missing)} of {len(train)} training samples have no score, e.g. {s.source} row {s.row} "
+                        f"(sample_id {s.sample_id}); score this training file with `forvalue score`")
+    col = {k: [scores[s.sample_id][k] for s in train] for k in ("score", "normalized", "norm")}
+    if strategy not in PAIRWISE_STRATEGIES:
+        if strategy == "cosine-mean" and None in col["normalized"]:
+            raise DataError(file, None, "normalized", "missing: strategy cosine-mean needs the normalized column of "
+                                                       "`forvalue score --method sparse`")
+        arr = {k: None if None in v else np.array(v, dtype=np.float64) for k, v in col.items()}
+        return rank_values(arr["score"], arr["normalized"], arr["norm"], strategy)
+    root = store or meta.get("store")
+    hint = (f"strategy {strategy} orders by pairwise cosine and needs the stored features: score with "
+            "`forvalue score --store DIR` to a .parquet file (it records the store), or choose --strategy "
+            "raw-mean or cosine-mean")
+    if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta:
+        raise DataError(file, None, None, f"no record of the model, features and valuation set; {hint}")
+    if not root:
+        raise DataError(file, None, None, f"no feature store recorded; {hint}")
+    fs = FeatureStore(root)
+    fp, cfg = ModelFingerprint.from_dict(meta["model"]), FeatureConfig.from_dict(meta["feature_config"])
+    try:
+        tf = fs.load(fp, cfg, [s.sample_id for s in train])
+        vf = fs.load(fp, cfg, meta["val_ids"])
+    except KeyError as e:
+        raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}; {hint}") from None
+    return rank_features(tf, vf, strategy, limit=limit)
+
+
+__all__ = ["table_rows", "subset_rows", "read_scores_table", "ranking_from_scores"]

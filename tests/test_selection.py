@@ -1,0 +1,165 @@
+"""Selection strategies (forvalue.selection) on synthetic sparse features with known clusters and noise."""
+
+import numpy as np
+import pytest
+
+import forvalue.selection as sel
+from forvalue.features import SparseFeatures
+from forvalue.scoring import sparse_scores
+
+
+def synthetic(n_per_cluster, *, n_clusters=4, r=8, noisy_share=0.0, seed=0, prefix="s", big=None):
+    # the clusters' directions are the same for every call (training and valuation share them)
+    """Samples of clusters (templates): each cluster has its own 6 tokens and a direction per token.
+    Noisy samples get 4 junk tokens with large rows (a large ||G||, a low cosine). ``big`` makes one
+    cluster's rows larger, so it dominates the raw mean. Returns (features, cluster, is_clean)."""
+    centers = np.random.default_rng(1234).normal(size=(n_clusters, 6, r))
+    rng = np.random.default_rng(seed)
+    counts = n_per_cluster if isinstance(n_per_cluster, (list, tuple)) else [n_per_cluster] * n_clusters
+    ids, row_sample, toks, vecs, cls, clean = [], [], [], [], [], []
+    for c, count in enumerate(counts):
+        for j in range(count):
+            i = len(ids)
+            noisy = rng.random() < noisy_share
+            scale = (3.0 if big == c else 1.0)
+            t = list(range(c * 6, c * 6 + 6))
+            v = [scale * (centers[c, q] + 0.3 * rng.normal(size=r)) for q in range(6)]
+            if noisy:
+                t += list(range(100 + 4 * i, 104 + 4 * i))
+                v += [4.0 * rng.normal(size=r) for _ in range(4)]
+            ids.append(f"{prefix}{i}")
+            row_sample += [i] * len(t)
+            toks += t
+            vecs += v
+            cls.append(c)
+            clean.append(not noisy)
+    n = len(ids)
+    f = SparseFeatures(sample_ids=ids, row_sample=np.array(row_sample), token_ids=np.array(toks),
+                       vectors=np.array(vecs, dtype=np.float32), emb=np.zeros((n, 2), np.float32),
+                       n_positions=np.ones(n, np.int64))
+    return f, np.array(cls), np.array(clean)
+
+
+def dense_cosine(train, val):
+    m = sparse_scores(train, val, pairwise=True)
+    return m / val.sample_norms()[:, None] / train.sample_norms()[None, :]
+
+
+def dense_round_robin(C, visit, need):
+    order = np.argsort(-C, axis=1, kind="stable")
+    taken = np.zeros(C.shape[1], bool)
+    ptr = np.zeros(C.shape[0], int)
+    out = []
+    while len(out) < need:
+        for u in visit:
+            while ptr[u] < C.shape[1] and taken[order[u, ptr[u]]]:
+                ptr[u] += 1
+            if ptr[u] < C.shape[1]:
+                taken[order[u, ptr[u]]] = True
+                out.append(order[u, ptr[u]])
+                if len(out) == need:
+                    break
+    return np.array(out)
+
+
+def test_norms_are_the_frobenius_norm_of_the_rows():
+    f, _, _ = synthetic(3)
+    dense = np.zeros((len(f), 200, f.vectors.shape[1]))
+    dense[f.row_sample, f.token_ids] = f.vectors
+    assert np.allclose(f.sample_norms(), np.sqrt((dense ** 2).sum((1, 2))))
+    part = f.take(2, 5)
+    assert part.sample_ids == f.sample_ids[2:5] and np.allclose(part.sample_norms(), f.sample_norms()[2:5])
+    assert np.allclose(f.select(f.sample_ids[::-1]).sample_norms(), f.sample_norms()[::-1])
+
+
+@pytest.mark.parametrize("list_length,dense", [(None, None), (1, 30), (3, 10 ** 9)])
+def test_bounded_round_robin_equals_the_dense_one(list_length, dense):
+    train, _, _ = synthetic(15, noisy_share=0.3, seed=1)
+    val, _, _ = synthetic(3, seed=2, prefix="v")
+    C = dense_cosine(train, val)
+    visit = np.array([4, 0, 7, 2, 9, 11, 1, 3, 5, 6, 8, 10])
+    want = dense_round_robin(C, visit, len(train))
+    got, stats = sel.round_robin(sel.Units(val), train, train.sample_norms(), visit, len(train),
+                                 list_length=list_length, dense_elements=dense)
+    assert np.array_equal(got, want)
+    if list_length == 1:
+        assert stats["passes"] > 1   # short lists were refilled
+
+
+def test_sorting_strategies_follow_their_values():
+    train, _, _ = synthetic(10, noisy_share=0.4, seed=3)
+    val, _, _ = synthetic(2, seed=4, prefix="v")
+    raw = sparse_scores(train, val)
+    r = sel.rank_features(train, val, "raw-mean")
+    assert np.array_equal(r.order, np.argsort(-raw, kind="stable")) and np.allclose(r.raw, raw)
+    r = sel.rank_features(train, val, "cosine-mean")
+    gbar = np.sqrt(sparse_scores(val, val).mean())
+    assert np.allclose(r.normalized, raw / train.sample_norms() / gbar)
+    assert np.array_equal(r.order, np.argsort(-r.normalized, kind="stable"))
+    assert np.all(np.abs(r.normalized) <= 1 + 1e-9)
+    r = sel.rank_features(train, val, "max-cosine")
+    assert np.allclose(r.key, dense_cosine(train, val).max(0))
+    # round-robin: valuation samples in file order
+    r = sel.rank_features(train, val, "round-robin")
+    assert np.array_equal(r.order, dense_round_robin(dense_cosine(train, val), np.arange(len(val)), len(train)))
+
+
+def test_balanced_covers_every_cluster_and_drops_noise_where_raw_mean_does_not():
+    # cluster 0 has large rows: it dominates the mean valuation gradient; 40% of training samples are noisy
+    train, cls, clean = synthetic([30, 30, 30, 30], noisy_share=0.4, seed=5, big=0)
+    val, vcls, _ = synthetic([4, 4, 4, 4], seed=6, prefix="v", big=0)
+    k = 12
+    bal = sel.rank_features(train, val, "balanced")
+    raw = sel.rank_features(train, val, "raw-mean")
+    assert len(set(cls[bal.order[:4]])) == 4                 # the first turns visit every cluster
+    assert len(set(cls[bal.order[:k]])) == 4 and clean[bal.order[:k]].all()
+    assert len(set(cls[raw.order[:k]])) < 4                   # the raw mean piles into the dominant cluster
+    assert clean[raw.order[:k]].mean() < 1.0                  # and rewards the large-norm noisy samples
+    assert bal.complete and sorted(bal.order.tolist()) == list(range(len(train)))
+    # the worst are the noisy ones
+    assert not clean[bal.order[-10:]].any()
+
+
+def test_balanced_with_prototypes_and_small_tables_stays_the_same_order(monkeypatch):
+    train, cls, clean = synthetic([20, 20, 20], noisy_share=0.3, seed=7)
+    val, _, _ = synthetic([6, 6, 6], seed=8, prefix="v")
+    full = sel.rank_features(train, val, "balanced")
+    monkeypatch.setattr(sel, "TABLE_BYTES", 6 * 8 * 4 * 2)   # two units per token table
+    units = sel.Units(val)
+    assert len(units.groups) > 1
+    small = sel.rank_features(train, val, "balanced")
+    assert np.array_equal(small.order, full.order)
+    # more valuation samples than units: cells of seeded prototypes, still covering the clusters
+    proto = sel.rank_features(train, val, "balanced", max_units=6, seed=0)
+    assert proto.info["prototypes"] == 6 and proto.info["smooth"] == 1
+    assert len(set(cls[proto.order[:6]])) == 3 and clean[proto.order[:9]].all()
+
+
+def test_limit_and_subset_modes():
+    train, _, _ = synthetic(10, seed=9)
+    val, _, _ = synthetic(2, seed=10, prefix="v")
+    part = sel.rank_features(train, val, "balanced", limit=5)
+    full = sel.rank_features(train, val, "balanced")
+    assert len(part.order) == 5 and np.array_equal(part.order, full.order[:5])
+    assert np.array_equal(full.indices("top_k", 5), full.order[:5])
+    assert np.array_equal(full.indices("top_p", 25), full.order[:10])
+    assert np.array_equal(full.indices("drop_lowest_p", 25), full.order[:30])
+    assert np.array_equal(full.indices("bottom_p", 10), full.order[::-1][:4])
+    assert full.rank[full.order[0]] == 1 and part.rank[part.order[-1]] == 5 and (part.rank == 0).sum() == 35
+    with pytest.raises(ValueError, match="needs 40"):
+        part.indices("bottom_p", 10)
+    idx, ranking = sel.select(train, val, "top_k", 3)
+    assert np.array_equal(idx, full.order[:3]) and len(ranking.order) == 3
+    with pytest.raises(ValueError, match="percentage"):
+        sel.subset_count(10, "top_p", 120)
+    with pytest.raises(ValueError, match="whole number"):
+        sel.subset_count(10, "top_k", 2.5)
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        sel.rank_features(train, val, "best")
+
+
+def test_farthest_point_order_visits_clusters_first():
+    sim = np.array([[1.0, 0.9, 0.1, 0.2], [0.9, 1.0, 0.2, 0.1], [0.1, 0.2, 1.0, 0.8], [0.2, 0.1, 0.8, 1.0]])
+    order = sel.farthest_point_order(sim)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    assert {order[0] // 2, order[1] // 2} == {0, 1}   # the first two come from different clusters
