@@ -3,4 +3,4 @@
 The library never imports Dagster; heavy imports (torch, transformers) happen inside functions.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__

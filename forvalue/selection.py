@@ -376,21 +376,6 @@ def _sorted_order(key: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- API
-def set_values(train: SparseFeatures, val: SparseFeatures,
-               raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw, normalized, norm) of every training sample: the For-Value mean inner product (``raw``
-    when computed already), the cosine with the mean valuation gradient, and ||G_i||."""
-    from .scoring import sparse_scores
-
-    raw = sparse_scores(train, val) if raw is None else np.asarray(raw, dtype=np.float64)
-    norm = train.sample_norms()
-    gbar = math.sqrt(max(float(np.mean(sparse_scores(val, val))), 0.0))
-    denom = norm * gbar
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.where(denom > 0, raw / np.where(denom > 0, denom, 1.0), 0.0)
-    return raw, normalized, norm
-
-
 def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray | None,
                 strategy: str) -> Ranking:
     """A sorting strategy (``raw-mean``, ``cosine-mean``) from values already computed."""
@@ -423,6 +408,8 @@ def rank_features(train: SparseFeatures, val: SparseFeatures, strategy: str = DE
     if train.vectors.shape[1] != val.vectors.shape[1]:
         raise ValueError("training and valuation features have different widths (r)")
     t0 = time.perf_counter()
+    from .scoring import set_values
+
     train, val = ordered(train), ordered(val)
     raw, normalized, norm = set_values(train, val)
     info: dict = {}
@@ -455,4 +442,4 @@ def select(train: SparseFeatures, val: SparseFeatures, mode: str, value: float,
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "Ranking", "Units",
            "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin", "select",
-           "set_values", "subset_count", "needed_prefix", "check_strategy"]
+           "subset_count", "needed_prefix", "check_strategy"]

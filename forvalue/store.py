@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .features import FeatureConfig, SparseFeatures, encode_all, extract_sparse
 
 DEFAULT_SHARD_SIZE = 512

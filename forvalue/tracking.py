@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
+from .errors import TrackingError  # noqa: F401  (re-exported)
+
 ENV_URIS = ("FORVALUE_MLFLOW_URI", "MLFLOW_TRACKING_URI")
 DEFAULT_EXPERIMENT = "forvalue-finetune"
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -44,10 +46,6 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_DAGSTER_RUN = "forvalue.dagster_run_id"
 TAG_ASSET_KEY = "forvalue.dagster_asset_key"
 TAG_PARTITION = "forvalue.dagster_partition"
-
-
-class TrackingError(ValueError):
-    """A tracking URI or store that cannot be used."""
 
 
 # ----------------------------------------------------------------------------- URIs

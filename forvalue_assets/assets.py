@@ -306,7 +306,7 @@ def scoring_inputs(cat, feature_store: FeatureStoreResource, dataset: str, valua
 def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
                     feature_store: FeatureStoreResource) -> MaterializeResult:
     from forvalue.scoring import rank
-    from forvalue.selection import set_values
+    from forvalue.scoring import set_values
 
     t0 = time.perf_counter()
     dataset, valuation = split_pair(context.partition_key)

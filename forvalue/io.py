@@ -1,0 +1,64 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Every file ForValue writes goes through :func:`atomic_write` (or its text / bytes / copy / folder
+forms): the content is written to a temporary name in the same folder, then renamed into place;
+on any failure the temporary file is removed and the old file is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` with a temporary path next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding=encoding))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name, renamed to ``path`` when the block ends without error
+    (an existing ``path`` is replaced only with ``replace``; otherwise it must not exist or be empty)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not replace and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not empty")
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_copy", "atomic_dir"]
