@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forvalue.benchmarks.cli import main as bench_main  # noqa: E402
+from forvalue.cli.bench import main as bench_main  # noqa: E402
 from forvalue.benchmarks.runner import markdown_table  # noqa: E402
 
 FV = "sparse,exact,emb"

@@ -39,6 +39,7 @@ import numpy as np
 from ._version import __version__
 from .data import Sample
 from .errors import CatalogError  # noqa: F401  (re-exported)
+from .io import atomic_write
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ (source checkout)
 _PACKAGED_SQL_DIR = Path(__file__).resolve().parent / "sql"  # a copy shipped inside a wheel, if any
@@ -49,6 +50,7 @@ SUBSET_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _INITIALIZED: set[str] = set()  # catalog files this process has created or upgraded already
+_ENSURED: set[tuple[str, str]] = set()  # (catalog file, sql file) whose schema block this process ran
 
 
 
@@ -79,9 +81,33 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
     return queries
 
 
+QUERY_FILES = ("queries.sql", "finetune.sql")   # named queries; a block named ``schema`` is DDL run by init
+
+
 @functools.lru_cache(maxsize=1)
+def _sql_blocks() -> dict[str, dict[str, str]]:
+    return {f: load_queries(sql_dir() / f) for f in QUERY_FILES}
+
+
 def _queries() -> dict[str, str]:
-    return load_queries()
+    """Every named query of the catalog, from all query files (names are unique across them)."""
+    out: dict[str, str] = {}
+    for f, blocks in _sql_blocks().items():
+        for name, sql in blocks.items():
+            if name == "schema":
+                continue
+            if name in out:
+                raise CatalogError(f"query {name!r} is defined twice ({f})")
+            out[name] = sql
+    return out
+
+
+def schema_block(file: str) -> str:
+    """The ``schema`` block (DDL, every statement idempotent) of a query file of sql/."""
+    try:
+        return _sql_blocks()[file]["schema"]
+    except KeyError:
+        raise CatalogError(f"no schema block in {sql_dir() / file}") from None
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -239,16 +265,15 @@ class Catalog:
             con.close()
 
     def init(self) -> None:
-        """Create the tables and views from sql/schema.sql and sql/views.sql (idempotent)."""
+        """Create the tables and views from sql/schema.sql and sql/views.sql (idempotent). Parts of
+        the product with tables of their own add them with :meth:`ensure` (fine-tuning)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        schema = (sql_dir() / "schema.sql").read_text()
-        views = (sql_dir() / "views.sql").read_text()
         con = self._open(read_only=False)
         try:
             con.begin()
             try:
-                con.execute(schema)
-                con.execute(views)
+                con.execute((sql_dir() / "schema.sql").read_text())
+                con.execute((sql_dir() / "views.sql").read_text())
                 con.commit()
             except Exception:
                 con.rollback()
@@ -256,6 +281,16 @@ class Catalog:
         finally:
             con.close()
         _INITIALIZED.add(str(self.path.resolve()))
+
+    def ensure(self, file: str) -> None:
+        """Create the tables and views of the ``schema`` block of sql/<file> (idempotent; once per
+        process and catalog)."""
+        key = (str(self.path.resolve()), file)
+        if key in _ENSURED:
+            return
+        with self.transaction() as con:
+            con.execute(schema_block(file))
+        _ENSURED.add(key)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -560,18 +595,6 @@ def expected_subset_size(mode: str, value: float, n: int) -> int:
     return len(subset_indices(np.zeros(n), mode, value))
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, float]], folder: str | Path,
                   stem: str, strategy: str | None = None) -> tuple[Path, Path]:
     """Write a subset as ``<stem>.jsonl`` (the original rows, in file order: a drop-in training file)
@@ -608,7 +631,7 @@ def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, f
         "messages": pa.array([to_json(s.messages) for s in ranked], pa.string()),
         "record": pa.array([to_json(s.record) for s in ranked], pa.string()),
     })
-    _atomic_write(jsonl, write_jsonl)
-    _atomic_write(parquet, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(jsonl, write_jsonl)
+    atomic_write(parquet, lambda tmp: pq.write_table(table, tmp))
     return jsonl, parquet
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .config import opt
 from .errors import DataError  # noqa: F401  (re-exported: forvalue.data.DataError)
 
 SUPPORTED = "JSONL (.jsonl/.json), Parquet (.parquet), CSV (.csv) or a Hugging Face save_to_disk folder"
@@ -73,13 +74,16 @@ class LoadedData:
 class Columns:
     """Which columns hold what. ``text`` set means plain-text samples."""
 
-    prompt: str = "prompt"
-    response: str = "response"
-    messages: str = "messages"
-    text: str | None = None
-    id: str = "id"
-    label: str | None = None
-    image: str | None = None
+    prompt: str = opt("prompt", "column of the prompt (instruction)", flag="--prompt-column")
+    response: str = opt("response", "column of the response (what the model learns to answer)",
+                        flag="--response-column")
+    messages: str = opt("messages", "column of chat messages (the last assistant turn is the response)",
+                        flag="--messages-column")
+    text: str | None = opt(None, "column of plain-text samples (every token counts; prompt/response unused)",
+                           flag="--text-column")
+    id: str = opt("id", "column of your own sample ids (optional; carried to every output)", flag="--id-column")
+    label: str | None = opt(None, "column of a class label (optional)", flag="--label-column")
+    image: str | None = opt(None, "column of image paths or bytes (VLMs)", flag="--image-column")
 
 
 # ----------------------------------------------------------------------------- content ids

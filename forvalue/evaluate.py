@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+from .config import opt
 from .data import DataError, Sample
+from .errors import ConfigError
 from .features import FeatureConfig, base_model_of, encode_all, lm_head_of, render
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -81,7 +83,7 @@ def parse_extractor(spec: str | Callable[[str], str | None] | Extractor = "last-
         try:
             rx = re.compile(pattern)
         except re.error as e:
-            raise ValueError(f"extractor {spec!r}: invalid regular expression: {e}") from None
+            raise ConfigError(f"extractor {spec!r}: invalid regular expression: {e}") from None
 
         def fn(text: str) -> str | None:
             matches = list(rx.finditer(text or ""))
@@ -91,7 +93,7 @@ def parse_extractor(spec: str | Callable[[str], str | None] | Extractor = "last-
             return (m.group(1) if rx.groups else m.group(0)).strip()
 
         return Extractor(spec, fn)
-    raise ValueError(f"unknown extractor {spec!r}: use last-number, exact or regex:PATTERN")
+    raise ConfigError(f"unknown extractor {spec!r}: use last-number, exact or regex:PATTERN")
 
 
 def reference_answer(sample: Sample, extractor: Extractor, answer_field: str | None = "answer") -> str | None:
@@ -113,29 +115,21 @@ def _causal_lm(model):
 
 def response_nll(model, batch, positions: str, pad_id: int, device):
     """Summed NLL over the target tokens of each sample of a batch of Encoded: ([B] sums, [B] counts),
-    as torch tensors (differentiable when grad is enabled). Hidden state t-1 predicts token t, as in
-    For-Value's features; logits are computed only at target positions."""
+    as torch tensors (differentiable when grad is enabled). Hidden state t-1 predicts token t
+    (:func:`forvalue.features.targets`, as in For-Value's features); logits are computed only at
+    target positions. The one next-token loss of evaluation, fine-tuning and the gradient baselines."""
     import torch
 
-    from .features import _collate
+    from .features import _collate, targets
 
     lm_model = _causal_lm(model)
-    bs, ts, ys = [], [], []
-    for b, e in enumerate(batch):
-        start, end = e.target_range(positions)
-        bs += [b] * (end - start)
-        ts += list(range(start - 1, end - 1))
-        ys += e.input_ids[start:end]
+    tg = targets(batch, positions)
     inputs = _collate(batch, pad_id, device, next(lm_model.parameters()).dtype)   # ids, mask, image inputs
-    out = base_model_of(lm_model)(**inputs, use_cache=False)
-    h = out.last_hidden_state
-    b_idx = torch.tensor(bs, dtype=torch.long, device=h.device)
-    t_idx = torch.tensor(ts, dtype=torch.long, device=h.device)
+    h = base_model_of(lm_model)(**inputs, use_cache=False).last_hidden_state
+    b_idx, t_idx, y = tg.tensors(h.device)
     head = lm_head_of(lm_model)
-    hs = h[b_idx, t_idx]
-    logits = head(hs.to(head.weight.dtype)).float()
-    y = torch.tensor(ys, dtype=torch.long, device=logits.device)
-    nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    logits = head(h[b_idx, t_idx].to(head.weight.dtype)).float()
+    nll = torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="none")
     sums = torch.zeros(len(batch), dtype=nll.dtype, device=nll.device).index_add_(0, b_idx.to(nll.device), nll)
     counts = torch.bincount(b_idx, minlength=len(batch)).to(nll.device)
     return sums, counts
@@ -290,16 +284,19 @@ class EvalConfig:
     """What ``evaluate`` computes. ``accuracy_limit`` / ``loss_limit`` evaluate on n evenly spaced
     samples only (generation is the slow part on a CPU); 0/None = all."""
 
-    accuracy: bool = True
-    extractor: str = "last-number"
-    answer_field: str | None = "answer"
-    max_new_tokens: int = 64
-    batch_size: int = 8
-    gen_batch_size: int = 16
-    accuracy_limit: int | None = None   # accuracy on n evenly spaced samples (files are often class-ordered)
-    loss_limit: int | None = None       # valuation loss on n evenly spaced samples; None = all
-    chat_template: bool = True
-    max_length: int | None = None
+    accuracy: bool = opt(True, "task accuracy by greedy decoding", cli=False)
+    extractor: str = opt("last-number", "answer extractor: last-number (final number, math tasks), exact, or "
+                                        "regex:PATTERN (last match; its first group if any)")
+    answer_field: str | None = opt("answer", "column with the reference answer (else the extractor is applied to "
+                                             "the response)")
+    max_new_tokens: int = opt(64, "tokens generated per answer")
+    batch_size: int = opt(8, "samples per loss batch", cli=False)
+    gen_batch_size: int = opt(16, "prompts per generation batch", flag="--eval-batch-size")
+    accuracy_limit: int | None = opt(None, "accuracy on n evenly spaced samples (files are often class-ordered); "
+                                           "0: all", flag="--eval-limit", none_as=0)
+    loss_limit: int | None = opt(None, "valuation loss on n evenly spaced samples; 0: all", none_as=0, cli=False)
+    chat_template: bool = opt(True, "render prompts with the chat template, as in training", cli=False)
+    max_length: int | None = opt(None, "longest sample in tokens", cli=False)
 
 
 def spread(samples: Sequence[Sample], n: int | None) -> list[Sample]:

@@ -27,7 +27,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .config import opt
 from .data import DataError, Sample
+from .errors import ConfigError
 
 FEATURE_VERSION = "1"
 # Elements of one logits chunk (positions x vocabulary): 8M floats = 32 MB in fp32.
@@ -36,20 +38,28 @@ LOGIT_CHUNK_ELEMENTS = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    positions: str = "response"  # "response" (SFT loss tokens) or "all" (every next-token position)
-    k: int = 8                   # top-k predicted tokens added to each position's support
-    r: int | None = 64           # projection width of the hidden side; None keeps d
-    seed: int = 0                # seed of the projection matrix
-    chat_template: bool = True   # render prompt/response with the tokenizer's chat template
-    max_length: int | None = None
+    """What a sample's stored features are: which positions count and the sparse representation.
+    Its ``id`` keys the feature store, so every field here changes which features are reused."""
+
+    positions: str = opt("response", "scored positions: response (the tokens the SFT loss trains on) or all "
+                         "(every next-token position)", choices=("response", "all"))
+    k: int = opt(8, "top-k predicted tokens kept per position besides the target (sparse support)",
+                 flag="--top-tokens", aliases=("--k",))
+    r: int | None = opt(64, "projection width of the hidden side (sparse); 0 keeps every dimension", none_as=0)
+    seed: int = opt(0, "seed of the projection matrix")
+    chat_template: bool = opt(True, "render prompts with the tokenizer's chat template (--plain: plain text)",
+                              flag="--plain", negate=True)
+    max_length: int | None = opt(None, "longest sample in tokens (default: the model context)")
 
     def __post_init__(self):
         if self.positions not in ("response", "all"):
-            raise ValueError(f"positions must be 'response' or 'all', not {self.positions!r}")
+            raise ConfigError(f"positions must be 'response' or 'all', not {self.positions!r}")
         if self.k < 0:
-            raise ValueError("k must be >= 0")
+            raise ConfigError("k (top tokens) must be >= 0")
         if self.r is not None and self.r < 1:
-            raise ValueError("r must be >= 1 or None")
+            raise ConfigError("r must be >= 1 or None")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError("max_length must be >= 2 tokens (or None for the model context)")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"version": FEATURE_VERSION}
@@ -333,23 +343,41 @@ class Positions:
     n_per_sample: list[int]
 
 
-def scored_positions(lm, batch: list[Encoded], positions: str, compute_dtype) -> Positions:
-    import torch
+@dataclass
+class Targets:
+    """Where the next-token targets of a right-padded batch are: for every scored target token t of
+    sample b, the hidden state at (b, t - 1) predicts ``y`` = input_ids[t]. Feature extraction,
+    evaluation, fine-tuning and the gradient baselines all index the batch through this."""
 
-    h = hidden_states(lm, batch)
+    b: list[int]          # sample within the batch
+    t: list[int]          # position of the hidden state (t - 1 for target t)
+    y: list[int]          # target token ids
+    counts: list[int]     # targets per sample
+
+    def tensors(self, device):
+        """(b, t, y) as long tensors on ``device``."""
+        import torch
+
+        return tuple(torch.tensor(v, dtype=torch.long, device=device) for v in (self.b, self.t, self.y))
+
+
+def targets(batch: Sequence[Encoded], positions: str) -> Targets:
     bs, ts, ys, counts = [], [], [], []
     for b, e in enumerate(batch):
         start, end = e.target_range(positions)
-        t = list(range(start, end))
-        bs += [b] * len(t)
-        ts += [x - 1 for x in t]           # hidden state at t-1 predicts token t
+        bs += [b] * (end - start)
+        ts += list(range(start - 1, end - 1))   # hidden state at t-1 predicts token t
         ys += e.input_ids[start:end]
-        counts.append(len(t))
-    dev = h.device
-    b_idx = torch.tensor(bs, dtype=torch.long, device=dev)
-    t_idx = torch.tensor(ts, dtype=torch.long, device=dev)
+        counts.append(end - start)
+    return Targets(b=bs, t=ts, y=ys, counts=counts)
+
+
+def scored_positions(lm, batch: list[Encoded], positions: str, compute_dtype) -> Positions:
+    h = hidden_states(lm, batch)
+    tg = targets(batch, positions)
+    b_idx, t_idx, y = tg.tensors(h.device)
     H = h[b_idx, t_idx].to(compute_dtype)
-    return Positions(H=H, Y=torch.tensor(ys, dtype=torch.long, device=dev), S=b_idx, n_per_sample=counts)
+    return Positions(H=H, Y=y, S=b_idx, n_per_sample=tg.counts)
 
 
 class Head:
@@ -471,16 +499,15 @@ class SparseFeatures:
         )
 
 
-def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
-    """Sparse G rows of one batch: (row_sample, token_ids, vectors) as tensors, plus emb [B, d]."""
+def position_support(H, Y, head: Head, k: int):
+    """The support of every scored position and its coefficient in e_y - p: the target y (1 - p_y)
+    and the top-k predicted tokens (-p_t; the target counted once). Returns flat tensors
+    (position index into H, token id, coefficient), position by position, computed over chunks of
+    positions so that no positions x vocabulary tensor beyond one chunk is held."""
     import torch
 
-    dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
-    H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
-    V = head.V
-    Hp = H if P is None else H @ P
-    keys, coefs, src = [], [], []
-    kk = min(k, V)
+    toks_all, coefs, src = [], [], []
+    kk = min(k, head.V)
     for sl in head.chunks(H.shape[0]):
         logits = head.logits(H[sl])
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -494,12 +521,23 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
             toks.append(top_i)
             coef.append(-p_top)
         toks, coef = torch.cat(toks, 1), torch.cat(coef, 1)
-        n_sup = toks.shape[1]
-        keys.append((S[sl, None] * V + toks).reshape(-1))
+        toks_all.append(toks.reshape(-1))
         coefs.append(coef.reshape(-1))
-        src.append(torch.arange(sl.start, sl.stop, device=H.device).repeat_interleave(n_sup))
+        src.append(torch.arange(sl.start, sl.stop, device=H.device).repeat_interleave(toks.shape[1]))
         del logits
-    keys, coefs, src = torch.cat(keys), torch.cat(coefs), torch.cat(src)
+    return torch.cat(src), torch.cat(toks_all), torch.cat(coefs)
+
+
+def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
+    """Sparse G rows of one batch: (row_sample, token_ids, vectors) as tensors, plus emb [B, d]."""
+    import torch
+
+    dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
+    H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
+    V = head.V
+    Hp = H if P is None else H @ P
+    src, toks, coefs = position_support(H, Y, head, k)
+    keys = S[src] * V + toks
     uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
     vec = torch.zeros((uniq.shape[0], Hp.shape[1]), dtype=Hp.dtype, device=Hp.device)
     vec.index_add_(0, inv, coefs[:, None] * Hp[src])

@@ -23,22 +23,23 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .config import opt
 from .data import Sample
-from .evaluate import EvalConfig, EvalResult, evaluate, response_nll, with_model
 from .errors import FinetuneError  # noqa: F401  (re-exported)
+from .evaluate import EvalConfig, EvalResult, evaluate, evaluate_loss, with_model
 from .features import FeatureConfig, encode_all
+from .io import atomic_dir, atomic_write_text
 from .tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_FINETUNE_RUN, TAG_PARTITION, Tracker, file_sha256,
                        subset_digest)
+from .training import Step, cycled_batches, token_mean_loss, train_loop
 
 STRATEGIES = ("top", "random", "bottom", "full")
 METHODS = ("lora", "full")
@@ -47,31 +48,33 @@ META_FILE = "forvalue_finetune.json"
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 
 
-
-
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters. Defaults finish in a few minutes on a CPU with the bundled 135M model."""
 
-    method: str = "lora"            # lora | full
-    steps: int = 30                 # optimizer steps (the data is cycled, reshuffled every epoch)
-    batch_size: int = 8
-    lr: float | None = None         # None: 1e-3 for LoRA, 5e-5 for full fine-tuning
-    schedule: str = "linear"        # linear | cosine decay after warm-up, or constant
-    warmup_steps: int | None = None  # None: 10% of steps
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: str = "all-linear"  # "all-linear" or comma-separated module names (q_proj,v_proj)
-    lora_layers: int | None = None  # LoRA only in the last n decoder layers (backward stops there: faster on CPU)
-    positions: str = "response"     # response (SFT) or all (every next-token position)
-    chat_template: bool = True
-    max_length: int | None = None
-    eval_every: int = 0             # valuation loss every n steps (0: only at the end)
+    method: str = opt("lora", "lora (a peft adapter) or full (every weight)", choices=("lora", "full"), cli=False)
+    steps: int = opt(30, "optimizer steps (the data is cycled, reshuffled every epoch)")
+    batch_size: int = opt(8, "samples per step")
+    lr: float | None = opt(None, "learning rate (default: 1e-3 for LoRA, 5e-5 for full fine-tuning)")
+    schedule: str = opt("linear", "learning-rate decay after warm-up: linear, cosine or constant",
+                        choices=SCHEDULES, cli=False)
+    warmup_steps: int | None = opt(None, "warm-up steps (default: 10% of the steps)", cli=False)
+    weight_decay: float = opt(0.0, "AdamW weight decay", cli=False)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", cli=False)
+    seed: int = opt(0, "LoRA init, data order and the random subset")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: int = opt(16, "LoRA alpha")
+    lora_dropout: float = opt(0.0, "LoRA dropout", cli=False)
+    lora_targets: str = opt("all-linear", "all-linear or comma-separated module names (q_proj,v_proj)")
+    lora_layers: int | None = opt(None, "LoRA in the last n decoder layers only (backward stops there: faster "
+                                        "on a CPU); 0: every layer", none_as=0)
+    positions: str = opt("response", "trained positions: response (SFT) or all", choices=("response", "all"),
+                         cli=False)
+    chat_template: bool = opt(True, "render prompts with the tokenizer's chat template (--plain: plain text)",
+                              flag="--plain", negate=True)
+    max_length: int | None = opt(None, "longest sample in tokens (default: the model context)")
+    eval_every: int = opt(0, "valuation loss every n steps (0: only at the end)")
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -229,18 +232,6 @@ def _wrap_lora(model, config: TrainConfig):
         raise FinetuneError(f"LoRA targets {config.lora_targets!r}: {e}") from e
 
 
-def _batches(n: int, batch_size: int, steps: int, seed: int):
-    """``steps`` batches of indices: epochs of seeded permutations, read in order."""
-    rng = np.random.default_rng(seed)
-    size = min(batch_size, n)
-    stream = np.zeros(0, dtype=np.int64)
-    for _ in range(steps):
-        while len(stream) < size:
-            stream = np.concatenate([stream, rng.permutation(n)])
-        yield stream[:size]
-        stream = stream[size:]
-
-
 def _lr_lambda(config: TrainConfig):
     warm, total = config.warmup, config.steps
 
@@ -289,7 +280,7 @@ def _sample_rows(samples: Sequence[Sample]) -> list[dict]:
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str))
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -302,17 +293,179 @@ def read_meta(folder: str | Path) -> dict:
         raise FinetuneError(f"{path}: not valid JSON ({e})") from None
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
+def _check_out(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an occupied output folder before any work (the folder itself is written by
+    :func:`forvalue.io.atomic_dir` once training is done)."""
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FinetuneError(f"{out_dir} exists and is not empty; choose another --out or pass overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
 
 
-def _commit_out(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+# ----------------------------------------------------------------------------- fine-tune: prepare
+@dataclass
+class _Prepared:
+    """Everything a fine-tuning run trains: the private model copy, its encoded samples, the module
+    being trained (the peft model or the model itself) and its optimizer and schedule."""
+
+    lm: Any
+    net: Any
+    encoded: list
+    n_trainable: int
+    n_params: int
+    optimizer: Any
+    scheduler: Any
+
+
+def _prepare(model, train: Sequence[Sample], config: TrainConfig, device: str, dtype) -> _Prepared:
+    """Seed, load a private copy of the model, encode the samples, wrap LoRA (or unfreeze every
+    weight), build AdamW and the learning-rate schedule, in that order (the seed covers all of it)."""
+    import torch
+
+    dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
+    _seed_everything(config.seed)
+    lm = load_base(model, device=device, dtype=dtype)
+    fcfg = FeatureConfig(positions=config.positions, chat_template=config.chat_template, max_length=config.max_length)
+    encoded, _ = encode_all(lm, train, fcfg)
+    base_model = lm.model
+    base_model.config.use_cache = False
+    if config.method == "lora":
+        net = _wrap_lora(base_model, config)
+    else:
+        net = base_model
+        net.requires_grad_(True)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    return _Prepared(lm=lm, net=net, encoded=encoded, n_trainable=sum(p.numel() for p in trainable),
+                     n_params=sum(p.numel() for p in net.parameters()), optimizer=opt, scheduler=sched)
+
+
+def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInfo, config: TrainConfig,
+                digest: str) -> dict:
+    fp = prep.lm.fingerprint
+    return {
+        "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
+        "model_dtype": fp.dtype, "base_model": prep.lm.extra["spec"],
+        "subset_id": subset.subset_id or "none", "subset_digest": digest, "strategy": subset.strategy,
+        "selection": subset.selection or "none",
+        "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
+        "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
+        "trainable_params": prep.n_trainable, "device": str(prep.lm.device),
+        **config.to_params(),
+    }
+
+
+# ----------------------------------------------------------------------------- fine-tune: train
+def _train(prep: _Prepared, config: TrainConfig, val, run, progress: bool) -> tuple[list[dict], dict]:
+    """The training loop (:func:`forvalue.training.train_loop`): token-weighted response NLL,
+    gradients clipped at ``max_grad_norm``; per step a history record (logged to ``run``) and,
+    every ``eval_every`` steps, the valuation loss. Returns (history, train metrics)."""
+    lm, net = prep.lm, prep.net
+    history: list[dict] = []
+    n_tokens = 0
+
+    def on_step(st: Step) -> None:
+        nonlocal n_tokens
+        n_tokens += st.tokens
+        rec = {"step": st.step, "train_loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm}
+        if not math.isfinite(rec["train_loss"]):
+            raise FinetuneError(f"training loss became {rec['train_loss']} at step {st.step}; lower the learning rate")
+        if val and config.eval_every and st.step % config.eval_every == 0 and st.step < config.steps:
+            rec["val_loss"] = evaluate_loss(with_model(lm, net), val, chat_template=config.chat_template,
+                                            positions=config.positions, max_length=config.max_length).loss
+        history.append(rec)
+        if run is not None:
+            run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=st.step, buffer=True)
+
+    t_train = time.perf_counter()
+    train_loop(net, prep.encoded, cycled_batches(len(prep.encoded), config.batch_size, config.steps, config.seed),
+               token_mean_loss(net, config.positions, lm.tokenizer.pad_token_id, lm.device), prep.optimizer,
+               prep.scheduler, max_grad_norm=config.max_grad_norm, on_step=on_step, steps=config.steps,
+               progress=progress, desc="fine-tune")
+    train_s = time.perf_counter() - t_train
+    tail = history[-max(1, min(10, len(history) // 5 or 1)):]
+    metrics = {"train_loss_final": float(np.mean([h["train_loss"] for h in tail])),
+               "train_seconds": train_s, "train_tokens": float(n_tokens),
+               "steps_per_second": config.steps / max(train_s, 1e-9)}
+    return history, metrics
+
+
+# ----------------------------------------------------------------------------- fine-tune: save
+def _save_model(folder: Path, prep: _Prepared, config: TrainConfig, digest: str) -> str:
+    """The adapter (LoRA) or the model folder (full: weights, tokenizer, forvalue_model.json), all
+    safetensors; returns the sha256 of the weight files."""
+    prep.net.save_pretrained(str(folder), safe_serialization=True)
+    if config.method != "lora":
+        fp = prep.lm.fingerprint
+        prep.lm.tokenizer.save_pretrained(str(folder))
+        atomic_write_text(folder / "forvalue_model.json", json.dumps(
+            {"name": f"{fp.name}-ft-{digest[:8]}-s{config.seed}", "base": fp.id}))
+    return file_sha256(sorted(folder.glob("*.safetensors")))
+
+
+def _final_eval(prep: _Prepared, config: TrainConfig, val, eval_config: EvalConfig | None) -> EvalResult | None:
+    """Evaluate what load_finetuned() gives: the adapter merged into the base weights (same numbers
+    as a later eval run, and as fast as the base model). Call after saving (merging is in place)."""
+    if not val:
+        return None
+    eval_net = prep.net.merge_and_unload() if config.method == "lora" else prep.net
+    ecfg = eval_config or EvalConfig(accuracy=False, chat_template=config.chat_template, max_length=config.max_length)
+    return evaluate(with_model(prep.lm, eval_net), val, ecfg)
+
+
+def _metadata(prep: _Prepared, config: TrainConfig, subset: SubsetInfo, digest: str, n_train: int,
+              metrics: dict, weights_sha: str, run, tracker: Tracker | None) -> dict:
+    """The content of forvalue_finetune.json (``metrics`` is shared, not copied)."""
+    lm = prep.lm
+    return {
+        "kind": "forvalue-finetune", "method": config.method, "base_model": lm.extra["spec"],
+        "base_model_source": getattr(lm, "source", ""), "base_fingerprint": lm.fingerprint.to_dict(),
+        "weights_sha256": weights_sha, "config": config.to_params(),
+        "subset": asdict(subset) | {"digest": digest, "n": n_train}, "metrics": metrics,
+        "mlflow_run_id": run.run_id if run is not None else None,
+        "tracking_uri": tracker.tracking_uri if tracker is not None else None,
+        "experiment_id": tracker.experiment_id() if tracker is not None else None,
+        "n_trainable_params": prep.n_trainable, "n_params": prep.n_params,
+    }
+
+
+# ----------------------------------------------------------------------------- fine-tune: log
+@contextmanager
+def _finetune_run(tracker: Tracker | None, name: str, tags: dict, params: dict, train: Sequence[Sample], val,
+                  subset: SubsetInfo, digest: str):
+    """The MLflow run of a fine-tune (None without a tracker) with its params and dataset inputs;
+    it ends FAILED when the block raises."""
+    if tracker is None:
+        yield None
+        return
+    with tracker.start_run(name, kind="finetune", tags=tags) as run:
+        run.log_params(params)
+        run.log_dataset(_sample_rows(train), name=subset.name or f"subset-{subset.strategy}-{digest[:8]}",
+                        digest=digest, source=subset.source, context="training",
+                        extra_tags={"forvalue.strategy": subset.strategy})
+        if val:
+            run.log_dataset(_sample_rows(val), name="valuation-set", digest=subset_digest(
+                [s.sample_id for s in val]), source=val[0].source, context="evaluation")
+        yield run
+
+
+def _run_tags(subset: SubsetInfo, digest: str, prep: _Prepared, tags: Mapping[str, Any] | None) -> dict:
+    out = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
+           "forvalue.model_fingerprint": prep.lm.fingerprint.id,
+           **{k: v for k, v in (tags or {}).items() if v is not None}}
+    if subset.subset_id:
+        out["forvalue.subset_id"] = subset.subset_id
+    return out
+
+
+def _log_outputs(run, folder: Path, out_dir: Path, config: TrainConfig, metrics: dict, weights_sha: str,
+                 subset: SubsetInfo, digest: str, ids: list[str], ev: EvalResult | None) -> None:
+    """Final metrics, the saved folder as artifacts, the exact sample ids and the predictions."""
+    run.log_metrics(metrics, step=config.steps)
+    run.set_tags({"forvalue.weights_sha256": weights_sha, "forvalue.output_dir": str(out_dir.resolve())})
+    run.log_artifacts(folder, "adapter" if config.method == "lora" else "model")
+    run.log_dict({"subset_digest": digest, "strategy": subset.strategy, "sample_ids": ids}, "subset/sample_ids.json")
+    if ev is not None and ev.accuracy is not None:
+        run.log_dict(ev.accuracy.predictions, "eval/predictions.json")
 
 
 # ----------------------------------------------------------------------------- fine-tune
@@ -337,148 +490,37 @@ def finetune(
     on ``train``; evaluate on ``val`` at the end when given (``eval_config``: loss only by default,
     accuracy too with ``EvalConfig(accuracy=True)``); save to ``out_dir``; log to ``tracker``.
 
+    Stages: :func:`_prepare` (seed, load, encode, LoRA, optimizer), :func:`_train` (the loop),
+    then in a folder committed atomically: :func:`_save_model`, :func:`_final_eval`, the metadata
+    file, :func:`_log_outputs` (MLflow; the run itself is opened by :func:`_finetune_run`).
+
     ``dtype`` None: the loader's default (fp32 on CPU, bf16 on GPU) for LoRA, float32 for full
     fine-tuning (AdamW on bf16 weights loses small updates)."""
-    import torch
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     train = list(train)
     if not train:
         raise FinetuneError("no training samples")
     subset = subset or SubsetInfo(strategy="full", n_total=len(train))
     out_dir = Path(out_dir)
-    tmp = _prepare_out(out_dir, overwrite)
-    try:
-        dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
-        _seed_everything(config.seed)
-        lm = load_base(model, device=device, dtype=dtype)
-        fcfg = FeatureConfig(positions=config.positions, chat_template=config.chat_template,
-                             max_length=config.max_length)
-        encoded, _ = encode_all(lm, train, fcfg)
-        base_model = lm.model
-        base_model.config.use_cache = False
-        if config.method == "lora":
-            net = _wrap_lora(base_model, config)
-        else:
-            net = base_model
-            net.requires_grad_(True)
-        trainable = [p for p in net.parameters() if p.requires_grad]
-        n_trainable = sum(p.numel() for p in trainable)
-        n_total = sum(p.numel() for p in net.parameters())
-        opt = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
-        ids = [s.sample_id for s in train]
-        digest = subset_digest(ids)
-        fp = lm.fingerprint
-        params = {
-            "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
-            "model_dtype": fp.dtype, "base_model": lm.extra["spec"],
-            "subset_id": subset.subset_id or "none", "subset_digest": digest, "strategy": subset.strategy,
-            "selection": subset.selection or "none",
-            "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
-            "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
-            "trainable_params": n_trainable, "device": str(lm.device),
-            **config.to_params(),
-        }
-        all_tags = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
-                    "forvalue.model_fingerprint": fp.id, **{k: v for k, v in (tags or {}).items() if v is not None}}
-        if subset.subset_id:
-            all_tags["forvalue.subset_id"] = subset.subset_id
-        name = run_name or f"finetune-{subset.strategy}-{len(train)}-seed{config.seed}"
-        with ExitStack() as stack:
-            run = stack.enter_context(tracker.start_run(name, kind="finetune", tags=all_tags)) if tracker else None
-            if run is not None:
-                run.log_params(params)
-                run.log_dataset(_sample_rows(train), name=subset.name or f"subset-{subset.strategy}-{digest[:8]}",
-                                digest=digest, source=subset.source, context="training",
-                                extra_tags={"forvalue.strategy": subset.strategy})
-                if val:
-                    run.log_dataset(_sample_rows(val), name="valuation-set", digest=subset_digest(
-                        [s.sample_id for s in val]), source=val[0].source, context="evaluation")
-            history: list[dict] = []
-            net.train()
-            pad = lm.tokenizer.pad_token_id
-            t_train = time.perf_counter()
-            n_tokens = 0
-            bar = tqdm(total=config.steps, desc="fine-tune", unit="step", disable=not progress)
-            for step, idx in enumerate(_batches(len(encoded), config.batch_size, config.steps, config.seed), 1):
-                batch = [encoded[i] for i in idx]
-                sums, counts = response_nll(net, batch, config.positions, pad, lm.device)
-                n = counts.sum()
-                loss = sums.sum() / n.clamp(min=1)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                opt.step()
-                lr_now = sched.get_last_lr()[0]
-                sched.step()
-                n_tokens += int(n)
-                rec = {"step": step, "train_loss": float(loss.detach()), "lr": lr_now, "grad_norm": float(gnorm)}
-                if not math.isfinite(rec["train_loss"]):
-                    raise FinetuneError(f"training loss became {rec['train_loss']} at step {step}; lower the learning rate")
-                if val and config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                    from .evaluate import evaluate_loss
-
-                    vl = evaluate_loss(with_model(lm, net), val, chat_template=config.chat_template,
-                                       positions=config.positions, max_length=config.max_length)
-                    rec["val_loss"] = vl.loss
-                    net.train()
-                history.append(rec)
-                if run is not None:
-                    run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=step, buffer=True)
-                bar.set_postfix(loss=f"{rec['train_loss']:.3f}")
-                bar.update(1)
-            bar.close()
-            train_s = time.perf_counter() - t_train
-            net.eval()
-            tail = history[-max(1, min(10, len(history) // 5 or 1)):]
-            metrics = {"train_loss_final": float(np.mean([h["train_loss"] for h in tail])),
-                       "train_seconds": train_s, "train_tokens": float(n_tokens),
-                       "steps_per_second": config.steps / max(train_s, 1e-9)}
-            # save: adapter or full model folder (safetensors), metadata next to it
-            if config.method == "lora":
-                net.save_pretrained(str(tmp), safe_serialization=True)
-            else:
-                net.save_pretrained(str(tmp), safe_serialization=True)
-                lm.tokenizer.save_pretrained(str(tmp))
-                (tmp / "forvalue_model.json").write_text(json.dumps(
-                    {"name": f"{fp.name}-ft-{digest[:8]}-s{config.seed}", "base": fp.id}))
-            weight_files = sorted(tmp.glob("*.safetensors"))
-            ev = None
-            if val:
-                # Evaluate what load_finetuned() gives: the adapter merged into the base weights
-                # (same numbers as a later eval run, and as fast as the base model).
-                eval_net = net.merge_and_unload() if config.method == "lora" else net
-                ecfg = eval_config or EvalConfig(accuracy=False, chat_template=config.chat_template,
-                                                 max_length=config.max_length)
-                ev = evaluate(with_model(lm, eval_net), val, ecfg)
+    _check_out(out_dir, overwrite)
+    prep = _prepare(model, train, config, device, dtype)
+    ids = [s.sample_id for s in train]
+    digest = subset_digest(ids)
+    params = _run_params(prep, train, val, subset, config, digest)
+    name = run_name or f"finetune-{subset.strategy}-{len(train)}-seed{config.seed}"
+    with _finetune_run(tracker, name, _run_tags(subset, digest, prep, tags), params, train, val, subset,
+                       digest) as run:
+        history, metrics = _train(prep, config, val, run, progress)
+        with atomic_dir(out_dir, replace=True) as tmp:
+            weights_sha = _save_model(tmp, prep, config, digest)
+            ev = _final_eval(prep, config, val, eval_config)
+            if ev is not None:
                 metrics |= ev.metrics
-            weights_sha = file_sha256(weight_files)
-            meta = {
-                "kind": "forvalue-finetune", "method": config.method, "base_model": lm.extra["spec"],
-                "base_model_source": getattr(lm, "source", ""), "base_fingerprint": fp.to_dict(),
-                "weights_sha256": weights_sha, "config": config.to_params(),
-                "subset": asdict(subset) | {"digest": digest, "n": len(train)}, "metrics": metrics,
-                "mlflow_run_id": run.run_id if run is not None else None,
-                "tracking_uri": tracker.tracking_uri if tracker is not None else None,
-                "experiment_id": tracker.experiment_id() if tracker is not None else None,
-                "n_trainable_params": n_trainable, "n_params": n_total,
-            }
+            meta = _metadata(prep, config, subset, digest, len(train), metrics, weights_sha, run, tracker)
             _write_meta(tmp, meta)
             metrics["seconds"] = time.perf_counter() - t0
             if run is not None:
-                run.log_metrics(metrics, step=config.steps)
-                run.set_tags({"forvalue.weights_sha256": weights_sha, "forvalue.output_dir": str(out_dir.resolve())})
-                run.log_artifacts(tmp, "adapter" if config.method == "lora" else "model")
-                run.log_dict({"subset_digest": digest, "strategy": subset.strategy, "sample_ids": ids},
-                             "subset/sample_ids.json")
-                if ev is not None and ev.accuracy is not None:
-                    run.log_dict(ev.accuracy.predictions, "eval/predictions.json")
-            _commit_out(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+                _log_outputs(run, tmp, out_dir, config, metrics, weights_sha, subset, digest, ids, ev)
     return FinetuneResult(output_dir=out_dir, method=config.method, mlflow_run_id=meta["mlflow_run_id"],
                           mlflow_url=tracker.url(run.run_id) if run is not None else None, metrics=metrics,
                           history=history, params=params, subset_digest=digest, sample_ids=ids,
@@ -536,7 +578,7 @@ class EvalRunResult:
     model_fingerprint: str
 
 
-def eval_run(
+def run_evaluation(
     model,
     samples: Sequence[Sample],
     *,
@@ -598,6 +640,9 @@ def eval_run(
                          model_fingerprint=lm.fingerprint.id)
 
 
+eval_run = run_evaluation   # TEMPORARY: the Dagster layer is being moved; remove once it imports run_evaluation
+
+
 # ----------------------------------------------------------------------------- comparisons
 @dataclass
 class ComparisonResult:
@@ -648,6 +693,62 @@ def markdown_table(summary: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _comparison_run(tracker: Tracker | None, size: int, tags: Mapping[str, Any] | None, params: dict):
+    """The parent MLflow run of a comparison (None without a tracker), its params logged."""
+    if tracker is None:
+        yield None
+        return
+    with tracker.start_run(f"comparison-k{size}", kind="comparison", tags=tags) as parent:
+        parent.log_params(params)
+        yield parent
+
+
+def _base_row(lm, val: Sequence[Sample], eval_config: EvalConfig) -> dict:
+    """The "base" row: the model evaluated without fine-tuning."""
+    ev = evaluate(lm, val, eval_config)
+    return {"strategy": "base", "k": 0, "seed": -1, "steps": 0, "val_loss": ev.metrics["val_loss"],
+            "perplexity": ev.metrics["val_perplexity"], "accuracy": ev.metrics.get("accuracy"),
+            "n_eval": int(ev.metrics.get("n_eval", 0)) or None, "mlflow_run_id": None,
+            "eval_seconds": ev.seconds}
+
+
+def _strategy_run(lm, train: list[Sample], strategy: str, seed: int, size: int, *, values, order, selection, p,
+                  source: str, config: TrainConfig, out_root: Path, tags: Mapping[str, Any] | None, parent,
+                  **finetune_kwargs) -> tuple[dict, FinetuneResult]:
+    """Fine-tune on one strategy's subset for one seed: (the comparison row, the fine-tune result)."""
+    from .tracking import TAG_PARENT
+
+    n = len(train)
+    idx = select_subset(n, strategy, values=values, k=size if strategy != "full" else None, seed=seed, order=order)
+    cfg = TrainConfig(**{**asdict(config), "seed": int(seed)})
+    info = SubsetInfo(strategy=strategy, k=len(idx), p=p if strategy in ("top", "bottom", "random") else None,
+                      source=source, n_total=n, name=f"{strategy}-{len(idx)}",
+                      selection=selection if strategy in ("top", "bottom") else None)
+    run_tags = dict(tags or {})
+    if parent is not None:
+        run_tags[TAG_PARENT] = parent.run_id
+    res = finetune(lm, [train[i] for i in idx], out_dir=out_root / f"{strategy}-seed{seed}", config=cfg,
+                   subset=info, tags=run_tags, run_name=f"{strategy}-{len(idx)}-seed{seed}", overwrite=True,
+                   **finetune_kwargs)
+    m = res.metrics
+    row = {"strategy": strategy, "k": len(idx), "seed": int(seed), "steps": cfg.steps,
+           "val_loss": m.get("val_loss"), "perplexity": m.get("val_perplexity"), "accuracy": m.get("accuracy"),
+           "n_eval": int(m["n_eval"]) if "n_eval" in m else None,
+           "mlflow_run_id": res.mlflow_run_id, "subset_digest": res.subset_digest,
+           "output_dir": str(res.output_dir), "train_loss_final": m.get("train_loss_final"),
+           "train_seconds": m.get("train_seconds"), "eval_seconds": m.get("eval_seconds")}
+    return row, res
+
+
+def _log_comparison(parent, rows: list[dict], summary: list[dict], md: str) -> None:
+    for r in summary:
+        parent.log_metrics({f"{r['strategy']}_val_loss_mean": r["val_loss_mean"],
+                            f"{r['strategy']}_accuracy_mean": r["accuracy_mean"]})
+    parent.log_dict({"rows": rows, "summary": summary}, "comparison/comparison.json")
+    parent.client.log_text(parent.run_id, md, "comparison/comparison.md")
+
+
 def compare_strategies(
     model,
     train: Sequence[Sample],
@@ -677,71 +778,41 @@ def compare_strategies(
     ``selection``, or by ``values`` when no order is given; or the full set) for every seed, and
     evaluate each on ``val``. ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
     With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
-    from .tracking import TAG_PARENT
-
     train, val = list(train), list(val)
     for st in strategies:
         if st not in STRATEGIES:
             raise FinetuneError(f"strategy must be one of {STRATEGIES}, not {st!r}")
     n = len(train)
     size = subset_size(n, k=k, p=p)
-    out_root = Path(out_root)
     dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
     lm = load_base(model, device=device, dtype=dtype)
+    params = {"k": size, "p": p, "n_total": n, "strategies": ",".join(strategies),
+              "seeds": ",".join(map(str, seeds)), "model_fingerprint": lm.fingerprint.id, **config.to_params()}
     rows: list[dict] = []
-    with ExitStack() as stack:
-        parent = None
-        if tracker is not None:
-            parent = stack.enter_context(tracker.start_run(f"comparison-k{size}", kind="comparison", tags=tags))
-            parent.log_params({"k": size, "p": p, "n_total": n, "strategies": ",".join(strategies),
-                               "seeds": ",".join(map(str, seeds)), "model_fingerprint": lm.fingerprint.id,
-                               **config.to_params()})
+    with _comparison_run(tracker, size, tags, params) as parent:
         if include_base:
-            ev = evaluate(lm, val, eval_config)
-            rows.append({"strategy": "base", "k": 0, "seed": -1, "steps": 0, "val_loss": ev.metrics["val_loss"],
-                         "perplexity": ev.metrics["val_perplexity"], "accuracy": ev.metrics.get("accuracy"),
-                         "n_eval": int(ev.metrics.get("n_eval", 0)) or None, "mlflow_run_id": None,
-                         "eval_seconds": ev.seconds})
+            rows.append(_base_row(lm, val, eval_config))
             if on_run is not None:
                 on_run(rows[-1], None)
         for seed in seeds:
             for st in strategies:
-                idx = select_subset(n, st, values=values, k=size if st != "full" else None, seed=seed, order=order)
-                cfg = TrainConfig(**{**asdict(config), "seed": int(seed)})
-                info = SubsetInfo(strategy=st, k=len(idx), p=p if st in ("top", "bottom", "random") else None,
-                                  source=source, n_total=n, name=f"{st}-{len(idx)}",
-                                  selection=selection if st in ("top", "bottom") else None)
-                run_tags = dict(tags or {})
-                if parent is not None:
-                    run_tags[TAG_PARENT] = parent.run_id
-                res = finetune(lm, [train[i] for i in idx], out_dir=out_root / f"{st}-seed{seed}", config=cfg,
-                               val=val, eval_config=eval_config, tracker=tracker, subset=info, tags=run_tags,
-                               run_name=f"{st}-{len(idx)}-seed{seed}", device=device, dtype=dtype, overwrite=True,
-                               progress=progress)
-                row = {"strategy": st, "k": len(idx), "seed": int(seed), "steps": cfg.steps,
-                       "val_loss": res.metrics.get("val_loss"), "perplexity": res.metrics.get("val_perplexity"),
-                       "accuracy": res.metrics.get("accuracy"),
-                       "n_eval": int(res.metrics["n_eval"]) if "n_eval" in res.metrics else None,
-                       "mlflow_run_id": res.mlflow_run_id, "subset_digest": res.subset_digest,
-                       "output_dir": str(res.output_dir), "train_loss_final": res.metrics.get("train_loss_final"),
-                       "train_seconds": res.metrics.get("train_seconds"), "eval_seconds": res.metrics.get("eval_seconds")}
+                row, res = _strategy_run(
+                    lm, train, st, seed, size, values=values, order=order, selection=selection, p=p, source=source,
+                    config=config, out_root=Path(out_root), tags=tags, parent=parent, val=val,
+                    eval_config=eval_config, tracker=tracker, device=device, dtype=dtype, progress=progress)
                 rows.append(row)
                 if on_run is not None:
                     on_run(row, res)
         summary = summarize(rows)
         md = markdown_table(summary)
         if parent is not None:
-            for r in summary:
-                parent.log_metrics({f"{r['strategy']}_val_loss_mean": r["val_loss_mean"],
-                                    f"{r['strategy']}_accuracy_mean": r["accuracy_mean"]})
-            parent.log_dict({"rows": rows, "summary": summary}, "comparison/comparison.json")
-            parent.client.log_text(parent.run_id, md, "comparison/comparison.md")
+            _log_comparison(parent, rows, summary, md)
     return ComparisonResult(rows=rows, summary=summary, markdown=md, k=size,
                             mlflow_run_id=parent.run_id if parent is not None else None,
                             mlflow_url=parent.url if parent is not None else None)
 
 
 __all__ = ["TrainConfig", "EvalConfig", "SubsetInfo", "FinetuneResult", "EvalRunResult", "FinetuneError",
-           "ComparisonResult", "STRATEGIES", "finetune", "eval_run", "load_finetuned", "select_subset",
+           "ComparisonResult", "STRATEGIES", "finetune", "run_evaluation", "load_finetuned", "select_subset",
            "subset_size", "compare_strategies", "summarize", "markdown_table",
            "TAG_ASSET_KEY", "TAG_DAGSTER_RUN", "TAG_PARTITION"]

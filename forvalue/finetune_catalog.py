@@ -1,64 +1,34 @@
 """Fine-tune and eval runs in the DuckDB catalog (no Dagster here).
 
 Rows go into the platform's ``training_runs`` table (sql/schema.sql) plus the tables and the
-``training_run_lineage`` view of ``sql/finetune.sql``, which this module creates on first use (the
-``schema`` block; every statement idempotent). Writes are one transaction each, through
-``forvalue.catalog.Catalog`` (its lock-retrying connections); values are always bound parameters.
+``training_run_lineage`` view of ``sql/finetune.sql`` (its ``schema`` block, created with the rest of
+the catalog). Queries are the catalog's named queries (``forvalue.catalog.Catalog.execute``): one
+loader, one parameter binding, one transaction per write; values are always bound parameters.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ._version import __version__
-from .catalog import Catalog, CatalogError, load_queries, sql_dir, to_json, utcnow
-
-_PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_READY: set[str] = set()
-
-
-@functools.lru_cache(maxsize=1)
-def queries() -> dict[str, str]:
-    path = sql_dir() / "finetune.sql"
-    if not path.is_file():
-        raise CatalogError(f"{path} not found (the fine-tune tables and queries)")
-    return load_queries(path)
-
-
-def _bind(sql: str, values: dict) -> dict:
-    names = set(_PARAM_RE.findall(sql))
-    missing = names - set(values)
-    if missing:
-        raise CatalogError(f"query needs parameters {sorted(missing)}")
-    return {k: values[k] for k in names}
-
+from .catalog import Catalog, to_json, utcnow
 
 @dataclass
 class FinetuneCatalog:
     catalog: Catalog
 
     def ensure_schema(self) -> None:
-        key = str(self.catalog.path.resolve()) if self.catalog.path.exists() else None
-        if key is not None and key in _READY:
-            return
-        with self.catalog.transaction() as con:  # creates the platform schema first when needed
-            con.execute(queries()["schema"])
-        _READY.add(str(self.catalog.path.resolve()))
+        """The fine-tuning tables and the ``training_run_lineage`` view exist (sql/finetune.sql)."""
+        self.catalog.ensure("finetune.sql")
 
     def _exec(self, con, name: str, **values):
-        sql = queries()[name]
-        return con.execute(sql, _bind(sql, values))
+        return self.catalog.execute(con, name, **values)
 
     def fetch(self, name: str, **values) -> list[dict]:
         self.ensure_schema()
-        with self.catalog.connect(read_only=True) as con:
-            cur = self._exec(con, name, **values)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return self.catalog.fetch(name, **values)
 
     # ------------------------------------------------------------------ training runs
     def record_training_run(self, *, kind: str, dataset_name: str, dataset_version: str, valuation_set: str,

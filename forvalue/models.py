@@ -17,13 +17,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError  # noqa: F401  (re-exported)
+from .config import opt
+from .errors import ConfigError, ModelError  # noqa: F401  (ModelError re-exported)
+from .io import atomic_dir, atomic_write_text
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -55,6 +55,25 @@ class ModelFingerprint:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelFingerprint":
         return cls(name=d["name"], weights_hash=d["weights_hash"], dtype=d["dtype"], kind=d.get("kind", "text"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model, and where and how it runs."""
+
+    model: str = opt(DEFAULT_MODEL, "'default' (the bundled SmolLM2-135M-Instruct), a model folder, a .gguf file "
+                                    "or a Hugging Face hub id")
+    device: str = opt("auto", "auto (a GPU when present), cpu, cuda, cuda:1, mps")
+    dtype: str = opt("auto", "auto (bf16 on a GPU, fp32 on a CPU), float32, bfloat16, float16")
+    batch_size: int = opt(8, "samples per forward pass")
+    trust_remote_code: bool = opt(False, "run the model repository's own code (off unless you ask)")
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def load(self) -> "LoadedModel":
+        return load_model(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
 
 
 @dataclass
@@ -127,17 +146,10 @@ def _hash_files(paths: list[Path]) -> str:
     cache[key] = digest
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(cache_file, json.dumps(cache))
+        atomic_write_text(cache_file, json.dumps(cache))
     except OSError:
         pass
     return digest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def state_dict_hash(model) -> str:
@@ -176,9 +188,8 @@ def convert_gguf(gguf: Path, out_dir: Path, name: str | None = None) -> Path:
     gguf = Path(gguf)
     if (out_dir / "forvalue_model.json").exists():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    # built under a temporary name; a half-made folder from an older crash is replaced
+    with atomic_dir(out_dir, replace=True) as tmp:
         loaded = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
@@ -194,12 +205,6 @@ def convert_gguf(gguf: Path, out_dir: Path, name: str | None = None) -> Path:
         tokenizer.save_pretrained(tmp)
         meta = {"name": name or gguf.stem, "source": str(gguf), "gguf_sha256": _hash_files([gguf])}
         (tmp / "forvalue_model.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():  # a half-made folder from an older crash
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

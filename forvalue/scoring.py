@@ -5,7 +5,7 @@ Methods, all behind :func:`score`:
 - ``exact``: the paper's Algorithm 1, vocabulary restricted to the tokens of the compared texts
   (``exact_vocab="union"``: union over training and valuation texts; ``"batch"``: the valuation texts
   plus the current training batch, the paper's memory-saving variant, which depends on batching);
-- ``full``: the whole vocabulary (the reference; only for small vocabularies or few samples);
+- ``full-vocab``: the whole vocabulary (the reference; only for small vocabularies or few samples);
 - ``emb``: the alpha = 1 ablation, dot product of summed hidden states.
 """
 
@@ -19,9 +19,24 @@ from typing import Sequence
 import numpy as np
 
 from .data import Sample
+from .errors import ConfigError
 from .features import FeatureConfig, SparseFeatures, dense_batches, encode_all, extract_sparse
 
-METHODS = ("sparse", "exact", "full", "emb")
+SCORING_METHODS = ("sparse", "exact", "full-vocab", "emb")
+_RENAMED = {"full": "full-vocab"}   # old name -> new name (accepted, with a deprecation warning, for one release)
+
+
+def normalize_method(method: str) -> str:
+    """A scoring method's current name (``full`` is the deprecated name of ``full-vocab``)."""
+    if method in _RENAMED:
+        import warnings
+
+        warnings.warn(f"scoring method {method!r} is now called {_RENAMED[method]!r}; the old name goes in the next "
+                      "release", DeprecationWarning, stacklevel=3)
+        method = _RENAMED[method]
+    if method not in SCORING_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(SCORING_METHODS)}")
+    return method
 DENSE_MEMORY_LIMIT = 8 * 1024**3  # bytes of dense G the full/exact modes may hold
 
 
@@ -187,8 +202,7 @@ def score(
     progress: bool = False,
 ) -> ScoreResult:
     """Value every training sample against the valuation set (higher = more valuable)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    method = normalize_method(method)
     if not train or not val:
         raise ValueError("need at least one training and one valuation sample")
     t0 = time.perf_counter()
@@ -216,7 +230,7 @@ def score(
         else:
             if exact_vocab not in ("union", "batch"):
                 raise ValueError("exact_vocab must be 'union' or 'batch'")
-            mode = "full" if method == "full" else exact_vocab
+            mode = "full" if method == "full-vocab" else exact_vocab
             m = _dense_scores(lm, train_enc, val_enc, config, vocab_mode=mode, pairwise=pairwise,
                               batch_size=batch_size, progress=progress)
     matrix = m if pairwise else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from ._version import __version__
 from .features import FeatureConfig, SparseFeatures, encode_all, extract_sparse
+from .io import atomic_write, atomic_write_text
 
 DEFAULT_SHARD_SIZE = 512
 
@@ -97,22 +97,11 @@ class FeatureStore:
         }).replace_schema_metadata(schema_meta)
         files = {"rows": folder / f"shard-{shard_id}.parquet", "samples": folder / f"shard-{shard_id}.samples.parquet"}
         manifest = folder / f"shard-{shard_id}.json"
-        tmps = []
-        try:
-            for key, table in (("rows", rows), ("samples", per_sample)):
-                tmp = files[key].with_name(f".{files[key].name}.{os.getpid()}.tmp")
-                tmps.append(tmp)
-                pq.write_table(table, tmp)
-                os.replace(tmp, files[key])
-            meta["sample_ids"] = feats.sample_ids
-            meta["files"] = {k: v.name for k, v in files.items()}
-            tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
-            tmps.append(tmp)
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, manifest)  # the commit point
-        finally:
-            for tmp in tmps:
-                tmp.unlink(missing_ok=True)
+        for key, table in (("rows", rows), ("samples", per_sample)):
+            atomic_write(files[key], lambda tmp, table=table: pq.write_table(table, tmp))
+        meta["sample_ids"] = feats.sample_ids
+        meta["files"] = {k: v.name for k, v in files.items()}
+        atomic_write_text(manifest, json.dumps(meta))  # the commit point
         return manifest
 
     # ------------------------------------------------------------------ read

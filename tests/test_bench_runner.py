@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from forvalue.baselines import LoraSettings
-from forvalue.benchmarks.cli import main as bench_main
+from forvalue.cli.bench import main as bench_main
 from forvalue.benchmarks.runner import (ALL_METHODS, markdown_table, parse_methods, run_influence, run_mislabeled,
                                         run_noise, speedups, task_data)
 from forvalue.benchmarks.tasks import make_task
@@ -55,7 +55,7 @@ def test_influence_end_to_end_all_methods(tiny_lm):
     assert by["exact"]["auc_mean"] > 0.6 and by["sparse"]["auc_mean"] > 0.6
     # exact and full agree when the vocabulary is small enough to contain every compared token...
     # (full = whole vocabulary, exact = tokens of the texts) -> same ranking direction, strongly correlated
-    a, b = details["matrices"]["exact"].ravel(), details["matrices"]["full"].ravel()
+    a, b = details["matrices"]["exact"].ravel(), details["matrices"]["full-vocab"].ravel()
     assert np.corrcoef(a, b)[0, 1] > 0.9
     assert details["matrices"]["datainf"].shape == (10, 20)
     assert details["info"]["datainf"]["finetune_seconds"] > 0

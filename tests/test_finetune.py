@@ -217,7 +217,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from forvalue.cli import main as forvalue_main
-    from forvalue.finetune_cli import main
+    from forvalue.cli import main
 
     train = [{"id": f"t{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}.", "answer": 2 * i}
              for i in range(8)]
@@ -274,7 +274,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
 def test_cli_finetune_top_p_uses_the_default_selection(tiny_model_dir, tmp_path, capsys):
     from forvalue.cli import main as forvalue_main
     from forvalue.finetune import read_meta, subset_digest
-    from forvalue.finetune_cli import main
+    from forvalue.cli import main
 
     rows = [{"id": f"t{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(10)]
     rows += [{"id": f"w{i}", "prompt": f"Spell {w}.", "response": w.upper()} for i, w in enumerate(["cat", "dog", "owl"])]

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from forvalue.data import samples_from_records
 from forvalue.evaluate import EvalConfig
-from forvalue.finetune import SubsetInfo, TrainConfig, eval_run, finetune
+from forvalue.finetune import SubsetInfo, TrainConfig, finetune, run_evaluation
 from forvalue.tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, Tracker, TrackingError, default_tracking_uri,
                                resolve_tracking_uri, subset_digest)
 
@@ -95,7 +95,7 @@ def test_finetune_run_logs_params_metrics_and_dataset_input(tiny_lm, tmp_path, s
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / ".forvalue").exists()
 
     # an eval run of the adapter is a child of the fine-tune run and reproduces its valuation loss
-    er = eval_run(None, val, adapter=res.output_dir, tracker=tracker, config=EvalConfig(max_new_tokens=4))
+    er = run_evaluation(None, val, adapter=res.output_dir, tracker=tracker, config=EvalConfig(max_new_tokens=4))
     erun = client.get_run(er.mlflow_run_id)
     assert erun.data.tags["mlflow.parentRunId"] == res.mlflow_run_id
     assert erun.data.tags["forvalue.finetune_run_id"] == res.mlflow_run_id

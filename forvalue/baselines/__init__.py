@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .gradients import LoraGradients, per_sample_gradients
-from .influence import METHODS, datainf, hessian_free, hyperinf, influence_values, schulz_inverse
+from .influence import GRADIENT_METHODS, datainf, hessian_free, hyperinf, influence_values, schulz_inverse
 from .lora import LoraModel, LoraSettings, finetune_lora
 
 
@@ -39,9 +39,9 @@ def score_gradient_methods(lm, train, val, *, methods: Sequence[str] = ("hessian
     from ..features import FeatureConfig, encode_all
 
     config = config or FeatureConfig(positions="all")
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in GRADIENT_METHODS]
     if bad:
-        raise ValueError(f"unknown gradient method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown gradient method(s) {bad}; choose from {', '.join(GRADIENT_METHODS)}")
     t0, c0 = time.perf_counter(), time.process_time()
     train_enc, _ = encode_all(lm, train, config)
     val_enc, _ = encode_all(lm, val, config)
@@ -72,6 +72,6 @@ def score_gradient_methods(lm, train, val, *, methods: Sequence[str] = ("hessian
     return out
 
 
-__all__ = ["LoraSettings", "LoraModel", "LoraGradients", "GradientScore", "METHODS", "finetune_lora",
+__all__ = ["LoraSettings", "LoraModel", "LoraGradients", "GradientScore", "GRADIENT_METHODS", "finetune_lora",
            "per_sample_gradients", "hessian_free", "datainf", "hyperinf", "influence_values",
            "schulz_inverse", "score_gradient_methods"]

@@ -40,7 +40,7 @@ import numpy as np
 
 from .gradients import LoraGradients
 
-METHODS = ("hessian-free", "datainf", "hyperinf")
+GRADIENT_METHODS = ("hessian-free", "datainf", "hyperinf")
 LAMBDA_CONST_PARAM = 10.0  # DataInf / HyperINF: lambda_l = mean squared gradient entry / 10
 
 
@@ -153,9 +153,9 @@ _FUNCS = {"hessian-free": hessian_free, "datainf": datainf, "hyperinf": hyperinf
 
 def influence_values(method: str, train: LoraGradients, val: LoraGradients, *, pairwise: bool = True,
                      **kwargs) -> tuple[np.ndarray, float]:
-    """(values, seconds of this step alone) for one of :data:`METHODS`."""
+    """(values, seconds of this step alone) for one of :data:`GRADIENT_METHODS`."""
     if method not in _FUNCS:
-        raise ValueError(f"unknown gradient method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
     t0 = time.perf_counter()
     m = _FUNCS[method](train, val, pairwise=pairwise, **kwargs)
     return m, time.perf_counter() - t0

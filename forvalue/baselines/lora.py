@@ -19,23 +19,27 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from ..features import Encoded, _collate, base_model_of, length_batches, lm_head_of
+from ..config import opt
+from ..evaluate import response_nll
+from ..features import Encoded, _collate, length_batches
+from ..training import epoch_batches, sample_mean_loss, train_loop
 
 
 @dataclass(frozen=True)
 class LoraSettings:
     """LoRA adapter and fine-tuning settings. Defaults are sized for a 135M model on a CPU."""
 
-    r: int = 8
-    alpha: float = 32.0
-    dropout: float = 0.0           # 0 keeps fine-tuning deterministic for a seed
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    epochs: float = 1.0            # passes over the training set (fractions allowed)
-    lr: float = 3e-4
-    batch_size: int = 8
-    weight_decay: float = 0.0
-    warmup: float = 0.06           # share of steps with linear warm-up, then linear decay to 0
-    seed: int = 0
+    r: int = opt(8, "LoRA rank of the gradient baselines", flag="--lora-r")
+    alpha: float = opt(32.0, "LoRA alpha of the gradient baselines", flag="--lora-alpha")
+    dropout: float = opt(0.0, "LoRA dropout (0 keeps fine-tuning deterministic for a seed)", cli=False)
+    target_modules: tuple[str, ...] = opt(("q_proj", "v_proj"), "adapted modules", cli=False)
+    epochs: float = opt(1.0, "LoRA fine-tuning epochs before the gradients (fractions allowed)",
+                        flag="--train-epochs")
+    lr: float = opt(3e-4, "LoRA learning rate", flag="--lora-lr")
+    batch_size: int = opt(8, "LoRA fine-tuning batch size", flag="--lora-batch-size")
+    weight_decay: float = opt(0.0, "AdamW weight decay", cli=False)
+    warmup: float = opt(0.06, "share of steps with linear warm-up, then linear decay to 0", cli=False)
+    seed: int = opt(0, "LoRA init and data order", cli=False)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"target_modules": list(self.target_modules)}
@@ -86,34 +90,19 @@ def collate(batch: Sequence[Encoded], pad_id: int, device, dtype=None):
 def sample_losses(causal_lm, batch: Sequence[Encoded], positions: str, pad_id: int, device):
     """Per-sample mean NLL over the scored positions of ``batch``: a differentiable tensor [B].
 
-    Logits are formed only at scored positions (no batch x sequence x vocabulary tensor)."""
-    import torch
-    import torch.nn.functional as F
-
-    inputs = collate(batch, pad_id, device, next(causal_lm.parameters()).dtype)
-    h = base_model_of(causal_lm)(**inputs, use_cache=False).last_hidden_state
-    bs, ts, ys, counts = [], [], [], []
-    for b, e in enumerate(batch):
-        start, end = e.target_range(positions)
-        bs += [b] * (end - start)
-        ts += list(range(start - 1, end - 1))   # hidden state at t-1 predicts token t
-        ys += e.input_ids[start:end]
-        counts.append(end - start)
-    b_idx = torch.tensor(bs, dtype=torch.long, device=h.device)
-    H = h[b_idx, torch.tensor(ts, dtype=torch.long, device=h.device)]
-    logits = lm_head_of(causal_lm)(H).float()
-    nll = F.cross_entropy(logits, torch.tensor(ys, dtype=torch.long, device=h.device), reduction="none")
-    per = torch.zeros(len(batch), dtype=nll.dtype, device=nll.device).index_add_(0, b_idx, nll)
-    return per / torch.tensor(counts, dtype=nll.dtype, device=nll.device)
+    :func:`forvalue.evaluate.response_nll` (the one next-token loss; logits only at scored
+    positions, no batch x sequence x vocabulary tensor) divided by each sample's target count."""
+    sums, counts = response_nll(causal_lm, batch, positions, pad_id, device)
+    return sums / counts.to(sums.dtype)
 
 
 def finetune_lora(lm, encoded: Sequence[Encoded], positions: str = "all",
                   settings: LoraSettings = LoraSettings(), *, progress: bool = False) -> LoraModel:
-    """Fine-tune a fresh LoRA adapter on ``encoded`` (AdamW, linear warm-up and decay, seeded shuffle).
+    """Fine-tune a fresh LoRA adapter on ``encoded`` (AdamW, linear warm-up and decay, seeded shuffle,
+    no gradient clipping; loss: the mean of the per-sample mean NLLs) with :func:`forvalue.training.train_loop`.
 
     Returns the trained adapter in eval mode; ``seconds`` is the wall time of copy + training."""
     import torch
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     peft_model, causal_lm = attach_lora(lm.model, settings)
@@ -127,27 +116,10 @@ def finetune_lora(lm, encoded: Sequence[Encoded], positions: str = "all",
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    gen = torch.Generator().manual_seed(settings.seed)
     losses: list[float] = []
-    peft_model.train()
-    step = 0
-    bar = tqdm(total=total, desc="lora fine-tune", unit="step", disable=not progress)
-    while step < total:
-        order = torch.randperm(n, generator=gen).tolist()
-        for i in range(0, n, settings.batch_size):
-            if step >= total:
-                break
-            batch = [encoded[j] for j in order[i:i + settings.batch_size]]
-            loss = sample_losses(causal_lm, batch, positions, pad_id, device).mean()
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-    bar.close()
-    peft_model.eval()
+    train_loop(peft_model, encoded, epoch_batches(n, settings.batch_size, total, settings.seed),
+               sample_mean_loss(causal_lm, positions, pad_id, device), opt, sched,
+               on_step=lambda st: losses.append(st.loss), steps=total, progress=progress, desc="lora fine-tune")
     return LoraModel(model=peft_model, causal_lm=causal_lm, pad_id=pad_id, device=device, settings=settings,
                      seconds=time.perf_counter() - t0, losses=losses)
 

@@ -60,7 +60,7 @@ def method_orders(lm, data: BenchData, methods: Sequence[str], *, store=None, ba
     charged to each strategy). ``loss_cache`` (sample_id -> s(A|Q)) lets sets that share samples
     share the filters' first forward pass."""
     from ..baselines.filters import filter_values
-    from ..selection import rank_features
+    from ..valuator import Valuator
 
     say = log or (lambda msg: None)
     bad = [m for m in methods if m not in CURATION_METHODS]
@@ -71,18 +71,13 @@ def method_orders(lm, data: BenchData, methods: Sequence[str], *, store=None, ba
     if fv:
         say(f"[{data.name}] For-Value features")
         t0 = time.perf_counter()
-        if store is not None:
-            tf = store.ensure(lm, data.train, data.config, batch_size=batch_size).features
-            vf = store.ensure(lm, data.val, data.config, batch_size=batch_size).features
-        else:
-            from ..features import extract_sparse
-
-            tf = extract_sparse(lm, data.train, data.config, batch_size=batch_size)
-            vf = extract_sparse(lm, data.val, data.config, batch_size=batch_size)
+        valuator = Valuator(lm, data.config, store=store, batch_size=batch_size)
+        tf = valuator.featurize(data.train).features
+        vf = valuator.featurize(data.val).features
         t_feat = time.perf_counter() - t0
         for m in fv:
             t1 = time.perf_counter()
-            ranking = rank_features(tf, vf, m)
+            ranking = valuator.rank(tf, vf, m)
             out[m] = {"order": ranking.order, "seconds": t_feat + time.perf_counter() - t1,
                       "feature_seconds": t_feat, "info": ranking.info}
     for m in (m for m in methods if m in FILTER_METHODS):

@@ -11,7 +11,7 @@ and returns a list of result dicts (one per method), ready for :func:`markdown_t
 - noise: ``detection_rate`` and ``clean_auc`` against a clean valuation set, plus AUC/recall with
   pseudo-label = same class and clean.
 
-Methods: For-Value ``sparse``, ``exact``, ``full``, ``emb`` (:func:`forvalue.scoring.score`) and the
+Methods: For-Value ``sparse``, ``exact``, ``full-vocab``, ``emb`` (:func:`forvalue.scoring.score`) and the
 gradient baselines ``hessian-free``, ``datainf``, ``hyperinf`` (:mod:`forvalue.baselines`).
 
 ``seconds`` is end-to-end wall time of one method after the model is loaded (loading is the same for
@@ -36,12 +36,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..baselines.influence import GRADIENT_METHODS
 from ..data import Columns, Sample, samples_from_records
 from ..features import FeatureConfig
 from ..metrics import auc_recall, auc_recall_from_pseudo, detection_rate, roc_auc
+from ..scoring import SCORING_METHODS as FORVALUE_METHODS
 
-FORVALUE_METHODS = ("sparse", "exact", "full", "emb")
-GRADIENT_METHODS = ("hessian-free", "datainf", "hyperinf")
 ALL_METHODS = FORVALUE_METHODS + GRADIENT_METHODS
 DEFAULT_METHODS = ("sparse", "exact", "emb", "hessian-free", "datainf")
 
@@ -53,7 +53,7 @@ def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     methods = [m.lower().replace("_", "-") for m in methods]
-    aliases = {"hessianfree": "hessian-free", "tracin": "hessian-free", "hf": "hessian-free"}
+    aliases = {"hessianfree": "hessian-free", "tracin": "hessian-free", "hf": "hessian-free", "full": "full-vocab"}
     methods = [aliases.get(m, m) for m in methods]
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
@@ -176,11 +176,13 @@ def as_bool(values: Sequence, name: str) -> np.ndarray:
 def value_matrices(lm, data: BenchData, methods: Sequence[str], *, batch_size: int = 8, lora=None,
                    share_forward: bool = True, progress: bool = False,
                    method_kwargs: dict | None = None, log=None, warmup: bool = True) -> dict[str, dict]:
-    """{method: {"matrix": [n_val, n_train], "seconds": float, "info": dict}} for every method."""
-    from ..features import extract_sparse
-    from ..scoring import emb_scores, score, sparse_scores
+    """{method: {"matrix": [n_val, n_train], "seconds": float, "info": dict}} for every method.
+    For-Value goes through :class:`forvalue.Valuator` (features, then scores)."""
+    from ..scoring import emb_scores, sparse_scores
+    from ..valuator import Valuator
 
     methods = parse_methods(methods)
+    valuator = Valuator(lm, data.config, batch_size=batch_size)
     out: dict[str, dict] = {}
     say = log or (lambda msg: None)
     cfg = data.config
@@ -194,8 +196,8 @@ def value_matrices(lm, data: BenchData, methods: Sequence[str], *, batch_size: i
     if share_forward and "sparse" in fv and "emb" in fv:
         say(f"[{data.name}] sparse + emb features ({len(data.train)} train, {len(data.val)} val)")
         t0, c0 = time.perf_counter(), time.process_time()
-        tf = extract_sparse(lm, data.train, cfg, batch_size=batch_size, progress=progress)
-        vf = extract_sparse(lm, data.val, cfg, batch_size=batch_size, progress=progress)
+        tf = valuator.featurize(data.train, progress=progress).features
+        vf = valuator.featurize(data.val, progress=progress).features
         t_feat, c_feat = time.perf_counter() - t0, time.process_time() - c0
         for m, fn in (("sparse", sparse_scores), ("emb", emb_scores)):
             t1, c1 = time.perf_counter(), time.process_time()
@@ -208,8 +210,7 @@ def value_matrices(lm, data: BenchData, methods: Sequence[str], *, batch_size: i
     for m in fv:
         say(f"[{data.name}] {m}")
         c0 = time.process_time()
-        res = score(lm, data.train, data.val, method=m, config=cfg, pairwise=True, batch_size=batch_size,
-                    progress=progress)
+        res = valuator.score(data.train, data.val, method=m, pairwise=True, progress=progress)
         out[m] = {"matrix": res.matrix, "seconds": res.seconds, "cpu_seconds": time.process_time() - c0,
                   "info": dict(res.info)}
     if gm:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -621,26 +620,17 @@ def _json_default(obj):
 
 
 def write_jsonl(records: Iterable[dict], path) -> Path:
-    """Write records as JSON lines, atomically (temp file in the same dir + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+    """Write records as JSON lines, atomically (:func:`forvalue.io.atomic_write`)."""
+    from ..io import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default))
                 fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_jsonl(path) -> list[dict]:

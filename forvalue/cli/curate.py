@@ -1,0 +1,85 @@
+"""``forvalue curate`` (score and select in one command) and ``forvalue select`` (from a scores table)."""
+
+from __future__ import annotations
+
+from .._version import __version__
+from ..errors import DataError
+from . import options as o
+from .output import check_out, write_table
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("curate", parents=parents, help="score and select a curated subset in one command",
+                       description="Value every training sample against the valuation set and keep a subset chosen by "
+                                   "a selection strategy. Writes the kept rows with every input column plus score "
+                                   "(the For-Value), normalized (cosine with the mean valuation gradient), norm, rank "
+                                   "(position in the strategy's order) and strategy.")
+    p.add_argument("--train", required=True, help="training data: JSONL, Parquet, CSV or HF save_to_disk folder")
+    p.add_argument("--val", required=True, help="valuation data, same formats")
+    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    o.add_store_option(p)
+    o.add_selection_options(p)
+    o.add_model_options(p)
+    o.add_feature_options(p)
+    o.add_column_options(p)
+    p.set_defaults(func=run_curate)
+
+    p = sub.add_parser("select", parents=parents, help="select a curated subset from scores already computed",
+                       description="Keep a subset of a scored training file, chosen by a selection strategy, without a "
+                                   "forward pass: raw-mean and cosine-mean read the scores table; balanced, round-robin "
+                                   "and max-cosine load the features from the store the scores table records "
+                                   "(`forvalue score ... --out scores.parquet`).")
+    p.add_argument("--scores", required=True, help="the output of `forvalue score`")
+    p.add_argument("--train", required=True, help="the training file that was scored")
+    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+    o.add_selection_options(p)
+    o.add_column_options(p)
+    p.set_defaults(func=run_select)
+
+
+def _write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict) -> None:
+    from ..curation import subset_rows
+
+    try:
+        idx = ranking.indices(mode, value)
+    except ValueError as e:
+        raise DataError(str(args.train), None, None, str(e)) from None
+    rows = subset_rows(samples, ranking, idx)
+    meta = meta | {"strategy": ranking.strategy, "mode": mode, "value": value, "n_total": len(samples),
+                   "n_selected": len(rows), "code_version": __version__}
+    write_table(rows, out, meta)
+    print(f"kept {len(rows)} of {len(samples)} training samples ({ranking.strategy}, {mode.replace('_', '-')} "
+          f"{value:g}) -> {args.out}")
+
+
+def run_curate(args) -> int:
+    from ..store import FeatureStore
+    from ..valuator import Valuator
+
+    out = check_out(args.out)
+    mode, value = o.subset_size(args)
+    train = o.load_data(args.train, args)
+    val = o.load_data(args.val, args)
+    root = o.store_root(args)
+    v = Valuator(o.model_config(args), o.feature_config(args), store=FeatureStore(root) if root else None)
+    tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
+    va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
+    selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)
+    meta = {"model": v.lm.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
+            "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
+    _write_subset(args, out, tr, selection.ranking, mode, value, meta)
+    return 0
+
+
+def run_select(args) -> int:
+    from ..curation import ranking_from_scores
+    from ..selection import needed_prefix
+
+    out = check_out(args.out)
+    mode, value = o.subset_size(args)
+    train = o.load_data(args.train, args).samples
+    ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
+                                  limit=needed_prefix(len(train), mode, value))
+    _write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
+    return 0

@@ -1,0 +1,33 @@
+"""``forvalue features``: extract and store sparse features (only those missing)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from . import options as o
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("features", parents=parents, help="extract and store sparse features (only what is missing)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="feature store folder")
+    p.add_argument("--shard-size", type=int, default=512, help="samples per Parquet shard")
+    o.add_model_options(p)
+    o.add_feature_options(p)
+    o.add_column_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..store import FeatureStore
+    from ..valuator import Valuator
+
+    if args.shard_size < 1:
+        raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
+    data = o.load_data(args.data, args)
+    store = FeatureStore(args.out)
+    v = Valuator(o.model_config(args), o.feature_config(args), store=store)
+    samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
+    res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
+    print(f"{len(samples)} samples: {res.computed} computed, {res.reused} already stored "
+          f"({res.features.n_rows} rows) in {store.folder(v.lm.fingerprint, v.config)}")
+    return 0

@@ -1,0 +1,158 @@
+"""Options shared by several commands, built from the configuration dataclasses (forvalue/config.py),
+and the small steps every command repeats: reading data, loading the model, keeping features."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..config import add_options, from_args
+from ..data import Columns, LoadedData, load_samples
+from ..errors import ConfigError, DataError
+from ..features import FeatureConfig
+from ..models import ModelConfig
+
+
+class UsageError(ConfigError):
+    """A combination of options that cannot be used together (or a required one missing)."""
+
+
+class UsageExit(SystemExit):
+    """How a usage error leaves the command: like argparse, exit status 2 after one line on stderr."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ----------------------------------------------------------------------------- option groups
+def add_model_options(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
+    add_options(p.add_argument_group("model"), ModelConfig, exclude=() if batch_size else ("batch_size",))
+
+
+def model_config(args) -> ModelConfig:
+    return from_args(ModelConfig, args)
+
+
+def load_model(args):
+    return model_config(args).load()
+
+
+def add_feature_options(p: argparse.ArgumentParser) -> None:
+    add_options(p.add_argument_group("features"), FeatureConfig)
+
+
+def feature_config(args) -> FeatureConfig:
+    return from_args(FeatureConfig, args)
+
+
+def add_column_options(p: argparse.ArgumentParser, *, on_error: bool = True) -> None:
+    g = p.add_argument_group("columns")
+    add_options(g, Columns)
+    if on_error:
+        g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                       help="stop at the first bad row (default) or skip bad rows and report them")
+
+
+def columns(args) -> Columns:
+    return from_args(Columns, args)
+
+
+def columns_meta(args) -> dict:
+    return {k: v for k, v in vars(columns(args)).items() if v is not None}
+
+
+def default_store() -> str:
+    """The feature store the CLI keeps features in: $FORVALUE_FEATURES, else .forvalue/features (the
+    platform's default too), so later commands re-rank without a forward pass."""
+    return os.environ.get("FORVALUE_FEATURES") or ".forvalue/features"
+
+
+def add_store_option(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--store", default=None,
+                   help="feature store folder: reuse and keep the sparse features (default: $FORVALUE_FEATURES, "
+                        "else .forvalue/features); `forvalue select` and `forvalue finetune` re-rank from it")
+    g.add_argument("--no-store", action="store_true", help="keep no features (re-ranking then needs a new forward pass)")
+
+
+def store_root(args) -> str | None:
+    return None if args.no_store else (args.store or default_store())
+
+
+SIZE_FLAGS = (("top_k", "--top-k"), ("top_p", "--top-p"), ("drop_lowest_p", "--drop-lowest-p"),
+              ("bottom_p", "--bottom-p"))
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    from ..selection import DEFAULT_STRATEGY, STRATEGIES
+
+    g = p.add_argument_group("selection")
+    size = g.add_mutually_exclusive_group(required=True)
+    size.add_argument("--top-k", type=int, default=None, help="keep the first k samples of the order")
+    size.add_argument("--top-p", type=float, default=None, help="keep the first p percent")
+    size.add_argument("--drop-lowest-p", type=float, default=None, help="keep all but the last p percent")
+    size.add_argument("--bottom-p", type=float, default=None, help="the last p percent, least valuable first (to inspect)")
+    g.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
+                   help="how samples are ordered (default %(default)s): " +
+                        "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+
+
+def subset_size(args) -> tuple[str, float]:
+    for mode, _ in SIZE_FLAGS:
+        if getattr(args, mode, None) is not None:
+            return mode, float(getattr(args, mode))
+    raise UsageError("give one of --top-k, --top-p, --bottom-p, --drop-lowest-p")
+
+
+def common_parent() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    return common
+
+
+# ----------------------------------------------------------------------------- steps
+def load_data(path: str, args) -> LoadedData:
+    """Samples of a data file with the command's column options; skipped rows are reported."""
+    data = load_samples(path, columns=columns(args), on_error=getattr(args, "on_error", "raise"))
+    if data.skipped:
+        print(f"{path}: skipped {len(data.skipped)} rows", file=sys.stderr)
+        for s in data.skipped[:20]:
+            print(f"  row {s.row}, field {s.field!r}: {s.reason}", file=sys.stderr)
+        if len(data.skipped) > 20:
+            print(f"  ... and {len(data.skipped) - 20} more", file=sys.stderr)
+    return data
+
+
+def drop_unencodable(lm, data: LoadedData, config: FeatureConfig, on_error: str) -> list:
+    """Apply the length check (and tokenization errors) with the same raise/skip rule as reading."""
+    from ..features import encode_all
+
+    _, skipped = encode_all(lm, data.samples, config, on_error=on_error)
+    if not skipped:
+        return data.samples
+    bad = {id(s) for s, _ in skipped}
+    print(f"{data.path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
+    for s, e in skipped[:20]:
+        print(f"  {e}", file=sys.stderr)
+    kept = [s for s in data.samples if id(s) not in bad]
+    if not kept:
+        raise DataError(data.path, None, None, "no samples left after skipping")
+    return kept
+
+
+def set_threads(args) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+__all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
+           "feature_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
+           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "drop_unencodable",
+           "set_threads"]

@@ -1,0 +1,54 @@
+"""``forvalue score``: value every training sample against a valuation set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._version import __version__
+from . import options as o
+from .output import check_out, score_rows, write_table
+
+METHOD_CHOICES = ("sparse", "exact", "full-vocab", "emb")
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("score", parents=parents, help="value training samples against a valuation set")
+    p.add_argument("--train", required=True, help="training data: JSONL, Parquet, CSV or HF save_to_disk folder")
+    p.add_argument("--val", required=True, help="valuation data, same formats")
+    p.add_argument("--method", choices=[*METHOD_CHOICES, "full"], default="sparse",
+                   help="sparse (default, stored form), exact (paper Algorithm 1), full-vocab (the whole "
+                        "vocabulary; 'full' is its deprecated name), emb (hidden-state baseline)")
+    p.add_argument("--out", required=True, help="output table (.parquet, .jsonl or .csv)")
+    o.add_store_option(p)
+    o.add_model_options(p)
+    o.add_feature_options(p)
+    o.add_column_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..scoring import normalize_method, rank
+    from ..store import FeatureStore
+    from ..valuator import Valuator
+
+    out = check_out(args.out)
+    method = normalize_method(args.method)
+    train = o.load_data(args.train, args)
+    val = o.load_data(args.val, args)
+    root = o.store_root(args)
+    store = FeatureStore(root) if root and method in ("sparse", "emb") else None
+    v = Valuator(o.model_config(args), o.feature_config(args), store=store)
+    tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
+    va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
+    result = v.score(tr, va, method=method, progress=not args.quiet)
+    ranks = rank(result.values)
+    extra = {} if result.normalized is None else {"normalized": result.normalized, "norm": result.norms}
+    rows = sorted(score_rows(tr, result.values, ranks, extra), key=lambda r: r["rank"])
+    meta = {"model": v.lm.fingerprint.to_dict(), "method": method, "feature_config": v.config.to_dict(),
+            "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val),
+            "n_val": len(va), "val_ids": [s.sample_id for s in va], "columns": o.columns_meta(args),
+            "store": str(Path(root).resolve()) if store is not None else None, "code_version": __version__}
+    write_table(rows, out, meta)
+    print(f"scored {len(tr)} training samples against {len(va)} valuation samples "
+          f"({method}, {result.seconds:.1f}s, model {v.lm.fingerprint.id}) -> {args.out}")
+    return 0

@@ -1,0 +1,124 @@
+"""The front door: :class:`Valuator`, one model and feature configuration through the stages of a
+curation. The command line, the Dagster assets and the benchmarks all go through it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data import Sample
+from .features import FeatureConfig, SparseFeatures
+from .models import ModelConfig
+from .selection import DEFAULT_STRATEGY, Ranking
+from .store import DEFAULT_SHARD_SIZE, EnsureResult, FeatureStore
+
+
+@dataclass
+class Selection:
+    """A curated subset: ``indices`` into the training samples, in the strategy's order (bottom_p:
+    least valuable first), and the full :class:`forvalue.selection.Ranking` behind it."""
+
+    indices: np.ndarray
+    ranking: Ranking
+    mode: str
+    value: float
+
+    @property
+    def strategy(self) -> str:
+        return self.ranking.strategy
+
+    def samples(self, train: Sequence[Sample]) -> list[Sample]:
+        return [train[i] for i in self.indices]
+
+
+class Valuator:
+    """For-Value with one model and one feature configuration.
+
+    Stages:
+      - ``featurize(samples)``: the sparse features of samples, computed once per model and
+        configuration (kept and reused through ``store`` when one is given);
+      - ``score(train, val)``: the For-Value of every training sample against the valuation set
+        (``method`` sparse, exact, full-vocab or emb), with the normalized value and ||G||;
+      - ``select(train, val, mode, value)``: a curated subset by a selection strategy (default
+        ``balanced``), from features only;
+      - ``explain(samples, val)``: each sample's per-token contributions, which add up to its score.
+
+    ``model`` is a spec (``"default"``, a folder, a ``.gguf`` file, a hub id), a
+    :class:`forvalue.models.ModelConfig` or an already loaded model; it is loaded on first use.
+
+        v = Valuator("default", store=".forvalue/features")
+        sel = v.select(train, val, "top_p", 10)
+        kept = sel.samples(train)
+    """
+
+    def __init__(self, model="default", config: FeatureConfig = FeatureConfig(),
+                 store: FeatureStore | str | Path | None = None, *, batch_size: int | None = None):
+        self.config = config
+        self.store = FeatureStore(store) if isinstance(store, (str, Path)) else store
+        if hasattr(model, "model") and hasattr(model, "tokenizer"):   # a LoadedModel
+            self._lm, self.model_config = model, None
+        else:
+            self._lm = None
+            self.model_config = model if isinstance(model, ModelConfig) else ModelConfig(model=str(model))
+        self.batch_size = batch_size or (self.model_config.batch_size if self.model_config else 8)
+
+    @property
+    def lm(self):
+        """The loaded model (loaded on first use)."""
+        if self._lm is None:
+            self._lm = self.model_config.load()
+        return self._lm
+
+    # ------------------------------------------------------------------ stages
+    def featurize(self, samples: Sequence[Sample], *, shard_size: int = DEFAULT_SHARD_SIZE,
+                  progress: bool = False) -> EnsureResult:
+        """Sparse features of ``samples`` (in their order): from the store when it has them."""
+        if self.store is not None:
+            return self.store.ensure(self.lm, samples, self.config, batch_size=self.batch_size, shard_size=shard_size,
+                                     progress=progress)
+        from .features import extract_sparse
+
+        feats = extract_sparse(self.lm, samples, self.config, batch_size=self.batch_size, progress=progress)
+        return EnsureResult(features=feats, computed=len(feats), reused=0, shards_written=[])
+
+    def score(self, train: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
+              pairwise: bool = False, exact_vocab: str = "union", progress: bool = False):
+        """:class:`forvalue.scoring.ScoreResult` of every training sample against the valuation set."""
+        from .scoring import score
+
+        return score(self.lm, train, val, method=method, config=self.config, pairwise=pairwise,
+                     batch_size=self.batch_size, exact_vocab=exact_vocab, store=self.store, progress=progress)
+
+    def select(self, train: Sequence[Sample], val: Sequence[Sample], mode: str = "top_p", value: float = 10, *,
+               strategy: str = DEFAULT_STRATEGY, progress: bool = False) -> Selection:
+        """A curated subset: ``mode`` top_k, top_p, drop_lowest_p or bottom_p with ``value`` (k or a
+        percentage) of the order of ``strategy`` (:mod:`forvalue.selection`)."""
+        from .selection import needed_prefix, rank_features
+
+        tf = self.featurize(train, progress=progress).features
+        vf = self.featurize(val, progress=progress).features
+        ranking = rank_features(tf, vf, strategy, limit=needed_prefix(len(train), mode, value))
+        return Selection(indices=ranking.indices(mode, value), ranking=ranking, mode=mode, value=float(value))
+
+    def rank(self, train_features: SparseFeatures, val_features: SparseFeatures,
+             strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None) -> Ranking:
+        """The order of a strategy from features already at hand (no model needed)."""
+        from .selection import rank_features
+
+        return rank_features(train_features, val_features, strategy, limit=limit)
+
+    def explain(self, samples: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
+                helps: int = 3):
+        """:class:`forvalue.explain.Explanation` of each of ``samples`` against the valuation set."""
+        from .explain import explain
+
+        tf = self.featurize(samples).features
+        vf = self.featurize(val).features
+        return explain(self.lm, samples, tf, vf, self.config, method=method, batch_size=self.batch_size,
+                       helps=helps)
+
+
+__all__ = ["Valuator", "Selection"]
