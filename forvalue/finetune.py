@@ -42,7 +42,7 @@ from .tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_FINETUNE_RUN, TAG_PAR
 from .training import Step, cycled_batches, token_mean_loss, train_loop
 
 STRATEGIES = ("top", "random", "bottom", "full")
-METHODS = ("lora", "full")
+TRAINING_METHODS = ("lora", "full")
 SCHEDULES = ("linear", "cosine", "constant")
 META_FILE = "forvalue_finetune.json"
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
@@ -77,8 +77,8 @@ class TrainConfig:
     eval_every: int = opt(0, "valuation loss every n steps (0: only at the end)")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise FinetuneError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.method not in TRAINING_METHODS:
+            raise FinetuneError(f"method must be one of {TRAINING_METHODS}, not {self.method!r}")
         if self.schedule not in SCHEDULES:
             raise FinetuneError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         if self.steps < 1 or self.batch_size < 1:
