@@ -640,9 +640,6 @@ def run_evaluation(
                          model_fingerprint=lm.fingerprint.id)
 
 
-eval_run = run_evaluation   # TEMPORARY: the Dagster layer is being moved; remove once it imports run_evaluation
-
-
 # ----------------------------------------------------------------------------- comparisons
 @dataclass
 class ComparisonResult:

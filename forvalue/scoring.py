@@ -172,21 +172,6 @@ def _dense_scores(lm, train_enc, val_enc, config, *, vocab_mode, pairwise, batch
     return out if pairwise else out[0]
 
 
-def _emb_from_dense(lm, enc, config, batch_size, progress):
-    import torch
-
-    from .features import compute_dtype_for, length_batches, scored_positions
-
-    cdt = compute_dtype_for(lm)
-    out = {}
-    for batch in length_batches(enc, batch_size):
-        pos = scored_positions(lm, batch, config.positions, cdt)
-        emb = torch.zeros((len(batch), pos.H.shape[1]), dtype=cdt, device=pos.H.device).index_add_(0, pos.S, pos.H)
-        for b, e in enumerate(batch):
-            out[e.index] = emb[b].double().cpu().numpy()
-    return np.stack([out[i] for i in range(len(enc))])
-
-
 # ----------------------------------------------------------------------------- API
 def score(
     lm,
@@ -206,38 +191,48 @@ def score(
     if not train or not val:
         raise ValueError("need at least one training and one valuation sample")
     t0 = time.perf_counter()
-    info: dict = {}
-    normalized = norms = None
-    if method == "sparse" or (method == "emb" and store is not None):
+    if method in ("sparse", "emb"):   # one path, with or without a store: features, then values
         if store is not None:
             tr = store.ensure(lm, train, config, batch_size=batch_size, progress=progress)
             va = store.ensure(lm, val, config, batch_size=batch_size, progress=progress)
             info = {"computed": tr.computed + va.computed, "reused": tr.reused + va.reused}
             tf, vf = tr.features, va.features
         else:
+            info = {}
             tf = extract_sparse(lm, train, config, batch_size=batch_size, progress=progress)
             vf = extract_sparse(lm, val, config, batch_size=batch_size, progress=progress)
-        m = (sparse_scores if method == "sparse" else emb_scores)(tf, vf, pairwise=pairwise)
-        if method == "sparse":
-            _, normalized, norms = set_values(tf, vf, raw=m.mean(0) if pairwise else m)
-    else:
-        train_enc, _ = encode_all(lm, train, config)
-        val_enc, _ = encode_all(lm, val, config)
-        if method == "emb":
-            et = _emb_from_dense(lm, train_enc, config, batch_size, progress)
-            ev = _emb_from_dense(lm, val_enc, config, batch_size, progress)
-            m = ev @ et.T if pairwise else (ev @ et.T).mean(0)
-        else:
-            if exact_vocab not in ("union", "batch"):
-                raise ValueError("exact_vocab must be 'union' or 'batch'")
-            mode = "full" if method == "full-vocab" else exact_vocab
-            m = _dense_scores(lm, train_enc, val_enc, config, vocab_mode=mode, pairwise=pairwise,
-                              batch_size=batch_size, progress=progress)
-    matrix = m if pairwise else None
-    values = m.mean(0) if pairwise else m
-    return ScoreResult(values=np.asarray(values, dtype=np.float64), matrix=matrix, method=method, config=config,
+        res = score_features(tf, vf, method=method, config=config, pairwise=pairwise)
+        res.seconds, res.info = time.perf_counter() - t0, info
+        return res
+    if exact_vocab not in ("union", "batch"):
+        raise ValueError("exact_vocab must be 'union' or 'batch'")
+    train_enc, _ = encode_all(lm, train, config)
+    val_enc, _ = encode_all(lm, val, config)
+    mode = "full" if method == "full-vocab" else exact_vocab
+    m = _dense_scores(lm, train_enc, val_enc, config, vocab_mode=mode, pairwise=pairwise,
+                      batch_size=batch_size, progress=progress)
+    return ScoreResult(values=np.asarray(m.mean(0) if pairwise else m, dtype=np.float64),
+                       matrix=m if pairwise else None, method=method, config=config,
                        train_ids=[s.sample_id for s in train], val_ids=[s.sample_id for s in val],
-                       seconds=time.perf_counter() - t0, info=info, normalized=normalized, norms=norms)
+                       seconds=time.perf_counter() - t0)
+
+
+def score_features(train: SparseFeatures, val: SparseFeatures, *, method: str = "sparse",
+                   config: FeatureConfig | None = None, pairwise: bool = False) -> ScoreResult:
+    """Values from features already computed (no model): ``sparse`` with the normalized value and
+    ||G||, or ``emb``. The stored-features path of the platform and the last step of :func:`score`."""
+    t0 = time.perf_counter()
+    method = normalize_method(method)
+    if method not in ("sparse", "emb"):
+        raise ConfigError(f"method {method} needs the model (dense gradients); stored features give sparse and emb")
+    m = (sparse_scores if method == "sparse" else emb_scores)(train, val, pairwise=pairwise)
+    values = np.asarray(m.mean(0) if pairwise else m, dtype=np.float64)
+    normalized = norms = None
+    if method == "sparse":
+        _, normalized, norms = set_values(train, val, raw=values)
+    return ScoreResult(values=values, matrix=m if pairwise else None, method=method, config=config or FeatureConfig(),
+                       train_ids=list(train.sample_ids), val_ids=list(val.sample_ids),
+                       seconds=time.perf_counter() - t0, normalized=normalized, norms=norms)
 
 
 # ----------------------------------------------------------------------------- ranking

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .data import Sample
+from .errors import ConfigError
 from .features import FeatureConfig, SparseFeatures
 from .models import ModelConfig
 from .selection import DEFAULT_STRATEGY, Ranking
@@ -46,6 +47,9 @@ class Valuator:
         ``balanced``), from features only;
       - ``explain(samples, val)``: each sample's per-token contributions, which add up to its score.
 
+    ``Valuator.from_store(store, fingerprint, config)`` has no model: it scores (``score_features``)
+    and ranks (``rank``) what a model with that fingerprint stored (``stored``).
+
     ``model`` is a spec (``"default"``, a folder, a ``.gguf`` file, a hub id), a
     :class:`forvalue.models.ModelConfig` or an already loaded model; it is loaded on first use.
 
@@ -58,27 +62,52 @@ class Valuator:
                  store: FeatureStore | str | Path | None = None, *, batch_size: int | None = None):
         self.config = config
         self.store = FeatureStore(store) if isinstance(store, (str, Path)) else store
-        if hasattr(model, "model") and hasattr(model, "tokenizer"):   # a LoadedModel
+        self._fingerprint = None
+        if model is None:                                            # stored features only
+            self._lm, self.model_config = None, None
+        elif hasattr(model, "model") and hasattr(model, "tokenizer"):   # a LoadedModel
             self._lm, self.model_config = model, None
         else:
             self._lm = None
             self.model_config = model if isinstance(model, ModelConfig) else ModelConfig(model=str(model))
         self.batch_size = batch_size or (self.model_config.batch_size if self.model_config else 8)
 
+    @classmethod
+    def from_store(cls, store: FeatureStore | str | Path, fingerprint, config: FeatureConfig = FeatureConfig()):
+        """A Valuator without a model, over the features a model with ``fingerprint`` stored: it
+        scores, selects and ranks from :meth:`stored` features (the platform's scoring step)."""
+        v = cls(None, config, store)
+        v._fingerprint = fingerprint
+        return v
+
     @property
     def lm(self):
         """The loaded model (loaded on first use)."""
         if self._lm is None:
+            if self.model_config is None:
+                raise ConfigError("this Valuator reads stored features only (from_store); computing features "
+                                  "needs a model")
             self._lm = self.model_config.load()
         return self._lm
 
+    @property
+    def fingerprint(self):
+        return self._fingerprint if self._fingerprint is not None else self.lm.fingerprint
+
+    def stored(self, sample_ids: Sequence[str]) -> SparseFeatures:
+        """Features of ``sample_ids`` (in that order) from the store; KeyError when some are missing."""
+        if self.store is None:
+            raise ConfigError("no feature store")
+        return self.store.load(self.fingerprint, self.config, list(sample_ids))
+
     # ------------------------------------------------------------------ stages
     def featurize(self, samples: Sequence[Sample], *, shard_size: int = DEFAULT_SHARD_SIZE,
-                  progress: bool = False) -> EnsureResult:
-        """Sparse features of ``samples`` (in their order): from the store when it has them."""
+                  progress: bool = False, extra: dict | None = None) -> EnsureResult:
+        """Sparse features of ``samples`` (in their order): from the store when it has them (new
+        shards carry ``extra`` in their metadata)."""
         if self.store is not None:
             return self.store.ensure(self.lm, samples, self.config, batch_size=self.batch_size, shard_size=shard_size,
-                                     progress=progress)
+                                     progress=progress, extra=extra)
         from .features import extract_sparse
 
         feats = extract_sparse(self.lm, samples, self.config, batch_size=self.batch_size, progress=progress)
@@ -91,6 +120,13 @@ class Valuator:
 
         return score(self.lm, train, val, method=method, config=self.config, pairwise=pairwise,
                      batch_size=self.batch_size, exact_vocab=exact_vocab, store=self.store, progress=progress)
+
+    def score_features(self, train_features: SparseFeatures, val_features: SparseFeatures, *,
+                       method: str = "sparse", pairwise: bool = False):
+        """:class:`forvalue.scoring.ScoreResult` from features at hand (no model): sparse or emb."""
+        from .scoring import score_features
+
+        return score_features(train_features, val_features, method=method, config=self.config, pairwise=pairwise)
 
     def select(self, train: Sequence[Sample], val: Sequence[Sample], mode: str = "top_p", value: float = 10, *,
                strategy: str = DEFAULT_STRATEGY, progress: bool = False) -> Selection:

@@ -1,46 +1,70 @@
-"""The Definitions of the ForValue code location (workspace.yaml loads this module).
+"""The ForValue code location: the domains merged into one Definitions.
 
-Resources are built from environment variables over embedded defaults (see docs/platform.md):
-FORVALUE_MODEL, FORVALUE_DEVICE, FORVALUE_DTYPE, FORVALUE_BATCH_SIZE (model); FORVALUE_DB,
-FORVALUE_SUBSETS (DuckDB catalog, subset exports); FORVALUE_FEATURES and the feature config
-(FORVALUE_POSITIONS, FORVALUE_TOPK, FORVALUE_RANK, FORVALUE_SEED) for the feature store.
+    ingest      training_dataset, valuation_set; jobs register_training_dataset, register_valuation_set
+    features    training_features, valuation_features; their coverage checks
+    curation    forvalue_scores, curated_subset; their checks; job curation
+    finetuning  finetune_run, eval_run, finetune_comparison; jobs finetune_and_eval, compare_subsets
+
+plus the sensors and the schedule (``sensors/``) and the resources (``resources/``).
+
+Nothing here runs at import. ``build_definitions()`` is the one configuration step: it builds the
+resources from environment variables over embedded defaults (docs/platform.md, "Configuration")
+and the sensors with FORVALUE_SENSOR_INTERVAL. Tools load ``code_location`` (``dg dev``, ``dg check
+defs``, ``dagster dev``, workspace.yaml), which calls it when the location loads; ``defs`` is the
+same Definitions, built on first access (``from forvalue_assets.definitions import defs``).
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
+import dagster as dg
 from dagster import Definitions
 
-from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
+from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
 from resources.mlflow import MLflowResource
-from sensors import ALL_SCHEDULES, ALL_SENSORS
+from sensors import ALL_SCHEDULES, build_sensors
 
-from .assets import ALL_ASSETS
-from .checks import ALL_CHECKS
-from .finetune_assets import FINETUNE_ASSETS, FINETUNE_JOBS
-from .jobs import ALL_JOBS
+from . import curation, features, finetuning, ingest
+from .settings import sensor_interval
+
+DOMAINS = (ingest, features, curation, finetuning)
+
+
+def domain_definitions(domain) -> Definitions:
+    """One domain's assets, checks and jobs (no resources: the root supplies them)."""
+    return Definitions(assets=domain.ASSETS, asset_checks=domain.CHECKS, jobs=domain.JOBS)
 
 
 def default_resources() -> dict:
+    """Every resource from the environment (``from_env``) over its embedded defaults."""
     return {
         "model": ModelResource.from_env(),
         "catalog": DuckDBStoreResource.from_env(),
         "feature_store": FeatureStoreResource.from_env(),
+        "curation": CurationResource.from_env(),
+        "finetune": FinetuneResource.from_env(),
         "mlflow": MLflowResource.from_env(),
     }
 
 
 def build_definitions(resources: Mapping[str, object] | None = None) -> Definitions:
     """The platform's Definitions; ``resources`` replaces the environment-built ones (tests)."""
-    return Definitions(
-        assets=ALL_ASSETS + FINETUNE_ASSETS,
-        asset_checks=ALL_CHECKS,
-        jobs=ALL_JOBS + FINETUNE_JOBS,
-        sensors=ALL_SENSORS,
-        schedules=ALL_SCHEDULES,
-        resources={**default_resources(), **(resources or {})},
-    )
+    platform = Definitions(sensors=build_sensors(sensor_interval()), schedules=ALL_SCHEDULES,
+                           resources={**default_resources(), **(resources or {})})
+    return Definitions.merge(*(domain_definitions(d) for d in DOMAINS), platform)
 
 
-defs = build_definitions()
+@dg.definitions
+def code_location() -> Definitions:
+    """What ``dg dev`` / ``dg check defs`` / workspace.yaml load: ``build_definitions()`` at load time."""
+    return build_definitions()
+
+
+def __getattr__(name: str):
+    # ``defs``: the code location's Definitions, built from the environment on first access (not at
+    # import) and then kept.
+    if name == "defs":
+        globals()["defs"] = built = build_definitions()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

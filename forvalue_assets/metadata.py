@@ -1,13 +1,32 @@
-"""Metadata a person reads in the UI: histograms (PNG), sample tables (Markdown)."""
+"""Metadata a person reads in the UI: histograms (PNG), sample tables.
+
+Sample lists are ``MetadataValue.table`` values (the UI shows their text as it is, never as
+Markdown). Markdown that is still built from user text (file previews, prediction tables, the
+legacy ``top_and_bottom`` of ``forvalue_scores``) goes through ``escape_md``, so a response with
+``*`` or ``<b>`` shows those characters instead of italics or HTML.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from typing import Sequence
 
 import numpy as np
-from dagster import MetadataValue
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+# Characters that start Markdown (CommonMark + GFM) inline syntax or break a table cell.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
+TEXT_WIDTH = 300   # characters of prompt / response kept in a table cell
+
+SAMPLE_SCHEMA = TableSchema(columns=[
+    TableColumn("rank", "int", description="position in the order (1 = most valuable)"),
+    TableColumn("score", "float", description="For-Value score (mean inner product with the valuation set)"),
+    TableColumn("id", "string", description="the sample's own id, else the start of its content id"),
+    TableColumn("prompt", "string"),
+    TableColumn("response", "string"),
+])
 
 
 def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, bins: int = 30) -> bytes:
@@ -36,16 +55,27 @@ def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = No
 
 
 def md_image(png: bytes, alt: str = "histogram") -> MetadataValue:
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+    return MetadataValue.md(f"![{escape_md(alt)}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
 
 
-def _cell(text, width: int = 70) -> str:
+def escape_md(text) -> str:
+    """``text`` as literal Markdown: HTML ``& < >`` become entities and Markdown punctuation
+    (``\\ ` * _ [ ] # | ~``) is backslash-escaped, so nothing renders as emphasis, code, a link,
+    a heading, HTML or a table-cell break."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def _one_line(text, width: int) -> str:
     if text is None:
         return ""
     s = " ".join(str(text).split())
-    if len(s) > width:
-        s = s[: width - 1] + "…"
-    return s.replace("|", "\\|").replace("<", "&lt;")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def md_cell(text, width: int = 70) -> str:
+    """One Markdown table cell: whitespace collapsed, cut to ``width`` characters, escaped."""
+    return escape_md(_one_line(text, width))
 
 
 def sample_text(sample) -> tuple[str, str]:
@@ -56,18 +86,42 @@ def sample_text(sample) -> tuple[str, str]:
     return sample.prompt, sample.response
 
 
-def md_samples(rows: Sequence[tuple[int, float, object]], title: str) -> str:
-    """Markdown table of (rank, score, Sample)."""
-    lines = [f"**{title}**", "", "| rank | score | id | prompt | response |", "|---:|---:|---|---|---|"]
+def sample_id(sample) -> str:
+    return sample.user_id or sample.sample_id[:12]
+
+
+def sample_table(rows: Sequence[tuple[int, float, object]]) -> MetadataValue:
+    """A table of (rank, score, Sample): rank, score, id, prompt, response (text as it is)."""
+    records = []
     for rank, score, s in rows:
         prompt, response = sample_text(s)
-        ident = s.user_id or s.sample_id[:12]
-        lines.append(f"| {rank} | {score:.4g} | {_cell(ident, 24)} | {_cell(prompt)} | {_cell(response)} |")
+        records.append(TableRecord({"rank": int(rank), "score": float(score), "id": _one_line(sample_id(s), 64),
+                                    "prompt": _one_line(prompt, TEXT_WIDTH),
+                                    "response": _one_line(response, TEXT_WIDTH)}))
+    return MetadataValue.table(records, schema=SAMPLE_SCHEMA)
+
+
+def top_bottom_tables(ranked: Sequence[tuple[int, float, object]], what: str, n: int = 5) -> dict:
+    """``{"top_<what>": table, "bottom_<what>": table}``: the first n and the last n of a best-first
+    list (the bottom table only when the list is longer than n)."""
+    out = {f"top_{what}": sample_table(list(ranked[:n]))}
+    if len(ranked) > n:
+        out[f"bottom_{what}"] = sample_table(list(ranked[-n:]))
+    return out
+
+
+def md_samples(rows: Sequence[tuple[int, float, object]], title: str) -> str:
+    """Markdown table of (rank, score, Sample), the text escaped."""
+    lines = [f"**{escape_md(title)}**", "", "| rank | score | id | prompt | response |", "|---:|---:|---|---|---|"]
+    for rank, score, s in rows:
+        prompt, response = sample_text(s)
+        lines.append(f"| {rank} | {score:.4g} | {md_cell(sample_id(s), 24)} | {md_cell(prompt)} | {md_cell(response)} |")
     return "\n".join(lines)
 
 
 def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> MetadataValue:
-    """Top n and bottom n of a best-first list."""
+    """Top n and bottom n of a best-first list as Markdown (``forvalue_scores``' ``top_and_bottom``,
+    kept next to the ``top_samples`` / ``bottom_samples`` tables)."""
     top = list(ranked[:n])
     bottom = list(ranked[-n:]) if len(ranked) > n else []
     text = md_samples(top, f"Top {len(top)}")
@@ -77,9 +131,9 @@ def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> Me
 
 
 def md_preview(samples) -> MetadataValue:
-    """Markdown table of the first samples of a registered file."""
+    """Markdown table of the first samples of a registered file, the text escaped."""
     lines = ["| row | id | prompt | response |", "|---:|---|---|---|"]
     for s in samples:
         prompt, response = sample_text(s)
-        lines.append(f"| {s.row} | {_cell(s.user_id or s.sample_id[:12], 24)} | {_cell(prompt)} | {_cell(response)} |")
+        lines.append(f"| {s.row} | {md_cell(sample_id(s), 24)} | {md_cell(prompt)} | {md_cell(response)} |")
     return MetadataValue.md("\n".join(lines))

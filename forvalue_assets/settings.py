@@ -1,4 +1,6 @@
-"""Platform settings read from the environment (folders the sensor and registration share)."""
+"""Platform settings read from the environment when they are used (a sensor tick, a registration
+run, ``build_definitions``), never at import: the folders the sensor and registration share, and
+the sensors' tick interval."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ VALUATION_SUBDIR = "valuation"
 # Formats the incoming-folder sensor picks up (registration itself also reads CSV and HF folders).
 INCOMING_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 REGISTER_SUFFIXES = INCOMING_SUFFIXES + (".csv",)
+DEFAULT_SENSOR_INTERVAL = 15
 
 
 def incoming_root() -> Path:
@@ -30,7 +33,8 @@ def settle_seconds() -> int:
 
 
 def sensor_interval() -> int:
-    return env_int("FORVALUE_SENSOR_INTERVAL", 15) or 15
+    """Seconds between sensor ticks (FORVALUE_SENSOR_INTERVAL)."""
+    return env_int("FORVALUE_SENSOR_INTERVAL", DEFAULT_SENSOR_INTERVAL) or DEFAULT_SENSOR_INTERVAL
 
 
 def find_incoming_file(subdir: str, name: str, root: Path | None = None) -> Path | None:

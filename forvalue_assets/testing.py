@@ -7,7 +7,9 @@
         p.catalog().query("SELECT * FROM subset_lineage")
 
 Everything lives under one root folder: a temporary Dagster instance (DAGSTER_HOME), the DuckDB
-catalog, the feature store, subset exports and the incoming folder.
+catalog, the feature store, subset exports and the incoming folder. The resources are explicit
+(the embedded defaults, not the environment), except ``mlflow``, which comes from the environment
+as in ``build_definitions``; ``platform.resources`` holds the explicit ones.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Iterator
 
 from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions, instance_for_test
 
-from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
+from forvalue.io import atomic_write_text
+from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
 
 from .definitions import build_definitions
 from .partitions import pair_key, training_datasets, valuation_sets
@@ -51,12 +54,8 @@ class Platform:
         return self.resources["feature_store"].store()
 
     def write_jsonl(self, subdir: str, name: str, records: list[dict]) -> Path:
-        path = self.incoming / subdir / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(self.incoming / subdir / f"{name}.jsonl",
+                                 "".join(json.dumps(r) + "\n" for r in records))
 
     def register(self, subdir: str, name: str, path: str | Path | None = None, *, raise_on_error: bool = True,
                  **config):
@@ -116,9 +115,10 @@ class Platform:
 
 @contextmanager
 def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None = 8, batch_size: int = 4,
-                      persistent: bool = False) -> Iterator[Platform]:
+                      persistent: bool = False, resources: dict | None = None) -> Iterator[Platform]:
     """``persistent``: a SQLite-backed instance in <root>/dagster_home (what schedules and
-    anything that reloads the instance need) instead of the faster in-memory one."""
+    anything that reloads the instance need) instead of the faster in-memory one. ``resources``
+    replaces some of the platform's resources, e.g. ``{"curation": CurationResource.from_env()}``."""
     root = Path(root)
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -127,6 +127,9 @@ def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None
         "catalog": DuckDBStoreResource(path=str(root / "forvalue.duckdb"), export_dir=str(root / "subsets"),
                                        lock_timeout=30.0),
         "feature_store": FeatureStoreResource(root=str(root / "features"), k=k, r=r),
+        "curation": CurationResource(),
+        "finetune": FinetuneResource(),
+        **(resources or {}),
     }
     defs = build_definitions(resources)
     make = (lambda: instance_for_test(temp_dir=str(home))) if persistent else (

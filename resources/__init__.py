@@ -3,15 +3,20 @@
 - ``ModelResource``: which model computes features (``default``, a folder, a .gguf file or a hub id);
 - ``DuckDBStoreResource``: the DuckDB catalog (``forvalue.catalog.Catalog``) and the subset exports;
 - ``FeatureStoreResource``: the Parquet feature store (``forvalue.store.FeatureStore``) and the
-  feature config that keys it.
+  feature config that keys it;
+- ``CurationResource``: the default subset (mode, value, strategy) of ``curated_subset``;
+- ``FinetuneResource``: fine-tuning defaults (steps); ``MLflowResource`` (``resources/mlflow.py``):
+  where fine-tune and eval runs are tracked.
 
-Each has ``from_env()``: environment variables over the embedded defaults (see docs/platform.md).
-An MLflow resource for fine-tuning runs will sit next to these (``resources/mlflow.py``).
-These modules import neither torch nor transformers at import time.
+Each has ``from_env()``: environment variables over the embedded defaults (see docs/platform.md),
+called by ``forvalue_assets.definitions.build_definitions``; nothing reads the environment at
+import. These modules import neither torch nor transformers at import time.
 """
 
+from .curation import CurationResource
 from .features import FeatureStoreResource
+from .finetune import FinetuneResource
 from .model import ModelResource
 from .store import DuckDBStoreResource
 
-__all__ = ["DuckDBStoreResource", "FeatureStoreResource", "ModelResource"]
+__all__ = ["CurationResource", "DuckDBStoreResource", "FeatureStoreResource", "FinetuneResource", "ModelResource"]

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from ._env import env_bool, env_int, env_str
+from ._fields import config_class, dataclass_fields
+
+# the feature config's fields (forvalue.features.FeatureConfig) and the variable that sets each
+FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FORVALUE_RANK",
+               "seed": "FORVALUE_SEED", "chat_template": "FORVALUE_CHAT_TEMPLATE", "max_length": "FORVALUE_MAX_LENGTH"}
 
 
-class FeatureStoreResource(ConfigurableResource):
-    """Wraps ``forvalue.store.FeatureStore``; features are keyed by model fingerprint + this config."""
-
+class _FeatureStore(ConfigurableResource):
     root: str = Field(default=".forvalue/features", description="feature shard folder. Env: FORVALUE_FEATURES")
-    positions: str = Field(default="response", description="scored positions: response (SFT loss tokens) or all. Env: FORVALUE_POSITIONS")
-    k: int = Field(default=8, description="top-k predicted tokens per position. Env: FORVALUE_TOPK")
-    r: Optional[int] = Field(default=64, description="projection width of the hidden side (None keeps d). Env: FORVALUE_RANK")
-    seed: int = Field(default=0, description="projection seed. Env: FORVALUE_SEED")
-    chat_template: bool = Field(default=True, description="render prompts with the tokenizer's chat template. Env: FORVALUE_CHAT_TEMPLATE")
-    max_length: Optional[int] = Field(default=None, description="token limit per sample (None: the model context). Env: FORVALUE_MAX_LENGTH")
     shard_size: int = Field(default=512, description="samples per Parquet shard")
 
     @classmethod
-    def from_env(cls) -> "FeatureStoreResource":
+    def from_env(cls):
         return cls(root=env_str("FORVALUE_FEATURES", ".forvalue/features"),
                    positions=env_str("FORVALUE_POSITIONS", "response"), k=env_int("FORVALUE_TOPK", 8),
                    r=env_int("FORVALUE_RANK", 64), seed=env_int("FORVALUE_SEED", 0),
@@ -31,12 +26,24 @@ class FeatureStoreResource(ConfigurableResource):
                    max_length=env_int("FORVALUE_MAX_LENGTH", None))
 
     def config(self):
+        """The library's ``FeatureConfig`` of these fields."""
         from forvalue.features import FeatureConfig
 
-        return FeatureConfig(positions=self.positions, k=self.k, r=self.r, seed=self.seed,
-                             chat_template=self.chat_template, max_length=self.max_length)
+        return FeatureConfig(**{name: getattr(self, name) for name in FEATURE_ENV})
 
     def store(self):
         from forvalue.store import FeatureStore
 
         return FeatureStore(self.root)
+
+
+def _feature_fields():
+    from forvalue.features import FeatureConfig
+
+    return dataclass_fields(FeatureConfig, env=FEATURE_ENV)
+
+
+FeatureStoreResource = config_class(
+    "FeatureStoreResource", _FeatureStore,
+    "Wraps ``forvalue.store.FeatureStore``; features are keyed by model fingerprint + the feature config, "
+    "whose fields are forvalue.features.FeatureConfig's.", _feature_fields())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_str
+from ._env import env_var_or
 
 
 class MLflowResource(ConfigurableResource):
@@ -29,9 +29,11 @@ class MLflowResource(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "MLflowResource":
-        return cls(tracking_uri="", experiment=env_str("FORVALUE_MLFLOW_EXPERIMENT", "forvalue-finetune"),
-                   ui_url=env_str("FORVALUE_MLFLOW_UI", ""),
-                   output_dir=env_str("FORVALUE_FINETUNE_DIR", ".forvalue/finetune"))
+        """Each variable that is set becomes an ``EnvVar`` (resolved when a run starts); the tracking
+        URI stays empty here and is resolved by ``forvalue.tracking`` when a run tracks."""
+        return cls(tracking_uri="", experiment=env_var_or("FORVALUE_MLFLOW_EXPERIMENT", "forvalue-finetune"),
+                   ui_url=env_var_or("FORVALUE_MLFLOW_UI", ""),
+                   output_dir=env_var_or("FORVALUE_FINETUNE_DIR", ".forvalue/finetune"))
 
     def tracker(self):
         """A ``forvalue.tracking.Tracker`` for this store and experiment."""

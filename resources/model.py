@@ -1,37 +1,51 @@
-"""ModelResource: the model that computes For-Value features."""
+"""ModelResource: the model that computes For-Value features (fields: forvalue.models.ModelConfig)."""
 
 from __future__ import annotations
 
 import threading
 
 from dagster import ConfigurableResource
-from pydantic import Field
 
-from ._env import env_int, env_str
+from ._env import env_bool, env_int, env_str
+from ._fields import config_class, dataclass_fields
 
 _CACHE: dict[tuple, object] = {}
 _LOCK = threading.Lock()
+MODEL_ENV = {"model": "FORVALUE_MODEL", "device": "FORVALUE_DEVICE", "dtype": "FORVALUE_DTYPE",
+             "batch_size": "FORVALUE_BATCH_SIZE", "trust_remote_code": "FORVALUE_TRUST_REMOTE_CODE"}
 
 
-class ModelResource(ConfigurableResource):
-    """A model spec for ``forvalue.models.load_model``; loaded once per process, on first use."""
-
-    model: str = Field(default="default", description="'default' (SmolLM2-135M-Instruct), a model folder, a .gguf file or a Hugging Face id. Env: FORVALUE_MODEL")
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps. Env: FORVALUE_DEVICE")
-    dtype: str = Field(default="auto", description="auto, float32, bfloat16, float16. Env: FORVALUE_DTYPE")
-    batch_size: int = Field(default=8, description="samples per forward pass. Env: FORVALUE_BATCH_SIZE")
-
+class _Model(ConfigurableResource):
     @classmethod
-    def from_env(cls) -> "ModelResource":
+    def from_env(cls):
         return cls(model=env_str("FORVALUE_MODEL", "default"), device=env_str("FORVALUE_DEVICE", "auto"),
-                   dtype=env_str("FORVALUE_DTYPE", "auto"), batch_size=env_int("FORVALUE_BATCH_SIZE", 8))
+                   dtype=env_str("FORVALUE_DTYPE", "auto"), batch_size=env_int("FORVALUE_BATCH_SIZE", 8),
+                   trust_remote_code=env_bool("FORVALUE_TRUST_REMOTE_CODE", False))
+
+    def settings(self):
+        """The library's ``ModelConfig`` of these fields."""
+        from forvalue.models import ModelConfig
+
+        return ModelConfig(**{name: getattr(self, name) for name in MODEL_ENV})
 
     def load(self):
-        """The ``forvalue.models.LoadedModel`` (imports torch and transformers here, not at import)."""
-        from forvalue.models import load_model
-
-        key = (self.model, self.device, self.dtype)
+        """The ``forvalue.models.LoadedModel``, loaded once per process (torch and transformers are
+        imported here, not at import)."""
+        cfg = self.settings()
+        key = (cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
         with _LOCK:
             if key not in _CACHE:
-                _CACHE[key] = load_model(self.model, device=self.device, dtype=self.dtype)
+                _CACHE[key] = cfg.load()
             return _CACHE[key]
+
+
+def _model_fields():
+    from forvalue.models import ModelConfig
+
+    return dataclass_fields(ModelConfig, env=MODEL_ENV)
+
+
+ModelResource = config_class(
+    "ModelResource", _Model,
+    "A model spec for ``forvalue.models.load_model`` (fields: forvalue.models.ModelConfig); loaded once per "
+    "process, on first use.", _model_fields())

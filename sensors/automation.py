@@ -2,13 +2,20 @@
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from forvalue_assets.settings import sensor_interval
+from forvalue_assets.settings import DEFAULT_SENSOR_INTERVAL
 
-automation_sensor = AutomationConditionSensorDefinition(
-    "forvalue_automation",
-    target=AssetSelection.all(),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=sensor_interval(),
-    description="Keeps features, scores and curated subsets current: materializes a partition when its "
-                "inputs update (AutomationCondition.eager, after blocking checks upstream pass).",
-)
+
+def automation_sensor_def(interval: int = DEFAULT_SENSOR_INTERVAL) -> AutomationConditionSensorDefinition:
+    """The ``forvalue_automation`` sensor, evaluated every ``interval`` seconds (``build_definitions``
+    passes FORVALUE_SENSOR_INTERVAL)."""
+    return AutomationConditionSensorDefinition(
+        "forvalue_automation",
+        target=AssetSelection.all(),
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval,
+        description="Keeps features, scores and curated subsets current: materializes a partition when its "
+                    "inputs update (AutomationCondition.eager, after blocking checks upstream pass).",
+    )
+
+
+automation_sensor = automation_sensor_def()

@@ -26,23 +26,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
 
 from forvalue.catalog import NAME_RE, content_hash
-from forvalue_assets.jobs import register_training_job, register_valuation_job
+from forvalue.io import atomic_copy
+from forvalue_assets.ingest.jobs import register_training_job, register_valuation_job
 from forvalue_assets.partitions import training_datasets, valuation_sets
 from forvalue_assets.settings import (
+    DEFAULT_SENSOR_INTERVAL,
     INCOMING_SUFFIXES,
     TRAIN_SUBDIR,
     VALUATION_SUBDIR,
     incoming_root,
     seed_demo,
-    sensor_interval,
     settle_seconds,
 )
 
@@ -140,9 +140,7 @@ def seed_demo_files(root: Path) -> list[Path]:
     for src, subdir in ((train, TRAIN_SUBDIR), (val, VALUATION_SUBDIR)):
         dst = root / subdir / Path(src).name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        atomic_copy(src, dst)
         out.append(dst)
     return out
 
@@ -180,14 +178,24 @@ def evaluate(context: SensorEvaluationContext, root: Path | None = None) -> Sens
     )
 
 
-@sensor(
-    name="incoming_files",
-    jobs=[register_training_job, register_valuation_job],
-    minimum_interval_seconds=sensor_interval(),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Registers new or changed files in incoming/train/ and incoming/valuation/ (JSONL or Parquet; "
-                "the file stem is the name): adds the dynamic partition and runs registration + features. "
-                "High-water-mark cursor; run keys from content hashes.",
-)
-def incoming_files(context: SensorEvaluationContext) -> SensorResult:
-    return evaluate(context)
+def incoming_sensor(interval: int = DEFAULT_SENSOR_INTERVAL) -> SensorDefinition:
+    """The ``incoming_files`` sensor, ticking every ``interval`` seconds (``build_definitions``
+    passes FORVALUE_SENSOR_INTERVAL). The folder, demo seeding and settle time are read from the
+    environment at each tick (FORVALUE_INCOMING, FORVALUE_DEMO, FORVALUE_SETTLE_SECONDS)."""
+
+    @sensor(
+        name="incoming_files",
+        jobs=[register_training_job, register_valuation_job],
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Registers new or changed files in incoming/train/ and incoming/valuation/ (JSONL or Parquet; "
+                    "the file stem is the name): adds the dynamic partition and runs registration + features. "
+                    "High-water-mark cursor; run keys from content hashes.",
+    )
+    def incoming_files(context: SensorEvaluationContext) -> SensorResult:
+        return evaluate(context)
+
+    return incoming_files
+
+
+incoming_files = incoming_sensor()

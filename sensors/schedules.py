@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from forvalue_assets.jobs import curation_job
+from forvalue_assets.curation.jobs import curation_job
 from forvalue_assets.partitions import pair_key, training_datasets, valuation_sets
 
 

@@ -68,7 +68,7 @@ def test_graph_and_no_heavy_imports():
         node = graph.get(a.key)
         assert node.group_name == "finetune" and node.pools == {"model"} and node.automation_condition is None
         assert node.partitions_def == graph.get(AssetKey("curated_subset")).partitions_def
-    code = ("import sys, forvalue_assets.finetune_assets, resources.mlflow, forvalue.finetune_cli; "
+    code = ("import sys, forvalue_assets.finetune_assets, resources.mlflow, forvalue.cli.finetune; "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'mlflow') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -1,0 +1,54 @@
+"""What every domain of the Dagster layer shares: owners, code version, pools, the automation
+condition, the asset keys, and the Failure / check-result builders.
+
+Domains refer to each other's assets by these keys (``deps=[TRAINING_DATASET]``,
+``AssetSelection.assets(...)``), never by importing another domain, so the layers stay one-way:
+shared modules <- domains <- definitions.
+"""
+
+import warnings
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AutomationCondition, Failure, MetadataValue
+
+import forvalue
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION
+from forvalue.data import DataError
+
+OWNERS = ["team:data-curation"]
+CODE_VERSION = forvalue.__version__
+DUCKDB_POOL = "duckdb"
+MODEL_POOL = "model"
+
+# Keep derived assets current: run when an upstream partition updates, never on missing or
+# in-progress inputs, and never past a failed blocking check upstream.
+AUTOMATION = AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
+
+KIND_LABEL = {KIND_DATASET: "training dataset", KIND_VALUATION: "valuation set"}
+
+# Partitioned asset checks are a preview feature in Dagster 1.13; they are what makes a check's
+# result belong to one dataset (partition) rather than to the whole asset, so the checks use them
+# and only that one notice is silenced.
+warnings.filterwarnings("ignore", message=r"Specifying a partitions_def on an AssetCheckSpec")
+
+TRAINING_DATASET = AssetKey("training_dataset")
+VALUATION_SET = AssetKey("valuation_set")
+TRAINING_FEATURES = AssetKey("training_features")
+VALUATION_FEATURES = AssetKey("valuation_features")
+FORVALUE_SCORES = AssetKey("forvalue_scores")
+CURATED_SUBSET = AssetKey("curated_subset")
+
+
+def data_failure(e: DataError) -> Failure:
+    return Failure(description=str(e), metadata={
+        "file": e.file, "row": MetadataValue.int(e.row) if e.row is not None else "-",
+        "field": e.field or "-", "reason": e.reason})
+
+
+def catalog_failure(e: Exception) -> Failure:
+    return Failure(description=str(e))
+
+
+def check_failure(description: str, **metadata) -> AssetCheckResult:
+    """A failed blocking check (severity ERROR)."""
+    return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=description,
+                            metadata=metadata)

@@ -1,0 +1,287 @@
+"""Scores and subsets of a (training dataset, valuation set) pair.
+
+- ``forvalue_scores`` (group valuation, pool ``duckdb``): the ``scores`` table for the pair, from
+  stored features only, replaced in one transaction.
+- ``curated_subset`` (group curation, pool ``duckdb``): top-k / top-p% / bottom-p% / drop-the-lowest-p%
+  of the order of a selection strategy (default ``balanced``, see forvalue/selection.py), exported
+  as JSONL and Parquet and recorded in ``subsets``. Its defaults come from the ``curation``
+  resource (``CurationResource``); a run's config overrides any of them.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
+from forvalue.io import atomic_copy, atomic_write_bytes
+from forvalue.selection import STRATEGIES
+from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource
+
+from .. import metadata as md
+from ..common import (
+    AUTOMATION,
+    CODE_VERSION,
+    DUCKDB_POOL,
+    FORVALUE_SCORES,
+    KIND_LABEL,
+    OWNERS,
+    TRAINING_FEATURES,
+    VALUATION_FEATURES,
+    catalog_failure,
+)
+from ..partitions import dataset_pairs, split_pair
+from ..ranking import stored_features, stored_valuator, subset_ranking
+
+
+# ----------------------------------------------------------------------------- scores
+def scoring_inputs(cat, feature_store: FeatureStoreResource, dataset: str, valuation: str) -> dict:
+    """What a (dataset, valuation set) score is computed from: current versions, the feature runs
+    that produced their features, and the model those runs used."""
+    cfg = feature_store.config()
+    tinfo = cat.require_set(KIND_DATASET, dataset)
+    vinfo = cat.require_set(KIND_VALUATION, valuation)
+    tfr = cat.latest_feature_run(KIND_DATASET, dataset, tinfo["version"], cfg.id)
+    vfr = cat.latest_feature_run(KIND_VALUATION, valuation, vinfo["version"], cfg.id)
+    for fr, kind, nm, asset_name in ((tfr, KIND_DATASET, dataset, "training_features"),
+                                     (vfr, KIND_VALUATION, valuation, "valuation_features")):
+        if fr is None:
+            raise Failure(description=(
+                f"no features for {KIND_LABEL[kind]} {nm!r} (its current version) with feature config {cfg.id}: "
+                f"materialize {asset_name}[{nm}] first"))
+    if tfr["model_id"] != vfr["model_id"]:
+        raise Failure(description=(
+            f"features of training dataset {dataset!r} come from model {tfr['model_id']} but those of valuation set "
+            f"{valuation!r} from {vfr['model_id']}: re-materialize the older features with the current model"))
+    return {"config": cfg, "train": tinfo, "val": vinfo, "train_run": tfr, "val_run": vfr,
+            "fingerprint": cat.fingerprint(tfr["model_id"]), "model_id": tfr["model_id"]}
+
+
+def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.ndarray, ranks: np.ndarray):
+    """(rank, score, Sample) of the 5 best and 5 worst, best first."""
+    order = np.argsort(ranks)
+    shown = list(order[:5]) + list(order[-5:])
+    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, version,
+                                                          sample_ids=[train_ids[i] for i in shown])}
+    return [(int(ranks[i]), float(values[i]), by_id[train_ids[i]]) for i in order if train_ids[i] in by_id]
+
+
+@asset(
+    partitions_def=dataset_pairs,
+    # Each feature asset maps to one dimension of the pair (inferred: a MultiToSingleDimensionPartitionMapping).
+    deps=[TRAINING_FEATURES, VALUATION_FEATURES],
+    group_name="valuation",
+    kinds={"duckdb", "numpy"},
+    owners=OWNERS,
+    pool=DUCKDB_POOL,
+    code_version=CODE_VERSION,
+    automation_condition=AUTOMATION,
+    description="For-Value scores of every training sample against a valuation set (mean inner product of "
+                "lm_head-gradient-like features; higher = more valuable), from stored features only (no model "
+                "load). DuckDB table `scores`, keyed by training dataset x valuation set x feature config "
+                "(x model), replaced in one transaction; history in `score_runs`.",
+)
+def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
+                    feature_store: FeatureStoreResource) -> MaterializeResult:
+    from forvalue.scoring import rank
+
+    t0 = time.perf_counter()
+    dataset, valuation = split_pair(context.partition_key)
+    cat = catalog.catalog()
+    try:
+        inp = scoring_inputs(cat, feature_store, dataset, valuation)
+        train_ids = cat.sample_ids(KIND_DATASET, dataset, inp["train"]["version"])
+        val_ids = cat.sample_ids(KIND_VALUATION, valuation, inp["val"]["version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    valuator = stored_valuator(cat, feature_store, inp["model_id"])   # stored features only: no model load
+    t_load = time.perf_counter()
+    tf, vf = stored_features(valuator, train_ids, val_ids)
+    load_s = time.perf_counter() - t_load
+    t_score = time.perf_counter()
+    res = valuator.score_features(tf, vf)
+    values, normalized, norms = res.values, res.normalized, res.norms
+    score_s = time.perf_counter() - t_score
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise Failure(description=f"{bad} of {len(values)} scores are NaN or inf; the stored scores were left unchanged")
+    ranks = rank(values)
+    score_run_id = cat.replace_scores(
+        dataset_name=dataset, dataset_version=inp["train"]["version"], valuation_set=valuation,
+        valuation_version=inp["val"]["version"], model_id=inp["model_id"], feature_config_id=inp["config"].id,
+        sample_ids=train_ids, values=values, ranks=ranks, method="sparse", normalized=normalized, norms=norms,
+        train_feature_run_id=inp["train_run"]["feature_run_id"], val_feature_run_id=inp["val_run"]["feature_run_id"],
+        seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    ranked = _shown_samples(cat, dataset, inp["train"]["version"], train_ids, values, ranks)
+    png = md.histogram_png(values, title=f"{dataset} vs {valuation}")
+    return MaterializeResult(metadata={
+        "dagster/row_count": MetadataValue.int(len(values)),
+        "dagster/table_name": MetadataValue.text("scores"),
+        "table": MetadataValue.text("scores (history: score_runs; latest per dataset: latest_scores view)"),
+        "score_run_id": MetadataValue.text(score_run_id),
+        "valuation_samples": MetadataValue.int(len(val_ids)),
+        "score_mean": MetadataValue.float(float(values.mean())),
+        "score_std": MetadataValue.float(float(values.std())),
+        "score_min": MetadataValue.float(float(values.min())),
+        "score_max": MetadataValue.float(float(values.max())),
+        "histogram": md.md_image(png, "score histogram"),
+        **md.top_bottom_tables(ranked, "samples"),
+        "top_and_bottom": md.md_top_bottom(ranked),
+        "model_fingerprint": MetadataValue.json(inp["fingerprint"].to_dict()),
+        "feature_config_id": MetadataValue.text(inp["config"].id),
+        "dataset_version": MetadataValue.text(inp["train"]["version"]),
+        "valuation_version": MetadataValue.text(inp["val"]["version"]),
+        "seconds_load_features": MetadataValue.float(round(load_s, 3)),
+        "seconds_score": MetadataValue.float(round(score_s, 3)),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+# ----------------------------------------------------------------------------- curation
+class SubsetConfig(Config):
+    """Which samples to keep. A field left empty takes the value of the ``curation`` resource
+    (CurationResource: FORVALUE_SUBSET_MODE / FORVALUE_SUBSET_VALUE / FORVALUE_SUBSET_STRATEGY,
+    default drop_lowest_p 10, balanced), which automation and the nightly schedule use."""
+
+    mode: Optional[str] = Field(default=None,
+                                description="top_k (the k best), top_p (the best p%), bottom_p (the worst p%, to "
+                                            "inspect) or drop_lowest_p (everything but the worst p%); empty: the "
+                                            "curation resource's mode")
+    value: Optional[float] = Field(default=None, description="k for top_k; a percentage 0-100 otherwise; empty: "
+                                                             "the curation resource's value")
+    strategy: Optional[str] = Field(default=None,
+                                    description="how samples are ordered: balanced (cosine round-robin over the "
+                                                "valuation set, clean and covering), round-robin, max-cosine, "
+                                                "cosine-mean or raw-mean (the raw score); empty: the curation "
+                                                "resource's strategy")
+
+
+@dataclass(frozen=True)
+class Subset:
+    """The subset a run keeps: its config over the curation resource's defaults."""
+
+    mode: str
+    value: float
+    strategy: str
+
+    @classmethod
+    def resolve(cls, config: SubsetConfig, curation: CurationResource) -> "Subset":
+        subset = cls(mode=curation.mode if config.mode is None else config.mode,
+                     value=float(curation.value if config.value is None else config.value),
+                     strategy=curation.strategy if config.strategy is None else config.strategy)
+        if subset.mode not in SUBSET_MODES:
+            raise Failure(description=f"mode must be one of {', '.join(SUBSET_MODES)}, not {subset.mode!r}")
+        return subset
+
+    @property
+    def value_text(self) -> str:
+        return str(int(self.value)) if float(self.value).is_integer() else f"{self.value:g}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} {self.value_text} ({self.strategy})"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.mode}-{self.value_text}-{self.strategy}"
+
+
+def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valuation: str):
+    """(latest score run, its score rows, the samples of the current dataset version); fails when
+    the scores are missing or older than the dataset."""
+    cfg = feature_store.config()
+    try:
+        tinfo = cat.require_set(KIND_DATASET, dataset)
+        run = cat.latest_score_run(dataset, valuation, cfg.id)
+        if run is None:
+            raise Failure(description=f"no scores for {dataset} x {valuation} with feature config {cfg.id}: "
+                                      f"materialize forvalue_scores first")
+        if run["dataset_version"] != tinfo["version"]:
+            raise Failure(description=f"the scores of {dataset} are for version {run['dataset_version'][:12]}, the "
+                                      f"current version is {tinfo['version'][:12]}: re-materialize forvalue_scores")
+        rows = cat.scores(dataset, valuation, cfg.id, run["model_id"])
+        samples = cat.load_samples(KIND_DATASET, dataset, tinfo["version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    return run, rows, samples
+
+
+@asset(
+    partitions_def=dataset_pairs,
+    deps=[FORVALUE_SCORES],
+    group_name="curation",
+    kinds={"duckdb", "parquet", "json"},
+    owners=OWNERS,
+    pool=DUCKDB_POOL,
+    code_version=CODE_VERSION,
+    automation_condition=AUTOMATION,
+    description="A curated subset of a training dataset by For-Value against a valuation set: top-k, top-p%, "
+                "bottom-p% or 'drop the lowest p%' (config) of the order of a selection strategy (config; "
+                "default balanced: cosine round-robin over the valuation set, computed from stored features). "
+                "Exported as JSONL (the original rows, in file order: a drop-in training file) and Parquet "
+                "(in the strategy's order, with scores), and recorded in DuckDB `subsets` / `subset_samples`; "
+                "lineage in the `subset_lineage` view.",
+)
+def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog: DuckDBStoreResource,
+                   feature_store: FeatureStoreResource, curation: CurationResource) -> MaterializeResult:
+    from forvalue.catalog import export_subset
+    from forvalue.selection import needed_prefix
+
+    t0 = time.perf_counter()
+    dataset, valuation = split_pair(context.partition_key)
+    sub = Subset.resolve(config, curation)
+    cat = catalog.catalog()
+    run, rows, samples = _current_scores(cat, feature_store, dataset, valuation)
+    ids = [r["sample_id"] for r in rows]
+    values = np.array([r["score"] for r in rows], dtype=np.float64)
+    try:
+        ranking = subset_ranking(cat, feature_store, run, rows, sub.strategy,
+                                 limit=needed_prefix(len(ids), sub.mode, sub.value))
+        idx = ranking.indices(sub.mode, sub.value)
+    except ValueError as e:
+        raise Failure(description=f"subset config: {e}") from e
+    members = [(ids[i], int(ranking.rank[i]), float(values[i])) for i in idx]
+    subset_id = uuid.uuid4().hex
+    folder = catalog.subset_folder(dataset, valuation)
+    stem = f"{sub.stem}-{subset_id[:12]}"
+    jsonl, parquet = export_subset(samples, members, folder, stem, strategy=sub.strategy)
+    cut = None   # a cut-off on the score axis exists only when the strategy sorts by the score
+    if sub.strategy == "raw-mean" and members:
+        cut = min(m[2] for m in members) if sub.mode != "bottom_p" else max(m[2] for m in members)
+    png = md.histogram_png(values, title=f"{dataset} vs {valuation}: {sub.label}", cut=cut)
+    png_path = folder / f"{stem}.png"
+    atomic_write_bytes(png_path, png)
+    sid = cat.record_subset(score_run=run, mode=sub.mode, value=sub.value, n_total=len(ids), members=members,
+                            jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
+                            dagster_run_id=context.run_id, strategy=sub.strategy)
+    # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
+    atomic_copy(jsonl, folder / "current.jsonl")
+    atomic_copy(parquet, folder / "current.parquet")
+    by_id = {s.sample_id: s for s in samples}
+    ranked_kept = [(m[1], m[2], by_id[m[0]]) for m in members]
+    if sub.mode == "bottom_p":
+        ranked_kept = ranked_kept[::-1]
+    return MaterializeResult(metadata={
+        "dagster/row_count": MetadataValue.int(len(members)),
+        "dagster/table_name": MetadataValue.text("subsets"),
+        "subset_id": MetadataValue.text(sid),
+        "mode": MetadataValue.text(sub.mode),
+        "value": MetadataValue.float(sub.value),
+        "strategy": MetadataValue.text(sub.strategy),
+        "strategy_description": MetadataValue.text(STRATEGIES.get(sub.strategy, "")),
+        "n_total": MetadataValue.int(len(ids)),
+        "n_dropped": MetadataValue.int(len(ids) - len(members)),
+        "jsonl": MetadataValue.path(str(jsonl.resolve())),
+        "parquet": MetadataValue.path(str(parquet.resolve())),
+        "histogram": md.md_image(png, "scores with the subset cut-off"),
+        "histogram_png": MetadataValue.path(str(png_path.resolve())),
+        **md.top_bottom_tables(ranked_kept, "kept"),
+        "score_run_id": MetadataValue.text(run["score_run_id"]),
+        "model_id": MetadataValue.text(run["model_id"]),
+        "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })

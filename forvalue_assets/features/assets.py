@@ -1,0 +1,111 @@
+"""Features: ``training_features`` / ``valuation_features`` (group features, pool ``model``): sparse
+features as Parquet shards; only sample ids missing for this model and feature config are
+computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog.py)."""
+
+import time
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.data import DataError
+from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
+
+from ..common import (
+    AUTOMATION,
+    CODE_VERSION,
+    KIND_LABEL,
+    MODEL_POOL,
+    OWNERS,
+    TRAINING_DATASET,
+    VALUATION_SET,
+    catalog_failure,
+    data_failure,
+)
+from ..partitions import training_datasets, valuation_sets
+
+
+def _features(context: AssetExecutionContext, kind: str, model: ModelResource, feature_store: FeatureStoreResource,
+              catalog: DuckDBStoreResource) -> MaterializeResult:
+    t0 = time.perf_counter()
+    name = context.partition_key
+    cat = catalog.catalog()
+    try:
+        info = cat.require_set(kind, name)
+        samples = cat.load_samples(kind, name, info["version"])
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    from forvalue.valuator import Valuator
+
+    cfg = feature_store.config()
+    store = feature_store.store()
+    t_load = time.perf_counter()
+    lm = model.load()
+    load_s = time.perf_counter() - t_load
+    t_ext = time.perf_counter()
+    valuator = Valuator(lm, cfg, store, batch_size=model.batch_size)
+    try:
+        res = valuator.featurize(samples, shard_size=feature_store.shard_size, extra={
+            "dagster_run_id": context.run_id, "source_set": f"{kind}/{name}@{info['version'][:16]}"})
+    except DataError as e:
+        raise data_failure(e) from e
+    extract_s = time.perf_counter() - t_ext
+    model_id = cat.record_model(lm.fingerprint, spec=model.model)
+    folder = store.folder(lm.fingerprint, cfg)
+    run_id = cat.record_feature_run(kind=kind, name=name, version=info["version"], model_id=model_id, config=cfg,
+                                    n_samples=len(samples), n_computed=res.computed, n_reused=res.reused,
+                                    n_shards_written=len(res.shards_written), store_folder=folder,
+                                    seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    context.log.info(f"{KIND_LABEL[kind]} {name}: {res.computed} samples computed, {res.reused} reused")
+    return MaterializeResult(metadata={
+        "dagster/row_count": MetadataValue.int(len(samples)),
+        "computed": MetadataValue.int(res.computed),
+        "reused": MetadataValue.int(res.reused),
+        "feature_rows": MetadataValue.int(int(res.features.n_rows)),
+        "shards_written": MetadataValue.int(len(res.shards_written)),
+        "store_folder": MetadataValue.path(str(folder)),
+        "model_fingerprint": MetadataValue.json(lm.fingerprint.to_dict()),
+        "model_id": MetadataValue.text(model_id),
+        "feature_config": MetadataValue.json(cfg.to_dict()),
+        "feature_config_id": MetadataValue.text(cfg.id),
+        "dataset_version": MetadataValue.text(info["version"]),
+        "feature_run_id": MetadataValue.text(run_id),
+        "tables": MetadataValue.text("models, feature_runs"),
+        "seconds_model_load": MetadataValue.float(round(load_s, 3)),
+        "seconds_extract": MetadataValue.float(round(extract_s, 3)),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+@asset(
+    partitions_def=training_datasets,
+    deps=[TRAINING_DATASET],
+    group_name="features",
+    kinds={"pytorch", "parquet"},
+    owners=OWNERS,
+    pool=MODEL_POOL,
+    code_version=CODE_VERSION,
+    automation_condition=AUTOMATION,
+    description="Sparse For-Value features (lm_head gradient rows on targets + top-k tokens, hidden side "
+                "projected) of a training dataset, as Parquet shards keyed by model fingerprint and feature "
+                "config. Only sample ids missing for this model and config are computed.",
+)
+def training_features(context: AssetExecutionContext, model: ModelResource, feature_store: FeatureStoreResource,
+                      catalog: DuckDBStoreResource) -> MaterializeResult:
+    return _features(context, KIND_DATASET, model, feature_store, catalog)
+
+
+@asset(
+    partitions_def=valuation_sets,
+    deps=[VALUATION_SET],
+    group_name="features",
+    kinds={"pytorch", "parquet"},
+    owners=OWNERS,
+    pool=MODEL_POOL,
+    code_version=CODE_VERSION,
+    automation_condition=AUTOMATION,
+    description="Sparse For-Value features of a valuation set (same store and keys as training_features); "
+                "only missing sample ids are computed.",
+)
+def valuation_features(context: AssetExecutionContext, model: ModelResource, feature_store: FeatureStoreResource,
+                       catalog: DuckDBStoreResource) -> MaterializeResult:
+    return _features(context, KIND_VALUATION, model, feature_store, catalog)

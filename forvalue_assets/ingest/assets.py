@@ -1,0 +1,131 @@
+"""Registration: ``training_dataset`` / ``valuation_set`` (group ingest, pool ``duckdb``) validate a
+file and record it (a new content version) in DuckDB: ``datasets`` / ``valuation_sets`` and
+``samples``."""
+
+import time
+from pathlib import Path
+
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.data import Columns, DataError
+from resources import DuckDBStoreResource
+from resources._fields import config_class, dataclass_fields
+
+from .. import metadata as md
+from ..common import CODE_VERSION, DUCKDB_POOL, KIND_LABEL, OWNERS, catalog_failure, data_failure
+from ..partitions import training_datasets, valuation_sets
+from ..settings import TRAIN_SUBDIR, VALUATION_SUBDIR, find_incoming_file, incoming_root
+
+
+class _Register(Config):
+    path: str = Field(default="", description="file or HF folder to register; empty: find <partition>.* in the incoming folder")
+    content_hash: str = Field(default="", description="sha256 the sensor saw (the file is hashed again when read)")
+    on_error: str = Field(default="raise", description="raise: a bad row fails the run (file, row, field named); skip: bad rows are skipped and counted")
+
+
+RegisterConfig = config_class(
+    "RegisterConfig", _Register,
+    "How to read the file of a dataset or valuation set. The incoming-folder sensor fills ``path``; launched "
+    "by hand, the newest incoming/<train|valuation>/<partition>.* is used. The column fields are "
+    "forvalue.data.Columns'.", dataclass_fields(Columns))
+
+
+def _source_path(name: str, kind: str, config: RegisterConfig) -> Path:
+    """The file to register: ``config.path``, else the newest incoming file named ``name``."""
+    from forvalue.catalog import check_name
+
+    try:
+        check_name(name, f"{KIND_LABEL[kind]} name")
+    except CatalogError as e:
+        raise catalog_failure(e) from e
+    subdir = TRAIN_SUBDIR if kind == KIND_DATASET else VALUATION_SUBDIR
+    if config.path:
+        path = Path(config.path)
+    else:
+        path = find_incoming_file(subdir, name)
+        if path is None:
+            raise Failure(description=(
+                f"no file for {KIND_LABEL[kind]} {name!r}: expected {incoming_root() / subdir}/{name}.jsonl "
+                f"(or .parquet, .csv), or set 'path' in the run config"))
+    if not path.exists():
+        raise Failure(description=f"{path}: file not found")
+    if config.on_error not in ("raise", "skip"):
+        raise Failure(description=f"on_error must be 'raise' or 'skip', not {config.on_error!r}")
+    return path
+
+
+def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: DuckDBStoreResource,
+              kind: str) -> MaterializeResult:
+    from forvalue.catalog import content_hash, file_format
+    from dataclasses import fields
+
+    from forvalue.data import load_samples
+
+    t0 = time.perf_counter()
+    name = context.partition_key
+    path = _source_path(name, kind, config)
+    columns = Columns(**{f.name: getattr(config, f.name) for f in fields(Columns)})
+    version = content_hash(path)
+    if config.content_hash and config.content_hash != version:
+        context.log.warning(f"{path} changed since the sensor saw it; registering its current content {version[:12]}")
+    try:
+        loaded = load_samples(path, columns=columns, on_error=config.on_error)
+    except DataError as e:
+        raise data_failure(e) from e
+    if content_hash(path) != version:
+        raise Failure(description=f"{path} changed while it was being read; the next sensor tick registers the new content")
+    for skipped in loaded.skipped[:20]:
+        context.log.warning(f"{path}: row {skipped.row}, field {skipped.field!r}: {skipped.reason} (skipped)")
+    cat = catalog.catalog()
+    reg = cat.register_set(kind, name, version, path, loaded.samples, n_skipped=len(loaded.skipped),
+                           column_mapping={k: v for k, v in vars(columns).items() if v is not None},
+                           fmt=file_format(path), dagster_run_id=context.run_id)
+    return MaterializeResult(
+        data_version=DataVersion(version[:16]),
+        metadata={
+            "dagster/row_count": MetadataValue.int(reg.n_samples),
+            "rows_read": MetadataValue.int(reg.n_rows),
+            "duplicates": MetadataValue.int(reg.n_duplicates),
+            "skipped_rows": MetadataValue.int(reg.n_skipped),
+            "content_version": MetadataValue.text(version),
+            "source": MetadataValue.path(str(path)),
+            "already_registered": MetadataValue.bool(reg.already_registered),
+            "tables": MetadataValue.text(f"{'datasets' if kind == KIND_DATASET else 'valuation_sets'}, samples"),
+            "catalog": MetadataValue.path(str(cat.path)),
+            "preview": md.md_preview(loaded.samples[:5]),
+            "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+        },
+    )
+
+
+@asset(
+    partitions_def=training_datasets,
+    group_name="ingest",
+    kinds={"duckdb", "json"},
+    owners=OWNERS,
+    pool=DUCKDB_POOL,
+    code_version=CODE_VERSION,
+    description="A registered training dataset (one partition per name): the file is validated (errors name "
+                "file, row and field) and its content version and samples are recorded in DuckDB tables "
+                "`datasets` and `samples`.",
+)
+def training_dataset(context: AssetExecutionContext, config: RegisterConfig,
+                     catalog: DuckDBStoreResource) -> MaterializeResult:
+    return _register(context, config, catalog, KIND_DATASET)
+
+
+@asset(
+    partitions_def=valuation_sets,
+    group_name="ingest",
+    kinds={"duckdb", "json"},
+    owners=OWNERS,
+    pool=DUCKDB_POOL,
+    code_version=CODE_VERSION,
+    description="A registered valuation set (the examples that define 'valuable'; one partition per name), "
+                "validated and recorded in DuckDB tables `valuation_sets` and `samples`.",
+)
+def valuation_set(context: AssetExecutionContext, config: RegisterConfig,
+                  catalog: DuckDBStoreResource) -> MaterializeResult:
+    return _register(context, config, catalog, KIND_VALUATION)

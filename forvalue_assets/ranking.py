@@ -1,0 +1,50 @@
+"""The order of a score run's training samples by a selection strategy (shared by the curation
+and fine-tuning domains)."""
+
+import numpy as np
+from dagster import Failure
+
+from forvalue.catalog import KIND_VALUATION
+from resources import FeatureStoreResource
+
+
+def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: list[dict], strategy: str,
+                   limit: int | None = None):
+    """The order of a score run's training samples (``rows``: its stored scores) by ``strategy``:
+    from the stored values for raw-mean / cosine-mean, from the stored features otherwise."""
+    from forvalue.selection import check_strategy, rank_values
+
+    try:
+        check_strategy(strategy)
+    except ValueError as e:
+        raise Failure(description=str(e)) from e
+    ids = [r["sample_id"] for r in rows]
+    values = np.array([r["score"] for r in rows], dtype=np.float64)
+    if strategy in ("raw-mean", "cosine-mean"):
+        normalized = [r.get("normalized") for r in rows]
+        if strategy == "cosine-mean" and any(v is None for v in normalized):
+            raise Failure(description="these scores were stored without normalized values: re-materialize "
+                                      "forvalue_scores")
+        norms = [r.get("norm") for r in rows]
+        return rank_values(values, None if None in normalized else np.array(normalized, dtype=np.float64),
+                           None if None in norms else np.array(norms, dtype=np.float64), strategy)
+    valuator = stored_valuator(cat, feature_store, run["model_id"])
+    val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
+    tf, vf = stored_features(valuator, ids, val_ids)
+    return valuator.rank(tf, vf, strategy, limit=limit)
+
+
+def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str):
+    """A model-less :class:`forvalue.Valuator` over the features ``model_id`` stored."""
+    from forvalue.valuator import Valuator
+
+    return Valuator.from_store(feature_store.store(), cat.fingerprint(model_id), feature_store.config())
+
+
+def stored_features(valuator, train_ids, val_ids):
+    """(training, valuation) features from the store; a clear failure when some are missing."""
+    try:
+        return valuator.stored(train_ids), valuator.stored(val_ids)
+    except KeyError as e:
+        raise Failure(description=f"features missing from {valuator.store.root}: {e}; re-materialize the "
+                                  f"features") from e

@@ -1,0 +1,106 @@
+"""UI metadata with user text: sample lists are tables (text shown as it is), and Markdown built
+from user text is escaped, so '*', '_', '`', '[', ']', '#', '|', '<', '>', '&' in a prompt or a
+response render as those characters. Also: the subset defaults come from the curation resource
+(the environment, read by ``from_env``) at run time, and run config overrides them."""
+
+from types import SimpleNamespace
+
+from dagster import AssetKey, TableMetadataValue
+from markdown_it import MarkdownIt
+
+from forvalue_assets import metadata as md
+from forvalue_assets.testing import platform_for_test
+from resources import CurationResource, FeatureStoreResource, FinetuneResource
+
+NASTY = "Use **bold**, _under_, `code`, [link](http://x.test) # no heading | pipe <b>tag</b> & co"
+
+
+def render(text: str) -> str:
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough").render(text)
+
+
+def sample(i: int, prompt: str, response: str):
+    return SimpleNamespace(kind="prompt_response", prompt=prompt, response=response, user_id=f"id_{i}*",
+                           sample_id=f"{i:064x}", row=i)
+
+
+def test_escape_md_makes_every_special_character_literal():
+    assert md.escape_md("*a* _b_ `c` [d](e) #f |g| <h> & ~i~ \\") == (
+        "\\*a\\* \\_b\\_ \\`c\\` \\[d\\](e) \\#f \\|g\\| &lt;h&gt; &amp; \\~i\\~ \\\\")
+    html = render(md.escape_md(NASTY))
+    for tag in ("<em>", "<strong>", "<code>", "<a ", "<h1>", "<b>", "<del>"):
+        assert tag not in html, (tag, html)
+    assert "**bold**" in html and "_under_" in html and "`code`" in html and "&lt;b&gt;tag&lt;/b&gt;" in html
+
+
+def test_markdown_tables_escape_user_text():
+    rows = [(1, 0.5, sample(1, "What is *this*?", NASTY)), (2, -0.25, sample(2, "# title", "a | b"))]
+    text = md.md_samples(rows, "Top 2")
+    html = render(text)
+    assert "<table>" in html and "<em>" not in html and "<strong>bold" not in html and "<h1>" not in html
+    assert html.count("<tr>") == 3                        # header + 2 rows: no '|' split a row
+    assert "*this*" in html and "id_1*" in html
+    preview = md.md_preview([r[2] for r in rows]).value
+    assert "<em>" not in render(preview) and "\\*this\\*" in preview and "a \\| b" in preview
+    assert "\\*" in md.md_cell("*x*") and len(md.md_cell("y" * 500, 10)) == 10
+
+
+def test_sample_lists_are_tables_with_the_text_as_it_is():
+    ranked = [(i + 1, 1.0 - i / 10, sample(i, f"prompt {i} *", NASTY)) for i in range(7)]
+    tables = md.top_bottom_tables(ranked, "samples")
+    assert set(tables) == {"top_samples", "bottom_samples"}
+    top = tables["top_samples"]
+    assert isinstance(top, TableMetadataValue)
+    assert [c.name for c in top.schema.columns] == ["rank", "score", "id", "prompt", "response"]
+    assert [r.data["rank"] for r in top.records] == [1, 2, 3, 4, 5]
+    assert [r.data["rank"] for r in tables["bottom_samples"].records] == [3, 4, 5, 6, 7]
+    assert top.records[0].data["response"] == NASTY and top.records[0].data["prompt"] == "prompt 0 *"
+    assert set(md.top_bottom_tables(ranked[:3], "kept")) == {"top_kept"}
+
+
+def test_finetune_steps_default_comes_from_the_resource(monkeypatch):
+    from forvalue_assets.finetuning.config import FinetuneRunConfig
+
+    monkeypatch.setenv("FORVALUE_FT_STEPS", "7")
+    fcfg = FeatureStoreResource().config()
+    steps = FinetuneResource.from_env().steps
+    assert steps == 7 and FinetuneResource().steps == 30
+    assert FinetuneRunConfig().train_config(fcfg, default_steps=steps).steps == 7
+    assert FinetuneRunConfig(steps=3).train_config(fcfg, default_steps=steps).steps == 3
+
+
+def _event_metadata(result, key):
+    (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(key)]
+    return ev.materialization.metadata
+
+
+def test_platform_metadata_and_subset_defaults_from_the_environment(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("FORVALUE_SUBSET_MODE", "top_k")
+    monkeypatch.setenv("FORVALUE_SUBSET_VALUE", "2")
+    monkeypatch.setenv("FORVALUE_SUBSET_STRATEGY", "raw-mean")
+    train = [{"id": f"t{i}", "prompt": f"Explain *item {i}* <b>now</b>", "response": f"{NASTY} {i}"} for i in range(4)]
+    val = [{"id": f"v{i}", "prompt": f"Explain item {i}", "response": f"Item {i} is _fine_"} for i in range(2)]
+    with platform_for_test(tmp_path, model=tiny_model_dir, resources={"curation": CurationResource.from_env()}) as p:
+        reg = p.register("train", "t1", p.write_jsonl("train", "t1", train))
+        preview = _event_metadata(reg, "training_dataset")["preview"].value
+        assert "\\*item 0\\*" in preview and "&lt;b&gt;now&lt;/b&gt;" in preview and "<b>" not in preview
+        assert "<em>" not in render(preview) and "<strong>" not in render(preview)
+        p.register("valuation", "v1", p.write_jsonl("valuation", "v1", val))
+
+        cur = p.curate("t1", "v1")                     # no run config: the curation resource's defaults
+        assert cur.success
+        scores = _event_metadata(cur, "forvalue_scores")
+        responses = {r.data["response"] for r in scores["top_samples"].records}
+        assert responses == {f"{NASTY} {i}" for i in range(4)} and "bottom_samples" not in scores
+        assert "<em>" not in render(scores["top_and_bottom"].value)
+        subset = _event_metadata(cur, "curated_subset")
+        assert (subset["mode"].value, subset["value"].value, subset["strategy"].value) == ("top_k", 2.0, "raw-mean")
+        kept = subset["top_kept"].records
+        assert [r.data["rank"] for r in kept] == [1, 2] and kept[0].data["prompt"].startswith("Explain *item")
+        assert p.catalog().latest_subset("t1", "v1")["n_selected"] == 2
+
+        # run config overrides one field; the others still come from the resource
+        again = p.curate("t1", "v1", subset={"value": 3}, asset_selection=[AssetKey("curated_subset")])
+        sub = p.catalog().latest_subset("t1", "v1")
+        assert again.success and (sub["mode"], sub["n_selected"], sub["strategy"]) == ("top_k", 3, "raw-mean")
