@@ -41,8 +41,7 @@ from .data import Sample
 from .errors import CatalogError  # noqa: F401  (re-exported)
 from .io import atomic_write
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ (source checkout)
-_PACKAGED_SQL_DIR = Path(__file__).resolve().parent / "sql"  # a copy shipped inside a wheel, if any
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ in a source checkout
 KIND_DATASET = "dataset"
 KIND_VALUATION = "valuation_set"
 KINDS = (KIND_DATASET, KIND_VALUATION)
@@ -56,10 +55,21 @@ _ENSURED: set[tuple[str, str]] = set()  # (catalog file, sql file) whose schema 
 
 
 def sql_dir() -> Path:
-    for folder in (SQL_DIR, _PACKAGED_SQL_DIR):
+    """The folder of the .sql files: the package ``forvalue.sql`` (the repository's sql/, installed
+    with the wheel or mapped by an editable install), else sql/ next to this source tree."""
+    from importlib.resources import files
+
+    candidates = []
+    try:
+        candidates.append(Path(str(files("forvalue.sql"))))
+    except ModuleNotFoundError:
+        pass
+    candidates.append(SQL_DIR)
+    for folder in candidates:
         if (folder / "schema.sql").is_file():
             return folder
-    raise CatalogError(f"SQL files not found in {SQL_DIR} (expected schema.sql, views.sql, queries.sql)")
+    raise CatalogError(f"SQL files not found in {' or '.join(map(str, candidates))} "
+                       "(expected schema.sql, views.sql, queries.sql)")
 
 
 def load_queries(path: str | Path | None = None) -> dict[str, str]:
