@@ -1,4 +1,4 @@
-"""Fine-tune on For-Value top-p% vs random-p% vs bottom-p% (issue 5), tracked in MLflow.
+"""Fine-tune on For-Value top-p% vs random-p% vs bottom-p%, tracked in MLflow.
 
     .venv/bin/python benchmarks/finetune_bench.py [--seeds 0,1,2] [--p 5] [--steps 12] ...
 

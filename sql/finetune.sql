@@ -1,4 +1,4 @@
--- Fine-tune and eval runs in the ForValue catalog (issue 5). Loaded by forvalue/finetune_catalog.py,
+-- Fine-tune and eval runs in the ForValue catalog. Loaded by forvalue/finetune_catalog.py,
 -- which runs the `schema` block once per catalog file (every statement idempotent) and takes the
 -- other blocks as named queries ($name parameters, always bound).
 -- Every fine-tune run is a row of `training_runs` (sql/schema.sql); `finetune_details` extends it

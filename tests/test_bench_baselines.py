@@ -1,4 +1,4 @@
-"""Gradient baselines (issue 3): per-sample LoRA gradients, Hessian-free, DataInf, HyperINF."""
+"""Gradient baselines: per-sample LoRA gradients, Hessian-free, DataInf, HyperINF."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Benchmark runners and the `bench` command, end to end on a tiny model (issue 3)."""
+"""Benchmark runners and the `bench` command, end to end on a tiny model."""
 
 import json
 
