@@ -1,4 +1,4 @@
-"""``forvalue curate`` (score and select in one command) and ``forvalue select`` (from a scores table)."""
+"""``forvalue curate``: score and select a curated subset in one command."""
 
 from __future__ import annotations
 
@@ -24,21 +24,8 @@ def register(sub, parents) -> None:
     o.add_column_options(p)
     p.set_defaults(func=run_curate)
 
-    p = sub.add_parser("select", parents=parents, help="select a curated subset from scores already computed",
-                       description="Keep a subset of a scored training file, chosen by a selection strategy, without a "
-                                   "forward pass: raw-mean and cosine-mean read the scores table; balanced, round-robin "
-                                   "and max-cosine load the features from the store the scores table records "
-                                   "(`forvalue score ... --out scores.parquet`).")
-    p.add_argument("--scores", required=True, help="the output of `forvalue score`")
-    p.add_argument("--train", required=True, help="the training file that was scored")
-    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
-    p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
-    o.add_selection_options(p)
-    o.add_column_options(p)
-    p.set_defaults(func=run_select)
 
-
-def _write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict) -> None:
+def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict) -> None:
     from ..curation import subset_rows
 
     try:
@@ -68,18 +55,5 @@ def run_curate(args) -> int:
     selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)
     meta = {"model": v.lm.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
             "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
-    _write_subset(args, out, tr, selection.ranking, mode, value, meta)
-    return 0
-
-
-def run_select(args) -> int:
-    from ..curation import ranking_from_scores
-    from ..selection import needed_prefix
-
-    out = check_out(args.out)
-    mode, value = o.subset_size(args)
-    train = o.load_data(args.train, args).samples
-    ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
-                                  limit=needed_prefix(len(train), mode, value))
-    _write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
+    write_subset(args, out, tr, selection.ranking, mode, value, meta)
     return 0

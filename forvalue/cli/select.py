@@ -1,0 +1,35 @@
+"""``forvalue select``: a curated subset of a scored training file, without a forward pass."""
+
+from __future__ import annotations
+
+from . import options as o
+from .curate import write_subset
+from .output import check_out
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("select", parents=parents, help="select a curated subset from scores already computed",
+                       description="Keep a subset of a scored training file, chosen by a selection strategy, without a "
+                                   "forward pass: raw-mean and cosine-mean read the scores table; balanced, round-robin "
+                                   "and max-cosine load the features from the store the scores table records "
+                                   "(`forvalue score ... --out scores.parquet`).")
+    p.add_argument("--scores", required=True, help="the output of `forvalue score`")
+    p.add_argument("--train", required=True, help="the training file that was scored")
+    p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+    o.add_selection_options(p)
+    o.add_column_options(p)
+    p.set_defaults(func=run_select)
+
+
+def run_select(args) -> int:
+    from ..curation import ranking_from_scores
+    from ..selection import needed_prefix
+
+    out = check_out(args.out)
+    mode, value = o.subset_size(args)
+    train = o.load_data(args.train, args).samples
+    ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
+                                  limit=needed_prefix(len(train), mode, value))
+    write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
+    return 0
