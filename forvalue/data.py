@@ -158,9 +158,14 @@ def _decode_utf8(file: str, raw: bytes) -> str:
         raise DataError(file, line, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | DataError]]:
     file = str(path)
     raw = path.read_bytes()
+    if raw.startswith(_BOM):   # spreadsheet exports often start with a UTF-8 byte order mark
+        raw = raw[len(_BOM):]
     if path.suffix.lower() == ".json" and raw.lstrip()[:1] == b"[":
         text = _decode_utf8(file, raw)
         try:
@@ -191,12 +196,26 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | DataError]]:
 
 def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, dict | DataError]]]:
     file = str(path)
-    text = _decode_utf8(file, path.read_bytes())
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = list(reader.fieldnames or [])
+    raw = path.read_bytes()
+    text = _decode_utf8(file, raw[len(_BOM):] if raw.startswith(_BOM) else raw)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = list(reader.fieldnames or [])
+    except csv.Error as e:
+        raise DataError(file, None, None, f"the header line is not valid CSV: {e}") from None
 
     def rows():
-        for i, row in enumerate(reader, 1):
+        i, line = 0, reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                where = f"a quoted field opened on line {line + 1} is never closed" if "EOF" in str(e) or \
+                    "end of data" in str(e) else f"not valid CSV ({e})"
+                raise DataError(file, i + 1, None, where) from None
+            i, line = i + 1, reader.line_num
             if None in row:
                 yield i, DataError(file, i, None, f"{len(header) + len(row[None])} values for {len(header)} columns")
                 continue
@@ -220,14 +239,18 @@ def _read_hf(path: Path, split: str | None):
 
     folder = path
     if (path / "dataset_dict.json").exists():
-        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
-        chosen = split or ("train" if "train" in splits else (splits[0] if splits else None))
+        splits = _json_file(path / "dataset_dict.json").get("splits", [])
+        chosen = split or "train"
         if chosen not in splits:
-            raise DataError(str(path), None, None, f"split {split!r} not in {splits}")
+            raise DataError(str(path), None, None, f"no {chosen!r} split (the dataset has {splits or 'no splits'}); "
+                                                   f"a DatasetDict folder is read through its train split")
         folder = path / chosen
-    state = json.loads((folder / "state.json").read_text())
+    state = _json_file(folder / "state.json")
+    files = state.get("_data_files") if isinstance(state, dict) else None
+    if not isinstance(files, list) or not all(isinstance(e, dict) and "filename" in e for e in files):
+        raise DataError(str(folder / "state.json"), None, "_data_files", "missing or not a list of data files")
     tables = []
-    for entry in state.get("_data_files", []):
+    for entry in files:
         f = folder / entry["filename"]
         try:
             with pa.memory_map(str(f)) as source:
@@ -239,18 +262,31 @@ def _read_hf(path: Path, split: str | None):
     return pa.concat_tables(tables)
 
 
+def _json_file(path: Path):
+    """A JSON metadata file of a dataset folder, or a DataError naming it."""
+    if not path.is_file():
+        raise DataError(str(path), None, None, "file not found (the folder is not a complete save_to_disk dataset)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(str(path), getattr(e, "lineno", None), None, f"not valid JSON: {e}") from None
+
+
 def read_records(path: str | Path, *, split: str | None = None) -> tuple[list[str] | None, list[tuple[int, dict | DataError]]]:
     """Raw rows of a file: (header or None, [(row number, dict or the error for that row)])."""
     p = Path(path)
     if not p.exists():
         raise DataError(str(p), None, None, "file not found")
     fmt = _detect_format(p)
-    if fmt == "jsonl":
-        return None, list(_read_jsonl(p))
-    if fmt == "csv":
-        header, rows = _read_csv(p)
-        return header, list(rows)
-    table = _read_parquet(p) if fmt == "parquet" else _read_hf(p, split)
+    try:
+        if fmt == "jsonl":
+            return None, list(_read_jsonl(p))
+        if fmt == "csv":
+            header, rows = _read_csv(p)
+            return header, list(rows)
+        table = _read_parquet(p) if fmt == "parquet" else _read_hf(p, split)
+    except OSError as e:
+        raise DataError(str(p), None, None, f"cannot read: {e.strerror or e}") from None
     return list(table.column_names), list(enumerate(table.to_pylist(), 1))
 
 
@@ -380,7 +416,10 @@ def samples_from_rows(
 
 
 def _check_columns(file: str, header: list[str] | None, rows: list, columns: Columns) -> None:
-    """File-level checks: a needed column absent from every row, or present but empty in all."""
+    """File-level checks: no rows at all, a needed column absent from every row, or present but
+    empty in all."""
+    if not rows:
+        raise DataError(file, None, None, "no rows: the file is empty (or holds only blank lines)")
     dicts = [o for _, o in rows if isinstance(o, dict)]
     keys = set(header) if header is not None else set().union(*(d.keys() for d in dicts)) if dicts else set()
     if columns.text is not None:

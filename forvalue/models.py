@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ class ModelConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_device_name(self.device)
+        check_dtype_name(self.dtype)
+
+    def check(self) -> None:
+        """Fail now, before any data is read, when the device is not on this machine."""
+        check_device_available(self.device)
 
     def load(self) -> "LoadedModel":
         return load_model(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
@@ -93,10 +100,46 @@ class LoadedModel:
 
 
 # ----------------------------------------------------------------------------- devices
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16", "half": "float16", "float64": "float64", "fp64": "float64"}
+
+
+def check_device_name(device: str) -> str:
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError(f"device {device!r}: use auto, cpu, cuda, cuda:N (a GPU index) or mps")
+    return device
+
+
+def check_dtype_name(dtype) -> None:
+    if isinstance(dtype, str) and dtype not in DTYPE_NAMES:
+        raise ConfigError(f"dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+
+
+def check_device_available(device: str) -> None:
+    """A ConfigError when ``device`` names hardware this machine (or this torch build) lacks."""
+    import torch
+
+    check_device_name(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise ConfigError(f"device {device!r}: no CUDA device on this machine (torch {torch.__version__}, {build}); "
+                              f"use --device cpu or auto")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device 'mps': Apple's Metal backend is not available here; use --device cpu or auto")
+
+
 def resolve_device(device: str = "auto"):
     import torch
 
     if device != "auto":
+        check_device_available(device)
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -113,12 +156,8 @@ def resolve_dtype(dtype: str | Any, device) -> Any:
         return dtype
     if dtype == "auto":
         return torch.bfloat16 if device.type in ("cuda", "mps") else torch.float32
-    names = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
-    name = names.get(dtype, dtype)
-    value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype):
-        raise ModelError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
-    return value
+    check_dtype_name(dtype)
+    return getattr(torch, DTYPE_NAMES[dtype])
 
 
 def dtype_name(dtype) -> str:
@@ -316,14 +355,21 @@ def load_model(
         if not path.is_file():
             raise ModelError(f"GGUF file not found: {spec}")
         digest = _hash_files([path])
-        folder = convert_gguf(path, cache_root() / "models" / f"{path.stem}-{digest[:12]}")
+        try:
+            folder = convert_gguf(path, cache_root() / "models" / f"{path.stem}-{digest[:12]}")
+        except ModelError:
+            raise
+        except Exception as e:   # the gguf reader and transformers raise many types for a bad file
+            raise ModelError(f"{spec}: not a usable GGUF file ({type(e).__name__}: {e})") from None
         source, name, weights_hash = str(folder), path.stem, digest
     elif Path(spec).exists():
         folder = Path(spec)
-        if not (folder / "config.json").exists():
+        if not folder.is_dir() or not (folder / "config.json").exists():
             raise ModelError(f"{spec}: not a model folder (no config.json)")
         source, name = str(folder), _name_for_folder(folder)
         weights_hash = _weights_hash_for_folder(folder)
+    elif _looks_like_path(spec):
+        raise ModelError(f"{spec}: model folder not found")
     else:
         source, name = spec, spec
         weights_hash = None
@@ -333,24 +379,11 @@ def load_model(
         kwargs["revision"] = revision
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-    except OSError as e:
-        raise ModelError(f"cannot load model {spec!r}: {e}") from e
-    is_vlm = _is_vlm_config(config)
-    load_kwargs = dict(kwargs, dtype=torch_dtype, use_safetensors=True)
-    if device_map:
-        load_kwargs["device_map"] = device_map
-    if is_vlm:
-        from transformers import AutoModelForImageTextToText
-
-        model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
-        processor = load_processor(source, **kwargs)
-        tokenizer = getattr(processor, "tokenizer", processor)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(source, **load_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        processor = None
+    except (OSError, ValueError) as e:
+        where = "model folder" if weights_hash is not None else "no local folder of that name, and hub id"
+        raise ModelError(f"cannot load model {spec!r} ({where}): {e}") from None
+    model, tokenizer, processor = _load_weights(spec, source, config, kwargs, torch_dtype, device_map)
+    is_vlm = processor is not None or _is_vlm_config(config)
     if not device_map:
         model.to(dev)
     model.eval()
@@ -362,6 +395,34 @@ def load_model(
     prepare_tokenizer(tokenizer)
     return LoadedModel(model=model, tokenizer=tokenizer, processor=processor, fingerprint=fp,
                        device=dev, dtype=torch_dtype, source=source)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that can only mean a local path (a hub id is ``name`` or ``org/name``)."""
+    return spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or spec.count("/") > 1 or \
+        spec.endswith(("/", ".safetensors", ".bin"))
+
+
+def _load_weights(spec: str, source: str, config, kwargs: dict, torch_dtype, device_map):
+    """(model, tokenizer, processor or None); a damaged or missing weights file is a ModelError."""
+    load_kwargs = dict(kwargs, dtype=torch_dtype, use_safetensors=True)
+    if device_map:
+        load_kwargs["device_map"] = device_map
+    try:
+        if _is_vlm_config(config):
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
+            processor = load_processor(source, **kwargs)
+            return model, getattr(processor, "tokenizer", processor), processor
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(source, **load_kwargs)
+        return model, AutoTokenizer.from_pretrained(source, **kwargs), None
+    except ModelError:
+        raise
+    except Exception as e:   # safetensors, tokenizers and transformers raise many types for damaged files
+        raise ModelError(f"cannot load the weights of {spec!r} from {source}: {type(e).__name__}: {e}") from None
 
 
 def from_objects(model, tokenizer, *, name: str = "in-memory", processor=None) -> LoadedModel:

@@ -25,6 +25,17 @@ def register(sub, parents) -> None:
     p.set_defaults(func=run_curate)
 
 
+def check_size(mode: str, value: float) -> None:
+    """The subset size options, checked before any work (a percentage in 0-100, a whole k >= 0)."""
+    from ..errors import ConfigError
+    from ..selection import subset_count
+
+    try:
+        subset_count(1, mode, value)
+    except ValueError as e:
+        raise ConfigError(f"--{mode.replace('_', '-')}: {e}") from None
+
+
 def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict) -> None:
     from ..curation import subset_rows
 
@@ -44,12 +55,14 @@ def run_curate(args) -> int:
     from ..store import FeatureStore
     from ..valuator import Valuator
 
-    out = check_out(args.out)
+    out = check_out(args.out, inputs=(args.train, args.val))
     mode, value = o.subset_size(args)
+    check_size(mode, value)
+    mcfg, fcfg = o.checked_configs(args)
+    root = o.store_root(args)
     train = o.load_data(args.train, args)
     val = o.load_data(args.val, args)
-    root = o.store_root(args)
-    v = Valuator(o.model_config(args), o.feature_config(args), store=FeatureStore(root) if root else None)
+    v = Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None)
     tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
     va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
     selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)

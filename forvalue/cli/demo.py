@@ -31,7 +31,7 @@ def run(args) -> int:
     train_path, val_path = demo_paths()
     train = load_samples(train_path).samples
     val = load_samples(val_path).samples
-    v = Valuator(o.model_config(args), o.feature_config(args))
+    v = Valuator(*o.checked_configs(args))
     result = v.score(train, val, method=method, progress=not args.quiet)
     ranks = rank(result.values)
     order = sorted(range(len(train)), key=lambda i: ranks[i])

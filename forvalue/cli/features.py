@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from . import options as o
+from .output import check_folder
 
 
 def register(sub, parents) -> None:
@@ -23,9 +24,10 @@ def run(args) -> int:
 
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
+    mcfg, fcfg = o.checked_configs(args)
+    store = FeatureStore(check_folder(args.out, "feature store"))
     data = o.load_data(args.data, args)
-    store = FeatureStore(args.out)
-    v = Valuator(o.model_config(args), o.feature_config(args), store=store)
+    v = Valuator(mcfg, fcfg, store=store)
     samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
     res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
     print(f"{len(samples)} samples: {res.computed} computed, {res.reused} already stored "

@@ -81,7 +81,19 @@ def add_store_option(p: argparse.ArgumentParser) -> None:
 
 
 def store_root(args) -> str | None:
-    return None if args.no_store else (args.store or default_store())
+    """The feature store folder of a command (checked: not a file), or None with --no-store."""
+    from .output import check_folder
+
+    root = None if args.no_store else (args.store or default_store())
+    return str(check_folder(root, "feature store")) if root else None
+
+
+def checked_configs(args) -> tuple:
+    """(ModelConfig, FeatureConfig) of the command line, validated before any data is read: option
+    ranges, device names and the device's presence on this machine."""
+    mcfg, fcfg = model_config(args), feature_config(args)
+    mcfg.check()
+    return mcfg, fcfg
 
 
 SIZE_FLAGS = (("top_k", "--top-k"), ("top_p", "--top-p"), ("drop_lowest_p", "--drop-lowest-p"),

@@ -12,12 +12,43 @@ from ..io import atomic_write
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 
-def check_out(path: str | Path) -> Path:
-    """An output path whose suffix names a format we write."""
+def check_out(path: str | Path, inputs: tuple = ()) -> Path:
+    """An output table we can write, checked before any work: a known suffix, not one of the
+    ``inputs`` (links resolved), not a folder, in a folder that exists or can be made and is writable."""
+    import os
+
     out = Path(path)
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{out}: unknown output format {out.suffix or '(no suffix)'!r}; use .parquet, .jsonl or .csv")
+    target = out.resolve()
+    for src in inputs:
+        if src is not None and Path(src).exists() and Path(src).resolve() == target:
+            raise ConfigError(f"{out}: the output would replace the input {src}; write it elsewhere")
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give a file name (.parquet, .jsonl or .csv)")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: no permission to write in {parent}")
     return out
+
+
+def check_folder(path: str | Path, what: str) -> Path:
+    """A folder ForValue writes into (feature store, output folder): not an existing file."""
+    import os
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: the {what} must be a folder, and this is a file")
+    parent = folder.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder}: cannot create or write the {what} here ({parent} is not a writable folder)")
+    return folder
 
 
 def _json_safe(value):
@@ -40,7 +71,7 @@ def write_table(rows: list[dict], out: Path, meta: dict | None = None) -> None:
                 for r in rows:
                     f.write(json.dumps({k: _json_safe(v) for k, v in r.items()}, ensure_ascii=False, default=str) + "\n")
             return
-        table = pa.Table.from_pylist(rows)
+        table = pa.Table.from_pylist(_flat(rows) if suffix == ".csv" else rows)
         if meta:
             table = table.replace_schema_metadata({b"forvalue": json.dumps(meta, default=str).encode()})
         if suffix == ".csv":
@@ -55,6 +86,12 @@ def write_table(rows: list[dict], out: Path, meta: dict | None = None) -> None:
     atomic_write(out, write)
 
 
+def _flat(rows: list[dict]) -> list[dict]:
+    """CSV cells are text: nested values (lists, objects) become JSON strings."""
+    return [{k: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list, tuple)) else v
+             for k, v in r.items()} for r in rows]
+
+
 def score_rows(samples, values, ranks, extra: dict | None = None) -> list[dict]:
     """Rows of ``forvalue score``: sample_id, score, rank, the ``extra`` columns, the input columns."""
     from ..curation import table_rows
@@ -65,4 +102,4 @@ def score_rows(samples, values, ranks, extra: dict | None = None) -> list[dict]:
     return table_rows(samples, cols)
 
 
-__all__ = ["SUFFIXES", "check_out", "write_table", "score_rows"]
+__all__ = ["SUFFIXES", "check_out", "check_folder", "write_table", "score_rows"]

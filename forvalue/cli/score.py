@@ -31,13 +31,14 @@ def run(args) -> int:
     from ..store import FeatureStore
     from ..valuator import Valuator
 
-    out = check_out(args.out)
+    out = check_out(args.out, inputs=(args.train, args.val))
     method = normalize_method(args.method)
-    train = o.load_data(args.train, args)
-    val = o.load_data(args.val, args)
+    mcfg, fcfg = o.checked_configs(args)
     root = o.store_root(args)
     store = FeatureStore(root) if root and method in ("sparse", "emb") else None
-    v = Valuator(o.model_config(args), o.feature_config(args), store=store)
+    train = o.load_data(args.train, args)
+    val = o.load_data(args.val, args)
+    v = Valuator(mcfg, fcfg, store=store)
     tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
     va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
     result = v.score(tr, va, method=method, progress=not args.quiet)

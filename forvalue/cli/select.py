@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import options as o
-from .curate import write_subset
+from .curate import check_size, write_subset
 from .output import check_out
 
 
@@ -26,8 +26,9 @@ def run_select(args) -> int:
     from ..curation import ranking_from_scores
     from ..selection import needed_prefix
 
-    out = check_out(args.out)
+    out = check_out(args.out, inputs=(args.train, args.scores))
     mode, value = o.subset_size(args)
+    check_size(mode, value)
     train = o.load_data(args.train, args).samples
     ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
                                   limit=needed_prefix(len(train), mode, value))
