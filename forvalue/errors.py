@@ -43,9 +43,14 @@ class TrackingError(ForValueError, ValueError):
     """MLflow tracking that cannot work as configured."""
 
 
+class StoreError(ForValueError, RuntimeError):
+    """Stored features that cannot be used as they are (a damaged shard moved aside, a lock not
+    obtained in time); the message says what was done and how to recover."""
+
+
 class CatalogError(ForValueError, RuntimeError):
     """A catalog operation that cannot proceed (missing registration, locked file, bad name)."""
 
 
 __all__ = ["ForValueError", "ConfigError", "DataError", "ModelError", "FinetuneError", "TrackingError",
-           "CatalogError"]
+           "StoreError", "CatalogError"]

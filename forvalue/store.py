@@ -4,10 +4,22 @@ Layout: ``<root>/<model-slug>-<model hash>/<feature config id>/`` holds, per sha
 - ``shard-<id>.parquet``: one row per (sample, token): sample_id, token_id, vector (r floats);
 - ``shard-<id>.samples.parquet``: one row per sample: sample_id, n_positions, n_rows, norm (||G|| of
   the stored rows, the denominator of cosine selection), emb (d floats);
-- ``shard-<id>.json``: the manifest, written last. A shard exists only once its manifest does, so an
-  interrupted run leaves nothing half-written that a reader could see; the rerun redoes that shard.
+- ``shard-<id>.json``: the manifest, written last, with the size and sha256 of both files. A shard
+  exists only once its manifest does, so an interrupted run leaves nothing half-written that a
+  reader could see; the rerun redoes that shard.
 Both Parquet files carry the shard metadata (model fingerprint, k, r, seed, positions, code version)
 in their schema metadata too.
+
+Safety (docs/reliability.md):
+- Every file is written under a temporary name and renamed (forvalue/io.py). A temporary file left by
+  a killed writer is removed by the next writer (it belongs to no live claim).
+- A shard whose files are missing, of the wrong size or unreadable is moved aside to ``damaged/``
+  (with a note of why) the moment it is read; its samples are then missing, so the next
+  :meth:`FeatureStore.ensure` computes them again. :meth:`verify` also checks the checksums.
+- Concurrent writers (processes on this machine) claim the samples of each shard before computing
+  it: under the folder's lock a writer takes only samples that are neither stored nor claimed by a
+  live writer, so no sample is computed twice or stored twice. A claim is held by an OS file lock,
+  so a killed writer's claim frees itself.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,8 +36,11 @@ from typing import Sequence
 import numpy as np
 
 from ._version import __version__
+from .errors import StoreError
 from .features import FeatureConfig, SparseFeatures, encode_all, extract_sparse
 from .io import atomic_write, atomic_write_text
+from .store_safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
+                           quarantine, remove_stale_tmp, take_claim)
 
 DEFAULT_SHARD_SIZE = 512
 
@@ -42,19 +58,43 @@ class EnsureResult:
 
 
 class FeatureStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0):
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.damaged: list[dict] = []   # shards this object moved aside: {"shard", "reason", "moved_to", "samples"}
 
     def folder(self, fingerprint, config: FeatureConfig) -> Path:
         h = hashlib.sha256(fingerprint.id.encode()).hexdigest()[:12]
         return self.root / f"{_slug(fingerprint.name)}-{h}" / config.id
 
     def manifests(self, fingerprint, config: FeatureConfig) -> list[Path]:
-        folder = self.folder(fingerprint, config)
+        return self._manifests(self.folder(fingerprint, config))
+
+    @staticmethod
+    def _manifests(folder: Path) -> list[Path]:
         return sorted(folder.glob("shard-*.json")) if folder.exists() else []
 
     def shard_infos(self, fingerprint, config: FeatureConfig) -> list[dict]:
-        return [json.loads(m.read_text()) for m in self.manifests(fingerprint, config)]
+        """Manifests of the intact shards; a damaged shard (unreadable manifest, missing file, wrong
+        size) is moved aside now and left out."""
+        return self._infos(self.folder(fingerprint, config))
+
+    def _infos(self, folder: Path, *, deep: bool = False) -> list[dict]:
+        out = []
+        for m in self._manifests(folder):
+            info, problem = damaged_shard(folder, m, deep=deep)
+            if problem:
+                self._set_aside(folder, m, info, problem)
+            elif info is not None:   # (None: the manifest went away meanwhile, e.g. compaction)
+                out.append(info)
+        return out
+
+    def _set_aside(self, folder: Path, manifest: Path, info: dict | None, reason: str) -> None:
+        moved = quarantine(folder, manifest, info, reason)
+        n = len(info.get("sample_ids", [])) if isinstance(info, dict) else 0
+        self.damaged.append({"shard": manifest.name, "reason": reason, "moved_to": str(moved), "samples": n})
+        warnings.warn(f"{manifest}: damaged shard ({reason}); moved aside to {moved}; its {n} samples are "
+                      f"computed again by the next feature run", RuntimeWarning, stacklevel=3)
 
     def existing_ids(self, fingerprint, config: FeatureConfig) -> set[str]:
         ids: set[str] = set()
@@ -64,22 +104,24 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ write
     def write_shard(self, feats: SparseFeatures, fingerprint, config: FeatureConfig, extra: dict | None = None) -> Path:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        folder = self.folder(fingerprint, config)
-        folder.mkdir(parents=True, exist_ok=True)
-        shard_id = hashlib.sha256("\n".join(feats.sample_ids).encode()).hexdigest()[:16]
         meta = {
-            "shard_id": shard_id,
             "model": fingerprint.to_dict(),
             "feature_config": config.to_dict(),
             "feature_config_id": config.id,
-            "code_version": __version__,
-            "n_samples": len(feats),
-            "n_rows": feats.n_rows,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         } | (extra or {})
+        return self._write_shard(self.folder(fingerprint, config), feats, meta)
+
+    @staticmethod
+    def _write_shard(folder: Path, feats: SparseFeatures, meta: dict) -> Path:
+        """Write one shard: both Parquet files, then the manifest (the commit point)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder.mkdir(parents=True, exist_ok=True)
+        shard_id = hashlib.sha256("\n".join(feats.sample_ids).encode()).hexdigest()[:16]
+        meta = {k: v for k, v in meta.items() if k not in ("sample_ids", "files", "checksums")} | {
+            "shard_id": shard_id, "code_version": __version__, "n_samples": len(feats), "n_rows": feats.n_rows,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         schema_meta = {b"forvalue": json.dumps(meta).encode()}
         r = feats.vectors.shape[1]
         rows = pa.table({
@@ -101,36 +143,20 @@ class FeatureStore:
             atomic_write(files[key], lambda tmp, table=table: pq.write_table(table, tmp))
         meta["sample_ids"] = feats.sample_ids
         meta["files"] = {k: v.name for k, v in files.items()}
+        meta["checksums"] = {k: file_digest(v) for k, v in files.items()}
         atomic_write_text(manifest, json.dumps(meta))  # the commit point
         return manifest
 
     # ------------------------------------------------------------------ read
     def load(self, fingerprint, config: FeatureConfig, sample_ids: Sequence[str] | None = None) -> SparseFeatures:
         """Features of ``sample_ids`` (in that order), or of every stored sample."""
-        import pyarrow.parquet as pq
-
         want = None if sample_ids is None else set(sample_ids)
         parts = []
+        folder = self.folder(fingerprint, config)
         for info in self.shard_infos(fingerprint, config):
             if want is not None and not want.intersection(info["sample_ids"]):
                 continue
-            folder = self.folder(fingerprint, config)
-            rows = pq.read_table(folder / info["files"]["rows"])
-            per = pq.read_table(folder / info["files"]["samples"])
-            ids = per.column("sample_id").to_pylist()
-            index = {s: i for i, s in enumerate(ids)}
-            d = per.schema.field("emb").type.list_size
-            r = rows.schema.field("vector").type.list_size
-            parts.append(SparseFeatures(
-                sample_ids=ids,
-                row_sample=np.array([index[s] for s in rows.column("sample_id").to_pylist()], dtype=np.int64),
-                token_ids=rows.column("token_id").to_numpy().astype(np.int64),
-                vectors=rows.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, r),
-                emb=per.column("emb").combine_chunks().flatten().to_numpy().reshape(-1, d),
-                n_positions=per.column("n_positions").to_numpy().astype(np.int64),
-                # ||G|| per sample; shards written before it was stored get it from their rows
-                norms=per.column("norm").to_numpy() if "norm" in per.column_names else None,
-            ))
+            parts.append(self._read_shard(folder, info))
         if not parts:
             if sample_ids:
                 raise KeyError(f"no stored features for model {fingerprint.id} and config {config.id}")
@@ -140,31 +166,175 @@ class FeatureStore:
             return allf
         return allf.select(list(sample_ids))
 
+    def _read_shard(self, folder: Path, info: dict) -> SparseFeatures:
+        """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(folder / info["files"]["rows"])
+            per = pq.read_table(folder / info["files"]["samples"])
+        except Exception as e:   # pyarrow raises several types for a damaged file
+            manifest = folder / f"shard-{info['shard_id']}.json"
+            self._set_aside(folder, manifest, info, f"unreadable Parquet file: {e}")
+            raise StoreError(f"{manifest}: damaged shard moved aside ({e}); its {len(info['sample_ids'])} samples "
+                             f"are computed again by the next feature run (`forvalue features` or the "
+                             f"features asset)") from None
+        ids = per.column("sample_id").to_pylist()
+        index = {s: i for i, s in enumerate(ids)}
+        d = per.schema.field("emb").type.list_size
+        r = rows.schema.field("vector").type.list_size
+        return SparseFeatures(
+            sample_ids=ids,
+            row_sample=np.array([index[s] for s in rows.column("sample_id").to_pylist()], dtype=np.int64),
+            token_ids=rows.column("token_id").to_numpy().astype(np.int64),
+            vectors=rows.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, r),
+            emb=per.column("emb").combine_chunks().flatten().to_numpy().reshape(-1, d),
+            n_positions=per.column("n_positions").to_numpy().astype(np.int64),
+            # ||G|| per sample; shards written before it was stored get it from their rows
+            norms=per.column("norm").to_numpy() if "norm" in per.column_names else None,
+        )
+
+    # ------------------------------------------------------------------ maintenance
+    def folders(self) -> list[Path]:
+        """Every (model, feature config) folder of the store."""
+        return sorted(p for p in self.root.glob("*/*") if p.is_dir() and (any(p.glob("shard-*.json"))
+                                                                          or (p / LOCKS).exists()))
+
+    def verify(self, *, repair: bool = False) -> dict:
+        """Check every shard of the store (files present, sizes and sha256 checksums, Parquet footers,
+        each sample stored once) and leftovers of killed writers. ``repair`` moves damaged shards
+        aside and removes leftovers (their samples are computed again by the next feature run)."""
+        report = {"folders": 0, "shards": 0, "samples": 0, "duplicates": 0, "damaged": [], "stale_tmp": 0,
+                  "repaired": repair}
+        for folder in self.folders():
+            report["folders"] += 1
+            with FolderLock(folder, self.lock_timeout):
+                claims = live_claims(folder)
+                tmp = [p for p in folder.glob(".*.tmp") if not _claimed_tmp(p, claims)]
+                report["stale_tmp"] += len(tmp)
+                if repair:
+                    remove_stale_tmp(folder, claims)
+                seen: dict[str, int] = {}
+                for m in self._manifests(folder):
+                    info, problem = damaged_shard(folder, m, deep=True)
+                    if problem:
+                        report["damaged"].append({"shard": str(m), "reason": problem})
+                        if repair:
+                            self._set_aside(folder, m, info, problem)
+                        continue
+                    if info is None:
+                        continue
+                    report["shards"] += 1
+                    for sid in info["sample_ids"]:
+                        seen[sid] = seen.get(sid, 0) + 1
+                report["samples"] += len(seen)
+                report["duplicates"] += sum(n - 1 for n in seen.values())
+        report["ok"] = not report["damaged"] and not report["stale_tmp"] and not report["duplicates"]
+        return report
+
+    def compact(self, *, shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
+        """Rewrite each folder's shards into full shards with every sample once (damaged shards are
+        moved aside first). New shards are committed before the old ones are removed, so a crash in
+        between leaves duplicates that the next compaction removes, never a lost sample."""
+        report = {"folders": 0, "shards_before": 0, "shards_after": 0, "samples": 0, "duplicates_removed": 0}
+        for folder in self.folders():
+            with FolderLock(folder, self.lock_timeout):
+                if live_claims(folder):
+                    raise StoreError(f"{folder}: a feature run is writing here; compact when it has finished")
+                remove_stale_tmp(folder, {})
+                infos = self._infos(folder, deep=True)
+                if not infos:
+                    continue
+                parts = [self._read_shard(folder, info) for info in infos]
+                allf = SparseFeatures.concat(parts)
+                ids = list(dict.fromkeys(allf.sample_ids))
+                report["folders"] += 1
+                report["shards_before"] += len(infos)
+                report["duplicates_removed"] += len(allf) - len(ids)
+                report["samples"] += len(ids)
+                unique = allf.select(ids)
+                new = {self._write_shard(folder, unique.select(ids[i:i + shard_size]), infos[0]).name
+                       for i in range(0, len(ids), shard_size)}
+                report["shards_after"] += len(new)
+                for info in infos:   # the old shards: manifest first, then its files
+                    name = f"shard-{info['shard_id']}.json"
+                    if name in new:
+                        continue
+                    (folder / name).unlink(missing_ok=True)
+                    for f in info["files"].values():
+                        (folder / f).unlink(missing_ok=True)
+        return report
+
     # ------------------------------------------------------------------ compute what is missing
     def ensure(self, lm, samples, config: FeatureConfig = FeatureConfig(), *, batch_size: int = 8,
                shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = False, extra: dict | None = None) -> EnsureResult:
-        """Features of every sample, computing only those missing for this model and config."""
-        from tqdm.auto import tqdm
-
-        have = self.existing_ids(lm.fingerprint, config)
+        """Features of every sample, computing only those missing for this model and config. Safe
+        with other writers of the same store: samples being computed elsewhere are waited for."""
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        fp = lm.fingerprint
+        folder = self.folder(fp, config)
+        folder.mkdir(parents=True, exist_ok=True)
         unique: dict[str, object] = {}
         for s in samples:
             unique.setdefault(s.sample_id, s)
-        todo = [s for sid, s in unique.items() if sid not in have]
-        # Validate (tokenize, length-check) everything before writing anything.
-        encoded, _ = encode_all(lm, todo, config)
-        written = []
-        chunks = [range(i, min(len(todo), i + shard_size)) for i in range(0, len(todo), shard_size)]
-        bar = tqdm(total=len(todo), desc="features", unit="sample", disable=not progress or not todo)
-        for chunk in chunks:
-            part = [todo[i] for i in chunk]
-            enc = [encoded[i] for i in chunk]
-            for j, e in enumerate(enc):
-                e.index = j
-            feats = extract_sparse(lm, part, config, batch_size=batch_size, encoded=enc)
-            written.append(self.write_shard(feats, lm.fingerprint, config, extra))
-            bar.update(len(part))
-        bar.close()
         ids = [s.sample_id for s in samples]
-        return EnsureResult(features=self.load(lm.fingerprint, config, ids), computed=len(todo),
-                            reused=len(unique) - len(todo), shards_written=written)
+        for attempt in range(2):   # a shard found damaged while loading is computed again once
+            have = self.existing_ids(fp, config)
+            todo = [s for sid, s in unique.items() if sid not in have]
+            # Validate (tokenize, length-check) everything before writing anything.
+            encoded, _ = encode_all(lm, todo, config)
+            computed, written = self._compute(lm, folder, todo, encoded, config, batch_size, shard_size, progress,
+                                              extra)
+            try:
+                feats = self.load(fp, config, ids)
+            except StoreError:
+                if attempt:
+                    raise
+                continue
+            return EnsureResult(features=feats, computed=computed, reused=len(unique) - computed,
+                                shards_written=written)
+        raise AssertionError("unreachable")
+
+    def _compute(self, lm, folder: Path, todo: list, encoded: list, config: FeatureConfig, batch_size: int,
+                 shard_size: int, progress: bool, extra: dict | None) -> tuple[int, list[Path]]:
+        """Compute the features of ``todo`` shard by shard, each under a claim; samples another
+        writer holds are waited for. Returns (samples computed here, shards written)."""
+        from tqdm.auto import tqdm
+
+        position = {s.sample_id: i for i, s in enumerate(todo)}
+        pending = [s.sample_id for s in todo]
+        computed, written = 0, []
+        bar = tqdm(total=len(todo), desc="features", unit="sample", disable=not progress or not todo)
+        deadline = time.monotonic() + self.lock_timeout
+        while pending:
+            with FolderLock(folder, self.lock_timeout):
+                claims = live_claims(folder)
+                remove_stale_tmp(folder, claims)
+                stored = {sid for info in self._infos(folder) for sid in info["sample_ids"]}
+                held = set().union(*claims.values()) if claims else set()
+                pending = [sid for sid in pending if sid not in stored]
+                chunk = [sid for sid in pending if sid not in held][:shard_size]
+                claim = take_claim(folder, chunk) if chunk else None
+            if claim is None:
+                if pending:   # all left are being computed by another writer: wait for its shards
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"{folder}: {len(pending)} samples are still claimed by another writer "
+                                         f"after {self.lock_timeout:.0f} s")
+                    time.sleep(0.2)
+                continue
+            try:
+                part = [todo[position[sid]] for sid in chunk]
+                enc = [encoded[position[sid]] for sid in chunk]
+                for j, e in enumerate(enc):
+                    e.index = j
+                feats = extract_sparse(lm, part, config, batch_size=batch_size, encoded=enc)
+                written.append(self.write_shard(feats, lm.fingerprint, config, extra))
+            finally:
+                claim.release()
+            computed += len(chunk)
+            bar.update(len(chunk))
+            pending = [sid for sid in pending if sid not in set(chunk)]
+            deadline = time.monotonic() + self.lock_timeout
+        bar.close()
+        return computed, written

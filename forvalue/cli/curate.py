@@ -66,6 +66,7 @@ def run_curate(args) -> int:
     tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
     va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
     selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)
+    o.report_store(v.store)
     meta = {"model": v.lm.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
             "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
     write_subset(args, out, tr, selection.ranking, mode, value, meta)

@@ -30,6 +30,7 @@ def run(args) -> int:
     v = Valuator(mcfg, fcfg, store=store)
     samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
     res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
+    o.report_store(store)
     print(f"{len(samples)} samples: {res.computed} computed, {res.reused} already stored "
           f"({res.features.n_rows} rows) in {store.folder(v.lm.fingerprint, v.config)}")
     return 0

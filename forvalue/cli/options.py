@@ -157,6 +157,13 @@ def drop_unencodable(lm, data: LoadedData, config: FeatureConfig, on_error: str)
     return kept
 
 
+def report_store(store) -> None:
+    """Say what the feature store repaired during the command (damaged shards moved aside)."""
+    for d in getattr(store, "damaged", []) if store is not None else []:
+        print(f"forvalue: {d['shard']}: damaged ({d['reason']}); moved aside to {d['moved_to']}, its "
+              f"{d['samples']} samples computed again", file=sys.stderr)
+
+
 def set_threads(args) -> None:
     if getattr(args, "threads", 0):
         import torch
@@ -166,5 +173,5 @@ def set_threads(args) -> None:
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
            "feature_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
-           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "drop_unencodable",
+           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "drop_unencodable", "report_store",
            "set_threads"]

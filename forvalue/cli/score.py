@@ -42,6 +42,7 @@ def run(args) -> int:
     tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
     va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
     result = v.score(tr, va, method=method, progress=not args.quiet)
+    o.report_store(store)
     ranks = rank(result.values)
     extra = {} if result.normalized is None else {"normalized": result.normalized, "norm": result.norms}
     rows = sorted(score_rows(tr, result.values, ranks, extra), key=lambda r: r["rank"])

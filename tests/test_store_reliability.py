@@ -1,0 +1,186 @@
+"""The feature store under faults: killed writers, damaged shards, concurrent writers, verify/compact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forvalue.cli import main
+from forvalue.data import samples_from_records
+from forvalue.features import FeatureConfig
+from forvalue.store import FeatureStore
+from tests.conftest import make_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _stored_ids(folder: Path) -> Counter:
+    """How often each sample id is stored across the folder's committed shards."""
+    c = Counter()
+    for m in folder.glob("shard-*.json"):
+        c.update(json.loads(m.read_text())["sample_ids"])
+    return c
+
+
+def _folder(root: Path) -> Path:
+    (folder,) = [p for p in root.glob("*/*") if p.is_dir()]
+    return folder
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TRANSFORMERS_VERBOSITY="error")
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+import pyarrow.parquet as pq
+real = pq.write_table
+calls = {"n": 0}
+def dying(table, where, *a, **k):
+    calls["n"] += 1
+    if calls["n"] == 3:                      # the rows file of the second shard: half of it, then kill -9
+        with open(where, "wb") as f:
+            f.write(b"PAR1" + b"x" * 100)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(table, where, *a, **k)
+pq.write_table = dying
+from forvalue.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_shard_write_then_rerun(tiny_model_dir, tmp_path):
+    data = _write(tmp_path / "d.jsonl", make_records(10))
+    fs = tmp_path / "fs"
+    args = ["features", "--data", str(data), "--out", str(fs), "--model", str(tiny_model_dir), "--shard-size", "4",
+            "--quiet"]
+    res = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, *args], env=_env(), capture_output=True,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode == -signal.SIGKILL
+    folder = _folder(fs)
+    assert list(folder.glob(".*.tmp"))                      # the killed writer left a half-written file
+    assert sum(_stored_ids(folder).values()) == 4           # one committed shard
+    res = subprocess.run([sys.executable, "-m", "forvalue.cli", *args], env=_env(), capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "6 computed, 4 already stored" in res.stdout
+    ids = _stored_ids(folder)
+    assert len(ids) == 10 and set(ids.values()) == {1}        # every sample exactly once
+    assert not list(folder.glob(".*.tmp")) and not list(folder.glob("*.tmp"))
+
+
+def test_kill_9_at_a_random_moment_then_rerun(tiny_model_dir, tmp_path):
+    data = _write(tmp_path / "d.jsonl", make_records(60))
+    fs = tmp_path / "fs"
+    args = ["features", "--data", str(data), "--out", str(fs), "--model", str(tiny_model_dir), "--shard-size", "2",
+            "--batch-size", "1", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "forvalue.cli", *args], env=_env(), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(fs.glob("*/*/shard-*.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folder = _folder(fs)
+    before = sum(_stored_ids(folder).values())
+    assert 0 < before < 60
+    assert main(args) == 0
+    ids = _stored_ids(folder)
+    assert len(ids) == 60 and set(ids.values()) == {1}
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_damaged_shard_is_moved_aside_and_recomputed(tiny_lm, tmp_path, capsys):
+    store = FeatureStore(tmp_path / "fs")
+    samples = samples_from_records(make_records(8)).samples
+    first = store.ensure(tiny_lm, samples, shard_size=4)
+    folder = store.folder(tiny_lm.fingerprint, FeatureConfig())
+    victim = sorted(folder.glob("shard-*[0-9a-f].parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:50])               # truncated after it was committed
+    again = FeatureStore(tmp_path / "fs")
+    with pytest.warns(RuntimeWarning, match="damaged shard"):
+        res = again.ensure(tiny_lm, samples, shard_size=4)
+    assert (res.computed, res.reused) == (4, 4)
+    assert len(again.damaged) == 1 and "bytes" in again.damaged[0]["reason"]
+    moved = Path(again.damaged[0]["moved_to"])
+    assert (moved / victim.name).exists() and "REASON" in " ".join(p.name for p in moved.iterdir())
+    assert np.allclose(res.features.vectors, first.features.vectors)
+    assert set(_stored_ids(folder).values()) == {1} and len(_stored_ids(folder)) == 8
+    # a shard whose bytes changed but not its size: the quick check misses it, reading does not
+    victim = sorted(folder.glob("shard-*[0-9a-f].parquet"))[0]
+    raw = bytearray(victim.read_bytes())
+    raw[-12:-8] = b"\xff\xff\xff\xff"                          # corrupt the footer length
+    victim.write_bytes(bytes(raw))
+    third = FeatureStore(tmp_path / "fs")
+    report = third.verify()
+    assert not report["ok"] and len(report["damaged"]) == 1 and "checksum" in report["damaged"][0]["reason"]
+    with pytest.warns(RuntimeWarning):
+        res = third.ensure(tiny_lm, samples, shard_size=4)
+    assert res.computed == 4 and len(third.damaged) == 1
+    assert third.verify()["ok"]
+    # the CLI says what it repaired
+    data = _write(tmp_path / "d.jsonl", make_records(8))
+    victim = sorted(folder.glob("shard-*.samples.parquet"))[0]
+    victim.unlink()
+    capsys.readouterr()
+    assert main(["features", "--data", str(data), "--out", str(tmp_path / "fs"), "--model", tiny_lm.source,
+                 "--shard-size", "4", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "4 computed, 4 already stored" in out.out and "is missing" in out.err and "moved aside" in out.err
+
+
+def test_verify_and_compact(tiny_lm, tmp_path, capsys):
+    store = FeatureStore(tmp_path / "fs")
+    samples = samples_from_records(make_records(7)).samples
+    feats = store.ensure(tiny_lm, samples, shard_size=3).features
+    store.write_shard(feats.select([s.sample_id for s in samples[:2]]), tiny_lm.fingerprint, FeatureConfig())
+    (store.folder(tiny_lm.fingerprint, FeatureConfig()) / ".shard-0123456789abcdef.parquet.x.tmp").write_bytes(b"")
+    report = store.verify()
+    assert (report["shards"], report["samples"], report["duplicates"], report["stale_tmp"]) == (4, 7, 2, 1)
+    assert main(["store", "verify", "--store", str(tmp_path / "fs")]) == 1
+    assert "2 samples stored more than once" in capsys.readouterr().out
+    assert main(["store", "compact", "--store", str(tmp_path / "fs"), "--shard-size", "4"]) == 0
+    assert "4 shards -> 2, 7 samples, 2 duplicates removed" in capsys.readouterr().out
+    assert main(["store", "verify", "--store", str(tmp_path / "fs")]) == 0
+    assert capsys.readouterr().out.strip().endswith("sound")
+    loaded = store.load(tiny_lm.fingerprint, FeatureConfig(), [s.sample_id for s in samples])
+    assert np.allclose(loaded.vectors, feats.vectors) and np.array_equal(loaded.token_ids, feats.token_ids)
+    assert main(["store", "verify", "--store", str(tmp_path / "nothing")]) == 2
+
+
+CONCURRENT = """
+import sys
+from forvalue.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_concurrent_writers_compute_each_sample_once(tiny_model_dir, tmp_path):
+    recs = make_records(40)
+    a = _write(tmp_path / "a.jsonl", recs[:30])
+    b = _write(tmp_path / "b.jsonl", recs[10:])      # 20 samples in common
+    fs = tmp_path / "fs"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, "features", "--data", str(d), "--out", str(fs),
+                               "--model", str(tiny_model_dir), "--shard-size", "3", "--batch-size", "1", "--quiet"],
+                              env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in (a, b)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    computed = sum(int(o[0].split(" computed")[0].split()[-1]) for o in outs)
+    ids = _stored_ids(_folder(fs))
+    assert len(ids) == 40 and set(ids.values()) == {1}        # nothing stored twice
+    assert computed == 40                                      # nothing computed twice
+    assert not list(_folder(fs).glob("locks/claim-*"))
