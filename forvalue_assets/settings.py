@@ -27,6 +27,12 @@ def seed_demo() -> bool:
     return env_bool("FORVALUE_DEMO", True)
 
 
+def follow_links() -> bool:
+    """Register files reached through links that leave the incoming folder (off: anyone who can
+    write to incoming/ could otherwise make the platform read any file the server can read)."""
+    return env_bool("FORVALUE_INCOMING_FOLLOW_LINKS", False)
+
+
 def settle_seconds() -> int:
     """A file modified less than this many seconds ago is left for the next tick (still being written)."""
     return env_int("FORVALUE_SETTLE_SECONDS", 2) or 0
@@ -42,9 +48,11 @@ def find_incoming_file(subdir: str, name: str, root: Path | None = None) -> Path
     folder = (root or incoming_root()) / subdir
     if not folder.is_dir():
         return None
+    inside = (root or incoming_root()).resolve()
     found = [p for p in folder.iterdir()
-             if (p.is_file() and p.stem == name and p.suffix.lower() in REGISTER_SUFFIXES)
-             or (p.is_dir() and p.name == name)]
+             if ((p.is_file() and p.stem == name and p.suffix.lower() in REGISTER_SUFFIXES)
+                 or (p.is_dir() and p.name == name))
+             and (follow_links() or not p.is_symlink() or p.resolve().is_relative_to(inside))]
     if not found:
         return None
     return max(found, key=lambda p: os.stat(p).st_mtime_ns)

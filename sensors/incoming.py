@@ -30,7 +30,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DefaultSensorStatus, RunRequest, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    sensor,
+)
 
 from forvalue.catalog import NAME_RE, content_hash
 from forvalue.io import atomic_copy
@@ -39,6 +52,7 @@ from forvalue_assets.partitions import training_datasets, valuation_sets
 from forvalue_assets.settings import (
     DEFAULT_SENSOR_INTERVAL,
     INCOMING_SUFFIXES,
+    follow_links,
     TRAIN_SUBDIR,
     VALUATION_SUBDIR,
     incoming_root,
@@ -58,7 +72,7 @@ class Change:
     name: str
     path: Path
     stamp: int
-    digest: str
+    digest: str | None    # None: the file could not be read (its registration run fails and names it)
 
     @property
     def key(self) -> str:
@@ -76,59 +90,105 @@ def load_cursor(raw: str | None) -> dict:
         return {"hwm": 0, "seen": {}}
     try:
         cur = json.loads(raw)
-        return {"hwm": int(cur.get("hwm", 0)), "seen": dict(cur.get("seen", {}))}
+        out = {"hwm": int(cur.get("hwm", 0)), "seen": dict(cur.get("seen", {}))}
+        for key in ("rejected", "retry"):
+            if cur.get(key):
+                out[key] = dict(cur[key])
+        return out
     except (ValueError, TypeError, AttributeError):
         return {"hwm": 0, "seen": {}}
 
 
-def scan(root: Path, cursor: dict, *, now_ns: int | None = None, settle_s: float = 2.0,
-         log=None) -> tuple[list[Change], dict]:
-    """New or changed files under ``root`` since ``cursor``: (changes, next cursor)."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    cutoff = now_ns - int(settle_s * 1e9)
-    hwm = int(cursor.get("hwm", 0))
-    seen = dict(cursor.get("seen", {}))
-    candidates: list[tuple[int, str, Path]] = []
+def _outside(p: Path, root: Path) -> Path | None:
+    """Where a link that leaves the incoming folder points, else None."""
+    if not p.is_symlink():
+        return None
+    target = p.resolve()
+    return None if target.is_relative_to(root.resolve()) else target
+
+
+def _candidates(root: Path, hwm: int, cutoff: int, retry: dict, follow_links: bool,
+                rejected: dict) -> list[tuple[int, str, Path]]:
+    """(change time, subdir, path) of the files to look at; files that cannot be used go to
+    ``rejected`` (path -> reason) instead of stopping the tick."""
+    out = []
     for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
         folder = root / subdir
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if p.name.startswith(".") or p.suffix.lower() in (".tmp", ".part") or not p.is_file():
+            if p.name.startswith(".") or p.suffix.lower() in (".tmp", ".part"):
                 continue
             if p.suffix.lower() not in INCOMING_SUFFIXES:
                 continue
+            target = _outside(p, root)
+            if target is not None and not follow_links:
+                rejected[str(p)] = (f"a link to {target}, outside the incoming folder; not followed "
+                                    f"(FORVALUE_INCOMING_FOLLOW_LINKS=1 allows it)")
+                continue
             try:
+                if not p.is_file():
+                    continue
                 stamp = _stamp(p)
-            except FileNotFoundError:  # removed while scanning
+            except FileNotFoundError:  # removed while scanning, or a link to nothing
                 continue
-            if stamp < hwm or stamp > cutoff:
+            except OSError as e:
+                rejected[str(p)] = f"unreadable: {e.strerror or e}"
                 continue
-            candidates.append((stamp, subdir, p))
+            if (stamp < hwm and str(p) not in retry) or stamp > cutoff:
+                continue
+            out.append((stamp, subdir, p))
+    return out
+
+
+def scan(root: Path, cursor: dict, *, now_ns: int | None = None, settle_s: float = 2.0,
+         log=None, follow_links: bool = False) -> tuple[list[Change], dict]:
+    """New or changed files under ``root`` since ``cursor``: (changes, next cursor). One file's
+    problem never stops the others: it is listed in the cursor's ``rejected`` (path -> reason), and a
+    file that cannot be read becomes a change without a content hash (its registration run fails and
+    names it) that is looked at again on every tick until it can be read."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    cutoff = now_ns - int(settle_s * 1e9)
+    hwm = int(cursor.get("hwm", 0))
+    seen = dict(cursor.get("seen", {}))
+    retry = dict(cursor.get("retry", {}))
+    rejected: dict[str, str] = {}
     new_hwm = hwm
     latest: dict[str, Change] = {}
-    for stamp, subdir, p in sorted(candidates):
+    for stamp, subdir, p in sorted(_candidates(root, hwm, cutoff, retry, follow_links, rejected)):
         new_hwm = max(new_hwm, stamp)
         name = p.stem
         if not NAME_RE.match(name):
-            if log and stamp > hwm:
-                log.warning(f"{p}: file name {name!r} is not a valid dataset name (letters, digits, '_', '.', '-'); ignored")
+            rejected[str(p)] = f"file name {name!r} is not a valid dataset name (letters, digits, '_', '.', '-')"
             continue
         try:
             digest = content_hash(p)
         except FileNotFoundError:
             continue
+        except OSError as e:
+            rejected[str(p)] = f"unreadable: {e.strerror or e}"
+            retry[str(p)] = stamp
+            digest = None
+        else:
+            retry.pop(str(p), None)
         change = Change(subdir, name, p, stamp, digest)
         if change.key in latest and log:
             log.warning(f"{p} and {latest[change.key].path} both name {change.key}; the newer one is registered")
         latest[change.key] = change
     changes = []
     for key, ch in latest.items():
-        if seen.get(key) == ch.digest:
+        if ch.digest is not None and seen.get(key) == ch.digest:
             continue  # touched or re-copied, same content
-        seen[key] = ch.digest
+        if ch.digest is not None:
+            seen[key] = ch.digest
         changes.append(ch)
-    return changes, {"hwm": new_hwm, "seen": seen}
+    if log:
+        for path, reason in rejected.items():
+            if cursor.get("rejected", {}).get(path) != reason:
+                log.warning(f"{path}: {reason}")
+    out = {"hwm": new_hwm, "seen": seen}
+    out.update({k: v for k, v in (("rejected", rejected), ("retry", retry)) if v})
+    return changes, out
 
 
 def seed_demo_files(root: Path) -> list[Path]:
@@ -155,27 +215,55 @@ def evaluate(context: SensorEvaluationContext, root: Path | None = None) -> Sens
             return SensorResult(skip_reason=f"{root} does not exist", cursor=context.cursor)
     for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
         (root / subdir).mkdir(parents=True, exist_ok=True)
-    changes, cursor = scan(root, load_cursor(context.cursor), settle_s=settle_seconds(), log=context.log)
+    previous = load_cursor(context.cursor)
+    changes, cursor = scan(root, previous, settle_s=settle_seconds(), log=context.log,
+                           follow_links=follow_links())
     run_requests, adds = [], {TRAIN_SUBDIR: [], VALUATION_SUBDIR: []}
     for ch in changes:
         job, parts, asset_name = TARGETS[ch.subdir]
         if not context.instance.has_dynamic_partition(parts.name, ch.name) and ch.name not in adds[ch.subdir]:
             adds[ch.subdir].append(ch.name)
+        digest = ch.digest or ""
         run_requests.append(RunRequest(
-            run_key=f"{ch.key}/{ch.digest[:16]}/{ch.stamp}",
+            run_key=f"{ch.key}/{digest[:16] or 'unreadable'}/{ch.stamp}",
             job_name=job.name,
             partition_key=ch.name,
-            run_config={"ops": {asset_name: {"config": {"path": str(ch.path.resolve()), "content_hash": ch.digest}}}},
-            tags={"forvalue/source": str(ch.path), "forvalue/content_hash": ch.digest},
+            run_config={"ops": {asset_name: {"config": {"path": str(ch.path.resolve()), "content_hash": digest}}}},
+            tags={"forvalue/source": str(ch.path), "forvalue/content_hash": digest or "unreadable"},
         ))
-        context.log.info(f"{ch.path}: content {ch.digest[:12]} -> {job.name}[{ch.name}]")
+        context.log.info(f"{ch.path}: content {digest[:12] or '(unreadable)'} -> {job.name}[{ch.name}]")
     partition_requests = [TARGETS[sub][1].build_add_request(names) for sub, names in adds.items() if names]
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,
+        asset_events=rejected_observations(root, previous.get("rejected", {}), cursor.get("rejected", {})),
         cursor=json.dumps(cursor, sort_keys=True),
         skip_reason=None if run_requests else f"no new or changed files in {root}",
     )
+
+
+def rejected_observations(root: Path, before: dict, now: dict) -> list[AssetObservation]:
+    """When the set of files the sensor cannot use changes: an observation on ``training_dataset`` /
+    ``valuation_set`` with a table of those files and why (the asset's page in the UI shows it)."""
+    if before == now:
+        return []
+    out = []
+    for subdir, (_, _, asset_name) in TARGETS.items():
+        folder = str(root / subdir)
+        mine = sorted((p, r) for p, r in now.items() if str(Path(p).parent) == folder)
+        was = sorted((p, r) for p, r in before.items() if str(Path(p).parent) == folder)
+        if mine == was:
+            continue
+        table = MetadataValue.table(
+            records=[TableRecord({"file": p, "reason": r}) for p, r in mine],
+            schema=TableSchema(columns=[TableColumn("file", "string"), TableColumn("reason", "string")]))
+        out.append(AssetObservation(
+            asset_key=AssetKey(asset_name),
+            description=(f"{len(mine)} file(s) in {folder} cannot be registered" if mine else
+                         f"every file in {folder} can be registered again"),
+            metadata={"rejected_files": table, "rejected_count": MetadataValue.int(len(mine)),
+                      "incoming_folder": MetadataValue.path(folder)}))
+    return out
 
 
 def incoming_sensor(interval: int = DEFAULT_SENSOR_INTERVAL) -> SensorDefinition:

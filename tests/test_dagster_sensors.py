@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,3 +157,52 @@ def test_sensor_run_requests_execute_and_schedule_covers_pairs(tmp_path, tiny_mo
         assert run.success and cat.latest_subset("t1", "v1")["n_total"] == 3
         exported = [json.loads(x) for x in open(cat.latest_subset("t1", "v1")["jsonl_path"])]
         assert all(set(r) == {"id", "prompt", "response"} for r in exported)
+
+
+def test_one_bad_file_never_stops_the_others(env, monkeypatch, tmp_path):
+    import errno
+
+    import sensors.incoming as inc
+
+    incoming, instance = env
+    write_jsonl(incoming / "train" / "good.jsonl", rows(2))
+    broken = write_jsonl(incoming / "train" / "broken.jsonl", rows(2, "minus"))
+    (incoming / "train" / "bad name!.jsonl").write_text("{}\n")
+    secret = write_jsonl(tmp_path / "secret.jsonl", rows(1, "secret"))
+    (incoming / "train" / "outside.jsonl").symlink_to(secret)                  # a link that leaves incoming/
+    write_jsonl(incoming / "valuation" / "v.jsonl", rows(1, "over"))
+    (incoming / "train" / "inside.jsonl").symlink_to(incoming / "valuation" / "v.jsonl")   # stays inside: fine
+    real = inc.content_hash
+
+    def flaky(path):
+        if Path(path).name == "broken.jsonl":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(inc, "content_hash", flaky)
+    first = tick(instance)
+    reqs = {r.partition_key: r for r in first.run_requests}
+    assert set(reqs) == {"good", "broken", "inside", "v"}                       # the tick went on
+    assert "/unreadable/" in reqs["broken"].run_key                             # its run fails and names it
+    cfg = reqs["broken"].run_config["ops"]["training_dataset"]["config"]
+    assert cfg["path"] == str(broken.resolve()) and cfg["content_hash"] == ""
+    rejected = json.loads(first.cursor)["rejected"]
+    assert set(map(lambda p: Path(p).name, rejected)) == {"broken.jsonl", "bad name!.jsonl", "outside.jsonl"}
+    assert "not followed" in rejected[str(incoming / "train" / "outside.jsonl")]
+    (obs,) = [e for e in first.asset_events if e.asset_key.to_user_string() == "training_dataset"]
+    table = obs.metadata["rejected_files"]
+    assert {r.data["file"] for r in table.records} == set(rejected) and obs.metadata["rejected_count"].value == 3
+    # the file can be read again: registered on the next tick, though its change time is old
+    monkeypatch.setattr(inc, "content_hash", real)
+    second = tick(instance, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["broken"]
+    assert "/unreadable/" not in second.run_requests[0].run_key
+    assert "broken.jsonl" not in " ".join(json.loads(second.cursor).get("rejected", {}))
+    assert [e.asset_key.to_user_string() for e in second.asset_events] == ["training_dataset"]
+    third = tick(instance, second.cursor)                                        # nothing changed: no events
+    assert not third.run_requests and not third.asset_events
+    # links that leave incoming/ are registered only when the setting allows it
+    monkeypatch.setenv("FORVALUE_INCOMING_FOLLOW_LINKS", "1")
+    os.utime(incoming / "train" / "outside.jsonl", follow_symlinks=False)
+    fourth = tick(instance, None)
+    assert "outside" in {r.partition_key for r in fourth.run_requests}

@@ -58,16 +58,20 @@ def _source_path(name: str, kind: str, config: RegisterConfig) -> Path:
 
 def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: DuckDBStoreResource,
               kind: str) -> MaterializeResult:
-    from forvalue.catalog import content_hash, file_format
     from dataclasses import fields
 
+    from forvalue.catalog import content_hash, file_format
     from forvalue.data import load_samples
 
     t0 = time.perf_counter()
     name = context.partition_key
     path = _source_path(name, kind, config)
     columns = Columns(**{f.name: getattr(config, f.name) for f in fields(Columns)})
-    version = content_hash(path)
+    try:
+        version = content_hash(path)
+    except OSError as e:
+        raise Failure(description=f"{path}: cannot read the file ({e.strerror or e}); fix or replace it and the "
+                                  f"sensor registers it on its next tick", metadata={"file": str(path)}) from None
     if config.content_hash and config.content_hash != version:
         context.log.warning(f"{path} changed since the sensor saw it; registering its current content {version[:12]}")
     try:
