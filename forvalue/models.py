@@ -343,6 +343,9 @@ def load_model(
 ) -> LoadedModel:
     """Load ``spec`` (``default``, a folder, a ``.gguf`` file or a hub id) for feature extraction."""
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()   # per-tensor loading bars say nothing useful and bury errors
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

@@ -300,3 +300,30 @@ def test_old_catalog_gets_the_new_columns(tmp_path):
     _scored(cat, [0.3, 0.1], normalized=np.array([0.9, 0.2]), norms=np.array([2.0, 3.0]))
     rows = cat.scores("d", "v", "c", "m")
     assert [(r["score"], r["normalized"], r["norm"]) for r in rows] == [(0.3, 0.9, 2.0), (0.1, 0.2, 3.0)]
+
+
+def test_concurrent_writers_to_one_catalog(tmp_path):
+    """Two processes write the same catalog file at the same time: every write lands, none is lost."""
+    path = tmp_path / "shared.duckdb"
+    Catalog(path).init()
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        sys.path.insert(0, sys.argv[3])
+        from forvalue.catalog import Catalog, KIND_DATASET
+        from forvalue.data import samples_from_records
+        from tests.conftest import make_records
+        cat, who = Catalog(sys.argv[1], lock_timeout=120), sys.argv[2]
+        for i in range(6):
+            cat.register_set(KIND_DATASET, f"{who}{i}", "v1", "d.jsonl",
+                             samples_from_records(make_records(3, i, who)).samples)
+            cat.replace_scores(dataset_name=f"{who}{i}", dataset_version="v1", valuation_set="v", valuation_version="vv",
+                               model_id="m", feature_config_id="c", sample_ids=[f"{who}{i}-{j}" for j in range(5)],
+                               values=np.arange(5.0))
+    """)
+    root = str(Path(__file__).resolve().parent.parent)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), who, root], stderr=subprocess.PIPE, text=True)
+             for who in ("a", "b")]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    cat = Catalog(path)
+    assert cat.count("datasets") == 12 and cat.count("scores") == 60 and cat.count("score_runs") == 12

@@ -184,3 +184,41 @@ def test_concurrent_writers_compute_each_sample_once(tiny_model_dir, tmp_path):
     assert len(ids) == 40 and set(ids.values()) == {1}        # nothing stored twice
     assert computed == 40                                      # nothing computed twice
     assert not list(_folder(fs).glob("locks/claim-*"))
+
+
+DAGSTER_FEATURE_RUN = """
+import sys
+from pathlib import Path
+from forvalue_assets.testing import platform_for_test
+from resources import FeatureStoreResource
+root, model, data = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+fs = FeatureStoreResource(root=str(root / "features"), k=4, r=8, shard_size=2)
+with platform_for_test(root, model=model, batch_size=1, resources={"feature_store": fs}) as p:
+    p.register("train", "t1", data)
+"""
+
+
+def test_kill_9_of_a_dagster_feature_run_then_rerun(tiny_model_dir, tmp_path, monkeypatch):
+    from forvalue_assets.testing import platform_for_test
+    from resources import FeatureStoreResource
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    data = _write(tmp_path / "t1.jsonl", make_records(40))
+    root = tmp_path / "platform"
+    proc = subprocess.Popen([sys.executable, "-c", DAGSTER_FEATURE_RUN, str(root), str(tiny_model_dir), str(data)],
+                            env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list((root / "features").glob("*/*/shard-*.json")):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folder = _folder(root / "features")
+    assert 0 < sum(_stored_ids(folder).values()) < 40
+    fs = FeatureStoreResource(root=str(root / "features"), k=4, r=8, shard_size=2)
+    with platform_for_test(root, model=str(tiny_model_dir), batch_size=1, resources={"feature_store": fs}) as p:
+        res = p.register("train", "t1", data)
+        assert res.success
+    ids = _stored_ids(folder)
+    assert len(ids) == 40 and set(ids.values()) == {1}
+    assert not list(folder.glob(".*.tmp")) and not list(folder.glob("locks/claim-*"))

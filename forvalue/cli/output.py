@@ -18,14 +18,14 @@ def check_out(path: str | Path, inputs: tuple = ()) -> Path:
     import os
 
     out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give a file name (.parquet, .jsonl or .csv)")
     if out.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{out}: unknown output format {out.suffix or '(no suffix)'!r}; use .parquet, .jsonl or .csv")
     target = out.resolve()
     for src in inputs:
         if src is not None and Path(src).exists() and Path(src).resolve() == target:
             raise ConfigError(f"{out}: the output would replace the input {src}; write it elsewhere")
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a folder; give a file name (.parquet, .jsonl or .csv)")
     parent = target.parent
     while not parent.exists():
         parent = parent.parent

@@ -1,0 +1,269 @@
+"""Bad input, table-driven: every case exits with status 2 and one line on stderr that names what is
+wrong (the file, row and field where they exist), with no traceback; no output is written and every
+input file is unchanged."""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forvalue.cli import main
+from tests.conftest import make_records
+
+GOOD = [{"id": f"g{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(6)]
+
+
+def jl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_model_dir):
+    d = tmp_path_factory.mktemp("bad")
+    f = {"dir": d, "model": str(tiny_model_dir)}
+    f["train"] = jl(d / "train.jsonl", GOOD)
+    f["val"] = jl(d / "val.jsonl", GOOD[:2])
+    f["empty"] = jl(d / "empty.jsonl", [])
+    (d / "blank.jsonl").write_text("\n   \n\n")
+    f["blank"] = d / "blank.jsonl"
+    f["badjson"] = jl(d / "badjson.jsonl", [GOOD[0], '{"prompt": "x", "response": ', GOOD[1]])
+    f["array"] = jl(d / "array.jsonl", [GOOD[0], "[1, 2]"])
+    (d / "latin1.jsonl").write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    f["latin1"] = d / "latin1.jsonl"
+    f["noprompt"] = jl(d / "noprompt.jsonl", [{"question": "q", "response": "r"}] * 2)
+    f["noresponse"] = jl(d / "noresponse.jsonl", [{"prompt": "q", "answer": "r"}] * 2)
+    f["emptyresp"] = jl(d / "emptyresp.jsonl", GOOD[:2] + [{"prompt": "q", "response": "   "}])
+    f["nullresp"] = jl(d / "nullresp.jsonl", GOOD[:1] + [{"prompt": "q", "response": None}])
+    f["numresp"] = jl(d / "numresp.jsonl", GOOD[:1] + [{"prompt": "q", "response": 42}])
+    f["listprompt"] = jl(d / "listprompt.jsonl", [{"prompt": ["a"], "response": "b"}])
+    f["badmsgs"] = jl(d / "badmsgs.jsonl", [{"messages": "not json ["}])
+    f["lastuser"] = jl(d / "lastuser.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    f["msgnorole"] = jl(d / "msgnorole.jsonl", [{"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}])
+    f["notext"] = jl(d / "notext.jsonl", [{"body": "x"}])
+    f["emptytext"] = jl(d / "emptytext.jsonl", [{"text": "hello there"}, {"text": ""}])
+    f["dupid"] = jl(d / "dupid.jsonl", [GOOD[0], {**GOOD[1], "id": "g0"}])
+    f["nolabel"] = jl(d / "nolabel.jsonl", GOOD[:2])
+    f["long"] = jl(d / "long.jsonl", [{"prompt": "q", "response": "word " * 400}])
+    (d / "notes.txt").write_text("hello")
+    f["txt"] = d / "notes.txt"
+    (d / "cols.csv").write_text("prompt,response\nq,a\nq2,a2,extra\n")
+    f["csvcols"] = d / "cols.csv"
+    (d / "quote.csv").write_text('prompt,response\nq,a\n"open,b\nc,d\n')
+    f["csvquote"] = d / "quote.csv"
+    (d / "header.csv").write_text("prompt,response\n")
+    f["csvheader"] = d / "header.csv"
+    (d / "broken.parquet").write_bytes(b"PAR1" + b"\x00" * 40)
+    f["badparquet"] = d / "broken.parquet"
+    pq.write_table(pa.Table.from_pylist([{"question": "q", "answer": "a"}]), d / "cols.parquet")
+    f["parquetcols"] = d / "cols.parquet"
+    (d / "arr.json").write_text('[{"prompt": "q", "response": "a"}, ')
+    f["badarray"] = d / "arr.json"
+    hf = d / "hf_broken"
+    hf.mkdir()
+    (hf / "state.json").write_text("{not json")
+    f["hfbroken"] = hf
+    hfd = d / "hf_dict"
+    (hfd / "test").mkdir(parents=True)
+    (hfd / "dataset_dict.json").write_text(json.dumps({"splits": ["test"]}))
+    f["hfnotrain"] = hfd
+    (d / "plain_dir").mkdir()
+    f["plaindir"] = d / "plain_dir"
+    f["afile"] = d / "a_file"
+    f["afile"].write_text("x")
+    f["outdir"] = d / "out_dir"
+    f["outdir"].mkdir()
+    (d / "val_link.jsonl").symlink_to(f["val"])
+    f["vallink"] = d / "val_link.jsonl"
+    # models
+    trunc = d / "trunc_model"
+    shutil.copytree(tiny_model_dir, trunc)
+    w = next(trunc.glob("*.safetensors"))
+    w.write_bytes(w.read_bytes()[:100])
+    f["trunc"] = trunc
+    (d / "junk.gguf").write_bytes(b"this is not gguf" * 8)
+    f["junkgguf"] = d / "junk.gguf"
+    (d / "noconfig").mkdir()
+    f["noconfig"] = d / "noconfig"
+    # scores tables
+    f["badscores"] = jl(d / "scores_bad.jsonl", [{"sample_id": "abc", "score": "high"}])
+    f["noscoreid"] = jl(d / "scores_noid.jsonl", [{"score": 1.0}])
+    f["ft_out"] = d / "ft_out"
+    (f["ft_out"]).mkdir()
+    (f["ft_out"] / "keep.txt").write_text("do not delete")
+    return f
+
+
+def score(f, train="train", val="val", *extra, out=None):
+    return ["score", "--train", str(f[train]), "--val", str(f[val]), "--model", f["model"],
+            "--out", str(out or f["dir"] / "out" / "s.parquet"), "--no-store", *extra]
+
+
+CASES = {
+    # ---- data files
+    "missing train file": (lambda f: score(f, "dir", "val")[:2] + [str(f["dir"] / "nope.jsonl")] + score(f)[3:],
+                           ["nope.jsonl", "file not found"]),
+    "missing val file": (lambda f: score(f)[:4] + [str(f["dir"] / "gone.jsonl")] + score(f)[5:], ["gone.jsonl", "not found"]),
+    "unknown format": (lambda f: score(f, "txt"), ["notes.txt", "unknown format"]),
+    "empty file": (lambda f: score(f, "empty"), ["empty.jsonl", "no rows"]),
+    "blank lines only": (lambda f: score(f, "blank"), ["blank.jsonl", "no rows"]),
+    "empty valuation file": (lambda f: score(f, "train", "empty"), ["empty.jsonl", "no rows"]),
+    "invalid JSON line": (lambda f: score(f, "badjson"), ["badjson.jsonl, row 2", "invalid JSON"]),
+    "JSON line not an object": (lambda f: score(f, "array"), ["array.jsonl, row 2", "expected a JSON object"]),
+    "not UTF-8": (lambda f: score(f, "latin1"), ["latin1.jsonl, row 2", "UTF-8"]),
+    "no prompt column": (lambda f: score(f, "noprompt"), ["noprompt.jsonl", "field 'prompt'", "missing column"]),
+    "no response column": (lambda f: score(f, "noresponse"), ["noresponse.jsonl", "field 'response'", "missing column"]),
+    "empty response": (lambda f: score(f, "emptyresp"), ["emptyresp.jsonl, row 3, field 'response': empty"]),
+    "null response": (lambda f: score(f, "nullresp"), ["nullresp.jsonl, row 2, field 'response'", "missing value"]),
+    "number as response": (lambda f: score(f, "numresp"), ["numresp.jsonl, row 2, field 'response'", "expected text"]),
+    "list as prompt": (lambda f: score(f, "listprompt"), ["listprompt.jsonl, row 1, field 'prompt'", "expected text"]),
+    "messages not JSON": (lambda f: score(f, "badmsgs"), ["badmsgs.jsonl, row 1, field 'messages'"]),
+    "messages end with user": (lambda f: score(f, "lastuser"), ["lastuser.jsonl, row 1, field 'messages'", "assistant"]),
+    "message without role": (lambda f: score(f, "msgnorole"), ["msgnorole.jsonl, row 1, field 'messages[0]'"]),
+    "text column missing": (lambda f: score(f, "notext", "val", "--text-column", "text"),
+                            ["notext.jsonl", "field 'text'", "missing column"]),
+    "empty text": (lambda f: score(f, "emptytext", "val", "--text-column", "text"), ["emptytext.jsonl, row 2, field 'text'"]),
+    "duplicate id": (lambda f: score(f, "dupid"), ["dupid.jsonl, row 2", "id"]),
+    "label column missing": (lambda f: score(f, "nolabel", "val", "--label-column", "cls"),
+                             ["nolabel.jsonl", "field 'cls'"]),
+    "longer than max length": (lambda f: score(f, "long", "val", "--max-length", "64"),
+                               ["long.jsonl, row 1, field 'response'", "longer than"]),
+    "CSV row with extra values": (lambda f: score(f, "csvcols"), ["cols.csv, row 2", "values for 2 columns"]),
+    "CSV unterminated quote": (lambda f: score(f, "csvquote"), ["quote.csv, row 2", "never closed"]),
+    "CSV header only": (lambda f: score(f, "csvheader"), ["header.csv", "no rows"]),
+    "broken Parquet": (lambda f: score(f, "badparquet"), ["broken.parquet", "unreadable Parquet"]),
+    "Parquet without the columns": (lambda f: score(f, "parquetcols"), ["cols.parquet", "field 'prompt'"]),
+    "broken JSON array file": (lambda f: score(f, "badarray"), ["arr.json", "invalid JSON"]),
+    "HF folder with broken state.json": (lambda f: score(f, "hfbroken"), ["state.json", "not valid JSON"]),
+    "HF DatasetDict without train": (lambda f: score(f, "hfnotrain"), ["hf_dict", "no 'train' split"]),
+    "folder that is not a dataset": (lambda f: score(f, "plaindir"), ["plain_dir", "not a Hugging Face"]),
+    # ---- options
+    "batch size 0": (lambda f: score(f, "train", "val", "--batch-size", "0"), ["batch_size must be >= 1"]),
+    "batch size -3": (lambda f: score(f, "train", "val", "--batch-size", "-3"), ["batch_size must be >= 1"]),
+    "top tokens -1": (lambda f: score(f, "train", "val", "--top-tokens", "-1"), ["top tokens", ">= 0"]),
+    "old --k -1": (lambda f: score(f, "train", "val", "--k", "-1"), ["top tokens", ">= 0"]),
+    "r -1": (lambda f: score(f, "train", "val", "--r", "-1"), ["r must be >= 1"]),
+    "dtype int8": (lambda f: score(f, "train", "val", "--dtype", "int8"), ["dtype 'int8'"]),
+    "device gpu0": (lambda f: score(f, "train", "val", "--device", "gpu0"), ["device 'gpu0'"]),
+    "device cuda without CUDA": (lambda f: score(f, "train", "val", "--device", "cuda:7"), ["device 'cuda:7'"]),
+    "max length 0": (lambda f: score(f, "train", "val", "--max-length", "0"), ["max_length must be >= 2"]),
+    # ---- outputs
+    "out is the train file": (lambda f: score(f, out=f["train"]), ["train.jsonl", "would replace the input"]),
+    "out is a link to the val file": (lambda f: score(f, out=f["vallink"]), ["val_link.jsonl", "would replace"]),
+    "out is a folder": (lambda f: score(f, out=f["outdir"]), ["out_dir", "is a folder"]),
+    "out under a file": (lambda f: score(f, out=f["afile"] / "s.parquet"), ["a_file", "is a file"]),
+    "out with an unknown suffix": (lambda f: score(f, out=f["dir"] / "s.txt"), ["s.txt", "unknown output format"]),
+    "store is a file": (lambda f: [*score(f)[:-1], "--store", str(f["afile"])], ["a_file", "feature store", "is a file"]),
+    # ---- models
+    "model folder missing": (lambda f: [*score(f)[:6], "./no/such/model", *score(f)[7:]], ["./no/such/model", "not found"]),
+    "truncated weights": (lambda f: [*score(f)[:6], str(f["trunc"]), *score(f)[7:]], ["trunc_model", "weights"]),
+    "not a GGUF file": (lambda f: [*score(f)[:6], str(f["junkgguf"]), *score(f)[7:]], ["junk.gguf", "GGUF"]),
+    "folder without config.json": (lambda f: [*score(f)[:6], str(f["noconfig"]), *score(f)[7:]],
+                                   ["noconfig", "config.json"]),
+    # ---- other commands
+    "features shard size 0": (lambda f: ["features", "--data", str(f["train"]), "--out", str(f["dir"] / "fs0"),
+                                         "--model", f["model"], "--shard-size", "0"], ["--shard-size must be >= 1"]),
+    "features shard size -2": (lambda f: ["features", "--data", str(f["train"]), "--out", str(f["dir"] / "fs0"),
+                                          "--model", f["model"], "--shard-size", "-2"], ["--shard-size must be >= 1"]),
+    "features store is a file": (lambda f: ["features", "--data", str(f["train"]), "--out", str(f["afile"]),
+                                            "--model", f["model"]], ["a_file", "is a file"]),
+    "features bad data": (lambda f: ["features", "--data", str(f["emptyresp"]), "--out", str(f["dir"] / "fs0"),
+                                     "--model", f["model"]], ["emptyresp.jsonl, row 3, field 'response'"]),
+    "curate percentage over 100": (lambda f: ["curate", "--train", str(f["train"]), "--val", str(f["val"]),
+                                              "--model", f["model"], "--top-p", "150", "--out",
+                                              str(f["dir"] / "out" / "c.jsonl"), "--no-store"], ["--top-p", "0 to 100"]),
+    "curate negative k": (lambda f: ["curate", "--train", str(f["train"]), "--val", str(f["val"]), "--model",
+                                     f["model"], "--top-k", "-1", "--out", str(f["dir"] / "out" / "c.jsonl"),
+                                     "--no-store"], ["--top-k", ">= 0"]),
+    "curate out is the val file": (lambda f: ["curate", "--train", str(f["train"]), "--val", str(f["val"]),
+                                              "--model", f["model"], "--top-k", "2", "--out", str(f["val"])],
+                                   ["val.jsonl", "would replace"]),
+    "select scores missing": (lambda f: ["select", "--scores", str(f["dir"] / "none.parquet"), "--train",
+                                         str(f["train"]), "--top-k", "2", "--out", str(f["dir"] / "out" / "k.jsonl")],
+                              ["none.parquet", "not found"]),
+    "select score not a number": (lambda f: ["select", "--scores", str(f["badscores"]), "--train", str(f["train"]),
+                                             "--strategy", "raw-mean", "--top-k", "2", "--out",
+                                             str(f["dir"] / "out" / "k.jsonl")],
+                                  ["scores_bad.jsonl, row 1, field 'score'", "not a number"]),
+    "select score without id": (lambda f: ["select", "--scores", str(f["noscoreid"]), "--train", str(f["train"]),
+                                           "--strategy", "raw-mean", "--top-k", "2", "--out",
+                                           str(f["dir"] / "out" / "k.jsonl")],
+                                ["scores_noid.jsonl, row 1, field 'sample_id'"]),
+    "select out is the scores file": (lambda f: ["select", "--scores", str(f["badscores"]), "--train",
+                                                 str(f["train"]), "--top-k", "2", "--out", str(f["badscores"])],
+                                      ["scores_bad.jsonl", "would replace"]),
+    "eval bad extractor": (lambda f: ["eval", "--data", str(f["val"]), "--extractor", "regex:(", "--no-track",
+                                      "--model", f["model"]], ["invalid regular expression"]),
+    "eval missing data": (lambda f: ["eval", "--data", str(f["dir"] / "nothing.jsonl"), "--no-track", "--model",
+                                     f["model"]], ["nothing.jsonl", "not found"]),
+    "finetune into a non-empty folder": (lambda f: ["finetune", "--train", str(f["train"]), "--strategy", "random",
+                                                    "--subset-size", "2", "--out", str(f["ft_out"]), "--no-track",
+                                                    "--model", f["model"]], ["ft_out", "not empty"]),
+    "finetune bad scores": (lambda f: ["finetune", "--train", str(f["train"]), "--subset-scores",
+                                       str(f["badscores"]), "--top-k", "2", "--selection", "raw-mean", "--out",
+                                       str(f["dir"] / "ft_new"), "--no-track", "--model", f["model"]],
+                            ["scores_bad.jsonl, row 1, field 'score'"]),
+    "finetune zero steps": (lambda f: ["finetune", "--train", str(f["train"]), "--strategy", "random",
+                                       "--subset-size", "2", "--steps", "0", "--out", str(f["dir"] / "ft_new"),
+                                       "--no-track", "--model", f["model"]], ["steps"]),
+    "store verify without a store": (lambda f: ["store", "verify", "--store", str(f["dir"] / "no_store")],
+                                     ["no_store", "no feature store"]),
+}
+
+
+def _snapshot(folder: Path) -> dict:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, files, capsys):
+    argv, expected = CASES[name]
+    argv = argv(files)
+    before = _snapshot(files["dir"])
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("forvalue: --k is deprecated")]
+    assert rc == 2, (rc, err)
+    assert len(lines) == 1 and lines[0].startswith("forvalue: error: "), err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+    after = _snapshot(files["dir"])
+    assert {k: v for k, v in after.items() if k in before} == before        # every input unchanged
+    new = set(after) - set(before)
+    assert not new, new                                                      # nothing written
+
+
+def test_what_used_to_fail_now_works(files, tmp_path, capsys):
+    """A UTF-8 byte order mark is accepted; JSONL output holds null where a value is not finite; a
+    nested column goes into CSV as JSON."""
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in GOOD).encode())
+    bom_csv = tmp_path / "bom.csv"
+    bom_csv.write_bytes(b"\xef\xbb\xbfprompt,response\nWhat is 1?,One.\nWhat is 2?,Two.\n")
+    nested = jl(tmp_path / "nested.jsonl", [{**r, "meta": {"source": "web", "tags": ["a", "b"]},
+                                             "weight": float("nan") if i == 0 else 1.0}
+                                            for i, r in enumerate(GOOD)])
+    for train, out in ((bom, "a.jsonl"), (bom_csv, "b.csv"), (nested, "c.csv"), (nested, "d.jsonl")):
+        assert main(["score", "--train", str(train), "--val", str(files["val"]), "--model", files["model"],
+                     "--out", str(tmp_path / out), "--no-store", "--quiet"]) == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]   # strict JSON: no NaN
+    assert {r["id"]: r["weight"] for r in rows}["g0"] is None
+    import csv
+
+    cells = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert json.loads(cells[0]["meta"]) == {"source": "web", "tags": ["a", "b"]}
