@@ -8,6 +8,12 @@ so every scored token has a contribution and the contributions add up to the sco
 ``sparse`` representation the k-th term is sum over the position's support (its target and top-k
 tokens) of coef * <h_k P, mean valuation row of that token>; summed over positions it is exactly the
 sparse score (the rows of G are those terms summed per token). For ``emb`` it is <h_k, mean_v emb_v>.
+For ``exact`` and ``full-vocab`` it is h_k . (Gbar[y_k] - sum_u p_k[u] Gbar[u]) with Gbar the mean
+valuation gradient on the method's vocabulary (``exact``: the tokens of the explained and the
+valuation samples, as :func:`forvalue.scoring.score` with the same samples).
+
+The valuation samples a sample "helps most" are ranked by the pairwise value of the stored
+representation (sparse, or emb for ``emb``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from .data import Sample
 from .features import FeatureConfig, SparseFeatures
 
-EXPLAIN_METHODS = ("sparse", "emb")
+EXPLAIN_METHODS = ("sparse", "emb", "exact", "full-vocab")
 
 
 @dataclass
@@ -59,34 +65,29 @@ def _val_table(val: SparseFeatures):
 
 
 def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, config: FeatureConfig, *,
-                           method: str = "sparse", batch_size: int = 8) -> list[tuple[list[int], list[int], np.ndarray]]:
-    """Per sample (in order): (target positions, target token ids, contribution per position)."""
-    import torch
+                           method: str = "sparse", batch_size: int = 8,
+                           val_samples: Sequence[Sample] | None = None) -> list[tuple[list[int], list[int], np.ndarray]]:
+    """Per sample (in order): (target positions, target token ids, contribution per position).
+    ``val_samples`` are needed by the dense methods (exact, full-vocab)."""
+    from .features import Head, compute_dtype_for, encode_all, length_batches, scored_positions
+    from .scoring import normalize_method
 
-    from .features import Head, compute_dtype_for, encode_all, length_batches, position_support, projection, \
-        scored_positions
-
+    method = normalize_method(method)
     if method not in EXPLAIN_METHODS:
         raise ValueError(f"explanations exist for {', '.join(EXPLAIN_METHODS)}, not {method!r}")
     encoded, _ = encode_all(lm, samples, config)
     cdt = compute_dtype_for(lm)
     head = Head(lm.model, cdt)
-    P = None if config.r is None else projection(head.W.shape[1], config.r, config.seed, head.W.device, cdt)
-    vt, table = _val_table(val)
-    emb_mean = val.emb.astype(np.float64).mean(0)
+    if method in ("exact", "full-vocab"):
+        if val_samples is None:
+            raise ValueError(f"method {method} needs the valuation samples")
+        term = _dense_term(lm, head, encoded, val_samples, config, method, batch_size)
+    else:
+        term = _sparse_term(head, val, config) if method == "sparse" else _emb_term(val)
     out: dict[int, tuple] = {}
     for batch in length_batches(encoded, batch_size):
         pos = scored_positions(lm, batch, config.positions, cdt)
-        H, Y = pos.H.to(head.W.device), pos.Y.to(head.W.device)
-        if method == "emb":
-            contrib = (H.double().cpu().numpy() @ emb_mean)
-        else:
-            Hp = (H if P is None else H @ P).double().cpu().numpy()
-            src, toks, coefs = (x.cpu().numpy() for x in position_support(H, Y, head, config.k))
-            at = np.minimum(np.searchsorted(vt, toks), max(len(vt) - 1, 0))
-            hit = (vt[at] == toks) if len(vt) else np.zeros(len(toks), bool)
-            dots = np.where(hit, np.einsum("ij,ij->i", Hp[src], table[at]), 0.0) * coefs.astype(np.float64)
-            contrib = np.bincount(src, weights=dots, minlength=H.shape[0])
+        contrib = term(pos.H.to(head.W.device), pos.Y.to(head.W.device))
         start = 0
         for b, e in enumerate(batch):
             n = pos.n_per_sample[b]
@@ -96,13 +97,74 @@ def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, c
     return [out[i] for i in range(len(encoded))]
 
 
+def _emb_term(val: SparseFeatures):
+    emb_mean = val.emb.astype(np.float64).mean(0)
+    return lambda H, Y: H.double().cpu().numpy() @ emb_mean
+
+
+def _sparse_term(head, val: SparseFeatures, config: FeatureConfig):
+    """Per position: sum over its support of coef * <h P, mean valuation row of the token>."""
+    from .features import position_support, projection
+
+    P = None if config.r is None else projection(head.W.shape[1], config.r, config.seed, head.W.device, head.W.dtype)
+    vt, table = _val_table(val)
+
+    def term(H, Y):
+        Hp = (H if P is None else H @ P).double().cpu().numpy()
+        src, toks, coefs = (x.cpu().numpy() for x in position_support(H, Y, head, config.k))
+        at = np.minimum(np.searchsorted(vt, toks), max(len(vt) - 1, 0))
+        hit = (vt[at] == toks) if len(vt) else np.zeros(len(toks), bool)
+        dots = np.where(hit, np.einsum("ij,ij->i", Hp[src], table[at]), 0.0) * coefs.astype(np.float64)
+        return np.bincount(src, weights=dots, minlength=H.shape[0])
+
+    return term
+
+
+def _dense_term(lm, head, encoded, val_samples, config: FeatureConfig, method: str, batch_size: int):
+    """Per position: h . (Gbar[y] - sum_u p[u] Gbar[u]) on the method's vocabulary."""
+    import torch
+
+    from .features import dense_batches, encode_all
+
+    val_enc, _ = encode_all(lm, val_samples, config)
+    V = head.V
+    if method == "full-vocab":
+        vocab, col = None, torch.arange(V, device=head.W.device)
+    else:
+        vocab = torch.tensor(sorted({t for e in list(encoded) + list(val_enc) for t in e.input_ids}), dtype=torch.long,
+                             device=head.W.device)
+        col = torch.full((V,), -1, dtype=torch.long, device=head.W.device)
+        col[vocab] = torch.arange(vocab.shape[0], device=head.W.device)
+    gbar = None
+    for _, G, _ in dense_batches(lm, val_enc, config, vocab, batch_size=batch_size):
+        part = G.sum(0)
+        gbar = part if gbar is None else gbar + part
+    gbar = gbar / len(val_enc)                              # [U, d]
+
+    def term(H, Y):
+        out = []
+        for sl in head.chunks(H.shape[0]):
+            logits = head.logits(H[sl])
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            p = torch.exp((logits if vocab is None else logits[:, vocab]) - lse)    # [c, U]
+            a = H[sl] @ gbar.T                                                      # [c, U]
+            rows = col[Y[sl]]
+            target = torch.where(rows >= 0, a.gather(1, rows.clamp(min=0)[:, None])[:, 0], torch.zeros_like(a[:, 0]))
+            out.append((target - (p * a).sum(1)).double().cpu())
+        return torch.cat(out).numpy()
+
+    return term
+
+
 def explain(lm, samples: Sequence[Sample], train: SparseFeatures, val: SparseFeatures, config: FeatureConfig, *,
-            method: str = "sparse", batch_size: int = 8, helps: int = 3) -> list[Explanation]:
+            method: str = "sparse", batch_size: int = 8, helps: int = 3,
+            val_samples: Sequence[Sample] | None = None) -> list[Explanation]:
     """Explanations of ``samples`` (whose features are ``train``, in the same order) against the
-    valuation set whose features are ``val``."""
+    valuation set whose features are ``val`` (and samples ``val_samples``, for exact / full-vocab)."""
     from .scoring import emb_scores, sparse_scores
 
-    parts = position_contributions(lm, samples, val, config, method=method, batch_size=batch_size)
+    parts = position_contributions(lm, samples, val, config, method=method, batch_size=batch_size,
+                                   val_samples=val_samples)
     pair = (sparse_scores if method == "sparse" else emb_scores)(train, val, pairwise=True)   # [n_val, n]
     tok = lm.tokenizer
     out = []

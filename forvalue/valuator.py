@@ -154,7 +154,7 @@ class Valuator:
         tf = self.featurize(samples).features
         vf = self.featurize(val).features
         return explain(self.lm, samples, tf, vf, self.config, method=method, batch_size=self.batch_size,
-                       helps=helps)
+                       helps=helps, val_samples=val)
 
 
 __all__ = ["Valuator", "Selection"]

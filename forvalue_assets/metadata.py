@@ -130,6 +130,38 @@ def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> Me
     return MetadataValue.md(text)
 
 
+def marked_md(explanation, n: int = 3) -> str:
+    """A sample's scored text as escaped Markdown, its ``n`` most positive tokens in **bold** and its
+    ``n`` most negative ones struck through."""
+    pos, neg = explanation.strongest(n)
+    plus = {t.position for t in pos if t.contribution > 0}
+    minus = {t.position for t in neg}
+    parts = []
+    for t in explanation.tokens:
+        text = escape_md(t.text).replace("\n", " ")
+        core, lead = text.strip(), text[: len(text) - len(text.lstrip())]
+        if t.position in plus and core:
+            parts.append(f"{lead}**{core}**")
+        elif t.position in minus and core:
+            parts.append(f"{lead}~~{core}~~")
+        else:
+            parts.append(text)
+    return "".join(parts).strip()
+
+
+def md_explanations(rows: Sequence[tuple[int, float, object, object]], title: str, n: int = 3) -> str:
+    """(rank, score, Sample, Explanation) rows: each sample's text with its strongest tokens marked,
+    and those tokens with their contributions (everything from the user escaped)."""
+    lines = [f"**{escape_md(title)}** (bold: the {n} tokens that add most to the score; struck: the {n} that "
+             f"take most from it)", ""]
+    for rank, score, s, e in rows:
+        pos, neg = e.strongest(n)
+        listed = ", ".join(f"`{escape_md(t.text.strip()) or '␣'}` {t.contribution:+.3g}" for t in pos + neg)
+        lines.append(f"- rank {rank}, score {score:.4g}, {escape_md(sample_id(s))}: {marked_md(e, n)}  ")
+        lines.append(f"  {listed}")
+    return "\n".join(lines)
+
+
 def md_preview(samples) -> MetadataValue:
     """Markdown table of the first samples of a registered file, the text escaped."""
     lines = ["| row | id | prompt | response |", "|---:|---|---|---|"]

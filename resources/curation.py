@@ -6,7 +6,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_float, env_var_or
+from ._env import env_bool, env_float, env_var_or
 
 
 class CurationResource(ConfigurableResource):
@@ -18,6 +18,9 @@ class CurationResource(ConfigurableResource):
                                                    "Env: FORVALUE_SUBSET_VALUE")
     strategy: str = Field(default="balanced", description="balanced, round-robin, max-cosine, cosine-mean or "
                                                           "raw-mean. Env: FORVALUE_SUBSET_STRATEGY")
+    explain: bool = Field(default=True, description="show the top and bottom samples with their strongest tokens "
+                                                    "marked (loads the model in the scoring and curation runs for "
+                                                    "10 samples). Env: FORVALUE_EXPLAIN")
 
     @classmethod
     def from_env(cls) -> "CurationResource":
@@ -25,4 +28,5 @@ class CurationResource(ConfigurableResource):
         so a value that is not a number stops the code location with the variable's name."""
         return cls(mode=env_var_or("FORVALUE_SUBSET_MODE", "drop_lowest_p"),
                    value=env_float("FORVALUE_SUBSET_VALUE", 10.0),
-                   strategy=env_var_or("FORVALUE_SUBSET_STRATEGY", "balanced"))
+                   strategy=env_var_or("FORVALUE_SUBSET_STRATEGY", "balanced"),
+                   explain=env_bool("FORVALUE_EXPLAIN", True))

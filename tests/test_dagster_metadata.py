@@ -94,7 +94,15 @@ def test_platform_metadata_and_subset_defaults_from_the_environment(tmp_path, ti
         responses = {r.data["response"] for r in scores["top_samples"].records}
         assert responses == {f"{NASTY} {i}" for i in range(4)} and "bottom_samples" not in scores
         assert "<em>" not in render(scores["top_and_bottom"].value)
+        # explanations: the text with its strongest tokens marked, the user's markdown escaped
+        why = scores["explanations"].value
+        assert why.startswith("**Top 4**") and why.count("- rank ") == 4 and "**" in why.split("\n", 2)[2]
+        html = render(why)
+        assert "<em>" not in html and "<code>code</code>" not in html and "<b>" not in html
+        assert "\\*\\*" in why or "\\`code\\`" in why         # the response's own markdown, escaped
+        assert "<strong>" in html                             # our marks render
         subset = _event_metadata(cur, "curated_subset")
+        assert subset["explanations"].value.count("- rank ") == 2
         assert (subset["mode"].value, subset["value"].value, subset["strategy"].value) == ("top_k", 2.0, "raw-mean")
         kept = subset["top_kept"].records
         assert [r.data["rank"] for r in kept] == [1, 2] and kept[0].data["prompt"].startswith("Explain *item")

@@ -39,7 +39,7 @@ def test_stages_agree_with_the_library(tiny_lm, tmp_path):
     assert lazy._lm is None
 
 
-@pytest.mark.parametrize("method", ["sparse", "emb"])
+@pytest.mark.parametrize("method", ["sparse", "emb", "exact", "full-vocab"])
 def test_contributions_add_up_to_the_score(tiny_lm64, method):
     """fp64 model: the per-token contributions of each sample sum to its score (1e-9)."""
     train = samples_from_records(make_records(6, 2, "t")).samples
@@ -60,3 +60,50 @@ def test_contributions_add_up_to_the_score(tiny_lm64, method):
     d = why[0].to_dict()
     assert set(d) == {"sample_id", "score", "tokens", "helps_most"}
     assert set(d["tokens"][0]) == {"text", "position", "contribution"}
+
+
+def test_explain_command_json_and_terminal_view(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from forvalue.cli import main
+
+    rows = make_records(8, 0, "t")
+    rows[3]["response"] = "*bold* <b>junk</b> " + rows[3]["response"]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_records(4, 1, "v")))
+    base = ["explain", "--train", str(tmp_path / "t.jsonl"), "--val", str(tmp_path / "v.jsonl"), "--model",
+            str(tiny_model_dir), "--store", str(tmp_path / "fs"), "--quiet", "--sample-id", "t3", "--sample-id", "t0"]
+    assert main([*base, "--json", str(tmp_path / "why.json")]) == 0
+    payload = json.loads((tmp_path / "why.json").read_text())
+    assert [s["id"] for s in payload["samples"]] == ["t3", "t0"]
+    for s in payload["samples"]:
+        assert {"sample_id", "score", "tokens", "helps_most"} <= set(s)
+        assert set(s["tokens"][0]) == {"text", "position", "contribution"}
+        mags = [abs(t["contribution"]) for t in s["tokens"]]
+        assert mags == sorted(mags, reverse=True)                    # strongest first
+        assert abs(sum(t["contribution"] for t in s["tokens"]) - s["score"]) <= 1e-3 * max(1.0, abs(s["score"]))
+        assert len(s["helps_most"]) == 3 and {"sample_id", "value"} <= set(s["helps_most"][0])
+    # the same score as `forvalue score`
+    assert main(["score", "--train", str(tmp_path / "t.jsonl"), "--val", str(tmp_path / "v.jsonl"), "--model",
+                 str(tiny_model_dir), "--store", str(tmp_path / "fs"), "--out", str(tmp_path / "s.jsonl"),
+                 "--quiet"]) == 0
+    scores = {json.loads(x)["id"]: json.loads(x)["score"] for x in (tmp_path / "s.jsonl").read_text().splitlines()}
+    assert abs(payload["samples"][0]["score"] - scores["t3"]) <= 1e-5 * max(1.0, abs(scores["t3"]))
+    capsys.readouterr()
+    assert main([*base, "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("For-Value") == 2 and "most positive:" in out and "helps most: valuation row" in out
+    import re
+
+    assert "[+" in out and "[-" in out
+    assert "*bold* <b>junk</b>" in re.sub(r"\[[+-](.*?)\]", r"\1", out)    # the text as it is, marks removed
+    assert main([*base[:-4], "--sample-id", "nope"]) == 2
+    assert "no sample with id 'nope'" in capsys.readouterr().err
+    # curate can carry each kept sample's strongest tokens
+    assert main(["curate", "--train", str(tmp_path / "t.jsonl"), "--val", str(tmp_path / "v.jsonl"), "--model",
+                 str(tiny_model_dir), "--store", str(tmp_path / "fs"), "--top-k", "3", "--explain-tokens", "2",
+                 "--out", str(tmp_path / "kept.parquet"), "--quiet"]) == 0
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(tmp_path / "kept.parquet").to_pylist()
+    assert all(0 < len(r["top_tokens"]) <= 2 and r["top_tokens"][0]["contribution"] > 0 for r in kept)

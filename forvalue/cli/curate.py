@@ -17,6 +17,9 @@ def register(sub, parents) -> None:
     p.add_argument("--train", required=True, help="training data: JSONL, Parquet, CSV or HF save_to_disk folder")
     p.add_argument("--val", required=True, help="valuation data, same formats")
     p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
+    p.add_argument("--explain-tokens", type=int, default=0, metavar="N",
+                   help="add each kept sample's N most positive tokens (text, position, contribution) as column "
+                        "top_tokens (0: none; one more forward pass over the kept samples)")
     o.add_store_option(p)
     o.add_selection_options(p)
     o.add_model_options(p)
@@ -36,7 +39,8 @@ def check_size(mode: str, value: float) -> None:
         raise ConfigError(f"--{mode.replace('_', '-')}: {e}") from None
 
 
-def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict) -> None:
+def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict, explain=None) -> None:
+    """Write the kept rows; ``explain(kept samples) -> explanations`` adds their top tokens."""
     from ..curation import subset_rows
 
     try:
@@ -44,6 +48,10 @@ def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dic
     except ValueError as e:
         raise DataError(str(args.train), None, None, str(e)) from None
     rows = subset_rows(samples, ranking, idx)
+    if explain is not None and rows:
+        for row, e in zip(rows, explain([samples[i] for i in idx])):
+            row["top_tokens"] = [{"text": t.text, "position": t.position, "contribution": t.contribution}
+                                 for t in e.strongest(args.explain_tokens)[0] if t.contribution > 0]
     meta = meta | {"strategy": ranking.strategy, "mode": mode, "value": value, "n_total": len(samples),
                    "n_selected": len(rows), "code_version": __version__}
     write_table(rows, out, meta)
@@ -58,6 +66,10 @@ def run_curate(args) -> int:
     out = check_out(args.out, inputs=(args.train, args.val))
     mode, value = o.subset_size(args)
     check_size(mode, value)
+    if args.explain_tokens < 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--explain-tokens must be >= 0, got {args.explain_tokens}")
     mcfg, fcfg = o.checked_configs(args)
     root = o.store_root(args)
     train = o.load_data(args.train, args)
@@ -69,5 +81,6 @@ def run_curate(args) -> int:
     o.report_store(v.store)
     meta = {"model": v.lm.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
             "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
-    write_subset(args, out, tr, selection.ranking, mode, value, meta)
+    explain = (lambda kept: v.explain(kept, va)) if args.explain_tokens else None
+    write_subset(args, out, tr, selection.ranking, mode, value, meta, explain)
     return 0

@@ -20,7 +20,7 @@ from pydantic import Field
 from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
 from forvalue.io import atomic_copy, atomic_write_bytes
 from forvalue.selection import STRATEGIES
-from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource
+from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, ModelResource
 
 from .. import metadata as md
 from ..common import (
@@ -35,6 +35,7 @@ from ..common import (
     catalog_failure,
 )
 from ..partitions import dataset_pairs, split_pair
+from ..explaining import explanation_metadata
 from ..ranking import stored_features, stored_valuator, subset_ranking
 
 
@@ -86,7 +87,8 @@ def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.
                 "(x model), replaced in one transaction; history in `score_runs`.",
 )
 def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
-                    feature_store: FeatureStoreResource) -> MaterializeResult:
+                    feature_store: FeatureStoreResource, model: ModelResource,
+                    curation: CurationResource) -> MaterializeResult:
     from forvalue.scoring import rank
 
     t0 = time.perf_counter()
@@ -131,6 +133,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         "histogram": md.md_image(png, "score histogram"),
         **md.top_bottom_tables(ranked, "samples"),
         "top_and_bottom": md.md_top_bottom(ranked),
+        **explanation_metadata(curation, model, feature_store, cat, inp["model_id"], valuation, inp["val"]["version"],
+                               ranked),
         "model_fingerprint": MetadataValue.json(inp["fingerprint"].to_dict()),
         "feature_config_id": MetadataValue.text(inp["config"].id),
         "dataset_version": MetadataValue.text(inp["train"]["version"]),
@@ -227,7 +231,8 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
                 "lineage in the `subset_lineage` view.",
 )
 def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog: DuckDBStoreResource,
-                   feature_store: FeatureStoreResource, curation: CurationResource) -> MaterializeResult:
+                   feature_store: FeatureStoreResource, curation: CurationResource,
+                   model: ModelResource) -> MaterializeResult:
     from forvalue.catalog import export_subset
     from forvalue.selection import needed_prefix
 
@@ -280,6 +285,8 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "histogram": md.md_image(png, "scores with the subset cut-off"),
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
         **md.top_bottom_tables(ranked_kept, "kept"),
+        **explanation_metadata(curation, model, feature_store, cat, run["model_id"], valuation,
+                               run["valuation_version"], ranked_kept),
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
         "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),
