@@ -30,14 +30,14 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ._version import __version__
-from .data import Sample
+from .data import DataError, Sample
 from .errors import CatalogError  # noqa: F401  (re-exported)
 from .io import atomic_write
 
@@ -224,6 +224,8 @@ class Registration:
     n_duplicates: int
     n_skipped: int
     already_registered: bool
+    preview: list = field(default_factory=list)      # the first samples (streamed registration)
+    skipped: list = field(default_factory=list)      # the first rows skipped, as DataErrors (on_error="skip")
 
 
 class Catalog:
@@ -370,8 +372,6 @@ class Catalog:
                      *, n_skipped: int = 0, column_mapping: dict | None = None, fmt: str | None = None,
                      dagster_run_id: str | None = None) -> Registration:
         """Record a dataset or valuation set version and its samples, in one transaction."""
-        import pyarrow as pa
-
         set_table(kind)
         check_name(name)
         if not samples:
@@ -381,22 +381,7 @@ class Catalog:
             unique.setdefault(s.sample_id, s)
         already = self.current_set(kind, name, version=version) is not None
         rows = list(unique.values())
-        table = pa.table({
-            "set_kind": pa.array([kind] * len(rows), pa.string()),
-            "set_name": pa.array([name] * len(rows), pa.string()),
-            "set_version": pa.array([version] * len(rows), pa.string()),
-            "sample_id": pa.array([s.sample_id for s in rows], pa.string()),
-            "row_number": pa.array([s.row for s in rows], pa.int32()),
-            "user_id": pa.array([s.user_id for s in rows], pa.string()),
-            "kind": pa.array([s.kind for s in rows], pa.string()),
-            "prompt": pa.array([s.prompt for s in rows], pa.string()),
-            "response": pa.array([s.response for s in rows], pa.string()),
-            "text": pa.array([s.text for s in rows], pa.string()),
-            "messages": pa.array([to_json(s.messages) for s in rows], pa.string()),
-            "images": pa.array([to_json(s.images) if s.images else None for s in rows], pa.string()),
-            "label": pa.array([to_json(s.label) for s in rows], pa.string()),
-            "record": pa.array([to_json(s.record) for s in rows], pa.string()),
-        })
+        table = samples_table(kind, name, version, rows)
         query = "upsert_dataset" if kind == KIND_DATASET else "upsert_valuation_set"
         with self.transaction() as con:
             self.execute(con, query, name=name, version=version, source_path=str(source_path),
@@ -407,6 +392,60 @@ class Catalog:
             self._insert_arrow(con, "insert_samples", "new_samples", table)
         return Registration(kind=kind, name=name, version=version, n_rows=len(samples), n_samples=len(rows),
                             n_duplicates=len(samples) - len(rows), n_skipped=n_skipped, already_registered=already)
+
+    def register_stream(self, kind: str, name: str, version: str, source_path: str | Path, batches, *,
+                        on_error: str = "raise", column_mapping: dict | None = None, fmt: str | None = None,
+                        dagster_run_id: str | None = None, keep: int = 20, before_commit=None) -> Registration:
+        """Register a file batch by batch (``batches``: :class:`forvalue.stream.Batch` objects), in one
+        transaction: each batch goes into a staging table and is dropped from memory; DuckDB finds
+        repeated ids and content. A bad row stops the registration (``on_error="raise"``) or is
+        counted (``"skip"``); nothing is stored unless the whole file is. ``before_commit()`` runs last
+        inside the transaction: raising there (the file changed meanwhile) stores nothing."""
+        from .stream import needed_columns
+
+        set_table(kind)
+        check_name(name)
+        already = self.current_set(kind, name, version=version) is not None
+        preview, skipped, n_skipped, first = [], [], 0, True
+        with self.transaction() as con:
+            con.execute("SET preserve_insertion_order = false")   # lets DuckDB spill the staging table
+            self.execute(con, "create_staging_samples")
+            for batch in batches:
+                if first and batch.keys:
+                    missing = [c for c in needed_columns(_columns_of(column_mapping), batch.keys) if c not in batch.keys]
+                    if missing:
+                        raise DataError(str(source_path), None, missing[0], "missing column")
+                first = first and not batch.keys
+                if batch.errors and on_error == "raise":
+                    raise batch.errors[0]
+                n_skipped += len(batch.errors)
+                skipped += batch.errors[:max(0, keep - len(skipped))]
+                preview += batch.samples[:max(0, 5 - len(preview))]
+                if batch.samples:
+                    self._insert_arrow(con, "insert_staging_samples", "new_samples",
+                                       samples_table(kind, name, version, batch.samples))
+            dup = self._rows(self.execute(con, "staging_duplicate_user_id"))
+            if dup:
+                d = dup[0]
+                raise DataError(str(source_path), d["row_number"], (column_mapping or {}).get("id", "id"),
+                                f"duplicate id {d['user_id']!r} (first at row {d['first_row']})")
+            counts = self._rows(self.execute(con, "staging_counts"))[0]
+            if not counts["n_samples"]:
+                raise DataError(str(source_path), None, None, "no usable samples" +
+                                (f" ({n_skipped} skipped)" if n_skipped else " (no rows: the file is empty)"))
+            query = "upsert_dataset" if kind == KIND_DATASET else "upsert_valuation_set"
+            self.execute(con, query, name=name, version=version, source_path=str(source_path),
+                         format=fmt or file_format(source_path), n_rows=counts["n_rows"],
+                         n_samples=counts["n_samples"], n_skipped=n_skipped, column_mapping=to_json(column_mapping),
+                         registered_at=utcnow(), code_version=__version__, dagster_run_id=dagster_run_id)
+            self.execute(con, "delete_set_samples", set_kind=kind, set_name=name, set_version=version)
+            self.execute(con, "insert_samples_from_staging")
+            self.execute(con, "drop_staging_samples")
+            if before_commit is not None:
+                before_commit()
+        return Registration(kind=kind, name=name, version=version, n_rows=counts["n_rows"],
+                            n_samples=counts["n_samples"], n_duplicates=counts["n_rows"] - counts["n_samples"],
+                            n_skipped=n_skipped, already_registered=already, preview=preview, skipped=skipped)
 
     def current_set(self, kind: str, name: str, *, version: str | None = None) -> dict | None:
         """The current registration of a set (or a given version of it), or None."""
@@ -585,6 +624,34 @@ class Catalog:
 
     def subset_lineage(self, subset_id: str) -> dict | None:
         return self.fetch_one("subset_lineage", subset_id=subset_id)
+
+
+def samples_table(kind: str, name: str, version: str, rows: Sequence[Sample]):
+    """The ``samples`` rows of a set version as an Arrow table."""
+    import pyarrow as pa
+
+    return pa.table({
+        "set_kind": pa.array([kind] * len(rows), pa.string()),
+        "set_name": pa.array([name] * len(rows), pa.string()),
+        "set_version": pa.array([version] * len(rows), pa.string()),
+        "sample_id": pa.array([s.sample_id for s in rows], pa.string()),
+        "row_number": pa.array([s.row for s in rows], pa.int32()),
+        "user_id": pa.array([s.user_id for s in rows], pa.string()),
+        "kind": pa.array([s.kind for s in rows], pa.string()),
+        "prompt": pa.array([s.prompt for s in rows], pa.string()),
+        "response": pa.array([s.response for s in rows], pa.string()),
+        "text": pa.array([s.text for s in rows], pa.string()),
+        "messages": pa.array([to_json(s.messages) for s in rows], pa.string()),
+        "images": pa.array([to_json(s.images) if s.images else None for s in rows], pa.string()),
+        "label": pa.array([to_json(s.label) for s in rows], pa.string()),
+        "record": pa.array([to_json(s.record) for s in rows], pa.string()),
+    })
+
+
+def _columns_of(mapping: dict | None):
+    from .data import Columns
+
+    return Columns(**{k: v for k, v in (mapping or {}).items() if k in Columns.__dataclass_fields__})
 
 
 # ----------------------------------------------------------------------------- subsets on disk

@@ -234,9 +234,8 @@ def _read_parquet(path: Path):
     return table
 
 
-def _read_hf(path: Path, split: str | None):
-    import pyarrow as pa
-
+def _hf_data_files(path: Path, split: str | None = None) -> list[Path]:
+    """The Arrow files of a save_to_disk folder (a DatasetDict folder: its ``split``, else train)."""
     folder = path
     if (path / "dataset_dict.json").exists():
         splits = _json_file(path / "dataset_dict.json").get("splits", [])
@@ -249,16 +248,21 @@ def _read_hf(path: Path, split: str | None):
     files = state.get("_data_files") if isinstance(state, dict) else None
     if not isinstance(files, list) or not all(isinstance(e, dict) and "filename" in e for e in files):
         raise DataError(str(folder / "state.json"), None, "_data_files", "missing or not a list of data files")
+    if not files:
+        raise DataError(str(folder), None, None, "no data files listed in state.json")
+    return [folder / e["filename"] for e in files]
+
+
+def _read_hf(path: Path, split: str | None):
+    import pyarrow as pa
+
     tables = []
-    for entry in files:
-        f = folder / entry["filename"]
+    for f in _hf_data_files(path, split):
         try:
             with pa.memory_map(str(f)) as source:
                 tables.append(pa.ipc.open_stream(source).read_all())
         except Exception as e:
             raise DataError(str(f), None, None, f"unreadable Arrow file: {e}") from None
-    if not tables:
-        raise DataError(str(folder), None, None, "no data files listed in state.json")
     return pa.concat_tables(tables)
 
 

@@ -165,3 +165,37 @@ SELECT * FROM samples
 WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
   AND list_contains($sample_ids, sample_id)
 ORDER BY row_number, sample_id;
+
+-- Streamed registration: each batch of a file goes into a temporary staging table; duplicate ids
+-- and content are resolved by DuckDB (out of core when needed), then the samples are copied over.
+-- name: create_staging_samples
+CREATE OR REPLACE TEMP TABLE staging_samples AS SELECT * FROM samples WHERE false;
+
+-- name: insert_staging_samples
+INSERT INTO staging_samples
+SELECT set_kind, set_name, set_version, sample_id, row_number, user_id, kind,
+       prompt, response, text, messages, images, label, record
+FROM new_samples;
+
+-- name: staging_duplicate_user_id
+-- The first row whose id column repeats an earlier row's id.
+SELECT user_id, min(row_number) AS first_row, list(row_number ORDER BY row_number)[2] AS row_number
+FROM staging_samples
+WHERE user_id IS NOT NULL
+GROUP BY user_id
+HAVING count(*) > 1
+ORDER BY row_number
+LIMIT 1;
+
+-- name: staging_counts
+SELECT count(*) AS n_rows, count(DISTINCT sample_id) AS n_samples FROM staging_samples;
+
+-- name: insert_samples_from_staging
+-- One row per distinct content id, at its first row in the file.
+INSERT INTO samples
+SELECT DISTINCT ON (sample_id) *
+FROM staging_samples
+ORDER BY sample_id, row_number;
+
+-- name: drop_staging_samples
+DROP TABLE IF EXISTS staging_samples;

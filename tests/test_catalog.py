@@ -327,3 +327,54 @@ def test_concurrent_writers_to_one_catalog(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errs
     cat = Catalog(path)
     assert cat.count("datasets") == 12 and cat.count("scores") == 60 and cat.count("score_runs") == 12
+
+
+def test_streamed_registration_matches_the_in_memory_one(catalog, tmp_path):
+    from forvalue.data import Columns, DataError
+    from forvalue.stream import iter_batches
+
+    recs = records(7) + [records(1)[0] | {"id": "dup"}]                 # same content as row 1
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    reg = catalog.register_stream(KIND_DATASET, "s", "v1", path, iter_batches(path, batch_rows=3))
+    assert (reg.n_rows, reg.n_samples, reg.n_duplicates, reg.n_skipped) == (8, 7, 1, 0)
+    assert len(reg.preview) == 5 and reg.preview[0].row == 1
+    streamed = catalog.load_samples(KIND_DATASET, "s", "v1")
+    catalog.register_set(KIND_DATASET, "m", "v1", path, samples_from_records(recs).samples)
+    memory = catalog.load_samples(KIND_DATASET, "m", "v1")
+    assert [(s.sample_id, s.row, s.prompt) for s in streamed] == [(s.sample_id, s.row, s.prompt) for s in memory]
+    # a bad row stops it (nothing stored) or is skipped and counted
+    bad = tmp_path / "b.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in records(4)) + '{"prompt": "x"}\n')
+    with pytest.raises(DataError, match=r"b.jsonl, row 5, field 'response'"):
+        catalog.register_stream(KIND_DATASET, "b", "v1", bad, iter_batches(bad, batch_rows=2))
+    assert catalog.current_set(KIND_DATASET, "b") is None
+    reg = catalog.register_stream(KIND_DATASET, "b", "v1", bad, iter_batches(bad, batch_rows=2), on_error="skip")
+    assert (reg.n_samples, reg.n_skipped) == (4, 1) and "row 5" in str(reg.skipped[0])
+    # repeated ids are found across batches
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text("".join(json.dumps(r | {"id": "same" if i in (1, 4) else f"x{i}"}) + "\n"
+                           for i, r in enumerate(records(6))))
+    with pytest.raises(DataError, match=r"ids.jsonl, row 5, field 'id': duplicate id 'same' \(first at row 2\)"):
+        catalog.register_stream(KIND_DATASET, "i", "v1", ids, iter_batches(ids, batch_rows=2),
+                                column_mapping={"id": "id"})
+    # a file missing a column everywhere
+    nocol = tmp_path / "n.jsonl"
+    nocol.write_text('{"question": "q", "response": "r"}\n')
+    with pytest.raises(DataError, match="field 'prompt': missing column"):
+        catalog.register_stream(KIND_DATASET, "n", "v1", nocol, iter_batches(nocol))
+
+
+def test_validate_streams_and_reports(tmp_path, capsys):
+    from forvalue.cli import main
+
+    path = tmp_path / "v.jsonl"
+    lines = [json.dumps(r) for r in records(5)] + ["", "{broken", json.dumps(records(1)[0]), json.dumps({"prompt": "p"})]
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["validate", "--data", str(path), "--batch-rows", "3"]) == 2
+    out = capsys.readouterr().out
+    assert f"{path}: 8 rows, 6 valid samples, 2 bad rows, 1 duplicates" in out
+    assert f"{path}, row 7: invalid JSON" in out and f"{path}, row 9, field 'response'" in out
+    good = tmp_path / "g.parquet"
+    pq.write_table(__import__("pyarrow").Table.from_pylist(records(4)), good)
+    assert main(["validate", "--data", str(good)]) == 0

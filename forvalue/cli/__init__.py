@@ -1,7 +1,7 @@
 """The ``forvalue`` command.
 
-One module per command (``score``, ``curate``, ``select``, ``explain``, ``features``, ``store``,
-``demo``, ``finetune``, ``evaluate`` for ``eval``, ``bench``), each with ``register(subparsers, parents)``; the options several commands
+One module per command (``score``, ``curate``, ``select``, ``explain``, ``validate``, ``features``,
+``store``, ``demo``, ``finetune``, ``evaluate`` for ``eval``, ``bench``), each with ``register(subparsers, parents)``; the options several commands
 share, built from the configuration dataclasses, are in ``options``; running and exit codes in
 ``runner``. Imports go one way: this package imports the command modules, they import ``options``,
 ``output`` and ``runner``, and those import only the library.
@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, curate, demo, evaluate, explain, features, finetune, score, select, store
+from . import bench, curate, demo, evaluate, explain, features, finetune, score, select, store, validate
 from .options import common_parent
 from .output import write_table  # noqa: F401  (part of the API: tables as the commands write them)
 from .runner import run_command
 
-COMMANDS = (score, curate, select, explain, features, store, demo, finetune, evaluate, bench)
+COMMANDS = (score, curate, select, explain, validate, features, store, demo, finetune, evaluate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

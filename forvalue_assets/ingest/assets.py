@@ -61,7 +61,7 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
     from dataclasses import fields
 
     from forvalue.catalog import content_hash, file_format
-    from forvalue.data import load_samples
+    from forvalue.stream import iter_batches
 
     t0 = time.perf_counter()
     name = context.partition_key
@@ -74,18 +74,21 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
                                   f"sensor registers it on its next tick", metadata={"file": str(path)}) from None
     if config.content_hash and config.content_hash != version:
         context.log.warning(f"{path} changed since the sensor saw it; registering its current content {version[:12]}")
-    try:
-        loaded = load_samples(path, columns=columns, on_error=config.on_error)
+    def unchanged():
+        if content_hash(path) != version:   # raised inside the transaction: nothing is stored
+            raise Failure(description=f"{path} changed while it was being read; the next sensor tick registers "
+                                      f"the new content")
+
+    cat = catalog.catalog()
+    try:   # streamed: batches of samples into a staging table, never the whole file in memory
+        reg = cat.register_stream(kind, name, version, path, iter_batches(path, columns=columns),
+                                  on_error=config.on_error,
+                                  column_mapping={k: v for k, v in vars(columns).items() if v is not None},
+                                  fmt=file_format(path), dagster_run_id=context.run_id, before_commit=unchanged)
     except DataError as e:
         raise data_failure(e) from e
-    if content_hash(path) != version:
-        raise Failure(description=f"{path} changed while it was being read; the next sensor tick registers the new content")
-    for skipped in loaded.skipped[:20]:
-        context.log.warning(f"{path}: row {skipped.row}, field {skipped.field!r}: {skipped.reason} (skipped)")
-    cat = catalog.catalog()
-    reg = cat.register_set(kind, name, version, path, loaded.samples, n_skipped=len(loaded.skipped),
-                           column_mapping={k: v for k, v in vars(columns).items() if v is not None},
-                           fmt=file_format(path), dagster_run_id=context.run_id)
+    for skipped in reg.skipped:
+        context.log.warning(f"{skipped} (skipped)")
     return MaterializeResult(
         data_version=DataVersion(version[:16]),
         metadata={
@@ -98,7 +101,7 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
             "already_registered": MetadataValue.bool(reg.already_registered),
             "tables": MetadataValue.text(f"{'datasets' if kind == KIND_DATASET else 'valuation_sets'}, samples"),
             "catalog": MetadataValue.path(str(cat.path)),
-            "preview": md.md_preview(loaded.samples[:5]),
+            "preview": md.md_preview(reg.preview),
             "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
         },
     )
