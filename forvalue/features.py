@@ -31,7 +31,8 @@ from .config import opt
 from .data import DataError, Sample
 from .errors import ConfigError
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "1"      # full rows, float32
+BOUNDED_VERSION = "2"      # rows pruned to an energy share and a cap, and/or float16 vectors
 # Elements of one logits chunk (positions x vocabulary): 8M floats = 32 MB in fp32.
 LOGIT_CHUNK_ELEMENTS = 8 * 1024 * 1024
 
@@ -50,6 +51,11 @@ class FeatureConfig:
     chat_template: bool = opt(True, "render prompts with the tokenizer's chat template (--plain: plain text)",
                               flag="--plain", negate=True)
     max_length: int | None = opt(None, "longest sample in tokens (default: the model context)")
+    store_dtype: str = opt("float32", "dtype of the stored vectors: float32, or float16 (half the bytes)",
+                           choices=("float32", "float16"))
+    energy: float = opt(1.0, "keep each sample's largest rows until they hold this share of its ||G||^2 "
+                             "(1 keeps every row)")
+    max_rows: int | None = opt(None, "at most this many rows per sample, the largest (0: no cap)", none_as=0)
 
     def __post_init__(self):
         if self.positions not in ("response", "all"):
@@ -60,9 +66,27 @@ class FeatureConfig:
             raise ConfigError("r must be >= 1 or None")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length must be >= 2 tokens (or None for the model context)")
+        if self.store_dtype not in ("float32", "float16"):
+            raise ConfigError(f"store_dtype must be float32 or float16, not {self.store_dtype!r}")
+        if not 0 < self.energy <= 1:
+            raise ConfigError(f"energy is a share of ||G||^2 in (0, 1], got {self.energy}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError("max_rows must be >= 1 (or None / 0: no cap)")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether rows are pruned or stored in half precision (the stored format's version 2)."""
+        return (self.store_dtype, self.energy, self.max_rows) != ("float32", 1.0, None)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"version": FEATURE_VERSION}
+        """The fields that key the feature store. A configuration of the first stored format (full
+        rows in float32) keeps the keys and the ``version`` it always had, so its stores stay found."""
+        d = asdict(self)
+        if not self.bounded:
+            for key in ("store_dtype", "energy", "max_rows"):
+                d.pop(key)
+            return d | {"version": FEATURE_VERSION}
+        return d | {"version": BOUNDED_VERSION}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
@@ -574,18 +598,38 @@ def extract_sparse(
         bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
         for b, e in enumerate(batch):
             sl = slice(bounds[b], bounds[b + 1])
-            parts[e.index] = (tok[sl], vec[sl], emb[b], pos.n_per_sample[b])
+            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], pos.n_per_sample[b])
     order = [e.index for e in sorted(encoded, key=lambda e: e.index)]
     counts = [len(parts[i][0]) for i in order]
     r = parts[order[0]][1].shape[1] if order else (config.r or 0)
+    out_dt = np.float16 if config.store_dtype == "float16" else None
+    vectors = np.concatenate([parts[i][1] for i in order]) if order else np.zeros((0, r), np.float32)
+    emb = np.stack([parts[i][3] for i in order]) if order else np.zeros((0, 0), np.float32)
     return SparseFeatures(
         sample_ids=[samples[i].sample_id for i in order],
         row_sample=np.repeat(np.arange(len(order)), counts).astype(np.int64),
         token_ids=np.concatenate([parts[i][0] for i in order]).astype(np.int64) if order else np.zeros(0, np.int64),
-        vectors=np.concatenate([parts[i][1] for i in order]) if order else np.zeros((0, r), np.float32),
-        emb=np.stack([parts[i][2] for i in order]) if order else np.zeros((0, 0), np.float32),
-        n_positions=np.array([parts[i][3] for i in order], dtype=np.int64),
+        vectors=vectors.astype(out_dt) if out_dt else vectors,
+        emb=emb.astype(out_dt) if out_dt else emb,
+        n_positions=np.array([parts[i][4] for i in order], dtype=np.int64),
+        norms=np.array([parts[i][2] for i in order], dtype=np.float64) if config.bounded else None,
     )
+
+
+def bound_rows(tok: np.ndarray, vec: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """One sample's rows kept by the configuration (the largest, until they hold ``energy`` of
+    ||G||^2, at most ``max_rows``; in token order) and the norm of all its rows (so cosines keep
+    their denominator whatever is dropped)."""
+    sq = np.einsum("ij,ij->i", vec, vec, dtype=np.float64)
+    norm = float(np.sqrt(sq.sum()))
+    if config.energy >= 1 and (config.max_rows is None or len(tok) <= config.max_rows):
+        return tok, vec, norm
+    order = np.argsort(-sq, kind="stable")
+    cum = np.cumsum(sq[order])
+    keep = int(np.searchsorted(cum, config.energy * cum[-1] * (1 - 1e-12))) + 1 if len(cum) and cum[-1] > 0 else 1
+    keep = min(keep, len(tok), config.max_rows or len(tok))
+    rows = np.sort(order[:keep])
+    return tok[rows], vec[rows], norm
 
 
 # ----------------------------------------------------------------------------- dense

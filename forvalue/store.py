@@ -76,8 +76,18 @@ class FeatureStore:
 
     def shard_infos(self, fingerprint, config: FeatureConfig) -> list[dict]:
         """Manifests of the intact shards; a damaged shard (unreadable manifest, missing file, wrong
-        size) is moved aside now and left out."""
-        return self._infos(self.folder(fingerprint, config))
+        size) is moved aside now and left out. A shard of another model or feature configuration
+        (a folder copied by hand) stops with a clear error: its numbers would not compare."""
+        infos = self._infos(self.folder(fingerprint, config))
+        for info in infos:
+            got_cfg = info.get("feature_config_id", config.id)
+            got_model = (info.get("model") or {}).get("id", fingerprint.id)
+            if got_cfg != config.id or got_model != fingerprint.id:
+                raise StoreError(f"{self.folder(fingerprint, config)}: shard {info.get('shard_id')} holds features of "
+                                 f"model {got_model} / feature config {got_cfg} (format version "
+                                 f"{(info.get('feature_config') or {}).get('version', '?')}), not of model "
+                                 f"{fingerprint.id} / config {config.id}; it does not belong in this folder")
+        return infos
 
     def _infos(self, folder: Path, *, deep: bool = False) -> list[dict]:
         out = []
