@@ -11,7 +11,9 @@ Methods, all behind :func:`score`:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -55,10 +57,29 @@ class ScoreResult:
 
 
 # ----------------------------------------------------------------------------- sparse
-def _torch(a):
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block (restored after)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _torch(a):
+    """A tensor sharing the array's memory. Arrays of memory-mapped shards are read-only; nothing
+    here writes into an input, so torch's warning about them is silenced."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(a))
 
 
 PAIRWISE_CHUNK_BYTES = 256 * 2**20
@@ -74,6 +95,9 @@ def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool 
 
     if train.vectors.shape[1] != val.vectors.shape[1]:
         raise ValueError("training and valuation features have different widths (r)")
+    if not pairwise:
+        return MeanTable(val, dtype=np.float64 if train.vectors.dtype == np.float64 else np.float32).raw(
+            train)
     dt = torch.float64 if train.vectors.dtype == np.float64 else torch.float32
     vt, inv = np.unique(val.token_ids, return_inverse=True)
     n_val, r = len(val), val.vectors.shape[1]
@@ -106,17 +130,109 @@ def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool 
     return out.T.numpy() if pairwise else out.numpy()
 
 
+class MeanTable:
+    """The valuation set's mean row per token (the set-mean side of a sparse score), built once and
+    applied to any number of training features: a feature store larger than memory is scored shard
+    by shard against one table (:func:`source_values`).
+
+    The kernel, per chunk of training rows: convert the (float16) vectors into a float32 buffer,
+    gather the table rows of their tokens (tokens the valuation set lacks point at a zero row),
+    multiply and sum, add into the samples. All buffers are preallocated; two threads split the
+    chunks (the torch ops release the GIL), each running its ops single-threaded.
+    """
+
+    CHUNK = 4096
+
+    def __init__(self, val: SparseFeatures, *, dtype=np.float32):
+        import torch
+
+        self.dt = torch.float64 if dtype == np.float64 else torch.float32
+        self.vt, inv = np.unique(val.token_ids, return_inverse=True)
+        self.r = val.vectors.shape[1]
+        vvec = _torch(val.vectors).to(self.dt)
+        # one more row of zeros at the end: where tokens absent from the valuation set point
+        self.table = torch.zeros((len(self.vt) + 1, self.r), dtype=self.dt).index_add_(0, _torch(inv), vvec)
+        self.table /= len(val)
+        self._lut = np.zeros(0, dtype=np.int32)
+        # ||mean_v G_v||^2 = mean_v <G_v, mean G>: the valuation set scored against itself
+        self.gbar = math.sqrt(max(float(np.mean(self.raw(val))), 0.0))
+
+    def _positions(self, token_ids: np.ndarray) -> np.ndarray:
+        """The table row of each token id (``len(vt)``, the zero row, for tokens not in the table)."""
+        top = int(token_ids.max()) + 1 if len(token_ids) else 0
+        if top > len(self._lut):
+            lut = np.full(max(top, int(self.vt[-1]) + 1 if len(self.vt) else 0), len(self.vt), dtype=np.int32)
+            lut[self.vt] = np.arange(len(self.vt), dtype=np.int32)
+            self._lut = lut
+        return self._lut[token_ids]
+
+    def raw(self, train: SparseFeatures, *, workers: int | None = None) -> np.ndarray:
+        """[n] mean inner product of each training sample with the valuation set."""
+        import torch
+
+        if train.vectors.shape[1] != self.r:
+            raise ValueError("training and valuation features have different widths (r)")
+        n_rows = len(train.token_ids)
+        if len(train) == 0 or n_rows == 0:
+            return np.zeros(len(train))
+        pos = torch.from_numpy(self._positions(train.token_ids))
+        x = _torch(train.vectors)
+        owner = _torch(train.row_sample)
+        starts = list(range(0, n_rows, self.CHUNK))
+        workers = workers or min(2, os.cpu_count() or 1, len(starts))
+
+        def part(k: int) -> "torch.Tensor":
+            out = torch.zeros((len(train),), dtype=torch.float64)
+            buf = torch.empty((self.CHUNK, self.r), dtype=self.dt)
+            gathered = torch.empty((self.CHUNK, self.r), dtype=self.dt)
+            dots = torch.empty((self.CHUNK,), dtype=self.dt)
+            for i in starts[k::workers]:
+                m = min(self.CHUNK, n_rows - i)
+                b, g, d = buf[:m], gathered[:m], dots[:m]
+                b.copy_(x[i:i + m])
+                torch.index_select(self.table, 0, pos[i:i + m], out=g)
+                torch.sum(b.mul_(g), 1, out=d)
+                out.index_add_(0, owner[i:i + m], d.to(torch.float64))
+            return out
+
+        with _torch_threads(1):
+            if workers == 1:
+                return part(0).numpy()
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                return sum(pool.map(part, range(workers))).numpy()
+
+    def values(self, train: SparseFeatures, raw: np.ndarray | None = None):
+        """(raw, normalized, norm): the score, the cosine with the mean valuation gradient, ||G||."""
+        raw = self.raw(train) if raw is None else np.asarray(raw, dtype=np.float64)
+        norm = train.sample_norms()
+        denom = norm * self.gbar
+        with np.errstate(invalid="ignore", divide="ignore"):
+            normalized = np.where(denom > 0, raw / np.where(denom > 0, denom, 1.0), 0.0)
+        return raw, normalized, norm
+
+
+def source_values(source, val: SparseFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, normalized, norm) of every sample of a :class:`forvalue.feature_source.FeatureSource`
+    (positions in its order) against the valuation features ``val``, read part by part (a feature
+    store: one shard at a time; memory: the shard and the results)."""
+    from .feature_source import as_source
+
+    source = as_source(source)
+    table = MeanTable(val, dtype=np.float64 if val.vectors.dtype == np.float64 else np.float32)
+    parts = [table.values(part) for _, part in source.parts()]
+    if not parts:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+
+
 def set_values(train: SparseFeatures, val: SparseFeatures,
                raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw, normalized, norm) of every training sample: the For-Value mean inner product (``raw``
     when computed already), the cosine with the mean valuation gradient, and ||G_i||."""
-    raw = sparse_scores(train, val) if raw is None else np.asarray(raw, dtype=np.float64)
-    norm = train.sample_norms()
-    gbar = math.sqrt(max(float(np.mean(sparse_scores(val, val))), 0.0))
-    denom = norm * gbar
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.where(denom > 0, raw / np.where(denom > 0, denom, 1.0), 0.0)
-    return raw, normalized, norm
+    dtype = np.float64 if train.vectors.dtype == np.float64 else np.float32
+    return MeanTable(val, dtype=dtype).values(train, raw)
 
 
 def emb_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool = False) -> np.ndarray:

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from .feature_source import FeatureSource, MemorySource, _csr, as_source, ordered, take_indices
 from .features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
@@ -125,31 +126,6 @@ class Ranking:
 
 
 # ----------------------------------------------------------------------------- valuation units
-def _csr(f: SparseFeatures) -> np.ndarray:
-    """Row offsets of each sample (rows are contiguous per sample, in sample order)."""
-    return np.searchsorted(f.row_sample, np.arange(len(f) + 1))
-
-
-def take_indices(f: SparseFeatures, idx: np.ndarray, offsets: np.ndarray | None = None) -> SparseFeatures:
-    """Samples ``idx`` (positions, in that order) of features whose rows are in sample order."""
-    offsets = _csr(f) if offsets is None else offsets
-    counts = offsets[idx + 1] - offsets[idx]
-    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
-    return SparseFeatures(
-        sample_ids=[f.sample_ids[i] for i in idx], row_sample=np.repeat(np.arange(len(idx)), counts).astype(np.int64),
-        token_ids=f.token_ids[rows], vectors=f.vectors[rows], emb=f.emb[idx], n_positions=f.n_positions[idx],
-        norms=None if f.norms is None else f.norms[idx])
-
-
-def ordered(f: SparseFeatures) -> SparseFeatures:
-    """``f`` with the rows of each sample contiguous and in sample order (a copy only if needed)."""
-    if f.n_rows and np.any(np.diff(f.row_sample) < 0):
-        rows = np.argsort(f.row_sample, kind="stable")
-        return SparseFeatures(sample_ids=f.sample_ids, row_sample=f.row_sample[rows], token_ids=f.token_ids[rows],
-                              vectors=f.vectors[rows], emb=f.emb, n_positions=f.n_positions, norms=f.norms)
-    return f
-
-
 def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray) -> SparseFeatures:
     """One pseudo-sample per group: sum_{w in group} weights[w] * G_w, rows merged per token."""
     import torch
@@ -218,13 +194,18 @@ class Units:
     def chunk_size(self) -> int:
         return max(1, BLOCK_BYTES // (8 * max(1, len(self))))
 
-    def blocks(self, train: SparseFeatures, norms: np.ndarray, subset: np.ndarray | None = None):
-        """Yield (training indices, [units, chunk] cosines) over ``train`` (or the indices ``subset``)."""
+    def blocks(self, train: SparseFeatures | FeatureSource, norms: np.ndarray, subset: np.ndarray | None = None):
+        """Yield (training positions, [units, chunk] cosines) over ``train`` (features in memory or a
+        :class:`forvalue.feature_source.FeatureSource` read chunk by chunk), or over the positions
+        ``subset`` (ascending)."""
         c = self.chunk_size()
         if subset is None:
-            for a in range(0, len(train), c):
-                b = min(len(train), a + c)
-                yield np.arange(a, b), self.cosines(train.take(a, b), norms[a:b])
+            for idx, chunk in as_source(train).chunks(c):
+                yield idx, self.cosines(chunk, norms[idx])
+        elif isinstance(train, FeatureSource):
+            for a in range(0, len(subset), c):
+                idx = subset[a:a + c]
+                yield idx, self.cosines(train.subset(idx), norms[idx])
         else:
             offsets = _csr(train)
             for a in range(0, len(subset), c):
@@ -293,7 +274,7 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
 
 
 # ----------------------------------------------------------------------------- round robin
-def round_robin(units: Units, train: SparseFeatures, norms: np.ndarray, visit: np.ndarray, need: int,
+def round_robin(units: Units, train: SparseFeatures | FeatureSource, norms: np.ndarray, visit: np.ndarray, need: int,
                 *, list_length: int | None = None, dense_elements: int | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
     its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
@@ -363,7 +344,7 @@ def round_robin(units: Units, train: SparseFeatures, norms: np.ndarray, visit: n
     return np.array(out, dtype=np.int64), stats
 
 
-def _max_cosine(train: SparseFeatures, norms: np.ndarray, val: SparseFeatures) -> np.ndarray:
+def _max_cosine(train: SparseFeatures | FeatureSource, norms: np.ndarray, val: SparseFeatures) -> np.ndarray:
     units = Units(val)
     key = np.full(len(train), -np.inf)
     for idx, cos in units.blocks(train, norms):
@@ -394,24 +375,26 @@ def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray
                    norm=np.full(len(raw), np.nan) if norm is None else np.asarray(norm, float), key=key)
 
 
-def rank_features(train: SparseFeatures, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
+def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
                   limit: int | None = None, smooth: int = SMOOTH, max_units: int = MAX_UNITS, seed: int = 0,
                   progress: Callable[[str], None] | None = None) -> Ranking:
     """Order the training samples by ``strategy`` from their sparse features and the valuation
-    set's. ``limit``: only the first ``limit`` positions are needed (the round-robin strategies stop
-    there); None orders every sample."""
+    set's. ``train``: features in memory, or a :class:`forvalue.feature_source.FeatureSource` (a
+    feature store read shard by shard: positions are in its ``sample_ids`` order). ``limit``: only
+    the first ``limit`` positions are needed (the round-robin strategies stop there); None orders
+    every sample."""
     import time
+
+    from .scoring import source_values
 
     check_strategy(strategy)
     if len(train) == 0 or len(val) == 0:
         raise ValueError("need at least one training and one valuation sample")
-    if train.vectors.shape[1] != val.vectors.shape[1]:
-        raise ValueError("training and valuation features have different widths (r)")
+    source = as_source(train)
+    val = ordered(val)
     t0 = time.perf_counter()
-    from .scoring import set_values
-
-    train, val = ordered(train), ordered(val)
-    raw, normalized, norm = set_values(train, val)
+    raw, normalized, norm = source_values(source, val)
+    train = source.feats if isinstance(source, MemorySource) else source
     info: dict = {}
     key = None
     if strategy in ("raw-mean", "cosine-mean"):

@@ -1,9 +1,10 @@
 """Feature shards on disk (Parquet), keyed by model fingerprint and feature config.
 
-Layout: ``<root>/<model-slug>-<model hash>/<feature config id>/`` holds, per shard,
-- ``shard-<id>.parquet``: one row per (sample, token): sample_id, token_id, vector (r floats);
-- ``shard-<id>.samples.parquet``: one row per sample: sample_id, n_positions, n_rows, norm (||G|| of
-  the stored rows, the denominator of cosine selection), emb (d floats);
+Layout: ``<root>/<model-slug>-<model hash>/<feature config id>/`` holds, per shard, a rows file (one
+row per (sample, token): the sample, token_id, vector of r floats), a samples file (one row per
+sample: sample_id, n_positions, n_rows, norm = ||G||, the denominator of cosine selection, emb of d
+floats) (forvalue/shard_format.py: Parquet in the first format, memory-mapped Arrow in the bounded
+one), and
 - ``shard-<id>.json``: the manifest, written last, with the size and sha256 of both files. A shard
   exists only once its manifest does, so an interrupted run leaves nothing half-written that a
   reader could see; the rerun redoes that shard.
@@ -37,8 +38,9 @@ import numpy as np
 
 from ._version import __version__
 from .errors import StoreError
-from .features import FeatureConfig, SparseFeatures, encode_all, extract_sparse
-from .io import atomic_write, atomic_write_text
+from .features import BOUNDED_VERSION, FeatureConfig, SparseFeatures, encode_all, extract_sparse
+from .io import atomic_write_text
+from .shard_format import read_files, write_files
 from .store_safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
                            quarantine, remove_stale_tmp, take_claim)
 
@@ -123,34 +125,16 @@ class FeatureStore:
 
     @staticmethod
     def _write_shard(folder: Path, feats: SparseFeatures, meta: dict) -> Path:
-        """Write one shard: both Parquet files, then the manifest (the commit point)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        """Write one shard: its two data files (forvalue/shard_format.py: Parquet for the first
+        format, memory-mapped Arrow for the bounded one), then the manifest (the commit point)."""
         folder.mkdir(parents=True, exist_ok=True)
         shard_id = hashlib.sha256("\n".join(feats.sample_ids).encode()).hexdigest()[:16]
         meta = {k: v for k, v in meta.items() if k not in ("sample_ids", "files", "checksums")} | {
             "shard_id": shard_id, "code_version": __version__, "n_samples": len(feats), "n_rows": feats.n_rows,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        schema_meta = {b"forvalue": json.dumps(meta).encode()}
-        r = feats.vectors.shape[1]
-        rows = pa.table({
-            "sample_id": pa.array([feats.sample_ids[i] for i in feats.row_sample], pa.string()),
-            "token_id": pa.array(feats.token_ids.astype(np.int32)),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(feats.vectors.reshape(-1)), r),
-        }).replace_schema_metadata(schema_meta)
-        d = feats.emb.shape[1]
-        per_sample = pa.table({
-            "sample_id": pa.array(feats.sample_ids, pa.string()),
-            "n_positions": pa.array(feats.n_positions.astype(np.int32)),
-            "n_rows": pa.array(np.bincount(feats.row_sample, minlength=len(feats)).astype(np.int32)),
-            "norm": pa.array(feats.sample_norms(), pa.float64()),
-            "emb": pa.FixedSizeListArray.from_arrays(pa.array(feats.emb.reshape(-1)), d),
-        }).replace_schema_metadata(schema_meta)
-        files = {"rows": folder / f"shard-{shard_id}.parquet", "samples": folder / f"shard-{shard_id}.samples.parquet"}
+        arrow = (meta.get("feature_config") or {}).get("version") == BOUNDED_VERSION
+        files = write_files(folder, shard_id, feats, {b"forvalue": json.dumps(meta).encode()}, arrow=arrow)
         manifest = folder / f"shard-{shard_id}.json"
-        for key, table in (("rows", rows), ("samples", per_sample)):
-            atomic_write(files[key], lambda tmp, table=table: pq.write_table(table, tmp))
         meta["sample_ids"] = feats.sample_ids
         meta["files"] = {k: v.name for k, v in files.items()}
         meta["checksums"] = {k: file_digest(v) for k, v in files.items()}
@@ -176,33 +160,32 @@ class FeatureStore:
             return allf
         return allf.select(list(sample_ids))
 
+    def iter_features(self, fingerprint, config: FeatureConfig, *, sample_ids: Sequence[str] | None = None):
+        """The stored features shard by shard (each sample once, in shard order; only ``sample_ids``
+        when given): a store larger than memory is read one shard at a time."""
+        folder = self.folder(fingerprint, config)
+        want = None if sample_ids is None else set(sample_ids)
+        seen: set[str] = set()
+        for info in self.shard_infos(fingerprint, config):
+            ids = [s for s in info["sample_ids"] if s not in seen and (want is None or s in want)]
+            if not ids:
+                continue
+            feats = self._read_shard(folder, info)
+            if len(ids) != len(feats):
+                feats = feats.select(ids)
+            seen.update(ids)
+            yield feats
+
     def _read_shard(self, folder: Path, info: dict) -> SparseFeatures:
         """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
-        import pyarrow.parquet as pq
-
         try:
-            rows = pq.read_table(folder / info["files"]["rows"])
-            per = pq.read_table(folder / info["files"]["samples"])
+            return read_files(folder, info["files"])
         except Exception as e:   # pyarrow raises several types for a damaged file
             manifest = folder / f"shard-{info['shard_id']}.json"
-            self._set_aside(folder, manifest, info, f"unreadable Parquet file: {e}")
+            self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
             raise StoreError(f"{manifest}: damaged shard moved aside ({e}); its {len(info['sample_ids'])} samples "
                              f"are computed again by the next feature run (`forvalue features` or the "
                              f"features asset)") from None
-        ids = per.column("sample_id").to_pylist()
-        index = {s: i for i, s in enumerate(ids)}
-        d = per.schema.field("emb").type.list_size
-        r = rows.schema.field("vector").type.list_size
-        return SparseFeatures(
-            sample_ids=ids,
-            row_sample=np.array([index[s] for s in rows.column("sample_id").to_pylist()], dtype=np.int64),
-            token_ids=rows.column("token_id").to_numpy().astype(np.int64),
-            vectors=rows.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, r),
-            emb=per.column("emb").combine_chunks().flatten().to_numpy().reshape(-1, d),
-            n_positions=per.column("n_positions").to_numpy().astype(np.int64),
-            # ||G|| per sample; shards written before it was stored get it from their rows
-            norms=per.column("norm").to_numpy() if "norm" in per.column_names else None,
-        )
 
     # ------------------------------------------------------------------ maintenance
     def folders(self) -> list[Path]:

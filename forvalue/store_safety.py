@@ -174,11 +174,11 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
             if want and file_digest(path)["sha256"] != want["sha256"]:
                 return info, f"{files[key]}: checksum mismatch"
             try:
-                import pyarrow.parquet as pq
+                from .shard_format import check_readable
 
-                pq.read_metadata(path)
+                check_readable(path)
             except Exception as e:   # pyarrow raises several types for a damaged file
-                return info, f"{files[key]}: unreadable Parquet file ({e})"
+                return info, f"{files[key]}: unreadable data file ({e})"
     return info, None
 
 

@@ -163,3 +163,36 @@ def test_farthest_point_order_visits_clusters_first():
     order = sel.farthest_point_order(sim)
     assert sorted(order.tolist()) == [0, 1, 2, 3]
     assert {order[0] // 2, order[1] // 2} == {0, 1}   # the first two come from different clusters
+
+
+@pytest.mark.parametrize("strategy", sorted(sel.STRATEGIES))
+def test_a_store_read_shard_by_shard_ranks_as_features_in_memory(tmp_path, monkeypatch, strategy):
+    """The strategies over a feature store streamed shard by shard (StoreSource: memory-mapped
+    bounded shards, small blocks so the round-robin refills its lists from several passes) give the
+    order and values of the same features in memory."""
+    from forvalue.feature_source import StoreSource
+    from forvalue.features import FeatureConfig
+    from forvalue.models import ModelFingerprint
+    from forvalue.store import FeatureStore
+
+    train, _, _ = synthetic([40, 25, 15, 10], noisy_share=0.3, seed=3)
+    val, _, _ = synthetic(3, seed=9, prefix="v")
+    store, cfg = FeatureStore(tmp_path), FeatureConfig(r=8, store_dtype="float16", max_rows=9)
+    fp = ModelFingerprint(name="synthetic", weights_hash="0" * 64, dtype="float32")
+    half = SparseFeatures(sample_ids=train.sample_ids, row_sample=train.row_sample, token_ids=train.token_ids,
+                          vectors=train.vectors.astype(np.float16), emb=train.emb, n_positions=train.n_positions)
+    for a in range(0, len(half), 16):     # 6 shards
+        store.write_shard(half.take(a, min(len(half), a + 16)), fp, cfg)
+    wanted = half.sample_ids[5:]          # a subset of what is stored, in another order
+    wanted = wanted[::2] + wanted[1::2]
+    source = StoreSource(store, fp, cfg, wanted)
+    assert sorted(source.sample_ids) == sorted(wanted) and len(source._shards) == 6
+    monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # 12 training samples per block
+    streamed = sel.rank_features(source, val, strategy)
+    in_memory = sel.rank_features(half.select(source.sample_ids), val, strategy)
+    assert np.array_equal(streamed.order, in_memory.order)
+    assert np.allclose(streamed.raw, in_memory.raw) and np.allclose(streamed.normalized, in_memory.normalized)
+    if strategy in ("balanced", "round-robin"):
+        assert streamed.info["passes"] > 1
+    with pytest.raises(KeyError, match="no stored features"):
+        StoreSource(store, fp, cfg, wanted + ["nope"])

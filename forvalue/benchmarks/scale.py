@@ -1,0 +1,159 @@
+"""Scale benchmark: re-scoring a feature store of N samples against a new valuation set.
+
+:func:`build_store` writes a synthetic store in the real format (bounded version-2 shards: float16
+rows, ``rows`` per sample with distinct token ids drawn from a Zipf law over a 49,152-token
+vocabulary, as real text concentrates on frequent tokens; a float16 emb per sample). :func:`run`
+then times, each step in a fresh process so that its peak memory is its own:
+
+- ``read``: one plain read of every byte of the shard files (the bytes the re-scoring reads) into
+  a buffer. Run twice (the first warms the page cache); the faster one is reported.
+- ``rescore``: the set-mean values (raw, normalized, norm) of every stored sample against a new
+  valuation set, streamed shard by shard (:func:`forvalue.scoring.source_values` over a
+  :class:`forvalue.feature_source.StoreSource`).
+
+Reported: ``rescore_seconds``, ``read_seconds``, their ratio, ``bytes_per_sample`` (on disk) and the
+peak RSS of each step.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VOCAB = 49152
+D_HIDDEN = 576
+
+
+def _fingerprint():
+    from ..models import ModelFingerprint
+
+    return ModelFingerprint(name="synthetic", weights_hash="0" * 64, dtype="float16")
+
+
+def _config(rows: int, r: int):
+    from ..features import FeatureConfig
+
+    return FeatureConfig(store_dtype="float16", energy=0.99, max_rows=rows, r=r)
+
+
+def _distinct_tokens(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
+    """[n * rows] token ids, distinct within each sample, frequent tokens more likely."""
+    out = np.empty((n, rows), dtype=np.int64)
+    draw = rng.zipf(1.15, size=(n, rows * 3)) % VOCAB
+    for i in range(n):
+        u = np.unique(draw[i])
+        if len(u) < rows:   # rare: top up with tokens not drawn
+            extra = np.setdiff1d(np.arange(VOCAB), u)[: rows - len(u)]
+            u = np.concatenate([u, extra])
+        out[i] = np.sort(rng.permutation(u)[:rows])
+    return out.reshape(-1)
+
+
+def synthetic_features(rng: np.random.Generator, ids: list[str], rows: int, r: int, d: int = D_HIDDEN):
+    from ..features import SparseFeatures
+
+    n = len(ids)
+    return SparseFeatures(sample_ids=ids, row_sample=np.repeat(np.arange(n), rows),
+                          token_ids=_distinct_tokens(rng, n, rows),
+                          vectors=rng.standard_normal((n * rows, r), dtype=np.float32).astype(np.float16),
+                          emb=rng.standard_normal((n, d), dtype=np.float32).astype(np.float16),
+                          n_positions=np.full(n, rows, dtype=np.int64))
+
+
+def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_size: int = 4096,
+                seed: int = 0, log=None) -> Path:
+    """A synthetic store of ``n`` samples (skipped when it is there already); returns its folder."""
+    from ..store import FeatureStore
+
+    store = FeatureStore(root)
+    fp, cfg = _fingerprint(), _config(rows, r)
+    folder = store.folder(fp, cfg)
+    have = len(store.manifests(fp, cfg))
+    want = (n + shard_size - 1) // shard_size
+    rng = np.random.default_rng(seed)
+    meta = {"model": fp.to_dict(), "feature_config": cfg.to_dict(), "feature_config_id": cfg.id}
+    for k in range(have, want):
+        ids = [f"s{i:09d}" for i in range(k * shard_size, min(n, (k + 1) * shard_size))]
+        store._write_shard(folder, synthetic_features(np.random.default_rng([seed, k]), ids, rows, r), meta)
+        if log and (k + 1) % 25 == 0:
+            log(f"built {k + 1}/{want} shards")
+    del rng
+    return folder
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _read_step(root: str, rows: int, r: int) -> dict:
+    """One plain read of every byte of the store's shard files (into one reused buffer)."""
+    from ..store import FeatureStore
+
+    store = FeatureStore(root)
+    fp, cfg = _fingerprint(), _config(rows, r)
+    folder = store.folder(fp, cfg)
+    files = [folder / f for info in store.shard_infos(fp, cfg) for f in info["files"].values()]
+    buf = bytearray(max(p.stat().st_size for p in files))
+    t0 = time.perf_counter()
+    nbytes = 0
+    for path in files:
+        with open(path, "rb", buffering=0) as fh:
+            nbytes += fh.readinto(buf)
+    return {"seconds": time.perf_counter() - t0, "bytes": nbytes, "peak_rss_mb": _peak_mb()}
+
+
+def _rescore_step(root: str, rows: int, r: int, n_val: int) -> dict:
+    import pyarrow.ipc  # noqa: F401  (imports are not charged to the re-scoring)
+    import torch  # noqa: F401
+
+    from ..feature_source import StoreSource
+    from ..scoring import source_values
+    from ..store import FeatureStore
+
+    val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
+    t0 = time.perf_counter()
+    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
+    raw, normalized, norm = source_values(source, val)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "samples": len(source), "finite": bool(np.isfinite(raw).all()),
+            "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb()}
+
+
+def _child(step: str, *args) -> dict:
+    code = (f"import json, sys; from forvalue.benchmarks.scale import _{step}_step as f; "
+            f"print(json.dumps(f(*json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int = 100, shard_size: int = 4096,
+        log=None) -> dict:
+    """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring."""
+    say = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    folder = build_store(root, n, rows=rows, r=r, shard_size=shard_size, log=say)
+    build_s = time.perf_counter() - t0
+    disk = sum(p.stat().st_size for p in folder.glob("shard-*"))
+    say(f"store: {n} samples, {disk / 1e9:.2f} GB in {folder} ({build_s:.0f} s to build)")
+    reads = [_child("read", str(root), rows, r) for _ in range(2)]
+    say("plain read: " + ", ".join(f"{x['seconds']:.2f} s" for x in reads))
+    rescore = _child("rescore", str(root), rows, r, n_val)
+    say(f"re-scoring: {rescore['seconds']:.2f} s")
+    read = min(reads, key=lambda x: x["seconds"])
+    return {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_val, "shard_size": shard_size,
+            "bytes_per_sample": disk / n, "store_bytes": disk, "build_seconds": build_s,
+            "read_seconds": read["seconds"], "read_seconds_first": reads[0]["seconds"],
+            "rescore_seconds": rescore["seconds"], "rescore_over_read": rescore["seconds"] / read["seconds"],
+            "rescore_peak_rss_mb": rescore["peak_rss_mb"], "read_peak_rss_mb": read["peak_rss_mb"],
+            "samples_per_second": n / rescore["seconds"], "rescored": rescore["samples"],
+            "finite": rescore["finite"]}
+
+
+__all__ = ["build_store", "synthetic_features", "run"]

@@ -1,0 +1,130 @@
+"""Training features read in chunks: in memory, or shard by shard from a feature store, so that
+scoring and the selection strategies run over a store larger than memory.
+
+A source has a fixed sample order (``sample_ids``); positions in results (values, rankings) are
+positions in that order. :class:`StoreSource` holds one shard at a time (memory-mapped for the
+bounded format) plus what the caller keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .features import FeatureConfig, SparseFeatures
+
+
+def _csr(f: SparseFeatures) -> np.ndarray:
+    """Row offsets of each sample (rows are contiguous per sample, in sample order)."""
+    return np.searchsorted(f.row_sample, np.arange(len(f) + 1))
+
+
+def take_indices(f: SparseFeatures, idx: np.ndarray, offsets: np.ndarray | None = None) -> SparseFeatures:
+    """Samples ``idx`` (positions, in that order) of features whose rows are in sample order."""
+    offsets = _csr(f) if offsets is None else offsets
+    counts = offsets[idx + 1] - offsets[idx]
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+    return SparseFeatures(
+        sample_ids=[f.sample_ids[i] for i in idx], row_sample=np.repeat(np.arange(len(idx)), counts).astype(np.int64),
+        token_ids=f.token_ids[rows], vectors=f.vectors[rows], emb=f.emb[idx], n_positions=f.n_positions[idx],
+        norms=None if f.norms is None else f.norms[idx])
+
+
+def ordered(f: SparseFeatures) -> SparseFeatures:
+    """``f`` with the rows of each sample contiguous and in sample order (a copy only if needed)."""
+    if f.n_rows and np.any(np.diff(f.row_sample) < 0):
+        rows = np.argsort(f.row_sample, kind="stable")
+        return SparseFeatures(sample_ids=f.sample_ids, row_sample=f.row_sample[rows], token_ids=f.token_ids[rows],
+                              vectors=f.vectors[rows], emb=f.emb, n_positions=f.n_positions, norms=f.norms)
+    return f
+
+
+class FeatureSource:
+    """Features of ``len(self)`` samples, read in chunks."""
+
+    sample_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def parts(self) -> Iterator[tuple[int, SparseFeatures]]:
+        """(position of the first sample, features) of consecutive parts covering every sample."""
+        raise NotImplementedError
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, SparseFeatures]]:
+        """(positions, features) of consecutive chunks of at most ``size`` samples."""
+        for start, part in self.parts():
+            for a in range(0, len(part), size):
+                b = min(len(part), a + size)
+                yield np.arange(start + a, start + b), part.take(a, b) if (a, b) != (0, len(part)) else part
+
+    def subset(self, positions: np.ndarray) -> SparseFeatures:
+        """Features of the samples at ``positions`` (ascending), in that order."""
+        raise NotImplementedError
+
+    def norms(self) -> np.ndarray:
+        """[n] ||G|| of every sample."""
+        return np.concatenate([p.sample_norms() for _, p in self.parts()]) if len(self) else np.zeros(0)
+
+
+class MemorySource(FeatureSource):
+    """Features already in memory."""
+
+    def __init__(self, feats: SparseFeatures):
+        self.feats = ordered(feats)
+        self.sample_ids = self.feats.sample_ids
+
+    def parts(self):
+        yield 0, self.feats
+
+    def subset(self, positions: np.ndarray) -> SparseFeatures:
+        return take_indices(self.feats, np.asarray(positions))
+
+    def norms(self) -> np.ndarray:
+        return self.feats.sample_norms()
+
+
+class StoreSource(FeatureSource):
+    """The features a model stored for a configuration, shard by shard (every stored sample, or only
+    ``sample_ids``; in shard order). KeyError names missing samples when ``sample_ids`` are given."""
+
+    def __init__(self, store, fingerprint, config: FeatureConfig, sample_ids: Sequence[str] | None = None):
+        self.store, self.fingerprint, self.config = store, fingerprint, config
+        self._folder = store.folder(fingerprint, config)
+        want = None if sample_ids is None else set(sample_ids)
+        seen: set[str] = set()
+        self._shards: list[tuple[dict, list[str]]] = []
+        for info in store.shard_infos(fingerprint, config):
+            ids = [s for s in info["sample_ids"] if s not in seen and (want is None or s in want)]
+            if ids:
+                seen.update(ids)
+                self._shards.append((info, ids))
+        if want is not None and len(seen) != len(want):
+            missing = [s for s in sample_ids if s not in seen]
+            raise KeyError(f"{len(missing)} samples have no stored features for model {fingerprint.id} and config "
+                           f"{config.id}, e.g. {missing[0]}")
+        self.sample_ids = [s for _, ids in self._shards for s in ids]
+        self._starts = np.cumsum([0] + [len(ids) for _, ids in self._shards])
+
+    def _read(self, k: int) -> SparseFeatures:
+        info, ids = self._shards[k]
+        feats = ordered(self.store._read_shard(self._folder, info))
+        return feats if len(ids) == len(feats) else feats.select(ids)
+
+    def parts(self):
+        for k in range(len(self._shards)):
+            yield int(self._starts[k]), self._read(k)
+
+    def subset(self, positions: np.ndarray) -> SparseFeatures:
+        positions = np.asarray(positions)
+        shard = np.searchsorted(self._starts, positions, side="right") - 1
+        parts = [take_indices(self._read(int(k)), positions[shard == k] - self._starts[k]) for k in np.unique(shard)]
+        return SparseFeatures.concat(parts) if parts else take_indices(self._read(0), positions)
+
+
+def as_source(train) -> FeatureSource:
+    return train if isinstance(train, FeatureSource) else MemorySource(train)
+
+
+__all__ = ["FeatureSource", "MemorySource", "StoreSource", "as_source", "ordered", "take_indices"]
