@@ -38,7 +38,7 @@ import numpy as np
 
 from ._version import __version__
 from .data import DataError, Sample
-from .errors import CatalogError  # noqa: F401  (re-exported)
+from .errors import CatalogError, ConfigError  # noqa: F401  (CatalogError re-exported)
 from .io import atomic_write
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ in a source checkout
@@ -228,12 +228,26 @@ class Registration:
     skipped: list = field(default_factory=list)      # the first rows skipped, as DataErrors (on_error="skip")
 
 
+MEMORY_LIMIT = "1GB"
+
+
+def _polars(cursor):
+    """A query's result as a polars DataFrame, through Arrow (no Python rows)."""
+    import polars as pl
+
+    return pl.from_arrow(cursor.to_arrow_table())
+
+
 class Catalog:
     """The DuckDB catalog file at ``path`` (created with its schema on first use)."""
 
-    def __init__(self, path: str | Path, *, lock_timeout: float = 120.0):
+    def __init__(self, path: str | Path, *, lock_timeout: float = 120.0, memory_limit: str | None = MEMORY_LIMIT):
         self.path = Path(path)
         self.lock_timeout = lock_timeout
+        # DuckDB's memory for the work of a connection (the staging table of a registration, sorts):
+        # beyond it, DuckDB spills to <catalog>.tmp/, so a registration of any size runs in flat
+        # memory. None: DuckDB's default (80% of RAM).
+        self.memory_limit = memory_limit
         self._queries = _queries()
 
     # ------------------------------------------------------------------ connections
@@ -272,9 +286,20 @@ class Catalog:
             self.init()
         con = self._open(read_only)
         try:
+            if self.memory_limit and not read_only:
+                self._set_memory_limit(con)
             yield con
         finally:
             con.close()
+
+    def _set_memory_limit(self, con) -> None:
+        import duckdb
+
+        try:
+            self.execute(con, "set_memory_limit", memory_limit=self.memory_limit)
+        except duckdb.Error as e:
+            raise ConfigError(f"catalog memory limit {self.memory_limit!r} (FORVALUE_DUCKDB_MEMORY) is not a memory "
+                              f"size such as 1GB or 512MB: {e}") from None
 
     def init(self) -> None:
         """Create the tables and views from sql/schema.sql and sql/views.sql (idempotent). Parts of
@@ -359,6 +384,26 @@ class Catalog:
         """An ad-hoc read-only query (for tests and notebooks); values go in ``params``."""
         with self.connect(read_only=True) as con:
             return self._rows(con.execute(sql, params or []))
+
+    def frame(self, name: str, /, **values):
+        """A named query of sql/queries.sql as a polars DataFrame (DuckDB hands the columns over as
+        Arrow, no Python rows)."""
+        with self.connect(read_only=True) as con:
+            return _polars(self.execute(con, name, **values))
+
+    def query_frame(self, sql: str, params: Sequence[Any] | dict | None = None):
+        """An ad-hoc read-only query as a polars DataFrame; values go in ``params``."""
+        with self.connect(read_only=True) as con:
+            return _polars(con.execute(sql, params or []))
+
+    def scores_frame(self, dataset_name: str, valuation_set: str, feature_config_id: str, model_id: str):
+        """Stored scores as a polars DataFrame, best first."""
+        return self.frame("get_scores", dataset_name=dataset_name, valuation_set=valuation_set,
+                          feature_config_id=feature_config_id, model_id=model_id)
+
+    def subset_frame(self, subset_id: str):
+        """A curated subset's members (sample_id, rank, score, the sample's content) as a polars DataFrame."""
+        return self.frame("subset_members_content", subset_id=subset_id)
 
     def count(self, table: str) -> int:
         with self.connect(read_only=True) as con:

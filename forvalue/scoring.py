@@ -55,6 +55,20 @@ class ScoreResult:
     normalized: np.ndarray | None = None  # [n_train] cosine with the mean valuation gradient (sparse)
     norms: np.ndarray | None = None       # [n_train] ||G_i|| of the stored features (sparse)
 
+    def to_polars(self):
+        """A polars DataFrame, one row per training sample in input order: sample_id, score, rank
+        (1 = most valuable), normalized and norm (null where the method has none)."""
+        import polars as pl
+
+        n = len(self.values)
+        return pl.DataFrame({
+            "sample_id": pl.Series(self.train_ids, dtype=pl.String),
+            "score": pl.Series(np.asarray(self.values, dtype=np.float64)),
+            "rank": pl.Series(rank(self.values), dtype=pl.Int64),
+            "normalized": pl.Series(self.normalized if self.normalized is not None else [None] * n, dtype=pl.Float64),
+            "norm": pl.Series(self.norms if self.norms is not None else [None] * n, dtype=pl.Float64),
+        })
+
 
 # ----------------------------------------------------------------------------- sparse
 @contextlib.contextmanager

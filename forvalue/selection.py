@@ -114,6 +114,23 @@ class Ranking:
         out[self.order] = np.arange(1, len(self.order) + 1)
         return out
 
+    def to_polars(self, sample_ids=None):
+        """A polars DataFrame, one row per training sample in input order: index (and sample_id when
+        ``sample_ids`` are given), rank in the strategy's order (null beyond a partial order), raw
+        score, normalized, norm and the strategy's sort key (null for the round-robin strategies)."""
+        import polars as pl
+
+        rank = self.rank
+        cols = {"index": pl.Series(np.arange(len(self.raw)), dtype=pl.Int64)}
+        if sample_ids is not None:
+            cols["sample_id"] = pl.Series(list(sample_ids), dtype=pl.String)
+        cols.update({"rank": pl.Series(rank, dtype=pl.Int64),
+                     "score": pl.Series(self.raw, dtype=pl.Float64),
+                     "normalized": pl.Series(self.normalized, dtype=pl.Float64),
+                     "norm": pl.Series(self.norm, dtype=pl.Float64),
+                     "key": pl.Series(self.key if self.key is not None else [None] * len(self.raw), dtype=pl.Float64)})
+        return pl.DataFrame(cols).with_columns(pl.when(pl.col("rank") > 0).then(pl.col("rank")).alias("rank"))
+
     def indices(self, mode: str, value: float) -> np.ndarray:
         """Training indices of a subset: most valuable first (bottom_p: least valuable first)."""
         n = len(self.raw)

@@ -34,6 +34,25 @@ class Selection:
     def samples(self, train: Sequence[Sample]) -> list[Sample]:
         return [train[i] for i in self.indices]
 
+    def to_polars(self, train: Sequence[Sample] | None = None):
+        """The subset as a polars DataFrame, in the strategy's order: position (1 = first picked),
+        index into the training samples, score, normalized, norm; with ``train``: sample_id and the
+        source file and row of each sample."""
+        import polars as pl
+
+        idx = self.indices
+        cols = {"position": pl.Series(np.arange(1, len(idx) + 1), dtype=pl.Int64),
+                "index": pl.Series(idx, dtype=pl.Int64)}
+        if train is not None:
+            cols.update({"sample_id": pl.Series([train[i].sample_id for i in idx], dtype=pl.String),
+                         "source": pl.Series([train[i].source for i in idx], dtype=pl.String),
+                         "row": pl.Series([train[i].row for i in idx], dtype=pl.Int64)})
+        r = self.ranking
+        cols.update({"score": pl.Series(r.raw[idx], dtype=pl.Float64),
+                     "normalized": pl.Series(r.normalized[idx], dtype=pl.Float64),
+                     "norm": pl.Series(r.norm[idx], dtype=pl.Float64)})
+        return pl.DataFrame(cols)
+
 
 class Valuator:
     """For-Value with one model and one feature configuration.

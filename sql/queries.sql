@@ -151,6 +151,17 @@ SELECT * FROM latest_subsets WHERE dataset_name = $dataset_name AND valuation_se
 -- name: subset_sample_count
 SELECT count(*) AS n FROM subset_samples WHERE subset_id = $subset_id;
 
+-- name: subset_members_content
+-- A subset's members in its order, with the content of each sample (the dataset version it was
+-- curated from).
+SELECT m.rank, m.sample_id, m.score, s.row_number, s.user_id, s.prompt, s.response, s.text, s.messages, s.label
+FROM subset_samples m
+JOIN subsets u ON u.subset_id = m.subset_id
+LEFT JOIN samples s ON s.set_kind = 'dataset' AND s.set_name = u.dataset_name
+                   AND s.set_version = u.dataset_version AND s.sample_id = m.sample_id
+WHERE m.subset_id = $subset_id
+ORDER BY m.rank;
+
 -- name: subset_lineage
 SELECT * FROM subset_lineage WHERE subset_id = $subset_id;
 
@@ -165,6 +176,10 @@ SELECT * FROM samples
 WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
   AND list_contains($sample_ids, sample_id)
 ORDER BY row_number, sample_id;
+
+-- name: set_memory_limit
+-- The memory DuckDB may use before it spills to disk (the catalog's temp folder).
+SET memory_limit = $memory_limit;
 
 -- Streamed registration: each batch of a file goes into a temporary staging table; duplicate ids
 -- and content are resolved by DuckDB (out of core when needed), then the samples are copied over.

@@ -214,6 +214,13 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
     assert [(r["sample_id"], r["rank"]) for r in table] == [(ids[2], 1), (ids[0], 2)]
     assert not list((tmp_path / "out").glob(".*tmp"))
     assert catalog.latest_subset("d", "v")["subset_id"] == sid
+    # the same as polars frames
+    frame = catalog.subset_frame(sid)
+    assert frame["sample_id"].to_list() == [ids[2], ids[0]] and frame["rank"].to_list() == [1, 2]
+    assert frame["prompt"].to_list() == [train[2].prompt, train[0].prompt]
+    scores = catalog.scores_frame("d", "v", cfg.id, fp.id)
+    assert scores["sample_id"].to_list() == [ids[2], ids[0], ids[3], ids[1]] and scores["score"].is_sorted(descending=True)
+    assert catalog.query_frame("SELECT count(*) AS n FROM samples WHERE set_name = ?", ["d"])["n"].item() == 4
 
 
 @pytest.mark.parametrize("mode,value,n,expected", [
@@ -378,3 +385,15 @@ def test_validate_streams_and_reports(tmp_path, capsys):
     good = tmp_path / "g.parquet"
     pq.write_table(__import__("pyarrow").Table.from_pylist(records(4)), good)
     assert main(["validate", "--data", str(good)]) == 0
+
+
+def test_duckdb_memory_is_limited_so_large_registrations_spill(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb", memory_limit="300MB")
+    with cat.connect() as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.endswith("MiB") and 280 <= float(limit.split()[0]) <= 300
+    from forvalue.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'lots' .*FORVALUE_DUCKDB_MEMORY.* not a memory size"):
+        with Catalog(tmp_path / "c.duckdb", memory_limit="lots").connect():
+            pass

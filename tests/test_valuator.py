@@ -34,6 +34,17 @@ def test_stages_agree_with_the_library(tiny_lm, tmp_path):
     assert [s.sample_id for s in sel.samples(train)] == [train[i].sample_id for i in sel.indices]
     raw = v.select(train, val, "top_k", 5, strategy="raw-mean")
     assert raw.indices.tolist() == np.argsort(-direct.values, kind="stable")[:5].tolist()
+    # polars frames of the scores, the ranking and the subset
+    frame = res.to_polars()
+    assert frame["sample_id"].to_list() == [s.sample_id for s in train]
+    assert np.allclose(frame["score"].to_numpy(), res.values) and frame["rank"].min() == 1
+    assert frame.sort("rank")["sample_id"][0] == train[int(np.argmax(res.values))].sample_id
+    sub = sel.to_polars(train)
+    assert sub["index"].to_list() == sel.indices.tolist() and sub["position"].to_list() == [1, 2, 3, 4, 5]
+    assert sub["sample_id"].to_list() == [train[i].sample_id for i in sel.indices]
+    assert np.allclose(sub["score"].to_numpy(), res.values[sel.indices], rtol=1e-6)
+    ranked = sel.ranking.to_polars([s.sample_id for s in train])
+    assert ranked.filter(ranked["rank"] <= 5).sort("rank")["index"].to_list() == sel.indices.tolist()
     # the same model given as a spec is loaded lazily, on first use
     lazy = Valuator(forvalue.ModelConfig(model="default"))
     assert lazy._lm is None

@@ -7,6 +7,8 @@ then times, each step in a fresh process so that its peak memory is its own:
 
 - ``read``: one plain read of every byte of the shard files (the bytes the re-scoring reads) into
   a buffer. Run twice (the first warms the page cache); the faster one is reported.
+- ``select`` (with a strategy): the first p% of a selection strategy's order over the store,
+  streamed the same way.
 - ``rescore``: the set-mean values (raw, normalized, norm) of every stored sample against a new
   valuation set, streamed shard by shard (:func:`forvalue.scoring.source_values` over a
   :class:`forvalue.feature_source.StoreSource`).
@@ -125,6 +127,23 @@ def _rescore_step(root: str, rows: int, r: int, n_val: int) -> dict:
             "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb()}
 
 
+def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percent: float) -> dict:
+    import pyarrow.ipc  # noqa: F401
+    import torch  # noqa: F401
+
+    from ..feature_source import StoreSource
+    from ..selection import needed_prefix, rank_features
+    from ..store import FeatureStore
+
+    val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
+    t0 = time.perf_counter()
+    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
+    ranking = rank_features(source, val, strategy, limit=needed_prefix(len(source), "top_p", percent))
+    kept = ranking.indices("top_p", percent)
+    return {"seconds": time.perf_counter() - t0, "kept": int(len(kept)), "passes": ranking.info.get("passes"),
+            "peak_rss_mb": _peak_mb()}
+
+
 def _child(step: str, *args) -> dict:
     code = (f"import json, sys; from forvalue.benchmarks.scale import _{step}_step as f; "
             f"print(json.dumps(f(*json.loads(sys.argv[1]))))")
@@ -134,8 +153,9 @@ def _child(step: str, *args) -> dict:
 
 
 def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int = 100, shard_size: int = 4096,
-        log=None) -> dict:
-    """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring."""
+        strategy: str | None = None, percent: float = 10.0, log=None) -> dict:
+    """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring
+    (and, with ``strategy``, the first ``percent`` of that selection strategy's order)."""
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
     folder = build_store(root, n, rows=rows, r=r, shard_size=shard_size, log=say)
@@ -147,7 +167,13 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int = 1
     rescore = _child("rescore", str(root), rows, r, n_val)
     say(f"re-scoring: {rescore['seconds']:.2f} s")
     read = min(reads, key=lambda x: x["seconds"])
-    return {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_val, "shard_size": shard_size,
+    extra = {}
+    if strategy:
+        sel = _child("select", str(root), rows, r, n_val, strategy, percent)
+        say(f"{strategy} top {percent:g}%: {sel['seconds']:.2f} s")
+        extra = {"strategy": strategy, "percent": percent, "select_seconds": sel["seconds"],
+                 "select_peak_rss_mb": sel["peak_rss_mb"], "select_kept": sel["kept"], "select_passes": sel["passes"]}
+    return extra | {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_val, "shard_size": shard_size,
             "bytes_per_sample": disk / n, "store_bytes": disk, "build_seconds": build_s,
             "read_seconds": read["seconds"], "read_seconds_first": reads[0]["seconds"],
             "rescore_seconds": rescore["seconds"], "rescore_over_read": rescore["seconds"] / read["seconds"],

@@ -2,7 +2,8 @@
 
 - ``influence``: influential data identification, AUC and recall (DataInf tasks or your files);
 - ``mislabeled`` / ``noise``: detection of flipped labels / noisy responses;
-- ``vlm-style`` / ``vlm-mislabeled``: the synthetic image tasks.
+- ``vlm-style`` / ``vlm-mislabeled``: the synthetic image tasks;
+- ``scale``: re-scoring a synthetic feature store of N samples (time, plain-read time, bytes, memory).
 """
 
 from __future__ import annotations
@@ -81,7 +82,28 @@ def register(sub, parents) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=run_noise)
     _register_vlm(bsub, parents)
+    _register_scale(bsub, parents)
     return bench
+
+
+def _register_scale(bsub, parents) -> None:
+    from ..selection import STRATEGIES
+
+    p = bsub.add_parser("scale", parents=parents,
+                        help="re-scoring a synthetic feature store of N samples: seconds, plain read, bytes, peak RSS")
+    p.add_argument("--samples", type=int, required=True, metavar="N", help="samples in the synthetic store")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="where the store is built and kept (reused when it is there); default: a temporary "
+                        "folder, removed afterwards")
+    p.add_argument("--rows", type=int, default=64, help="rows per sample (the stored bound)")
+    p.add_argument("--r", type=int, default=64, help="projection width")
+    p.add_argument("--n-val", type=int, default=100, help="valuation samples")
+    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
+                   help="also time this selection strategy over the streamed store")
+    p.add_argument("--subset-percent", type=float, default=10.0, help="with --strategy: the share selected")
+    p.add_argument("--json", default=None, metavar="OUT", help="write {'results': [...], 'meta': {...}} here")
+    p.set_defaults(func=run_scale)
 
 
 def _register_vlm(bsub, parents) -> None:
@@ -246,6 +268,32 @@ def run_vlm_mislabeled(args) -> int:
 
     rows = run(args.model, n_train=args.n_train, n_val=args.n_val, flip_rate=args.flip_rate, **_vlm_kwargs(args))
     return _vlm_report(args, rows)
+
+
+def run_scale(args) -> int:
+    import tempfile
+
+    from ..benchmarks.runner import machine_info
+    from ..benchmarks.scale import run
+    from .options import UsageError
+
+    if args.samples < 1:
+        raise UsageError("forvalue bench scale: --samples must be >= 1")
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="forvalue-scale-") as tmp:
+        res = run(args.samples, root=args.store or tmp, rows=args.rows, r=args.r, n_val=args.n_val,
+                  shard_size=args.shard_size, strategy=args.strategy, percent=args.subset_percent, log=log)
+    print(f"| samples | bytes/sample | read s | rescore s | rescore/read | rescore peak RSS MB |\n|---|---|---|---|---|---|\n"
+          f"| {res['samples']} | {res['bytes_per_sample']:.0f} | {res['read_seconds']:.2f} | "
+          f"{res['rescore_seconds']:.2f} | {res['rescore_over_read']:.2f} | {res['rescore_peak_rss_mb']:.0f} |")
+    if args.strategy:
+        print(f"\n{args.strategy}, top {args.subset_percent:g}%: {res['select_seconds']:.1f} s, peak RSS "
+              f"{res['select_peak_rss_mb']:.0f} MB")
+    if args.json:
+        _write_json(args.json, {"results": [res], "meta": {
+            "bench": "scale", "command": "forvalue " + " ".join(sys.argv[1:]) if sys.argv else "",
+            "machine": machine_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
