@@ -125,14 +125,14 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
         raise DataError(file, None, None, f"no record of the model, features and valuation set; {hint}")
     if not root:
         raise DataError(file, None, None, f"no feature store recorded; {hint}")
-    fs = FeatureStore(root)
+    from .valuator import Valuator
+
     fp, cfg = ModelFingerprint.from_dict(meta["model"]), FeatureConfig.from_dict(meta["feature_config"])
-    try:
-        tf = fs.load(fp, cfg, [s.sample_id for s in train])
-        vf = fs.load(fp, cfg, meta["val_ids"])
+    try:   # streamed shard by shard: any store size
+        return Valuator.from_store(FeatureStore(root), fp, cfg).rank_stored(
+            [s.sample_id for s in train], meta["val_ids"], strategy, limit=limit)
     except KeyError as e:
         raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}; {hint}") from None
-    return rank_features(tf, vf, strategy, limit=limit)
 
 
 __all__ = ["table_rows", "subset_rows", "read_scores_table", "ranking_from_scores"]

@@ -114,6 +114,16 @@ class Ranking:
         out[self.order] = np.arange(1, len(self.order) + 1)
         return out
 
+    def reindexed(self, pos: np.ndarray) -> "Ranking":
+        """The same ranking over the samples in another order: new sample ``i`` is old sample
+        ``pos[i]``."""
+        pos = np.asarray(pos, dtype=np.int64)
+        new_of_old = np.empty(len(pos), dtype=np.int64)
+        new_of_old[pos] = np.arange(len(pos))
+        return Ranking(strategy=self.strategy, order=new_of_old[self.order], raw=self.raw[pos],
+                       normalized=self.normalized[pos], norm=self.norm[pos],
+                       key=None if self.key is None else self.key[pos], info=dict(self.info))
+
     def to_polars(self, sample_ids=None):
         """A polars DataFrame, one row per training sample in input order: index (and sample_id when
         ``sample_ids`` are given), rank in the strategy's order (null beyond a partial order), raw

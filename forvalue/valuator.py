@@ -119,6 +119,42 @@ class Valuator:
             raise ConfigError("no feature store")
         return self.store.load(self.fingerprint, self.config, list(sample_ids))
 
+    def stored_source(self, sample_ids: Sequence[str] | None = None):
+        """The stored features of ``sample_ids`` (or of every stored sample) as a
+        :class:`forvalue.feature_source.StoreSource`: read shard by shard, never all at once."""
+        from .feature_source import StoreSource
+
+        if self.store is None:
+            raise ConfigError("no feature store")
+        return StoreSource(self.store, self.fingerprint, self.config, sample_ids)
+
+    def score_stored(self, train_ids: Sequence[str], val_ids: Sequence[str]):
+        """:class:`forvalue.scoring.ScoreResult` (sparse: raw, normalized, norm) of the stored
+        training features against the stored valuation features, streamed shard by shard, in the
+        order of ``train_ids``; KeyError when some features are missing."""
+        import time
+
+        from .scoring import ScoreResult, source_values
+
+        t0 = time.perf_counter()
+        source = self.stored_source(train_ids)
+        raw, normalized, norms = source_values(source, self.stored(val_ids))
+        pos = _positions(source.sample_ids, train_ids)
+        return ScoreResult(values=raw[pos], matrix=None, method="sparse", config=self.config, train_ids=list(train_ids),
+                           val_ids=list(val_ids), seconds=time.perf_counter() - t0,
+                           info={"streamed": True, "shards": len(source._shards)},
+                           normalized=normalized[pos], norms=norms[pos])
+
+    def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
+                    limit: int | None = None) -> Ranking:
+        """The order of a strategy over stored features, streamed shard by shard; positions are
+        indices into ``train_ids`` (exact ties may break in store order)."""
+        from .selection import rank_features
+
+        source = self.stored_source(train_ids)
+        ranking = rank_features(source, self.stored(val_ids), strategy, limit=limit)
+        return ranking.reindexed(_positions(source.sample_ids, train_ids))
+
     # ------------------------------------------------------------------ stages
     def featurize(self, samples: Sequence[Sample], *, shard_size: int = DEFAULT_SHARD_SIZE,
                   progress: bool = False, extra: dict | None = None) -> EnsureResult:
@@ -174,6 +210,12 @@ class Valuator:
         vf = self.featurize(val).features
         return explain(self.lm, samples, tf, vf, self.config, method=method, batch_size=self.batch_size,
                        helps=helps, val_samples=val)
+
+
+def _positions(order: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+    """For each of ``ids``, its position in ``order`` (the same set of ids)."""
+    where = {s: i for i, s in enumerate(order)}
+    return np.fromiter((where[s] for s in ids), dtype=np.int64, count=len(ids))
 
 
 __all__ = ["Valuator", "Selection"]

@@ -1,6 +1,8 @@
 """The order of a score run's training samples by a selection strategy (shared by the curation
 and fine-tuning domains)."""
 
+from contextlib import contextmanager
+
 import numpy as np
 from dagster import Failure
 
@@ -30,8 +32,8 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: li
                            None if None in norms else np.array(norms, dtype=np.float64), strategy)
     valuator = stored_valuator(cat, feature_store, run["model_id"])
     val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
-    tf, vf = stored_features(valuator, ids, val_ids)
-    return valuator.rank(tf, vf, strategy, limit=limit)
+    with _missing_features(valuator):   # streamed shard by shard: any store size
+        return valuator.rank_stored(ids, val_ids, strategy, limit=limit)
 
 
 def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str):
@@ -41,10 +43,18 @@ def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str):
     return Valuator.from_store(feature_store.store(), cat.fingerprint(model_id), feature_store.config())
 
 
-def stored_features(valuator, train_ids, val_ids):
-    """(training, valuation) features from the store; a clear failure when some are missing."""
+@contextmanager
+def _missing_features(valuator):
+    """Missing stored features as a clear failure."""
     try:
-        return valuator.stored(train_ids), valuator.stored(val_ids)
+        yield
     except KeyError as e:
         raise Failure(description=f"features missing from {valuator.store.root}: {e}; re-materialize the "
                                   f"features") from e
+
+
+def stored_scores(valuator, train_ids, val_ids):
+    """The sparse scores of stored features (:meth:`forvalue.Valuator.score_stored`, streamed), in
+    the order of ``train_ids``; a clear failure when some features are missing."""
+    with _missing_features(valuator):
+        return valuator.score_stored(train_ids, val_ids)

@@ -34,6 +34,14 @@ def test_stages_agree_with_the_library(tiny_lm, tmp_path):
     assert [s.sample_id for s in sel.samples(train)] == [train[i].sample_id for i in sel.indices]
     raw = v.select(train, val, "top_k", 5, strategy="raw-mean")
     assert raw.indices.tolist() == np.argsort(-direct.values, kind="stable")[:5].tolist()
+    # from the store alone, streamed shard by shard, in any order of the ids
+    ids, vids = [s.sample_id for s in train][::-1], [s.sample_id for s in val]
+    stored = Valuator.from_store(tmp_path / "fs", tiny_lm.fingerprint)
+    streamed = stored.score_stored(ids, vids)
+    assert streamed.train_ids == ids and np.allclose(streamed.values, res.values[::-1], rtol=1e-6)
+    assert np.allclose(streamed.normalized, res.normalized[::-1], rtol=1e-6)
+    ranked = stored.rank_stored(ids, vids, "balanced", limit=5)
+    assert [ids[i] for i in ranked.order[:5]] == [train[i].sample_id for i in sel.indices]
     # polars frames of the scores, the ranking and the subset
     frame = res.to_polars()
     assert frame["sample_id"].to_list() == [s.sample_id for s in train]

@@ -36,7 +36,7 @@ from ..common import (
 )
 from ..partitions import dataset_pairs, split_pair
 from ..explaining import explanation_metadata
-from ..ranking import stored_features, stored_valuator, subset_ranking
+from ..ranking import stored_scores, stored_valuator, subset_ranking
 
 
 # ----------------------------------------------------------------------------- scores
@@ -101,11 +101,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     except CatalogError as e:
         raise catalog_failure(e) from e
     valuator = stored_valuator(cat, feature_store, inp["model_id"])   # stored features only: no model load
-    t_load = time.perf_counter()
-    tf, vf = stored_features(valuator, train_ids, val_ids)
-    load_s = time.perf_counter() - t_load
     t_score = time.perf_counter()
-    res = valuator.score_features(tf, vf)
+    res = stored_scores(valuator, train_ids, val_ids)   # streamed shard by shard: any store size
     values, normalized, norms = res.values, res.normalized, res.norms
     score_s = time.perf_counter() - t_score
     bad = int((~np.isfinite(values)).sum())
@@ -139,8 +136,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         "feature_config_id": MetadataValue.text(inp["config"].id),
         "dataset_version": MetadataValue.text(inp["train"]["version"]),
         "valuation_version": MetadataValue.text(inp["val"]["version"]),
-        "seconds_load_features": MetadataValue.float(round(load_s, 3)),
         "seconds_score": MetadataValue.float(round(score_s, 3)),
+        "feature_shards_read": MetadataValue.int(int(res.info.get("shards", 0))),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
 
