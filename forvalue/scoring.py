@@ -163,10 +163,11 @@ class MeanTable:
         self.dt = torch.float64 if dtype == np.float64 else torch.float32
         self.vt, inv = np.unique(val.token_ids, return_inverse=True)
         self.r = val.vectors.shape[1]
-        vvec = _torch(val.vectors).to(self.dt)
-        # one more row of zeros at the end: where tokens absent from the valuation set point
-        self.table = torch.zeros((len(self.vt) + 1, self.r), dtype=self.dt).index_add_(0, _torch(inv), vvec)
-        self.table /= len(val)
+        with _torch_threads(1):   # small ops: thread start-up costs more than it saves
+            vvec = _torch(val.vectors).to(self.dt)
+            # one more row of zeros at the end: where tokens absent from the valuation set point
+            self.table = torch.zeros((len(self.vt) + 1, self.r), dtype=self.dt).index_add_(0, _torch(inv), vvec)
+            self.table /= len(val)
         self._lut = np.zeros(0, dtype=np.int32)
         # ||mean_v G_v||^2 = mean_v <G_v, mean G>: the valuation set scored against itself
         self.gbar = math.sqrt(max(float(np.mean(self.raw(val))), 0.0))
