@@ -231,11 +231,11 @@ class Registration:
 MEMORY_LIMIT = "1GB"
 
 
-def _polars(cursor):
-    """A query's result as a polars DataFrame, through Arrow (no Python rows)."""
+def _polars(con, sql: str, params):
+    """A query's result as a polars DataFrame, through Arrow (no Python rows, no extra copy)."""
     import polars as pl
 
-    return pl.from_arrow(cursor.to_arrow_table())
+    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
 
 
 class Catalog:
@@ -389,12 +389,13 @@ class Catalog:
         """A named query of sql/queries.sql as a polars DataFrame (DuckDB hands the columns over as
         Arrow, no Python rows)."""
         with self.connect(read_only=True) as con:
-            return _polars(self.execute(con, name, **values))
+            sql = self.sql(name)
+            return _polars(con, sql, self._bind(sql, values))
 
     def query_frame(self, sql: str, params: Sequence[Any] | dict | None = None):
         """An ad-hoc read-only query as a polars DataFrame; values go in ``params``."""
         with self.connect(read_only=True) as con:
-            return _polars(con.execute(sql, params or []))
+            return _polars(con, sql, params)
 
     def scores_frame(self, dataset_name: str, valuation_set: str, feature_config_id: str, model_id: str):
         """Stored scores as a polars DataFrame, best first."""
