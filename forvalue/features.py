@@ -330,6 +330,17 @@ def _stack_extra(parts: list):
     return torch.cat(parts)
 
 
+def to_device(t, device):
+    """A host tensor on ``device`` without waiting: on CUDA through pinned memory with
+    ``non_blocking`` (a plain copy from pageable memory synchronises the stream)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     import torch
 
@@ -339,10 +350,10 @@ def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     for b, e in enumerate(batch):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
-    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    inputs = {"input_ids": to_device(ids, device), "attention_mask": to_device(mask, device)}
     extras = [e.inputs() for e in batch]
     for key in sorted({k for x in extras for k in x}):
-        value = _stack_extra([x[key] for x in extras if key in x]).to(device)
+        value = to_device(_stack_extra([x[key] for x in extras if key in x]), device)
         inputs[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     return inputs
 
@@ -382,7 +393,7 @@ class Targets:
         """(b, t, y) as long tensors on ``device``."""
         import torch
 
-        return tuple(torch.tensor(v, dtype=torch.long, device=device) for v in (self.b, self.t, self.y))
+        return tuple(to_device(torch.tensor(v, dtype=torch.long), device) for v in (self.b, self.t, self.y))
 
 
 def targets(batch: Sequence[Encoded], positions: str) -> Targets:
@@ -553,20 +564,55 @@ def position_support(H, Y, head: Head, k: int):
 
 
 def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
-    """Sparse G rows of one batch: (row_sample, token_ids, vectors) as tensors, plus emb [B, d]."""
+    """Sparse G rows of one batch, summed per (sample, token) with fixed shapes only, so that nothing
+    in it waits for the device (no ``torch.unique``, no ``.item()``, no boolean mask): the keys
+    ``sample * V + token`` of all N support entries are sorted, a flag marks the first entry of each
+    distinct key, and the entries are summed into the slot ``cumsum(flag) - 1``. Returns (sorted
+    keys [N], first-of-key flags [N], summed vectors [N, r] whose first ``flags.sum()`` rows are
+    used, emb [B, d]); :func:`_compact` makes the rows on the host."""
     import torch
 
     dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
     H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
-    V = head.V
     Hp = H if P is None else H @ P
     src, toks, coefs = position_support(H, Y, head, k)
-    keys = S[src] * V + toks
-    uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
-    vec = torch.zeros((uniq.shape[0], Hp.shape[1]), dtype=Hp.dtype, device=Hp.device)
-    vec.index_add_(0, inv, coefs[:, None] * Hp[src])
+    keys, perm = torch.sort(S[src] * head.V + toks)
+    first = torch.ones_like(keys, dtype=torch.bool)
+    first[1:] = keys[1:] != keys[:-1]
+    slot = torch.cumsum(first, 0) - 1
+    vec = torch.zeros((keys.shape[0], Hp.shape[1]), dtype=Hp.dtype, device=Hp.device)
+    vec.index_add_(0, slot, coefs[perm, None] * Hp[src[perm]])
     emb = torch.zeros((B, H.shape[1]), dtype=H.dtype, device=H.device).index_add_(0, S, H)
-    return uniq // V, uniq % V, vec, emb
+    return keys, first, vec, emb
+
+
+class _HostCopy:
+    """Device tensors copied to the host without waiting: on CUDA into pinned buffers with
+    ``non_blocking`` and an event, so the next batch is queued before this one is read (the only
+    wait is :meth:`get`, one batch behind); on the CPU the tensors themselves."""
+
+    def __init__(self, tensors):
+        import torch
+
+        self.event = None
+        if tensors[0].is_cuda:
+            self.tensors = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                            for t in tensors]
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.tensors = list(tensors)
+
+    def get(self) -> list[np.ndarray]:
+        if self.event is not None:
+            self.event.synchronize()
+        return [t.numpy() for t in self.tensors]
+
+
+def _compact(keys: np.ndarray, first: np.ndarray, vec: np.ndarray, V: int):
+    """(row_sample, token_ids, vectors) of :func:`_sparse_batch`'s output, one row per distinct key."""
+    uniq = keys[first]
+    return uniq // V, uniq % V, vec[:len(uniq)].copy()     # a copy: the buffer may be pinned memory
 
 
 def extract_sparse(
@@ -581,7 +627,10 @@ def extract_sparse(
 ) -> SparseFeatures:
     """Sparse features of ``samples`` (in their order; with on_error="skip", samples the model
     cannot take are left out). ``encoded`` passes encodings made already (their ``index`` points
-    into ``samples``)."""
+    into ``samples``).
+
+    The loop never waits for the device: batch i+1 is queued before batch i's rows are read on the
+    host (see :func:`_sparse_batch` and :class:`_HostCopy`)."""
     from tqdm.auto import tqdm
 
     if encoded is None:
@@ -591,14 +640,25 @@ def extract_sparse(
     d = head.W.shape[1]
     P = None if config.r is None else projection(d, config.r, config.seed, head.W.device, cdt)
     parts = {}
-    for batch in tqdm(length_batches(encoded, batch_size), desc="features", unit="batch", disable=not progress):
-        pos = scored_positions(lm, batch, config.positions, cdt)
-        rs, tok, vec, emb = _sparse_batch(pos, head, config.k, P, len(batch))
-        rs, tok, vec, emb = rs.cpu().numpy(), tok.cpu().numpy(), vec.cpu().numpy(), emb.cpu().numpy()
+
+    def finish(batch, n_per_sample, copy: _HostCopy) -> None:
+        keys, first, vec, emb = copy.get()
+        rs, tok, vec = _compact(keys, first, vec, head.V)
+        emb = emb.copy()
         bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
         for b, e in enumerate(batch):
             sl = slice(bounds[b], bounds[b + 1])
-            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], pos.n_per_sample[b])
+            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b])
+
+    pending = None
+    for batch in tqdm(length_batches(encoded, batch_size), desc="features", unit="batch", disable=not progress):
+        pos = scored_positions(lm, batch, config.positions, cdt)
+        copy = _HostCopy(_sparse_batch(pos, head, config.k, P, len(batch)))
+        if pending is not None:
+            finish(*pending)
+        pending = (batch, pos.n_per_sample, copy)
+    if pending is not None:
+        finish(*pending)
     order = [e.index for e in sorted(encoded, key=lambda e: e.index)]
     counts = [len(parts[i][0]) for i in order]
     r = parts[order[0]][1].shape[1] if order else (config.r or 0)

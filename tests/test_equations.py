@@ -213,3 +213,34 @@ def test_sparse_pairwise_chunking_does_not_change_scores(tiny_lm, monkeypatch):
     b = scoring.sparse_scores(ftr, fva, pairwise=True)
     assert a.shape == (3, 6) and np.abs(a).max() > 0
     assert np.allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
+    """The extraction sums support entries per (sample, token) with fixed shapes (sort, flags,
+    cumsum) so that the loop never waits for the device; the rows equal a torch.unique reduction,
+    and nothing in the batch code asks the device for a value."""
+    import inspect
+
+    import torch
+
+    from forvalue import features as F
+
+    config = FeatureConfig(positions="all", k=5, r=None)
+    (encs), _ = F.encode_all(tiny_lm64, _samples(4, 31, "u"), config)
+    cdt = F.compute_dtype_for(tiny_lm64)
+    head = F.Head(tiny_lm64.model, cdt)
+    pos = F.scored_positions(tiny_lm64, list(encs), config.positions, cdt)
+    keys, first, vec, emb = F._sparse_batch(pos, head, config.k, None, len(encs))
+    rs, tok, rows = F._compact(keys.numpy(), first.numpy(), vec.numpy(), head.V)
+
+    src, toks, coefs = F.position_support(pos.H, pos.Y, head, config.k)
+    uniq, inv = torch.unique(pos.S[src] * head.V + toks, sorted=True, return_inverse=True)
+    ref = torch.zeros((uniq.shape[0], pos.H.shape[1]), dtype=pos.H.dtype).index_add_(0, inv, coefs[:, None] * pos.H[src])
+    assert len(uniq) < len(keys)                              # repeated tokens were merged
+    assert np.array_equal(rs, (uniq // head.V).numpy()) and np.array_equal(tok, (uniq % head.V).numpy())
+    assert np.allclose(rows, ref.numpy(), rtol=1e-12, atol=1e-12)
+    # the batch code has no host synchronisation (on CUDA these would each stall the loop)
+    for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.Targets.tensors):
+        src_text = inspect.getsource(fn).split('"""')[-1]
+        for call in (".item(", ".cpu(", ".tolist(", "unique(", ".numpy(", "nonzero("):
+            assert call not in src_text, (fn.__name__, call)
