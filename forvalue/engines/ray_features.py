@@ -1,0 +1,200 @@
+"""Feature extraction on Ray Data.
+
+The samples become a Ray dataset of pickled samples; ``map_batches`` streams batches of ``shard_size``
+samples through a fixed pool of :class:`FeatureActor` (``compute=ActorPoolStrategy``): each actor
+loads the model once and writes each batch through :class:`forvalue.store.FeatureStore`, so the
+shards and manifests are those of the in-process engine. Exactly once: every batch is computed under
+the store's claims (a sample already stored is skipped, one claimed by a live writer is waited for,
+and a dead writer's claim frees itself with its process), so a retried batch (a killed actor's, which
+Ray restarts and retries) or a duplicated one stores nothing twice. Each actor returns one summary row
+per batch; the driver never holds the features.
+
+The store must be a folder every actor can reach (one machine, or a shared file system with working
+``flock``: NFSv4, CephFS, Lustre; docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ForValueError
+from ..features import FeatureConfig
+from ..models import ModelConfig, ModelFingerprint
+from ..store import DEFAULT_SHARD_SIZE
+from . import EngineConfig, EngineStats
+from .ray_session import EngineError, import_ray, start, stop
+
+
+@dataclass
+class RayFeatureResult:
+    computed: int                  # samples computed by this run
+    reused: int                    # samples found stored (or stored by another writer meanwhile)
+    shards_written: list[Path]
+    n_rows: int                    # feature rows in the shards written
+    fingerprint: ModelFingerprint | None
+    folder: Path | None
+    stats: EngineStats = field(default_factory=EngineStats)
+
+
+class AttemptLog:
+    """A tiny Ray actor counting how often each batch was started (a retried batch counts twice)."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def start(self, key: str) -> int:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def retried(self) -> int:
+        return sum(n - 1 for n in self.counts.values())
+
+
+class FeatureActor:
+    """One model copy: computes and stores the features of the batches Ray Data hands it."""
+
+    def __init__(self, model: dict, config: dict, store_root: str, batch_size: int, on_error: str,
+                 extra: dict | None, threads: int, device_map: str | None, attempts=None):
+        import torch
+
+        from ..models import load_model
+        from ..store import FeatureStore
+
+        torch.set_num_threads(max(1, threads))
+        mc = ModelConfig(**model)
+        self.lm = load_model(mc.model, device=mc.device, dtype=mc.dtype, trust_remote_code=mc.trust_remote_code,
+                             device_map=device_map)
+        self.config = FeatureConfig.from_dict(config)
+        self.store = FeatureStore(store_root)
+        self.folder = self.store.folder(self.lm.fingerprint, self.config)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.batch_size, self.on_error, self.extra, self.attempts = batch_size, on_error, extra, attempts
+        self.model_json = json.dumps(self.lm.fingerprint.to_dict())
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from ..features import encode_all
+
+        t0 = time.perf_counter()
+        samples = list({s.sample_id: s for s in (pickle.loads(b) for b in batch["sample"])}.values())
+        key = hashlib.sha256("\n".join(s.sample_id for s in samples).encode()).hexdigest()[:16]
+        if self.attempts is not None:
+            import ray
+
+            ray.get(self.attempts.start.remote(key))
+        encoded, skipped = encode_all(self.lm, samples, self.config, on_error=self.on_error)
+        bad = {id(s) for s, _ in skipped}
+        todo = [s for s in samples if id(s) not in bad]
+        # the store's claim loop: stored ids skipped, ids claimed by a live writer waited for
+        computed, written = self.store._compute(self.lm, self.folder, todo, encoded, self.config, self.batch_size,
+                                                max(1, len(todo)), False, self.extra) if todo else (0, [])
+        n_rows = sum(json.loads(p.read_text())["n_rows"] for p in written)
+        row = {"key": key, "pid": os.getpid(), "n": len(samples), "computed": computed,
+               "reused": len(todo) - computed, "rows": n_rows,
+               "skipped": json.dumps([[s.sample_id, str(e)] for s, e in skipped]),
+               "shards": json.dumps([p.name for p in written]), "model": self.model_json,
+               "seconds": time.perf_counter() - t0}
+        return {k: np.asarray([v]) for k, v in row.items()}
+
+
+def _plan(session, engine: EngineConfig) -> tuple[float, float, int]:
+    """(CPUs per actor, GPUs per actor, torch threads per actor). Actors take fractional CPUs and
+    leave one CPU free: a pool holding every CPU starves Ray Data's other tasks (the read stage
+    deadlocks with two one-CPU actors on a two-CPU Ray)."""
+    cpus = max(session.cpus, 1.0)
+    per = max(0.1, min(1.0, (cpus - 1.0) / engine.workers)) if cpus > 1 else 0.5 / engine.workers
+    gpus = engine.gpus_per_worker if engine.gpus_per_worker is not None else (1.0 if session.gpus >= 1 else 0.0)
+    if gpus and session.gpus and gpus * engine.workers > session.gpus:
+        raise EngineError(f"{engine.workers} workers x {gpus:g} GPUs need {gpus * engine.workers:g} GPUs; the Ray "
+                          f"cluster has {session.gpus:g}")
+    threads = max(1, int(cpus // engine.workers))
+    return per, gpus, threads
+
+
+def _unwrap(e: BaseException) -> BaseException | None:
+    """The ForValueError behind a Ray error (Ray wraps a task's exception, sometimes twice)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ForValueError):
+            return e
+        nxt = getattr(e, "cause", None)
+        e = nxt if isinstance(nxt, BaseException) else (e.__cause__ or e.__context__)
+    return None
+
+
+def featurize(model: ModelConfig, samples: Sequence, config: FeatureConfig, store_root: str | Path,
+              engine: EngineConfig, *, shard_size: int = DEFAULT_SHARD_SIZE, on_error: str = "raise",
+              extra: dict | None = None, progress: bool = False, num_cpus: float | None = None) -> RayFeatureResult:
+    """Compute and store the features of ``samples`` missing from the store at ``store_root`` on a
+    Ray actor pool of ``engine.workers`` (a local Ray started for the run unless ``engine.ray_address``
+    or an initialised Ray is there)."""
+    if shard_size < 1:
+        raise ForValueError(f"shard_size must be >= 1, got {shard_size}")
+    t0 = time.perf_counter()
+    unique = list({s.sample_id: s for s in samples}.values())
+    session = start(engine.ray_address, num_cpus=num_cpus)
+    try:
+        return _run(session, model, unique, config, Path(store_root).resolve(), engine, shard_size, on_error,
+                    extra, progress, t0)
+    finally:
+        stop(session)
+
+
+def _run(session, model, samples, config, root, engine, shard_size, on_error, extra, progress, t0):
+    ray = import_ray()
+    from ray.data import ActorPoolStrategy, DataContext
+
+    cpus, gpus, threads = _plan(session, engine)
+    DataContext.get_current().enable_progress_bars = progress
+    attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
+    n_batches = max(1, -(-len(samples) // shard_size))
+    ds = ray.data.from_items([{"sample": pickle.dumps(s)} for s in samples],
+                             override_num_blocks=min(n_batches, 64 * engine.workers))
+    ctor = dict(model=asdict(model), config=config.to_dict(), store_root=str(root), batch_size=model.batch_size,
+                on_error=on_error, extra=extra, threads=threads,
+                device_map="auto" if gpus > 1 else None, attempts=attempts)
+    out = ds.map_batches(FeatureActor, fn_constructor_kwargs=ctor, batch_size=shard_size, batch_format="numpy",
+                         compute=ActorPoolStrategy(size=engine.workers), num_cpus=cpus, num_gpus=gpus or None)
+    t_run = time.perf_counter()
+    agg = {"computed": 0, "reused": 0, "rows": 0, "n": 0}
+    shards, skipped, pids, fp, batches = [], [], set(), None, 0
+    try:
+        for row in out.iter_rows():
+            batches += 1
+            for k in agg:
+                agg[k] += int(row[k])
+            shards += json.loads(row["shards"])
+            skipped += [tuple(x) for x in json.loads(row["skipped"])]
+            pids.add(int(row["pid"]))
+            fp = fp or row["model"]
+        retried = ray.get(attempts.retried.remote())
+    except Exception as e:   # a task's error arrives wrapped by Ray
+        inner = _unwrap(e)
+        if inner is not None:
+            raise inner from None
+        raise EngineError(f"the Ray feature run failed: {str(e).strip().splitlines()[-1][:500]}") from None
+    run_s = time.perf_counter() - t_run
+    fingerprint = ModelFingerprint.from_dict(json.loads(fp)) if fp else None
+    folder = None
+    if fingerprint is not None:
+        from ..store import FeatureStore
+
+        folder = FeatureStore(root).folder(fingerprint, config)
+    stats = EngineStats(engine="ray", workers=engine.workers, processes=len(pids), batches=batches,
+                        retried_tasks=int(retried), startup_s=session.startup_s, seconds=time.perf_counter() - t0,
+                        rows_per_s=agg["n"] / run_s if run_s > 0 else 0.0, skipped=skipped)
+    return RayFeatureResult(computed=agg["computed"], reused=agg["reused"],
+                            shards_written=[folder / s for s in shards] if folder else [], n_rows=agg["rows"],
+                            fingerprint=fingerprint, folder=folder, stats=stats)
+
+
+__all__ = ["FeatureActor", "RayFeatureResult", "featurize"]

@@ -1,0 +1,169 @@
+"""The Ray Data engine (forvalue/engines/): a local Ray with two actors gives the features of the
+in-process engine, a worker killed mid-run still leaves every sample stored exactly once, stored scoring
+by shard on Ray equals the streamed scoring, and Ray is shut down with its folder removed afterwards.
+
+One local Ray (2 CPUs) serves the module; the engine uses it as it is (an initialised Ray is joined,
+not started), and the fixture checks that it stops cleanly and leaves no folder or token behind.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from forvalue.data import samples_from_records  # noqa: E402
+from forvalue.engines import EngineConfig  # noqa: E402
+from forvalue.errors import ConfigError  # noqa: E402
+from forvalue.features import FeatureConfig  # noqa: E402
+from forvalue.models import ModelConfig  # noqa: E402
+from forvalue.store import FeatureStore  # noqa: E402
+from tests.conftest import make_records  # noqa: E402
+
+CFG = FeatureConfig(k=4, r=8)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    import ray
+
+    from forvalue.engines.ray_session import start, stop
+
+    home = os.environ.get("HOME")
+    token_file = Path(home or "/nonexistent") / ".ray" / "auth_token"
+    had_token = token_file.exists()
+    session = start(None, num_cpus=2)
+    assert session.started and session.temp_dir.is_dir()
+    assert os.environ["RAY_AUTH_MODE"] == "token"                       # auth on, token in the temp folder
+    assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).parent == session.temp_dir
+    yield session
+    stop(session)
+    assert not ray.is_initialized()
+    assert not session.temp_dir.exists()                               # Ray's folder removed
+    assert "RAY_AUTH_TOKEN_PATH" not in os.environ
+    assert token_file.exists() == had_token                            # nothing written under $HOME
+
+
+def _model(tiny_model_dir) -> ModelConfig:
+    return ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32", batch_size=3)
+
+
+def _samples(n: int, seed: int = 0):
+    return samples_from_records(make_records(n, seed=seed, prefix=f"s{seed}-"), source="t.jsonl").samples
+
+
+def _stored(folder: Path) -> Counter:
+    c = Counter()
+    for m in folder.glob("shard-*.json"):
+        c.update(json.loads(m.read_text())["sample_ids"])
+    return c
+
+
+def _sorted_rows(f):
+    order = np.lexsort((f.token_ids, f.row_sample))
+    return f.row_sample[order], f.token_ids[order], f.vectors[order]
+
+
+def test_two_ray_workers_give_the_in_process_features(local_ray, tiny_model_dir, tmp_path):
+    from forvalue.engines.ray_features import featurize
+
+    samples = _samples(30)
+    mc = _model(tiny_model_dir)
+    local = FeatureStore(tmp_path / "local").ensure(mc.load(), samples, CFG, batch_size=4, shard_size=8).features
+    res = featurize(mc, samples, CFG, tmp_path / "ray", EngineConfig(engine="ray", workers=2), shard_size=7)
+    assert (res.computed, res.reused) == (30, 0)
+    assert res.stats.workers == 2 and res.stats.batches == 5 and res.stats.retried_tasks == 0
+    assert len(res.shards_written) == 5 and all(p.is_file() for p in res.shards_written)
+    ids = [s.sample_id for s in samples]
+    store = FeatureStore(tmp_path / "ray")
+    got = store.load(res.fingerprint, CFG, ids)
+    assert res.fingerprint.id == mc.load().fingerprint.id
+    assert res.n_rows == got.n_rows == local.n_rows
+    for a, b in zip(_sorted_rows(local), _sorted_rows(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-5)
+    np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
+    assert list(got.n_positions) == list(local.n_positions)
+    assert store.verify()["ok"]
+    # the same run again computes nothing; new samples only are computed
+    again = featurize(mc, samples + _samples(4, seed=1), CFG, tmp_path / "ray",
+                      EngineConfig(engine="ray", workers=2), shard_size=7)
+    assert (again.computed, again.reused) == (4, 30)
+    assert set(_stored(res.folder).values()) == {1} and len(_stored(res.folder)) == 34
+
+
+def _kill_one_writer(folder: Path, killed: list, stop: threading.Event) -> None:
+    """After the first shard is committed, kill -9 the process of a live claim (an actor in the
+    middle of a batch)."""
+    while not stop.is_set() and not killed:
+        if folder.is_dir() and any(folder.glob("shard-*.json")):
+            for claim in folder.glob("locks/claim-*.json"):
+                try:
+                    pid = json.loads(claim.read_text())["pid"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, len(_stored(folder))))
+                    return
+        time.sleep(0.002)
+
+
+def test_a_worker_killed_mid_run_leaves_every_sample_stored_once(local_ray, tiny_model_dir, tmp_path, monkeypatch):
+    from forvalue.engines.ray_features import featurize
+
+    samples = _samples(160)
+    n = len({s.sample_id for s in samples})                # (a few records repeat: ids hash the content)
+    mc = _model(tiny_model_dir)
+    folder = FeatureStore(tmp_path / "fs").folder(mc.load().fingerprint, CFG)
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_one_writer, args=(folder, killed, stop), daemon=True)
+    killer.start()
+    try:
+        res = featurize(mc, samples, CFG, tmp_path / "fs", EngineConfig(engine="ray", workers=2), shard_size=4)
+    finally:
+        stop.set()
+        killer.join(5)
+    assert killed, "no worker was killed"
+    pid, stored_at_kill = killed[0]
+    assert stored_at_kill < n                              # the kill fell in the middle of the run
+    ids = _stored(folder)
+    assert len(ids) == n and set(ids.values()) == {1}      # every sample exactly once
+    assert res.computed == n and res.reused == 0
+    assert res.stats.retried_tasks >= 1                    # the killed actor's batch ran again
+    assert not list(folder.glob(".*.tmp")) and not list(folder.glob("locks/claim-*"))
+    assert FeatureStore(tmp_path / "fs").verify()["ok"]
+
+
+def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny_model_dir, tmp_path):
+    from forvalue.engines.ray_scoring import score_stored
+    from forvalue.valuator import Valuator
+
+    lm = _model(tiny_model_dir).load()
+    train, val = _samples(23), _samples(5, seed=2)
+    store = FeatureStore(tmp_path / "fs")
+    store.ensure(lm, train, CFG, shard_size=4)
+    store.ensure(lm, val, CFG, shard_size=4)
+    tid, vid = [s.sample_id for s in train][::-1], [s.sample_id for s in val]
+    ref = Valuator.from_store(store, lm.fingerprint, CFG).score_stored(tid, vid)
+    got, stats = score_stored(store, lm.fingerprint, CFG, tid, vid, EngineConfig(engine="ray", workers=2))
+    np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)
+    np.testing.assert_allclose(got.normalized, ref.normalized, rtol=1e-6)
+    np.testing.assert_allclose(got.norms, ref.norms, rtol=1e-6)
+    assert got.train_ids == tid and stats.batches == 6 and stats.engine == "ray"
+
+
+def test_engine_options_are_checked():
+    with pytest.raises(ConfigError, match="workers"):
+        EngineConfig(engine="ray", workers=0)
+    with pytest.raises(ConfigError, match="engine 'spark'"):
+        EngineConfig(engine="spark")
+    with pytest.raises(ConfigError, match="need engine 'ray'"):
+        EngineConfig(engine="local", ray_address="ray://h:10001")
