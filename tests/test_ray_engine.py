@@ -167,3 +167,56 @@ def test_engine_options_are_checked():
         EngineConfig(engine="spark")
     with pytest.raises(ConfigError, match="need engine 'ray'"):
         EngineConfig(engine="local", ray_address="ray://h:10001")
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_score_on_ray_equals_the_local_engine_and_shares_its_store(local_ray, tiny_model_dir, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from forvalue.cli import main
+
+    train = _jsonl(tmp_path / "train.jsonl", make_records(14, seed=3))
+    val = _jsonl(tmp_path / "val.jsonl", make_records(4, seed=4))
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--top-tokens", "4", "--r", "8",
+              "--quiet"]
+    rc = main(["score", "--train", str(train), "--val", str(val), "--out", str(tmp_path / "ray.parquet"),
+               "--store", str(tmp_path / "fs"), "--engine", "ray", "--workers", "2", *common])
+    assert rc == 0
+    assert "on Ray (2 workers; 18 features computed" in capsys.readouterr().out
+    # the in-process engine finds every feature the Ray actors stored (same shards and manifests)
+    assert main(["features", "--data", str(train), "--out", str(tmp_path / "fs"), *common]) == 0
+    assert "0 computed, 14 already stored" in capsys.readouterr().out
+    rc = main(["score", "--train", str(train), "--val", str(val), "--out", str(tmp_path / "local.parquet"),
+               "--store", str(tmp_path / "fs-local"), *common])
+    assert rc == 0
+    ray_t, local_t = (pq.read_table(tmp_path / f"{n}.parquet").to_pylist() for n in ("ray", "local"))
+    by_id = {r["sample_id"]: r for r in local_t}
+    assert len(ray_t) == len(local_t) == 14
+    for r in ray_t:
+        assert r["rank"] == by_id[r["sample_id"]]["rank"]
+        np.testing.assert_allclose([r["score"], r["normalized"], r["norm"]],
+                                   [by_id[r["sample_id"]][k] for k in ("score", "normalized", "norm")], rtol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "ray", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--ray-address", "ray://127.0.0.1:10001"], "--ray-address needs --engine ray"),
+    (["--engine", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be >= 0"),
+    (["--engine", "spark"], "invalid choice: 'spark'"),
+    (["--engine", "ray", "--method", "exact"], "--method exact needs --engine local"),
+    (["--engine", "ray", "--no-store"], "drop --no-store"),
+])
+def test_cli_engine_options_are_checked_before_any_work(argv, message, tiny_model_dir, tmp_path, capsys):
+    from forvalue.cli import main
+
+    train = _jsonl(tmp_path / "t.jsonl", make_records(3))
+    with pytest.raises(SystemExit) as e:
+        main(["score", "--train", str(train), "--val", str(train), "--out", str(tmp_path / "o.parquet"),
+              "--model", str(tiny_model_dir), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]

@@ -15,6 +15,7 @@ def register(sub, parents) -> None:
     o.add_model_options(p)
     o.add_feature_options(p)
     o.add_column_options(p)
+    o.add_engine_options(p)
     p.set_defaults(func=run)
 
 
@@ -24,9 +25,12 @@ def run(args) -> int:
 
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
+    engine = o.engine_config(args)
     mcfg, fcfg = o.checked_configs(args)
     store = FeatureStore(check_folder(args.out, "feature store"))
     data = o.load_data(args.data, args)
+    if engine.is_ray:
+        return _run_ray(args, engine, mcfg, fcfg, store, data)
     v = Valuator(mcfg, fcfg, store=store)
     samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
     res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
@@ -34,3 +38,28 @@ def run(args) -> int:
     print(f"{len(samples)} samples: {res.computed} computed, {res.reused} already stored "
           f"({res.features.n_rows} rows) in {store.folder(v.lm.fingerprint, v.config)}")
     return 0
+
+
+def _run_ray(args, engine, mcfg, fcfg, store, data) -> int:
+    """On Ray: the actors load the model (this process does not), check their samples' lengths with
+    --on-error's rule and store their shards."""
+    from ..engines.ray_features import featurize
+
+    res = featurize(mcfg, data.samples, fcfg, store.root, engine, shard_size=args.shard_size,
+                    on_error=args.on_error, progress=not args.quiet)
+    report_skipped(data.path, res.stats.skipped)
+    st = res.stats
+    print(f"{len(data.samples) - len(st.skipped)} samples: {res.computed} computed, {res.reused} already stored "
+          f"({res.n_rows} rows written) in {res.folder}")
+    print(f"ray: {st.workers} workers ({st.processes} processes), {st.rows_per_s:.1f} samples/s, "
+          f"{st.retried_tasks} retried tasks, start-up {st.startup_s:.1f}s, {st.seconds:.1f}s in all")
+    return 0
+
+
+def report_skipped(path, skipped) -> None:
+    import sys
+
+    if skipped:
+        print(f"{path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
+        for _, reason in skipped[:20]:
+            print(f"  {reason}", file=sys.stderr)

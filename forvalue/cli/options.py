@@ -50,6 +50,32 @@ def feature_config(args) -> FeatureConfig:
     return from_args(FeatureConfig, args)
 
 
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--engine local|ray, --workers N, --ray-address ADDR, --gpus-per-worker G (forvalue.engines.EngineConfig)."""
+    from ..engines import EngineConfig
+
+    add_options(p.add_argument_group("engine (docs/scale-out.md)"), EngineConfig)
+
+
+def engine_config(args):
+    """The command's :class:`forvalue.engines.EngineConfig`; a bad value or combination is a usage error
+    naming the option."""
+    from ..engines import EngineConfig
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    if args.engine != "ray":
+        for flag, dest in (("--ray-address", "ray_address"), ("--gpus-per-worker", "gpus_per_worker")):
+            if getattr(args, dest) is not None:
+                raise UsageError(f"{flag} needs --engine ray")
+    if args.ray_address is not None and not args.ray_address.strip():
+        raise UsageError("--ray-address is empty: give HOST:PORT, ray://HOST:10001 or auto, or leave it out for a "
+                         "local Ray")
+    return from_args(EngineConfig, args)
+
+
 def add_column_options(p: argparse.ArgumentParser, *, on_error: bool = True) -> None:
     g = p.add_argument_group("columns")
     add_options(g, Columns)
@@ -172,6 +198,6 @@ def set_threads(args) -> None:
 
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
-           "feature_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
+           "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
            "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "drop_unencodable", "report_store",
            "set_threads"]

@@ -23,6 +23,7 @@ def register(sub, parents) -> None:
     o.add_model_options(p)
     o.add_feature_options(p)
     o.add_column_options(p)
+    o.add_engine_options(p)
     p.set_defaults(func=run)
 
 
@@ -33,8 +34,11 @@ def run(args) -> int:
 
     out = check_out(args.out, inputs=(args.train, args.val))
     method = normalize_method(args.method)
+    engine = o.engine_config(args)
     mcfg, fcfg = o.checked_configs(args)
     root = o.store_root(args)
+    if engine.is_ray:
+        return _run_ray(args, out, engine, mcfg, fcfg, root, method)
     store = FeatureStore(root) if root and method in ("sparse", "emb") else None
     train = o.load_data(args.train, args)
     val = o.load_data(args.val, args)
@@ -53,4 +57,47 @@ def run(args) -> int:
     write_table(rows, out, meta)
     print(f"scored {len(tr)} training samples against {len(va)} valuation samples "
           f"({method}, {result.seconds:.1f}s, model {v.lm.fingerprint.id}) -> {args.out}")
+    return 0
+
+
+def _run_ray(args, out, engine, mcfg, fcfg, root, method) -> int:
+    """--engine ray: the missing features of both sets computed and stored by the Ray actors, then
+    the stored training features scored one Ray task per shard (this process loads no model)."""
+    from ..engines.ray_features import featurize
+    from ..engines.ray_scoring import score_stored
+    from ..engines.ray_session import ray_session
+    from ..errors import DataError
+    from ..scoring import rank
+    from ..store import FeatureStore
+    from .features import report_skipped
+
+    if method != "sparse":
+        raise o.UsageError(f"--engine ray scores stored sparse features; --method {args.method} needs --engine local")
+    if root is None:
+        raise o.UsageError("--engine ray keeps the features in a store: drop --no-store")
+    train, val = o.load_data(args.train, args), o.load_data(args.val, args)
+    with ray_session(engine.ray_address):   # one Ray (and one actor pool) for both sets and the scoring
+        feats = featurize(mcfg, train.samples + val.samples, fcfg, root, engine, on_error=args.on_error,
+                          progress=not args.quiet)
+        report_skipped(f"{train.path} / {val.path}", feats.stats.skipped)
+        skip = {sid for sid, _ in feats.stats.skipped}
+        tr = [s for s in train.samples if s.sample_id not in skip]
+        va = [s for s in val.samples if s.sample_id not in skip]
+        if not tr or not va:
+            raise DataError(train.path if not tr else val.path, None, None, "no samples left after skipping")
+        fp = feats.fingerprint
+        result, stats = score_stored(FeatureStore(root), fp, fcfg, [s.sample_id for s in tr],
+                                     [s.sample_id for s in va], engine)
+    ranks = rank(result.values)
+    rows = sorted(score_rows(tr, result.values, ranks, {"normalized": result.normalized, "norm": result.norms}),
+                  key=lambda r: r["rank"])
+    meta = {"model": fp.to_dict(), "method": method, "feature_config": fcfg.to_dict(), "feature_config_id": fcfg.id,
+            "train": str(args.train), "val": str(args.val), "n_val": len(va), "val_ids": [s.sample_id for s in va],
+            "columns": o.columns_meta(args), "store": str(Path(root).resolve()), "code_version": __version__,
+            "engine": {"features": feats.stats.to_dict(), "scoring": stats.to_dict()}}
+    write_table(rows, out, meta)
+    computed = feats.computed
+    print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray ({engine.workers} workers; "
+          f"{computed} features computed, {stats.batches} shards scored, {result.seconds:.1f}s; model {fp.id}) "
+          f"-> {args.out}")
     return 0
