@@ -21,7 +21,15 @@ from typing import Mapping
 import dagster as dg
 from dagster import Definitions
 
-from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
+from resources import (
+    CurationResource,
+    DuckDBStoreResource,
+    EngineResource,
+    FeatureStoreResource,
+    FinetuneResource,
+    ModelResource,
+    ray_resource_from_env,
+)
 from resources.mlflow import MLflowResource
 from sensors import ALL_SCHEDULES, build_sensors
 
@@ -45,6 +53,8 @@ def default_resources() -> dict:
         "curation": CurationResource.from_env(),
         "finetune": FinetuneResource.from_env(),
         "mlflow": MLflowResource.from_env(),
+        "engine": EngineResource.from_env(),
+        "ray": ray_resource_from_env(),   # dagster-ray; connects only when engine is ray
     }
 
 

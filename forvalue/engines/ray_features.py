@@ -156,6 +156,8 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
     cpus, gpus, threads = _plan(session, engine)
     DataContext.get_current().enable_progress_bars = progress
     attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
+    # a small run still reaches every worker: batches of at most n / workers samples (a batch is a shard)
+    shard_size = max(1, min(shard_size, -(-len(samples) // engine.workers)))
     n_batches = max(1, -(-len(samples) // shard_size))
     ds = ray.data.from_items([{"sample": pickle.dumps(s)} for s in samples],
                              override_num_blocks=min(n_batches, 64 * engine.workers))

@@ -1,6 +1,10 @@
 """Features: ``training_features`` / ``valuation_features`` (group features, pool ``model``): sparse
 features as Parquet shards; only sample ids missing for this model and feature config are
-computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog.py)."""
+computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog.py).
+
+The ``engine`` resource chooses where: in the run's process (``local``) or on a Ray Data actor pool
+(``ray``) on the ``ray`` resource (dagster-ray: LocalRay, a cluster address or KubeRay), which then
+connects; the metadata reports the workers, samples/s and retried tasks."""
 
 import time
 
@@ -8,7 +12,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
 from forvalue.data import DataError
-from resources import DuckDBStoreResource, FeatureStoreResource, ModelResource
+from dagster_ray import RayResource
+
+from resources import DuckDBStoreResource, EngineResource, FeatureStoreResource, ModelResource
 
 from ..common import (
     AUTOMATION,
@@ -25,7 +31,7 @@ from ..partitions import training_datasets, valuation_sets
 
 
 def _features(context: AssetExecutionContext, kind: str, model: ModelResource, feature_store: FeatureStoreResource,
-              catalog: DuckDBStoreResource) -> MaterializeResult:
+              catalog: DuckDBStoreResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
     t0 = time.perf_counter()
     name = context.partition_key
     cat = catalog.catalog()
@@ -34,6 +40,8 @@ def _features(context: AssetExecutionContext, kind: str, model: ModelResource, f
         samples = cat.load_samples(kind, name, info["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
+    if engine.engine == "ray":
+        return _features_on_ray(context, kind, info, samples, model, feature_store, cat, engine, ray, t0)
     from forvalue.valuator import Valuator
 
     cfg = feature_store.config()
@@ -72,6 +80,61 @@ def _features(context: AssetExecutionContext, kind: str, model: ModelResource, f
         "tables": MetadataValue.text("models, feature_runs"),
         "seconds_model_load": MetadataValue.float(round(load_s, 3)),
         "seconds_extract": MetadataValue.float(round(extract_s, 3)),
+        "engine": MetadataValue.text("local"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+def _features_on_ray(context: AssetExecutionContext, kind: str, info: dict, samples: list, model: ModelResource,
+                     feature_store: FeatureStoreResource, cat, engine: EngineResource, ray: RayResource,
+                     t0: float) -> MaterializeResult:
+    """The features on a Ray actor pool: the actors load the model and store the shards; this process
+    loads no model."""
+    from forvalue.engines.ray_features import featurize
+    from resources.ray import connect
+
+    name = context.partition_key
+    cfg = feature_store.config()
+    t_connect = time.perf_counter()
+    connect(ray, context)
+    connect_s = time.perf_counter() - t_connect
+    try:
+        res = featurize(model.settings(), samples, cfg, feature_store.store().root, engine.config(),
+                        shard_size=feature_store.shard_size,
+                        extra={"dagster_run_id": context.run_id, "source_set": f"{kind}/{name}@{info['version'][:16]}"})
+    except DataError as e:
+        raise data_failure(e) from e
+    st = res.stats
+    model_id = cat.record_model(res.fingerprint, spec=model.model)
+    run_id = cat.record_feature_run(kind=kind, name=name, version=info["version"], model_id=model_id, config=cfg,
+                                    n_samples=len(samples), n_computed=res.computed, n_reused=res.reused,
+                                    n_shards_written=len(res.shards_written), store_folder=res.folder,
+                                    seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    context.log.info(f"{KIND_LABEL[kind]} {name} on Ray ({st.workers} workers): {res.computed} samples computed, "
+                     f"{res.reused} reused, {st.retried_tasks} retried tasks")
+    return MaterializeResult(metadata={
+        "dagster/row_count": MetadataValue.int(len(samples)),
+        "computed": MetadataValue.int(res.computed),
+        "reused": MetadataValue.int(res.reused),
+        "feature_rows_written": MetadataValue.int(res.n_rows),
+        "shards_written": MetadataValue.int(len(res.shards_written)),
+        "store_folder": MetadataValue.path(str(res.folder)),
+        "model_fingerprint": MetadataValue.json(res.fingerprint.to_dict()),
+        "model_id": MetadataValue.text(model_id),
+        "feature_config": MetadataValue.json(cfg.to_dict()),
+        "feature_config_id": MetadataValue.text(cfg.id),
+        "dataset_version": MetadataValue.text(info["version"]),
+        "feature_run_id": MetadataValue.text(run_id),
+        "tables": MetadataValue.text("models, feature_runs"),
+        "engine": MetadataValue.text("ray"),
+        "ray_cluster": MetadataValue.text(ray.name),
+        "workers": MetadataValue.int(st.workers),
+        "worker_processes": MetadataValue.int(st.processes),
+        "rows_per_s": MetadataValue.float(round(st.rows_per_s, 2)),
+        "retried_tasks": MetadataValue.int(st.retried_tasks),
+        "batches": MetadataValue.int(st.batches),
+        "seconds_ray_connect": MetadataValue.float(round(connect_s, 3)),
+        "seconds_extract": MetadataValue.float(round(st.seconds, 3)),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
 
@@ -90,8 +153,8 @@ def _features(context: AssetExecutionContext, kind: str, model: ModelResource, f
                 "config. Only sample ids missing for this model and config are computed.",
 )
 def training_features(context: AssetExecutionContext, model: ModelResource, feature_store: FeatureStoreResource,
-                      catalog: DuckDBStoreResource) -> MaterializeResult:
-    return _features(context, KIND_DATASET, model, feature_store, catalog)
+                      catalog: DuckDBStoreResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
+    return _features(context, KIND_DATASET, model, feature_store, catalog, engine, ray)
 
 
 @asset(
@@ -107,5 +170,5 @@ def training_features(context: AssetExecutionContext, model: ModelResource, feat
                 "only missing sample ids are computed.",
 )
 def valuation_features(context: AssetExecutionContext, model: ModelResource, feature_store: FeatureStoreResource,
-                       catalog: DuckDBStoreResource) -> MaterializeResult:
-    return _features(context, KIND_VALUATION, model, feature_store, catalog)
+                       catalog: DuckDBStoreResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
+    return _features(context, KIND_VALUATION, model, feature_store, catalog, engine, ray)

@@ -1,0 +1,88 @@
+"""The platform on Ray: the ``ray`` resource (dagster-ray) is chosen by configuration, the
+``training_features`` asset materializes on ``LocalRay`` through the Ray engine with workers, rows/s
+and retried tasks in its metadata, and the local Ray is shut down with its folder removed after the step.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dagster_ray")
+
+from tests.conftest import make_records  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ray_folders() -> set:
+    return set(Path(tempfile.gettempdir()).glob("fvray-*"))
+
+
+def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
+    import ray
+    from dagster import AssetKey
+    from dagster_ray import Lifecycle, LocalRay
+
+    from forvalue_assets.testing import platform_for_test
+    from resources import EngineResource
+    from resources.ray import ForValueLocalRay
+
+    before = _ray_folders()
+    local_ray = ForValueLocalRay(lifecycle=Lifecycle(connect=False), ray_init_options={"num_cpus": 2})
+    assert isinstance(local_ray, LocalRay)
+    resources = {"engine": EngineResource(engine="ray", workers=2), "ray": local_ray}
+    with platform_for_test(tmp_path, model=str(tiny_model_dir), batch_size=2, resources=resources) as p:
+        data = p.write_jsonl("train", "t1", make_records(12, seed=5))
+        res = p.register("train", "t1", data)
+        assert res.success
+        (mat,) = [m for m in res.get_asset_materialization_events()
+                  if m.asset_key == AssetKey("training_features")]
+        meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+        assert meta["engine"] == "ray" and meta["ray_cluster"] == "LocalRay"
+        assert meta["workers"] == 2 and meta["retried_tasks"] == 0 and meta["rows_per_s"] > 0
+        assert meta["computed"] == 12 and meta["reused"] == 0 and meta["dagster/row_count"] == 12
+        folder = Path(meta["store_folder"])
+        ids = Counter()
+        for m in folder.glob("shard-*.json"):
+            ids.update(json.loads(m.read_text())["sample_ids"])
+        assert len(ids) == 12 and set(ids.values()) == {1}
+        runs = p.catalog().query("SELECT n_computed, n_samples FROM feature_runs")
+        assert [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in runs] == [(12, 12)]
+    assert not ray.is_initialized()                        # the step's Ray was shut down ...
+    assert _ray_folders() <= before                        # ... and its folder removed
+
+
+def test_the_ray_resource_is_chosen_by_configuration(monkeypatch):
+    from dagster_ray import LocalRay, RayResource
+
+    from forvalue_assets.definitions import build_definitions
+    from resources.ray import RayClusterAddress
+
+    for var in ("FORVALUE_RAY_ADDRESS", "FORVALUE_ENGINE", "FORVALUE_RAY_WORKERS", "FORVALUE_RAY_GPUS_PER_WORKER"):
+        monkeypatch.delenv(var, raising=False)
+    res = build_definitions().resources
+    assert isinstance(res["ray"], LocalRay) and not res["ray"].lifecycle.connect   # connects only when used
+    assert res["engine"].config().engine == "local"
+    monkeypatch.setenv("FORVALUE_RAY_ADDRESS", "ray://head.example:10001")
+    monkeypatch.setenv("FORVALUE_ENGINE", "ray")
+    monkeypatch.setenv("FORVALUE_RAY_WORKERS", "8")
+    monkeypatch.setenv("FORVALUE_RAY_GPUS_PER_WORKER", "2")
+    res = build_definitions().resources
+    assert isinstance(res["ray"], RayClusterAddress) and isinstance(res["ray"], RayResource)
+    assert res["ray"].ray_address == "ray://head.example:10001" and res["ray"].host == "head.example"
+    cfg = res["engine"].config()
+    assert (cfg.engine, cfg.workers, cfg.gpus_per_worker) == ("ray", 8, 2.0)
+    monkeypatch.setenv("FORVALUE_RAY_WORKERS", "many")
+    with pytest.raises(ValueError, match="FORVALUE_RAY_WORKERS"):
+        build_definitions()
+
+
+def test_the_code_location_imports_no_ray():
+    code = ("import sys, forvalue_assets.definitions as d; d.build_definitions(); "
+            "heavy = [m for m in ('ray', 'torch', 'transformers') if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
