@@ -1,0 +1,119 @@
+"""Ray engine on this machine: the in-process engine against a local Ray with 1 and 2 workers, and
+what Ray costs before the first sample.
+
+    .venv/bin/python benchmarks/ray_bench.py [--model default] [--n 240] [--workers 1,2] [--shard-size 16]
+                                             [--parts throughput,overhead] [--json benchmarks/results/ray.json]
+
+Each engine computes the sparse features of the same ``--n`` short samples (the math-reason task)
+into a fresh feature store. Reported per engine:
+- ``startup_s``: Ray start (``ray.init`` of a local Ray in its own temp folder) - 0 in process;
+- ``total_s``: the whole call, Ray start and shut-down, actor start-up (each actor imports torch and
+  transformers and loads the model) and extraction; in process: model load + extraction;
+- ``samples_per_s``: samples over the run without the Ray start (in process: without the model load;
+  on Ray the actors' start-up, torch import and model load included, as a user sees it);
+- part ``overhead``: a Ray run of one sample per worker: its ``total_s`` is the fixed cost of a run
+  (Ray start, actors importing torch and transformers and loading the model, one tiny batch each,
+  shut-down and clean-up).
+
+On a 2-core machine two workers cannot give 2x: the in-process engine already uses both cores (torch
+threads), and each of two actors gets one. Results go in docs/scale-out.md (with the command), not
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _samples(n: int):
+    from forvalue.benchmarks.tasks import make_task
+    from forvalue.data import Columns, samples_from_records
+
+    tr, _ = make_task("math-reason", 0, n_train_per_class=max(1, -(-n // 10)), n_val_per_class=1)
+    return samples_from_records(tr[:n], columns=Columns(text="text")).samples
+
+
+def in_process(model, samples, config, root: Path, shard_size: int) -> dict:
+    from forvalue.store import FeatureStore
+
+    t0 = time.perf_counter()
+    lm = model.load()
+    t1 = time.perf_counter()
+    res = FeatureStore(root).ensure(lm, samples, config, batch_size=model.batch_size, shard_size=shard_size)
+    t2 = time.perf_counter()
+    return {"engine": "in-process", "workers": 1, "startup_s": 0.0, "model_load_s": round(t1 - t0, 2),
+            "total_s": round(t2 - t0, 2), "samples_per_s": round(len(samples) / (t2 - t1), 2),
+            "computed": res.computed, "retried_tasks": 0}
+
+
+def on_ray(model, samples, config, root: Path, shard_size: int, workers: int) -> dict:
+    from forvalue.engines import EngineConfig
+    from forvalue.engines.ray_features import featurize
+
+    t0 = time.perf_counter()
+    res = featurize(model, samples, config, root, EngineConfig(engine="ray", workers=workers), shard_size=shard_size)
+    total = time.perf_counter() - t0
+    st = res.stats
+    return {"engine": "ray", "workers": workers, "startup_s": round(st.startup_s, 2), "total_s": round(total, 2),
+            "samples_per_s": round(st.rows_per_s, 2), "computed": res.computed, "retried_tasks": st.retried_tasks,
+            "processes": st.processes, "batches": st.batches}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--n", type=int, default=240)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--parts", default="throughput,overhead")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    from forvalue.features import FeatureConfig
+    from forvalue.models import ModelConfig
+
+    model = ModelConfig(model=args.model, device="cpu", batch_size=args.batch_size)
+    config = FeatureConfig(positions="all")
+    samples = _samples(args.n)
+    parts = set(args.parts.split(","))
+    workers = [int(x) for x in args.workers.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="fvraybench-"))
+    rows = []
+    try:
+        if "throughput" in parts:
+            rows.append(in_process(model, samples, config, tmp / "local", args.shard_size))
+            for w in workers:
+                rows.append(on_ray(model, samples, config, tmp / f"ray{w}", args.shard_size, w))
+            base = rows[0]["samples_per_s"]
+            for r in rows:
+                r["speedup_vs_in_process"] = round(r["samples_per_s"] / base, 2)
+        if "overhead" in parts:
+            for w in workers:
+                r = on_ray(model, samples[:w], config, tmp / f"overhead{w}", 1, w)
+                rows.append(r | {"engine": f"ray, {w} sample(s): fixed cost", "speedup_vs_in_process": "-"})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["engine", "workers", "startup_s", "total_s", "samples_per_s", "speedup_vs_in_process", "retried_tasks"]
+    print(f"{len(samples)} samples, model {args.model}, cpu, batch size {args.batch_size}, shard size {args.shard_size}")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"n": len(samples), "model": args.model, "results": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
