@@ -220,3 +220,14 @@ def test_cli_engine_options_are_checked_before_any_work(argv, message, tiny_mode
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
+
+
+def test_cli_a_bad_sample_on_ray_stops_with_one_line_naming_it(local_ray, tiny_model_dir, tmp_path, capsys):
+    from forvalue.cli import main
+
+    data = _jsonl(tmp_path / "d.jsonl", make_records(6))      # rows 2 and 5 are 68 tokens long, the others < 60
+    rc = main(["features", "--data", str(data), "--out", str(tmp_path / "fs"), "--model", str(tiny_model_dir),
+               "--device", "cpu", "--max-length", "60", "--engine", "ray", "--workers", "2", "--quiet"])
+    assert rc == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("forvalue: error:")]
+    assert "d.jsonl, row " in line and "longer than the model context of 60 tokens" in line

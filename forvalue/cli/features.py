@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from . import options as o
 from .output import check_folder
 
@@ -48,6 +48,8 @@ def _run_ray(args, engine, mcfg, fcfg, store, data) -> int:
     res = featurize(mcfg, data.samples, fcfg, store.root, engine, shard_size=args.shard_size,
                     on_error=args.on_error, progress=not args.quiet)
     report_skipped(data.path, res.stats.skipped)
+    if data.samples and len(res.stats.skipped) == len({s.sample_id for s in data.samples}):
+        raise DataError(data.path, None, None, "no samples left after skipping")
     st = res.stats
     print(f"{len(data.samples) - len(st.skipped)} samples: {res.computed} computed, {res.reused} already stored "
           f"({res.n_rows} rows written) in {res.folder}")

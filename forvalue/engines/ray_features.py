@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ForValueError
+from ..errors import DataError, ForValueError
 from ..features import FeatureConfig
 from ..models import ModelConfig, ModelFingerprint
 from ..store import DEFAULT_SHARD_SIZE
@@ -79,8 +79,7 @@ class FeatureActor:
         self.model_json = json.dumps(self.lm.fingerprint.to_dict())
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
+        from ..errors import DataError
         from ..features import encode_all
 
         t0 = time.perf_counter()
@@ -90,18 +89,25 @@ class FeatureActor:
             import ray
 
             ray.get(self.attempts.start.remote(key))
-        encoded, skipped = encode_all(self.lm, samples, self.config, on_error=self.on_error)
+        try:
+            encoded, skipped = encode_all(self.lm, samples, self.config, on_error=self.on_error)
+        except DataError as e:   # handed to the driver as data: Ray Data keeps only the text of a UDF's error
+            return self._row(key, len(samples), 0, 0, [], [], 0, t0, error=[e.file, e.row, e.field, e.reason])
         bad = {id(s) for s, _ in skipped}
         todo = [s for s in samples if id(s) not in bad]
         # the store's claim loop: stored ids skipped, ids claimed by a live writer waited for
         computed, written = self.store._compute(self.lm, self.folder, todo, encoded, self.config, self.batch_size,
                                                 max(1, len(todo)), False, self.extra) if todo else (0, [])
         n_rows = sum(json.loads(p.read_text())["n_rows"] for p in written)
-        row = {"key": key, "pid": os.getpid(), "n": len(samples), "computed": computed,
-               "reused": len(todo) - computed, "rows": n_rows,
+        return self._row(key, len(samples), computed, len(todo) - computed, skipped, written, n_rows, t0)
+
+    def _row(self, key, n, computed, reused, skipped, written, n_rows, t0, error=None) -> dict:
+        import numpy as np
+
+        row = {"key": key, "pid": os.getpid(), "n": n, "computed": computed, "reused": reused, "rows": n_rows,
                "skipped": json.dumps([[s.sample_id, str(e)] for s, e in skipped]),
                "shards": json.dumps([p.name for p in written]), "model": self.model_json,
-               "seconds": time.perf_counter() - t0}
+               "error": json.dumps(error), "seconds": time.perf_counter() - t0}
         return {k: np.asarray([v]) for k, v in row.items()}
 
 
@@ -171,6 +177,9 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
     shards, skipped, pids, fp, batches = [], [], set(), None, 0
     try:
         for row in out.iter_rows():
+            error = json.loads(row["error"])
+            if error:   # a bad sample with on_error="raise": stop (shards already written stay valid)
+                raise DataError(*error)
             batches += 1
             for k in agg:
                 agg[k] += int(row[k])
@@ -179,6 +188,8 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
             pids.add(int(row["pid"]))
             fp = fp or row["model"]
         retried = ray.get(attempts.retried.remote())
+    except DataError:
+        raise
     except Exception as e:   # a task's error arrives wrapped by Ray
         inner = _unwrap(e)
         if inner is not None:
