@@ -231,3 +231,14 @@ def test_cli_a_bad_sample_on_ray_stops_with_one_line_naming_it(local_ray, tiny_m
     assert rc == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("forvalue: error:")]
     assert "d.jsonl, row " in line and "longer than the model context of 60 tokens" in line
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_stops_at_once(local_ray, tiny_model_dir, tmp_path):
+    from forvalue.engines.ray_features import featurize
+    from forvalue.engines.ray_session import EngineError
+
+    t0 = time.perf_counter()
+    with pytest.raises(EngineError, match="need 2 GPUs; the Ray cluster has 0"):
+        featurize(_model(tiny_model_dir), _samples(4), CFG, tmp_path / "fs",
+                  EngineConfig(engine="ray", workers=2, gpus_per_worker=1))
+    assert time.perf_counter() - t0 < 10                   # no actor waited for a GPU

@@ -26,7 +26,8 @@ def run(args) -> int:
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
     engine = o.engine_config(args)
-    mcfg, fcfg = o.checked_configs(args)
+    # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
+    mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
     store = FeatureStore(check_folder(args.out, "feature store"))
     data = o.load_data(args.data, args)
     if engine.is_ray:

@@ -35,7 +35,8 @@ def run(args) -> int:
     out = check_out(args.out, inputs=(args.train, args.val))
     method = normalize_method(args.method)
     engine = o.engine_config(args)
-    mcfg, fcfg = o.checked_configs(args)
+    # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
+    mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
     root = o.store_root(args)
     if engine.is_ray:
         return _run_ray(args, out, engine, mcfg, fcfg, root, method)

@@ -118,9 +118,9 @@ def _plan(session, engine: EngineConfig) -> tuple[float, float, int]:
     cpus = max(session.cpus, 1.0)
     per = max(0.1, min(1.0, (cpus - 1.0) / engine.workers)) if cpus > 1 else 0.5 / engine.workers
     gpus = engine.gpus_per_worker if engine.gpus_per_worker is not None else (1.0 if session.gpus >= 1 else 0.0)
-    if gpus and session.gpus and gpus * engine.workers > session.gpus:
+    if gpus * engine.workers > session.gpus:   # else the actors would wait for GPUs forever
         raise EngineError(f"{engine.workers} workers x {gpus:g} GPUs need {gpus * engine.workers:g} GPUs; the Ray "
-                          f"cluster has {session.gpus:g}")
+                          f"cluster has {session.gpus:g} (fewer --workers or --gpus-per-worker)")
     threads = max(1, int(cpus // engine.workers))
     return per, gpus, threads
 
@@ -161,6 +161,10 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
 
     cpus, gpus, threads = _plan(session, engine)
     DataContext.get_current().enable_progress_bars = progress
+    if not progress:   # Ray Data's per-run INFO lines
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
     # a small run still reaches every worker: batches of at most n / workers samples (a batch is a shard)
     shard_size = max(1, min(shard_size, -(-len(samples) // engine.workers)))
