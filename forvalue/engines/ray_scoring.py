@@ -21,6 +21,8 @@ from .ray_session import import_ray, start, stop
 
 
 def _score_shard(root: str, folder: str, info: dict, ids: list[str], table):
+    import os
+
     import torch
 
     from ..feature_source import ordered
@@ -31,7 +33,7 @@ def _score_shard(root: str, folder: str, info: dict, ids: list[str], table):
     if len(ids) != len(feats):
         feats = ordered(feats.select(ids))
     raw, normalized, norms = table.values(feats)
-    return list(feats.sample_ids), raw, normalized, norms
+    return list(feats.sample_ids), raw, normalized, norms, os.getpid()
 
 
 def score_stored(store, fingerprint, config: FeatureConfig, train_ids: Sequence[str], val_ids: Sequence[str],
@@ -54,21 +56,22 @@ def score_stored(store, fingerprint, config: FeatureConfig, train_ids: Sequence[
         t_ref = ray.put(table)
         root, folder = str(Path(store.root).resolve()), str(store.folder(fingerprint, config))
         results: dict[str, tuple] = {}
-        pending, plan = [], list(source._shards)
+        pending, plan, pids = [], list(source._shards), set()
         t_run = time.perf_counter()
         while plan or pending:
             while plan and len(pending) < engine.workers:
                 info, ids = plan.pop(0)
                 pending.append(task.remote(root, folder, info, ids, t_ref))
             done, pending = ray.wait(pending, num_returns=1)
-            for ids, raw, normalized, norms in ray.get(done):
+            for ids, raw, normalized, norms, pid in ray.get(done):
+                pids.add(pid)
                 for j, sid in enumerate(ids):
                     results[sid] = (raw[j], normalized[j], norms[j])
         run_s = time.perf_counter() - t_run
     finally:
         stop(session)
     out = np.array([results[s] for s in train_ids], dtype=np.float64).reshape(len(train_ids), 3)
-    stats = EngineStats(engine="ray", workers=engine.workers, processes=engine.workers, batches=len(source._shards),
+    stats = EngineStats(engine="ray", workers=engine.workers, processes=len(pids), batches=len(source._shards),
                         startup_s=session.startup_s, seconds=time.perf_counter() - t0,
                         rows_per_s=len(train_ids) / run_s if run_s > 0 else 0.0)
     res = ScoreResult(values=out[:, 0], matrix=None, method="sparse", config=config, train_ids=list(train_ids),

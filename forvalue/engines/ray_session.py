@@ -61,20 +61,22 @@ class RaySession:
         return float(self.resources.get("GPU", 0.0))
 
 
-def _worker_env() -> dict:
-    """Environment the workers need: the venv's bin on PATH (subprocesses of the model code), this
-    repository importable (an editable install usually suffices; PYTHONPATH keeps a source checkout
-    working), quiet tokenizers."""
-    path = os.environ.get("PATH", "")
-    bin_dir = str(Path(sys.executable).parent)
-    env = {"PATH": bin_dir + os.pathsep + path if bin_dir not in path.split(os.pathsep) else path,
-           "TOKENIZERS_PARALLELISM": "false"}
-    root = str(Path(__file__).resolve().parents[2])
-    pp = os.environ.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = root + (os.pathsep + pp if pp else "")
-    for k in ("OMP_NUM_THREADS", "FORVALUE_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(k):
-            env[k] = os.environ[k]
+def _worker_env(local: bool) -> dict:
+    """Environment the workers need. A local Ray's workers run this machine's venv: its bin first on
+    PATH (subprocesses of the model code), this source tree importable (PYTHONPATH; an editable or
+    normal install works without it), the model cache and thread settings passed on. A cluster's
+    nodes have their own image: only the offline switches travel (paths of this machine would not
+    exist there)."""
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    names = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]
+    if local:
+        path = os.environ.get("PATH", "")
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = bin_dir + os.pathsep + path if bin_dir not in path.split(os.pathsep) else path
+        pp = os.environ.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + (os.pathsep + pp if pp else "")
+        names += ["OMP_NUM_THREADS", "FORVALUE_CACHE", "HF_HOME"]
+    env.update({k: os.environ[k] for k in names if os.environ.get(k)})
     return env
 
 
@@ -124,7 +126,7 @@ def start(address: str | None = None, *, num_cpus: float | None = None, num_gpus
     if ray.is_initialized():
         return RaySession(address=address, started=False, temp_dir=None, startup_s=0.0,
                           resources=dict(ray.cluster_resources()))
-    env = _worker_env()
+    env = _worker_env(local=not address)
     t0 = time.perf_counter()
     if address:
         try:
