@@ -242,3 +242,30 @@ def test_asking_for_more_gpus_than_the_cluster_has_stops_at_once(local_ray, tiny
         featurize(_model(tiny_model_dir), _samples(4), CFG, tmp_path / "fs",
                   EngineConfig(engine="ray", workers=2, gpus_per_worker=1))
     assert time.perf_counter() - t0 < 10                   # no actor waited for a GPU
+
+
+def test_actor_resources_follow_the_cluster():
+    from forvalue.engines.ray_features import _plan
+    from forvalue.engines.ray_session import EngineError, RaySession
+
+    def session(cpus, gpus=0):
+        return RaySession(address=None, started=True, temp_dir=None, startup_s=0, resources={"CPU": cpus, "GPU": gpus})
+
+    assert _plan(session(2), EngineConfig(engine="ray", workers=2)) == (0.5, 0.0, 1)   # one CPU left to Ray Data
+    assert _plan(session(16, 4), EngineConfig(engine="ray", workers=4)) == (1.0, 1.0, 4)  # one GPU per actor
+    assert _plan(session(16, 4), EngineConfig(engine="ray", workers=4), "cpu")[1] == 0.0
+    assert _plan(session(16, 4), EngineConfig(engine="ray", workers=2, gpus_per_worker=2))[1] == 2.0
+    with pytest.raises(EngineError, match="need 8 GPUs; the Ray cluster has 4"):
+        _plan(session(16, 4), EngineConfig(engine="ray", workers=8))
+
+
+def test_an_actors_forvalue_error_comes_back_as_itself():
+    from forvalue.engines.ray_features import _unwrap
+    from forvalue.errors import ModelError
+
+    # what Ray Data raises when an actor's constructor fails: only the text of the original error
+    text = ("UDF failed to process a data block.\nTraceback (most recent call last):\n  File \"models.py\", line 9\n"
+            "forvalue.errors.ModelError: /m: model folder not found")
+    err = _unwrap(RuntimeError(text))
+    assert isinstance(err, ModelError) and str(err) == "/m: model folder not found"
+    assert _unwrap(RuntimeError("ray.exceptions.ActorDiedError: gone")) is None

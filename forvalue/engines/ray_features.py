@@ -111,13 +111,14 @@ class FeatureActor:
         return {k: np.asarray([v]) for k, v in row.items()}
 
 
-def _plan(session, engine: EngineConfig) -> tuple[float, float, int]:
+def _plan(session, engine: EngineConfig, device: str = "auto") -> tuple[float, float, int]:
     """(CPUs per actor, GPUs per actor, torch threads per actor). Actors take fractional CPUs and
     leave one CPU free: a pool holding every CPU starves Ray Data's other tasks (the read stage
     deadlocks with two one-CPU actors on a two-CPU Ray)."""
     cpus = max(session.cpus, 1.0)
     per = max(0.1, min(1.0, (cpus - 1.0) / engine.workers)) if cpus > 1 else 0.5 / engine.workers
-    gpus = engine.gpus_per_worker if engine.gpus_per_worker is not None else (1.0 if session.gpus >= 1 else 0.0)
+    gpus = engine.gpus_per_worker if engine.gpus_per_worker is not None else (
+        1.0 if session.gpus >= 1 and device not in ("cpu", "mps") else 0.0)
     if gpus * engine.workers > session.gpus:   # else the actors would wait for GPUs forever
         raise EngineError(f"{engine.workers} workers x {gpus:g} GPUs need {gpus * engine.workers:g} GPUs; the Ray "
                           f"cluster has {session.gpus:g} (fewer --workers or --gpus-per-worker)")
@@ -126,14 +127,25 @@ def _plan(session, engine: EngineConfig) -> tuple[float, float, int]:
 
 
 def _unwrap(e: BaseException) -> BaseException | None:
-    """The ForValueError behind a Ray error (Ray wraps a task's exception, sometimes twice)."""
-    seen = set()
+    """The ForValueError behind a Ray error. Ray wraps a task's exception (sometimes twice), and Ray
+    Data keeps only its text for an actor's failure ("forvalue.errors.ModelError: ..."), so the
+    error is rebuilt from that line when the object is gone."""
+    import re
+
+    from .. import errors
+
+    seen, text = set(), str(e)
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, ForValueError):
             return e
         nxt = getattr(e, "cause", None)
         e = nxt if isinstance(nxt, BaseException) else (e.__cause__ or e.__context__)
+    for line in reversed(text.splitlines()):
+        m = re.match(r"^(?:\S*\.)?forvalue\.errors\.(\w+): (.+)$", line.strip())
+        cls = getattr(errors, m.group(1), None) if m else None
+        if isinstance(cls, type) and issubclass(cls, ForValueError) and cls is not errors.DataError:
+            return cls(m.group(2))
     return None
 
 
@@ -159,7 +171,7 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
     ray = import_ray()
     from ray.data import ActorPoolStrategy, DataContext
 
-    cpus, gpus, threads = _plan(session, engine)
+    cpus, gpus, threads = _plan(session, engine, model.device)
     DataContext.get_current().enable_progress_bars = progress
     if not progress:   # Ray Data's per-run INFO lines
         import logging
