@@ -576,7 +576,7 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
     Hp = H if P is None else H @ P
     src, toks, coefs = position_support(H, Y, head, k)
-    keys, perm = torch.sort(S[src] * head.V + toks)
+    keys, perm = torch.sort(S[src] * head.V + toks, stable=True)   # stable: per key, the summation order of before
     first = torch.ones_like(keys, dtype=torch.bool)
     first[1:] = keys[1:] != keys[:-1]
     slot = torch.cumsum(first, 0) - 1
