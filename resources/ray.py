@@ -114,7 +114,8 @@ def ray_resource_from_env() -> RayResource:
     """``RayClusterAddress`` when FORVALUE_RAY_ADDRESS is set, else ``ForValueLocalRay`` (CPUs:
     FORVALUE_RAY_CPUS, default all); both connect on first use by a Ray step."""
     address = env_str("FORVALUE_RAY_ADDRESS", "")
-    lazy = Lifecycle(connect=False)
+    # connect on first use; nothing to delete (a local Ray stops when it disconnects, a cluster is not ours)
+    lazy = Lifecycle(connect=False, cleanup="never")
     if address:
         return RayClusterAddress(address=address, lifecycle=lazy)
     cpus = env_float("FORVALUE_RAY_CPUS", 0.0)

@@ -33,7 +33,7 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
     from resources.ray import ForValueLocalRay
 
     before = _ray_folders()
-    local_ray = ForValueLocalRay(lifecycle=Lifecycle(connect=False), ray_init_options={"num_cpus": 2})
+    local_ray = ForValueLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options={"num_cpus": 2})
     assert isinstance(local_ray, LocalRay)
     resources = {"engine": EngineResource(engine="ray", workers=2), "ray": local_ray}
     with platform_for_test(tmp_path, model=str(tiny_model_dir), batch_size=2, resources=resources) as p:
