@@ -222,6 +222,31 @@ def test_cli_engine_options_are_checked_before_any_work(argv, message, tiny_mode
     assert message in err[-1]
 
 
+def test_cli_features_on_ray_stream_the_file_and_skip_or_stop_at_bad_rows(local_ray, tiny_model_dir, tmp_path,
+                                                                          capsys):
+    from forvalue.cli import main
+    from forvalue.data import load_samples
+
+    data = _jsonl(tmp_path / "d.jsonl", make_records(6))      # rows 2 and 5 are 68 tokens long, the others < 60
+    with data.open("a") as f:
+        f.write("{not json\n")                                # row 7
+    args = ["features", "--data", str(data), "--model", str(tiny_model_dir), "--device", "cpu", "--max-length", "60",
+            "--engine", "ray", "--workers", "2", "--quiet"]
+    # a bad row stops the run before any work, with one line naming it
+    assert main([*args, "--out", str(tmp_path / "stop")]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("forvalue: error:")]
+    assert "d.jsonl, row 7" in line and not list((tmp_path / "stop").glob("*/*/shard-*.json"))
+    # skipped: the bad row and the two long samples are reported, the rest stored once
+    assert main([*args, "--out", str(tmp_path / "fs"), "--on-error", "skip", "--shard-size", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "4 samples: 4 computed, 0 already stored" in out and "ray: 2 workers" in out
+    assert "skipped 3 rows or samples" in err and "row 7" in err and "row 2, field 'response': 68 tokens" in err
+    want = {s.sample_id for s in load_samples(data, on_error="skip").samples}
+    (folder,) = [p for p in (tmp_path / "fs").glob("*/*") if p.is_dir()]
+    ids = _stored(folder)
+    assert len(ids) == 4 and set(ids) < want and set(ids.values()) == {1}
+
+
 def test_cli_a_bad_sample_on_ray_stops_with_one_line_naming_it(local_ray, tiny_model_dir, tmp_path, capsys):
     from forvalue.cli import main
 

@@ -29,9 +29,9 @@ def run(args) -> int:
     # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
     mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
     store = FeatureStore(check_folder(args.out, "feature store"))
-    data = o.load_data(args.data, args)
     if engine.is_ray:
-        return _run_ray(args, engine, mcfg, fcfg, store, data)
+        return _run_ray(args, engine, mcfg, fcfg, store)
+    data = o.load_data(args.data, args)
     v = Valuator(mcfg, fcfg, store=store)
     samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
     res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
@@ -41,19 +41,21 @@ def run(args) -> int:
     return 0
 
 
-def _run_ray(args, engine, mcfg, fcfg, store, data) -> int:
-    """On Ray: the actors load the model (this process does not), check their samples' lengths with
+def _run_ray(args, engine, mcfg, fcfg, store) -> int:
+    """On Ray: the file is streamed batch by batch into Ray's object store (this process holds one
+    batch), the actors load the model (this process does not), check their samples' lengths with
     --on-error's rule and store their shards."""
-    from ..engines.ray_features import featurize
+    from ..engines.ray_features import featurize_file
 
-    res = featurize(mcfg, data.samples, fcfg, store.root, engine, shard_size=args.shard_size,
-                    on_error=args.on_error, progress=not args.quiet)
-    report_skipped(data.path, res.stats.skipped)
-    if data.samples and len(res.stats.skipped) == len({s.sample_id for s in data.samples}):
-        raise DataError(data.path, None, None, "no samples left after skipping")
+    res = featurize_file(mcfg, args.data, fcfg, store.root, engine, columns=o.columns(args),
+                         shard_size=args.shard_size, on_error=args.on_error, progress=not args.quiet)
     st = res.stats
-    print(f"{len(data.samples) - len(st.skipped)} samples: {res.computed} computed, {res.reused} already stored "
-          f"({res.n_rows} rows written) in {res.folder}")
+    report_skipped(args.data, st.skipped)
+    kept = res.samples - sum(1 for sid, _ in st.skipped if sid is not None)
+    if kept <= 0:
+        raise DataError(args.data, None, None, "no samples left after skipping")
+    print(f"{kept} samples: {res.computed} computed, {res.reused} already stored ({res.n_rows} rows written) in "
+          f"{res.folder}")
     print(f"ray: {st.workers} workers ({st.processes} processes), {st.rows_per_s:.1f} samples/s, "
           f"{st.retried_tasks} retried tasks, start-up {st.startup_s:.1f}s, {st.seconds:.1f}s in all")
     return 0
@@ -63,6 +65,9 @@ def report_skipped(path, skipped) -> None:
     import sys
 
     if skipped:
-        print(f"{path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
+        print(f"{path}: skipped {len(skipped)} rows or samples (bad rows, samples the model cannot take)",
+              file=sys.stderr)
         for _, reason in skipped[:20]:
             print(f"  {reason}", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)

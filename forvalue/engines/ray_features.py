@@ -41,6 +41,7 @@ class RayFeatureResult:
     fingerprint: ModelFingerprint | None
     folder: Path | None
     stats: EngineStats = field(default_factory=EngineStats)
+    samples: int = 0               # samples the actors handled (each batch's distinct ids)
 
 
 class AttemptLog:
@@ -155,19 +156,72 @@ def featurize(model: ModelConfig, samples: Sequence, config: FeatureConfig, stor
     """Compute and store the features of ``samples`` missing from the store at ``store_root`` on a
     Ray actor pool of ``engine.workers`` (a local Ray started for the run unless ``engine.ray_address``
     or an initialised Ray is there)."""
+    unique = list({s.sample_id: s for s in samples}.values())
+    return _featurize(lambda ray, size: _items_dataset(ray, unique, engine, size), model, config, store_root, engine,
+                      shard_size, on_error, extra, progress, num_cpus)
+
+
+def featurize_file(model: ModelConfig, path: str | Path, config: FeatureConfig, store_root: str | Path,
+                   engine: EngineConfig, *, columns=None, shard_size: int = DEFAULT_SHARD_SIZE,
+                   on_error: str = "raise", extra: dict | None = None, progress: bool = False,
+                   num_cpus: float | None = None) -> RayFeatureResult:
+    """:func:`featurize` of a data file streamed in batches (forvalue.stream): this process holds one
+    batch of samples at a time, the rest waits in Ray's object store (which spills to disk). A bad row
+    stops the run before any work (``on_error="raise"``) or is skipped and reported (``"skip"``)."""
+    from ..data import Columns
+
+    return _featurize(lambda ray, size: _file_dataset(ray, path, columns or Columns(), on_error, engine, size),
+                      model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+
+
+def _featurize(dataset, model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus):
     if shard_size < 1:
         raise ForValueError(f"shard_size must be >= 1, got {shard_size}")
     t0 = time.perf_counter()
-    unique = list({s.sample_id: s for s in samples}.values())
     session = start(engine.ray_address, num_cpus=num_cpus)
     try:
-        return _run(session, model, unique, config, Path(store_root).resolve(), engine, shard_size, on_error,
+        return _run(session, model, dataset, config, Path(store_root).resolve(), engine, shard_size, on_error,
                     extra, progress, t0)
     finally:
         stop(session)
 
 
-def _run(session, model, samples, config, root, engine, shard_size, on_error, extra, progress, t0):
+def _items_dataset(ray, samples: list, engine: EngineConfig, shard_size: int):
+    """(dataset, batch size, rows skipped while reading) of samples at hand. A small run still reaches
+    every worker: batches of at most n / workers samples (a batch is a shard)."""
+    shard_size = max(1, min(shard_size, -(-len(samples) // engine.workers)))
+    n_batches = max(1, -(-len(samples) // shard_size))
+    ds = ray.data.from_items([{"sample": pickle.dumps(s)} for s in samples],
+                             override_num_blocks=min(n_batches, 64 * engine.workers))
+    return ds, shard_size, []
+
+
+def _file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard_size: int):
+    """(dataset, batch size, rows skipped while reading) of a data file, read batch by batch into Ray's
+    object store as Arrow tables of pickled samples."""
+    import pyarrow as pa
+
+    from ..stream import iter_batches
+
+    refs, n, skipped = [], 0, []
+    for batch in iter_batches(path, columns=columns, batch_rows=max(shard_size, 2048)):
+        if batch.errors and on_error == "raise":
+            raise batch.errors[0]
+        skipped += [(None, str(e)) for e in batch.errors]
+        if batch.samples:
+            refs.append(ray.put(pa.table({"sample": pa.array([pickle.dumps(s) for s in batch.samples], pa.binary())})))
+            n += len(batch.samples)
+    if not n:
+        raise DataError(str(path), None, None, "no usable samples" + (f" ({len(skipped)} skipped)" if skipped
+                                                                        else " (empty file)"))
+    shard_size = max(1, min(shard_size, -(-n // engine.workers)))
+    ds = ray.data.from_arrow_refs(refs)
+    if len(refs) < engine.workers * 2:   # few big blocks: split them so every worker gets batches
+        ds = ds.repartition(min(-(-n // shard_size), 64 * engine.workers))
+    return ds, shard_size, skipped
+
+
+def _run(session, model, dataset, config, root, engine, shard_size, on_error, extra, progress, t0):
     ray = import_ray()
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -177,12 +231,8 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
         import logging
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ds, shard_size, read_skipped = dataset(ray, shard_size)
     attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
-    # a small run still reaches every worker: batches of at most n / workers samples (a batch is a shard)
-    shard_size = max(1, min(shard_size, -(-len(samples) // engine.workers)))
-    n_batches = max(1, -(-len(samples) // shard_size))
-    ds = ray.data.from_items([{"sample": pickle.dumps(s)} for s in samples],
-                             override_num_blocks=min(n_batches, 64 * engine.workers))
     ctor = dict(model=asdict(model), config=config.to_dict(), store_root=str(root), batch_size=model.batch_size,
                 on_error=on_error, extra=extra, threads=threads,
                 device_map="auto" if gpus > 1 else None, attempts=attempts)
@@ -190,7 +240,7 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
                          compute=ActorPoolStrategy(size=engine.workers), num_cpus=cpus, num_gpus=gpus or None)
     t_run = time.perf_counter()
     agg = {"computed": 0, "reused": 0, "rows": 0, "n": 0}
-    shards, skipped, pids, fp, batches = [], [], set(), None, 0
+    shards, skipped, pids, fp, batches = [], list(read_skipped), set(), None, 0
     try:
         for row in out.iter_rows():
             error = json.loads(row["error"])
@@ -223,7 +273,7 @@ def _run(session, model, samples, config, root, engine, shard_size, on_error, ex
                         rows_per_s=agg["n"] / run_s if run_s > 0 else 0.0, skipped=skipped)
     return RayFeatureResult(computed=agg["computed"], reused=agg["reused"],
                             shards_written=[folder / s for s in shards] if folder else [], n_rows=agg["rows"],
-                            fingerprint=fingerprint, folder=folder, stats=stats)
+                            fingerprint=fingerprint, folder=folder, stats=stats, samples=agg["n"])
 
 
-__all__ = ["FeatureActor", "RayFeatureResult", "featurize"]
+__all__ = ["FeatureActor", "RayFeatureResult", "featurize", "featurize_file"]
