@@ -32,9 +32,16 @@ ENGINE_ENV = {"engine": "FORVALUE_ENGINE", "workers": "FORVALUE_RAY_WORKERS",
 class _Engine(ConfigurableResource):
     @classmethod
     def from_env(cls):
+        from forvalue.errors import ConfigError
+
         gpus = env_str("FORVALUE_RAY_GPUS_PER_WORKER", "")
-        return cls(engine=env_str("FORVALUE_ENGINE", "local"), workers=env_int("FORVALUE_RAY_WORKERS", 2),
-                   gpus_per_worker=env_float("FORVALUE_RAY_GPUS_PER_WORKER", 0.0) if gpus else None)
+        res = cls(engine=env_str("FORVALUE_ENGINE", "local"), workers=env_int("FORVALUE_RAY_WORKERS", 2),
+                  gpus_per_worker=env_float("FORVALUE_RAY_GPUS_PER_WORKER", 0.0) if gpus else None)
+        try:
+            res.config()   # checked when the Definitions are built, not when a run starts
+        except ConfigError as e:
+            raise ValueError(f"FORVALUE_ENGINE / FORVALUE_RAY_WORKERS / FORVALUE_RAY_GPUS_PER_WORKER: {e}") from None
+        return res
 
     def config(self):
         """The library's ``EngineConfig`` (the address is the Ray resource's, connected by then)."""

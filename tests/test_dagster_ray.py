@@ -80,6 +80,10 @@ def test_the_ray_resource_is_chosen_by_configuration(monkeypatch):
     monkeypatch.setenv("FORVALUE_RAY_WORKERS", "many")
     with pytest.raises(ValueError, match="FORVALUE_RAY_WORKERS"):
         build_definitions()
+    monkeypatch.setenv("FORVALUE_RAY_WORKERS", "2")
+    monkeypatch.setenv("FORVALUE_ENGINE", "spark")
+    with pytest.raises(ValueError, match="FORVALUE_ENGINE.*engine 'spark': use local or ray"):
+        build_definitions()
 
 
 def test_the_code_location_imports_no_ray():
