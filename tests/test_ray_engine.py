@@ -294,3 +294,22 @@ def test_an_actors_forvalue_error_comes_back_as_itself():
     err = _unwrap(RuntimeError(text))
     assert isinstance(err, ModelError) and str(err) == "/m: model folder not found"
     assert _unwrap(RuntimeError("ray.exceptions.ActorDiedError: gone")) is None
+
+
+def test_an_unreachable_ray_address_fails_in_seconds():
+    import socket
+
+    from forvalue.engines.ray_session import EngineError, _check_reachable
+
+    with socket.socket() as s:                      # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(EngineError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(EngineError, match="cannot reach"):
+        _check_reachable(f"ray://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(ConfigError, match="use HOST:PORT"):
+        _check_reachable("nohostport")
+    _check_reachable("auto")                         # resolved by Ray itself

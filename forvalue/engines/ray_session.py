@@ -117,6 +117,26 @@ def _refresh() -> None:
         pass
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds when nothing listens at ``address`` (``ray.init`` would keep retrying for minutes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if address in ("auto", "local"):
+        return
+    url = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"Ray address {address!r}: use HOST:PORT, ray://HOST:10001 or auto")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise EngineError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 def start(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
           object_store_mb: int | None = None) -> RaySession:
     """Connect to ``address`` (a running cluster: ``ray://host:10001``, ``host:6379`` or ``auto``), or
@@ -129,6 +149,7 @@ def start(address: str | None = None, *, num_cpus: float | None = None, num_gpus
     env = _worker_env(local=not address)
     t0 = time.perf_counter()
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         except Exception as e:   # ConnectionError, RuntimeError, grpc errors, ...
