@@ -313,3 +313,32 @@ def test_an_unreachable_ray_address_fails_in_seconds():
     with pytest.raises(ConfigError, match="use HOST:PORT"):
         _check_reachable("nohostport")
     _check_reachable("auto")                         # resolved by Ray itself
+
+
+def test_a_concurrent_writer_of_the_same_samples_never_duplicates_them(local_ray, tiny_model_dir, tmp_path):
+    """A duplicated task: an in-process writer starts on the same samples once the Ray run has stored
+    its first shard; the two share the work through the store's claims."""
+    from forvalue.engines.ray_features import featurize
+
+    samples = _samples(120, seed=6)
+    n = len({s.sample_id for s in samples})
+    mc = _model(tiny_model_dir)
+    lm = mc.load()
+    folder = FeatureStore(tmp_path / "fs").folder(lm.fingerprint, CFG)
+    box = {}
+
+    def local_writer():
+        while not any(folder.glob("shard-*.json")) and "ray" not in box:
+            time.sleep(0.005)
+        box["local"] = FeatureStore(tmp_path / "fs").ensure(lm, samples, CFG, batch_size=2, shard_size=2)
+
+    t = threading.Thread(target=local_writer)
+    t.start()
+    box["ray"] = featurize(mc, samples, CFG, tmp_path / "fs", EngineConfig(engine="ray", workers=2), shard_size=3)
+    t.join(120)
+    ray_res, local_res = box["ray"], box["local"]
+    assert ray_res.computed + local_res.computed == n      # each sample computed by exactly one of them
+    assert ray_res.computed > 0 and ray_res.reused + ray_res.computed == n
+    ids = _stored(folder)
+    assert len(ids) == n and set(ids.values()) == {1}
+    assert len(local_res.features) == n and local_res.computed > 0   # both wrote
