@@ -126,6 +126,7 @@ def main() -> int:
             row[step] = res
             print(f"[{time.strftime('%H:%M:%S')}] {n} rows {step}: {res['seconds']:.1f} s, peak RSS "
                   f"{res['peak_rss_mb']:.0f} MB", flush=True)
+            _save(args.json, rows + [row])      # after every step: a long run keeps what it measured
         rows.append(row)
     print("\n| rows | file MB | validate s | validate peak RSS MB | register s | register peak RSS MB |")
     print("|---|---|---|---|---|---|")
@@ -137,12 +138,16 @@ def main() -> int:
         for step in args.steps.split(","):
             print(f"{step}: rss ratio {rows[-1][step]['peak_rss_mb'] / rows[0][step]['peak_rss_mb']:.2f} for "
                   f"{rows[-1]['rows'] / rows[0]['rows']:.0f}x the rows")
-    if args.json:
+    _save(args.json, rows)
+    return 0
+
+
+def _save(path: str | None, rows: list[dict]) -> None:
+    if path:
         from forvalue.benchmarks.runner import machine_info
 
-        Path(args.json).write_text(json.dumps({"results": rows, "meta": {"command": " ".join(sys.argv),
-                                                                          "machine": machine_info()}}, indent=1))
-    return 0
+        Path(path).write_text(json.dumps({"results": rows, "meta": {"command": " ".join(sys.argv),
+                                                                     "machine": machine_info()}}, indent=1))
 
 
 if __name__ == "__main__":

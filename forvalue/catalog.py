@@ -443,33 +443,21 @@ class Catalog:
                         on_error: str = "raise", column_mapping: dict | None = None, fmt: str | None = None,
                         dagster_run_id: str | None = None, keep: int = 20, before_commit=None) -> Registration:
         """Register a file batch by batch (``batches``: :class:`forvalue.stream.Batch` objects), in one
-        transaction: each batch goes into a staging table and is dropped from memory; DuckDB finds
+        transaction: the batches stream into a staging table (DuckDB spills it past its memory limit),
+        each dropped from memory once read; DuckDB finds
         repeated ids and content. A bad row stops the registration (``on_error="raise"``) or is
         counted (``"skip"``); nothing is stored unless the whole file is. ``before_commit()`` runs last
         inside the transaction: raising there (the file changed meanwhile) stores nothing."""
-        from .stream import needed_columns
-
         set_table(kind)
         check_name(name)
         already = self.current_set(kind, name, version=version) is not None
-        preview, skipped, n_skipped, first = [], [], 0, True
+        st = _StagingStream(batches, kind, name, version, source_path, column_mapping, on_error, keep)
         with self.transaction() as con:
             con.execute("SET preserve_insertion_order = false")   # lets DuckDB spill the staging table
             self.execute(con, "create_staging_samples")
-            for batch in batches:
-                if first and batch.keys:
-                    missing = [c for c in needed_columns(_columns_of(column_mapping), batch.keys) if c not in batch.keys]
-                    if missing:
-                        raise DataError(str(source_path), None, missing[0], "missing column")
-                first = first and not batch.keys
-                if batch.errors and on_error == "raise":
-                    raise batch.errors[0]
-                n_skipped += len(batch.errors)
-                skipped += batch.errors[:max(0, keep - len(skipped))]
-                preview += batch.samples[:max(0, 5 - len(preview))]
-                if batch.samples:
-                    self._insert_arrow(con, "insert_staging_samples", "new_samples",
-                                       samples_table(kind, name, version, batch.samples))
+            self._insert_arrow(con, "insert_staging_samples", "new_samples", st.reader())
+            if st.failed:
+                raise st.failed[0]
             dup = self._rows(self.execute(con, "staging_duplicate_user_id"))
             if dup:
                 d = dup[0]
@@ -478,11 +466,11 @@ class Catalog:
             counts = self._rows(self.execute(con, "staging_counts"))[0]
             if not counts["n_samples"]:
                 raise DataError(str(source_path), None, None, "no usable samples" +
-                                (f" ({n_skipped} skipped)" if n_skipped else " (no rows: the file is empty)"))
+                                (f" ({st.n_skipped} skipped)" if st.n_skipped else " (no rows: the file is empty)"))
             query = "upsert_dataset" if kind == KIND_DATASET else "upsert_valuation_set"
             self.execute(con, query, name=name, version=version, source_path=str(source_path),
                          format=fmt or file_format(source_path), n_rows=counts["n_rows"],
-                         n_samples=counts["n_samples"], n_skipped=n_skipped, column_mapping=to_json(column_mapping),
+                         n_samples=counts["n_samples"], n_skipped=st.n_skipped, column_mapping=to_json(column_mapping),
                          registered_at=utcnow(), code_version=__version__, dagster_run_id=dagster_run_id)
             self.execute(con, "delete_set_samples", set_kind=kind, set_name=name, set_version=version)
             self.execute(con, "insert_samples_from_staging")
@@ -491,7 +479,7 @@ class Catalog:
                 before_commit()
         return Registration(kind=kind, name=name, version=version, n_rows=counts["n_rows"],
                             n_samples=counts["n_samples"], n_duplicates=counts["n_rows"] - counts["n_samples"],
-                            n_skipped=n_skipped, already_registered=already, preview=preview, skipped=skipped)
+                            n_skipped=st.n_skipped, already_registered=already, preview=st.preview, skipped=st.skipped)
 
     def current_set(self, kind: str, name: str, *, version: str | None = None) -> dict | None:
         """The current registration of a set (or a given version of it), or None."""
@@ -670,6 +658,49 @@ class Catalog:
 
     def subset_lineage(self, subset_id: str) -> dict | None:
         return self.fetch_one("subset_lineage", subset_id=subset_id)
+
+
+class _StagingStream:
+    """A file's batches as one Arrow stream for the staging table, counting skipped rows and keeping
+    the first samples and errors on the way. One stream, not one registered table per batch: DuckDB
+    keeps every table registered inside an open transaction alive until it ends, which held the
+    whole file in memory. An error raised while DuckDB reads the stream ends the stream and is kept
+    in ``failed`` (DuckDB would replace it by its own), to be raised by the caller."""
+
+    def __init__(self, batches, kind, name, version, source_path, column_mapping, on_error, keep):
+        self.batches, self.kind, self.name, self.version = batches, kind, name, version
+        self.source_path, self.column_mapping, self.on_error, self.keep = source_path, column_mapping, on_error, keep
+        self.preview, self.skipped, self.failed, self.n_skipped = [], [], [], 0
+
+    def reader(self):
+        import pyarrow as pa
+
+        schema = samples_table(self.kind, self.name, self.version, []).schema
+        return pa.RecordBatchReader.from_batches(schema, self._arrow_batches())
+
+    def _arrow_batches(self):
+        from .stream import needed_columns
+
+        first = True
+        try:
+            for batch in self.batches:
+                if first and batch.keys:
+                    missing = [c for c in needed_columns(_columns_of(self.column_mapping), batch.keys)
+                               if c not in batch.keys]
+                    if missing:
+                        raise DataError(str(self.source_path), None, missing[0], "missing column")
+                first = first and not batch.keys
+                if batch.errors and self.on_error == "raise":
+                    raise batch.errors[0]
+                self.n_skipped += len(batch.errors)
+                self.skipped += batch.errors[:max(0, self.keep - len(self.skipped))]
+                self.preview += batch.samples[:max(0, 5 - len(self.preview))]
+                if batch.samples:
+                    yield from samples_table(self.kind, self.name, self.version, batch.samples).to_batches()
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self.failed.append(exc)
 
 
 def samples_table(kind: str, name: str, version: str, rows: Sequence[Sample]):
