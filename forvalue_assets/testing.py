@@ -24,7 +24,8 @@ from typing import Iterator
 from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions, instance_for_test
 
 from forvalue.io import atomic_write_text
-from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
+from resources import (CurationResource, DuckDBStoreResource, EngineResource, FeatureStoreResource, FinetuneResource,
+                       ModelResource, ray_resource_from_env)
 
 from .definitions import build_definitions
 from .partitions import pair_key, training_datasets, valuation_sets
@@ -129,6 +130,8 @@ def platform_for_test(root: str | Path, *, model: str, k: int = 4, r: int | None
         "feature_store": FeatureStoreResource(root=str(root / "features"), k=k, r=r),
         "curation": CurationResource(),
         "finetune": FinetuneResource(),
+        "engine": EngineResource(),              # in-process unless a test passes another
+        "ray": ray_resource_from_env(),
         **(resources or {}),
     }
     defs = build_definitions(resources)
