@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "bounded.json"
+DRAWS = ROOT / "benchmarks" / "results" / "bounded-draws.json"
 BUDGET = 32 * 1024
 # the configurations the report compares (the product default is the first bounded one)
 SHOWN = [
@@ -68,6 +69,28 @@ def run(args) -> int:
     return 0
 
 
+def draws(args) -> int:
+    import torch
+
+    from forvalue.benchmarks.bounded import projection_draws
+    from forvalue.benchmarks.runner import machine_info
+    from forvalue.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    doc = json.loads(DRAWS.read_text()) if DRAWS.exists() else {"meta": {}, "results": []}
+    doc["meta"] = {"machine": machine_info(), "command": " ".join(sys.argv), "model": args.model}
+    lm = load_model(args.model)
+    for task in args.tasks.split(","):
+        if any(x["task"] == task for x in doc["results"]):
+            continue
+        doc["results"].append(projection_draws(lm, task, "all", log=_log))
+        tmp = DRAWS.with_name(f".{DRAWS.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=float))
+        tmp.replace(DRAWS)
+    return 0
+
+
 def report(args) -> int:
     from forvalue.benchmarks.bounded import best_rows, markdown
 
@@ -99,6 +122,11 @@ def main() -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(fn=run)
+    p = sub.add_parser("draws", help="recall over projection seeds (r=64, 128) with the default bounds")
+    p.add_argument("--tasks", default="math-reason")
+    p.add_argument("--model", default="default")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(fn=draws)
     p = sub.add_parser("report")
     p.add_argument("--configs", nargs="*", help="more rows: k:r:dtype:energy:max_rows")
     p.set_defaults(fn=report)

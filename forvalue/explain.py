@@ -66,9 +66,12 @@ def _val_table(val: SparseFeatures):
 
 def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, config: FeatureConfig, *,
                            method: str = "sparse", batch_size: int = 8,
-                           val_samples: Sequence[Sample] | None = None) -> list[tuple[list[int], list[int], np.ndarray]]:
+                           val_samples: Sequence[Sample] | None = None,
+                           train: SparseFeatures | None = None) -> list[tuple[list[int], list[int], np.ndarray]]:
     """Per sample (in order): (target positions, target token ids, contribution per position).
-    ``val_samples`` are needed by the dense methods (exact, full-vocab)."""
+    ``val_samples`` are needed by the dense methods (exact, full-vocab). ``train``, the samples' stored
+    sparse features (same order), limits each sample's support to the rows it kept (a bounded
+    configuration drops its smallest rows), so that the contributions add up to the stored score."""
     from .features import Head, compute_dtype_for, encode_all, length_batches, scored_positions
     from .scoring import normalize_method
 
@@ -83,11 +86,12 @@ def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, c
             raise ValueError(f"method {method} needs the valuation samples")
         term = _dense_term(lm, head, encoded, val_samples, config, method, batch_size)
     else:
-        term = _sparse_term(head, val, config) if method == "sparse" else _emb_term(val)
+        term = _sparse_term(head, val, config, train) if method == "sparse" else _emb_term(val)
     out: dict[int, tuple] = {}
     for batch in length_batches(encoded, batch_size):
         pos = scored_positions(lm, batch, config.positions, cdt)
-        contrib = term(pos.H.to(head.W.device), pos.Y.to(head.W.device))
+        owner = np.array([batch[b].index for b in pos.S.cpu().numpy()], dtype=np.int64)
+        contrib = term(pos.H.to(head.W.device), pos.Y.to(head.W.device), owner)
         start = 0
         for b, e in enumerate(batch):
             n = pos.n_per_sample[b]
@@ -99,21 +103,25 @@ def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, c
 
 def _emb_term(val: SparseFeatures):
     emb_mean = val.emb.astype(np.float64).mean(0)
-    return lambda H, Y: H.double().cpu().numpy() @ emb_mean
+    return lambda H, Y, owner: H.double().cpu().numpy() @ emb_mean
 
 
-def _sparse_term(head, val: SparseFeatures, config: FeatureConfig):
-    """Per position: sum over its support of coef * <h P, mean valuation row of the token>."""
+def _sparse_term(head, val: SparseFeatures, config: FeatureConfig, train: SparseFeatures | None = None):
+    """Per position: sum over its support of coef * <h P, mean valuation row of the token>, over the
+    (sample, token) rows ``train`` kept when it is given."""
     from .features import position_support, projection
 
     P = None if config.r is None else projection(head.W.shape[1], config.r, config.seed, head.W.device, head.W.dtype)
     vt, table = _val_table(val)
+    kept = None if train is None else np.sort(train.row_sample * head.V + train.token_ids)
 
-    def term(H, Y):
+    def term(H, Y, owner):
         Hp = (H if P is None else H @ P).double().cpu().numpy()
         src, toks, coefs = (x.cpu().numpy() for x in position_support(H, Y, head, config.k))
         at = np.minimum(np.searchsorted(vt, toks), max(len(vt) - 1, 0))
         hit = (vt[at] == toks) if len(vt) else np.zeros(len(toks), bool)
+        if kept is not None:
+            hit &= np.isin(owner[src] * head.V + toks, kept, assume_unique=False)
         dots = np.where(hit, np.einsum("ij,ij->i", Hp[src], table[at]), 0.0) * coefs.astype(np.float64)
         return np.bincount(src, weights=dots, minlength=H.shape[0])
 
@@ -141,7 +149,7 @@ def _dense_term(lm, head, encoded, val_samples, config: FeatureConfig, method: s
         gbar = part if gbar is None else gbar + part
     gbar = gbar / len(val_enc)                              # [U, d]
 
-    def term(H, Y):
+    def term(H, Y, owner):
         out = []
         for sl in head.chunks(H.shape[0]):
             logits = head.logits(H[sl])
@@ -164,7 +172,7 @@ def explain(lm, samples: Sequence[Sample], train: SparseFeatures, val: SparseFea
     from .scoring import emb_scores, sparse_scores
 
     parts = position_contributions(lm, samples, val, config, method=method, batch_size=batch_size,
-                                   val_samples=val_samples)
+                                   val_samples=val_samples, train=train if method == "sparse" else None)
     pair = (sparse_scores if method == "sparse" else emb_scores)(train, val, pairwise=True)   # [n_val, n]
     tok = lm.tokenizer
     out = []

@@ -46,16 +46,17 @@ class FeatureConfig:
                          "(every next-token position)", choices=("response", "all"))
     k: int = opt(8, "top-k predicted tokens kept per position besides the target (sparse support)",
                  flag="--top-tokens", aliases=("--k",))
-    r: int | None = opt(64, "projection width of the hidden side (sparse); 0 keeps every dimension", none_as=0)
+    r: int | None = opt(128, "projection width of the hidden side (sparse); 0 keeps every dimension", none_as=0)
     seed: int = opt(0, "seed of the projection matrix")
     chat_template: bool = opt(True, "render prompts with the tokenizer's chat template (--plain: plain text)",
                               flag="--plain", negate=True)
     max_length: int | None = opt(None, "longest sample in tokens (default: the model context)")
-    store_dtype: str = opt("float32", "dtype of the stored vectors: float32, or float16 (half the bytes)",
+    store_dtype: str = opt("float16", "dtype of the stored vectors: float16 (half the bytes, the default), or float32",
                            choices=("float32", "float16"))
-    energy: float = opt(1.0, "keep each sample's largest rows until they hold this share of its ||G||^2 "
-                             "(1 keeps every row)")
-    max_rows: int | None = opt(None, "at most this many rows per sample, the largest (0: no cap)", none_as=0)
+    energy: float = opt(0.99, "keep each sample's largest rows until they hold this share of its ||G||^2 "
+                              "(1 keeps every row)")
+    max_rows: int | None = opt(112, "at most this many rows per sample, the largest (0: no cap); 112 rows of r=128 "
+                                    "in float16 keep a sample within 32 KB", none_as=0)
 
     def __post_init__(self):
         if self.positions not in ("response", "all"):
@@ -93,7 +94,11 @@ class FeatureConfig:
         """The config of :meth:`to_dict` (its other keys, such as the version, are ignored)."""
         from dataclasses import fields
 
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        # a config of the first stored format has no bound keys: it kept every row in float32,
+        # whatever today's defaults are
+        unbounded = {"store_dtype": "float32", "energy": 1.0, "max_rows": None}
+        return cls(**{f.name: d.get(f.name, unbounded.get(f.name)) for f in fields(cls)
+                      if f.name in d or f.name in unbounded})
 
     @property
     def id(self) -> str:
@@ -665,6 +670,8 @@ def extract_sparse(
     out_dt = np.float16 if config.store_dtype == "float16" else None
     vectors = np.concatenate([parts[i][1] for i in order]) if order else np.zeros((0, r), np.float32)
     emb = np.stack([parts[i][3] for i in order]) if order else np.zeros((0, 0), np.float32)
+    if out_dt is not None:
+        _check_half_range(vectors, emb, [samples[i].sample_id for i in order], counts)
     return SparseFeatures(
         sample_ids=[samples[i].sample_id for i in order],
         row_sample=np.repeat(np.arange(len(order)), counts).astype(np.int64),
@@ -674,6 +681,21 @@ def extract_sparse(
         n_positions=np.array([parts[i][4] for i in order], dtype=np.int64),
         norms=np.array([parts[i][2] for i in order], dtype=np.float64) if config.bounded else None,
     )
+
+
+HALF_MAX = float(np.finfo(np.float16).max)
+
+
+def _check_half_range(vectors: np.ndarray, emb: np.ndarray, sample_ids: Sequence[str], counts: Sequence[int]) -> None:
+    """Stop, naming the sample, before a value beyond float16's range would be stored as inf."""
+    row_max = np.abs(vectors).max(axis=1) if vectors.size else np.zeros(0)
+    emb_max = np.abs(emb).max(axis=1) if emb.size else np.zeros(0)
+    if (row_max > HALF_MAX).any() or (emb_max > HALF_MAX).any():
+        owner = np.repeat(np.arange(len(counts)), counts)
+        bad = int(owner[np.argmax(row_max > HALF_MAX)]) if (row_max > HALF_MAX).any() else int(np.argmax(emb_max > HALF_MAX))
+        worst = max(float(row_max.max(initial=0)), float(emb_max.max(initial=0)))
+        raise ConfigError(f"sample {sample_ids[bad]!r}: its features reach {worst:.3g}, beyond float16's range "
+                          f"({HALF_MAX:g}); store them in float32 (--store-dtype float32)")
 
 
 def bound_rows(tok: np.ndarray, vec: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, float]:

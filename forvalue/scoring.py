@@ -144,6 +144,20 @@ def sparse_scores(train: SparseFeatures, val: SparseFeatures, *, pairwise: bool 
     return out.T.numpy() if pairwise else out.numpy()
 
 
+_POOL = None
+
+
+def _pool():
+    """Two kernel threads shared by every table and shard (starting threads per shard cost about a
+    tenth of the re-scoring of a store)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():        # a forked child has the pool but not its threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="forvalue-mean"))
+    return _POOL[1]
+
+
 class MeanTable:
     """The valuation set's mean row per token (the set-mean side of a sparse score), built once and
     applied to any number of training features: a feature store larger than memory is scored shard
@@ -213,10 +227,7 @@ class MeanTable:
         with _torch_threads(1):
             if workers == 1:
                 return part(0).numpy()
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(workers) as pool:
-                return sum(pool.map(part, range(workers))).numpy()
+            return sum(_pool().map(part, range(workers))).numpy()
 
     def values(self, train: SparseFeatures, raw: np.ndarray | None = None):
         """(raw, normalized, norm): the score, the cosine with the mean valuation gradient, ||G||."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_bool, env_int, env_str
+from ._env import env_bool, env_float, env_int, env_str
 from ._fields import config_class, dataclass_fields
 
 # the feature config's fields (forvalue.features.FeatureConfig) and the variable that sets each
 FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FORVALUE_RANK",
-               "seed": "FORVALUE_SEED", "chat_template": "FORVALUE_CHAT_TEMPLATE", "max_length": "FORVALUE_MAX_LENGTH"}
+               "seed": "FORVALUE_SEED", "chat_template": "FORVALUE_CHAT_TEMPLATE", "max_length": "FORVALUE_MAX_LENGTH",
+               "store_dtype": "FORVALUE_STORE_DTYPE", "energy": "FORVALUE_ENERGY", "max_rows": "FORVALUE_MAX_ROWS"}
+
+
+def _DEFAULT():
+    from forvalue.features import FeatureConfig
+
+    return FeatureConfig()
 
 
 class _FeatureStore(ConfigurableResource):
@@ -21,9 +28,12 @@ class _FeatureStore(ConfigurableResource):
     def from_env(cls):
         return cls(root=env_str("FORVALUE_FEATURES", ".forvalue/features"),
                    positions=env_str("FORVALUE_POSITIONS", "response"), k=env_int("FORVALUE_TOPK", 8),
-                   r=env_int("FORVALUE_RANK", 64), seed=env_int("FORVALUE_SEED", 0),
+                   r=env_int("FORVALUE_RANK", _DEFAULT().r), seed=env_int("FORVALUE_SEED", 0),
                    chat_template=env_bool("FORVALUE_CHAT_TEMPLATE", True),
-                   max_length=env_int("FORVALUE_MAX_LENGTH", None))
+                   max_length=env_int("FORVALUE_MAX_LENGTH", None),
+                   store_dtype=env_str("FORVALUE_STORE_DTYPE", _DEFAULT().store_dtype),
+                   energy=env_float("FORVALUE_ENERGY", _DEFAULT().energy),
+                   max_rows=env_int("FORVALUE_MAX_ROWS", _DEFAULT().max_rows) or None)
 
     def config(self):
         """The library's ``FeatureConfig`` of these fields."""

@@ -10,6 +10,9 @@ from forvalue.scoring import score
 from tests.conftest import make_records
 
 
+FULL_ROWS = dict(store_dtype="float32", energy=1.0, max_rows=None)   # every row in the compute dtype: exact identities
+
+
 def _samples(n, seed=0, prefix="s"):
     return samples_from_records(make_records(n, seed, prefix)).samples
 
@@ -102,7 +105,7 @@ def test_sparse_with_full_support_and_no_projection_equals_full(tiny_lm64):
     V = lm.model.config.vocab_size
     train, val = _samples(6, 3, "t"), _samples(3, 4, "v")
     full = score(lm, train, val, method="full", pairwise=True).matrix
-    sparse = score(lm, train, val, method="sparse", config=FeatureConfig(k=V, r=None), pairwise=True).matrix
+    sparse = score(lm, train, val, method="sparse", config=FeatureConfig(k=V, r=None, **FULL_ROWS), pairwise=True).matrix
     assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6
 
 
@@ -156,7 +159,7 @@ def test_emb_is_dot_of_summed_hidden_states(tiny_lm64):
     train, val = _samples(3, 9, "t"), _samples(2, 10, "v")
     hs = lambda s: position_terms(lm, s, config)[0].sum(0)
     expected = np.array([[float(hs(v) @ hs(t)) for t in train] for v in val])
-    got = score(lm, train, val, method="emb", pairwise=True).matrix
+    got = score(lm, train, val, method="emb", config=FeatureConfig(**FULL_ROWS), pairwise=True).matrix
     assert np.allclose(got, expected, rtol=1e-9)
 
 

@@ -38,9 +38,19 @@ def test_store_computes_only_missing(tiny_lm, tmp_path):
     # another feature config is a separate key: nothing reused
     other = store.ensure(tiny_lm, samples[:2], FeatureConfig(k=4))
     assert other.computed == 2
-    # shard metadata travels with the Parquet file
-    meta = json.loads(pq.read_schema(next(store.folder(tiny_lm.fingerprint, FeatureConfig()).glob("shard-*[0-9a-f].parquet"))).metadata[b"forvalue"])
+    # shard metadata travels with the data files: Arrow IPC for the default (bounded) form ...
+    import pyarrow.ipc as ipc
+
+    rows_file = next(store.folder(tiny_lm.fingerprint, FeatureConfig()).glob("shard-*[0-9a-f].rows.arrow"))
+    meta = json.loads(ipc.open_file(rows_file).schema.metadata[b"forvalue"])
     assert meta["model"]["id"] == tiny_lm.fingerprint.id and meta["feature_config"]["k"] == 8
+    assert (meta["feature_config"]["version"], meta["feature_config"]["store_dtype"]) == ("2", "float16")
+    # ... Parquet for the first release's form (full rows in float32), whose store key is unchanged
+    v1 = FeatureConfig(store_dtype="float32", energy=1.0, max_rows=None)
+    store.ensure(tiny_lm, samples[:2], v1)
+    meta = json.loads(pq.read_schema(next(store.folder(tiny_lm.fingerprint, v1).glob("shard-*[0-9a-f].parquet"))).metadata[b"forvalue"])
+    assert meta["feature_config"]["version"] == "1" and "store_dtype" not in meta["feature_config"]
+    assert FeatureConfig.from_dict(meta["feature_config"]) == v1
 
 
 def test_interrupted_extraction_leaves_no_half_shard_and_rerun_completes(tiny_lm, tmp_path, monkeypatch):
@@ -49,21 +59,23 @@ def test_interrupted_extraction_leaves_no_half_shard_and_rerun_completes(tiny_lm
     store = FeatureStore(tmp_path / "fs")
     samples = samples_from_records(make_records(9)).samples
     assert len({s.sample_id for s in samples}) == 9
+    import forvalue.shard_format as shard_format
+
     real_write = store_mod.FeatureStore.write_shard
     calls = {"n": 0}
-    real_pq_write = pq.write_table
+    real_atomic = shard_format.atomic_write
 
-    def flaky_write_table(table, where, *a, **k):
+    def flaky_atomic_write(path, write):
         calls["n"] += 1
         if calls["n"] == 3:  # the rows file of the second shard is written ...
-            real_pq_write(table, where, *a, **k)
+            real_atomic(path, write)
             raise KeyboardInterrupt  # ... then the process is interrupted
-        return real_pq_write(table, where, *a, **k)
+        return real_atomic(path, write)
 
-    monkeypatch.setattr(pq, "write_table", flaky_write_table)
+    monkeypatch.setattr(shard_format, "atomic_write", flaky_atomic_write)
     with pytest.raises(KeyboardInterrupt):
         store.ensure(tiny_lm, samples, shard_size=4)
-    monkeypatch.setattr(pq, "write_table", real_pq_write)
+    monkeypatch.setattr(shard_format, "atomic_write", real_atomic)
     folder = store.folder(tiny_lm.fingerprint, FeatureConfig())
     assert len(store.manifests(tiny_lm.fingerprint, FeatureConfig())) == 1
     assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*"))
@@ -142,3 +154,19 @@ def test_rank_and_select():
         select(v, top_k=1, top_p=10)
     with pytest.raises(ValueError):
         select(v, top_p=150)
+
+
+def test_float16_overflow_stops_naming_the_sample():
+    from forvalue.errors import ConfigError
+    from forvalue.features import HALF_MAX, _check_half_range
+
+    vectors = np.ones((5, 4), np.float32)
+    emb = np.ones((3, 2), np.float32)
+    _check_half_range(vectors, emb, ["a", "b", "c"], [2, 2, 1])          # in range: nothing happens
+    vectors[3, 1] = HALF_MAX * 2                                            # a row of the second sample
+    with pytest.raises(ConfigError, match=r"sample 'b'.*float32"):
+        _check_half_range(vectors, emb, ["a", "b", "c"], [2, 2, 1])
+    vectors[3, 1] = 1
+    emb[2, 0] = -HALF_MAX * 3                                               # the third sample's emb
+    with pytest.raises(ConfigError, match="sample 'c'"):
+        _check_half_range(vectors, emb, ["a", "b", "c"], [2, 2, 1])

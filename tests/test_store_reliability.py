@@ -45,17 +45,19 @@ def _env():
 
 KILL_DURING_WRITE = """
 import os, signal, sys
-import pyarrow.parquet as pq
-real = pq.write_table
+import forvalue.shard_format as shard_format
+real = shard_format.atomic_write
 calls = {"n": 0}
-def dying(table, where, *a, **k):
+def dying(path, write):
     calls["n"] += 1
     if calls["n"] == 3:                      # the rows file of the second shard: half of it, then kill -9
-        with open(where, "wb") as f:
-            f.write(b"PAR1" + b"x" * 100)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(table, where, *a, **k)
-pq.write_table = dying
+        def half(tmp):
+            with open(tmp, "wb") as f:
+                f.write(b"ARROW1" + b"x" * 100)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, half)
+    return real(path, write)
+shard_format.atomic_write = dying
 from forvalue.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -110,7 +112,7 @@ def test_damaged_shard_is_moved_aside_and_recomputed(tiny_lm, tmp_path, capsys):
     samples = samples_from_records(make_records(8)).samples
     first = store.ensure(tiny_lm, samples, shard_size=4)
     folder = store.folder(tiny_lm.fingerprint, FeatureConfig())
-    victim = sorted(folder.glob("shard-*[0-9a-f].parquet"))[0]
+    victim = sorted(folder.glob("shard-*[0-9a-f].rows.arrow"))[0]
     victim.write_bytes(victim.read_bytes()[:50])               # truncated after it was committed
     again = FeatureStore(tmp_path / "fs")
     with pytest.warns(RuntimeWarning, match="damaged shard"):
@@ -122,9 +124,9 @@ def test_damaged_shard_is_moved_aside_and_recomputed(tiny_lm, tmp_path, capsys):
     assert np.allclose(res.features.vectors, first.features.vectors)
     assert set(_stored_ids(folder).values()) == {1} and len(_stored_ids(folder)) == 8
     # a shard whose bytes changed but not its size: the quick check misses it, reading does not
-    victim = sorted(folder.glob("shard-*[0-9a-f].parquet"))[0]
+    victim = sorted(folder.glob("shard-*[0-9a-f].rows.arrow"))[0]
     raw = bytearray(victim.read_bytes())
-    raw[-12:-8] = b"\xff\xff\xff\xff"                          # corrupt the footer length
+    raw[-10:-6] = b"\xff\xff\xff\xff"                          # corrupt the footer length
     victim.write_bytes(bytes(raw))
     third = FeatureStore(tmp_path / "fs")
     report = third.verify()
@@ -135,7 +137,7 @@ def test_damaged_shard_is_moved_aside_and_recomputed(tiny_lm, tmp_path, capsys):
     assert third.verify()["ok"]
     # the CLI says what it repaired
     data = _write(tmp_path / "d.jsonl", make_records(8))
-    victim = sorted(folder.glob("shard-*.samples.parquet"))[0]
+    victim = sorted(folder.glob("shard-*.samples.arrow"))[0]
     victim.unlink()
     capsys.readouterr()
     assert main(["features", "--data", str(data), "--out", str(tmp_path / "fs"), "--model", tiny_lm.source,

@@ -58,15 +58,62 @@ def long_records(seed: int = 0, per_sample: int = 8, n_train_per_class: int = 30
     return group(tr, "train"), group(va, "val")
 
 
-def bench_data(task: str, positions: str, *, k: int, seed: int = 0):
-    """The benchmark's samples and labels (:class:`forvalue.benchmarks.runner.BenchData`)."""
+def bench_data(task: str, positions: str, *, k: int, seed: int = 0, r: int | None = R_MAX):
+    """The benchmark's samples and labels (:class:`forvalue.benchmarks.runner.BenchData`), with a
+    feature config that keeps every row in float32 (the stored forms are derived from it)."""
     from .runner import build_data, task_data
 
     if task == "math-long":
         tr, va = long_records(seed)
         text = "text" if positions == "all" else None
-        return build_data(task, tr, va, positions=positions, text_column=text, chat_template=False, k=k, r=R_MAX)
-    return task_data(task, positions=positions, seed=seed, k=k, r=R_MAX)
+        data = build_data(task, tr, va, positions=positions, text_column=text, chat_template=False, k=k, r=r)
+    else:
+        data = task_data(task, positions=positions, seed=seed, k=k, r=r)
+    data.config = replace(data.config, store_dtype="float32", energy=1.0, max_rows=None)
+    return data
+
+
+def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[int] = (64, 128),
+                     seeds: Sequence[int] = (0, 1, 2, 3, 4), energy: float = 0.99, max_rows: int | None = 128,
+                     batch_size: int = 8, log=None) -> dict:
+    """Recall and AUC of the stored form for several projection seeds: the features are extracted once
+    without a projection, then projected exactly as extraction does (``features.projection(d, r,
+    seed)``; the projection is linear, so projecting a token's summed row equals summing projected
+    positions), pruned and cast as stored. Seed 0 is what the product stores."""
+    import torch
+
+    from ..features import FeatureConfig, SparseFeatures, bound_rows, projection
+    from .runner import encode_labels, labels_of
+    from ..valuator import Valuator
+
+    say = log or (lambda msg: None)
+    data = bench_data(task, positions, k=k, r=None)
+    ytr, yva = encode_labels(labels_of(data.train_records, "class_id"), labels_of(data.val_records, "class_id"))
+    v = Valuator(lm, data.config, batch_size=batch_size)
+    t0 = time.perf_counter()
+    full = [v.featurize(data.train).features, v.featurize(data.val).features]
+    say(f"[{task}/{positions}] unprojected features in {time.perf_counter() - t0:.0f} s")
+    d = full[0].vectors.shape[1]
+    out = {"task": task, "positions": positions, "k": k, "energy": energy, "max_rows": max_rows,
+           "unprojected": evaluate(*full, ytr, yva), "draws": []}
+    for r in rs:
+        for seed in seeds:
+            P = projection(d, r, seed, "cpu", torch.float64).numpy()
+            cfg = FeatureConfig(k=k, r=r, seed=seed, store_dtype="float16", energy=energy, max_rows=max_rows)
+            stored = []
+            for f in full:
+                bounds = np.searchsorted(f.row_sample, np.arange(len(f) + 1))
+                proj = (f.vectors.astype(np.float64) @ P).astype(np.float32)
+                parts = [bound_rows(f.token_ids[bounds[i]:bounds[i + 1]], proj[bounds[i]:bounds[i + 1]], cfg)
+                         for i in range(len(f))]
+                stored.append(SparseFeatures(
+                    sample_ids=list(f.sample_ids), row_sample=np.repeat(np.arange(len(f)), [len(p[0]) for p in parts]),
+                    token_ids=np.concatenate([p[0] for p in parts]),
+                    vectors=np.concatenate([p[1] for p in parts]).astype(np.float16),
+                    emb=f.emb.astype(np.float16), n_positions=f.n_positions, norms=np.array([p[2] for p in parts])))
+            out["draws"].append({"r": r, "seed": seed, **evaluate(*stored, ytr, yva)})
+            say(f"[{task}/{positions}] r={r} seed={seed}: {out['draws'][-1]}")
+    return out
 
 
 def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None):
@@ -169,4 +216,4 @@ def markdown(results: Sequence[dict], configs: Sequence[dict]) -> str:
 
 
 __all__ = ["GRID", "TASKS", "long_records", "bench_data", "derive", "stored_bytes", "run_task", "best_rows",
-           "markdown"]
+           "markdown", "projection_draws"]

@@ -96,7 +96,7 @@ def _register_scale(bsub, parents) -> None:
                    help="where the store is built and kept (reused when it is there); default: a temporary "
                         "folder, removed afterwards")
     p.add_argument("--rows", type=int, default=64, help="rows per sample (the stored bound)")
-    p.add_argument("--r", type=int, default=64, help="projection width")
+    p.add_argument("--r", type=int, default=FeatureConfig().r, help="projection width (default: the product's)")
     p.add_argument("--n-val", type=int, default=100, help="valuation samples")
     p.add_argument("--shard-size", type=int, default=4096)
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
