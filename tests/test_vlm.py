@@ -154,7 +154,8 @@ def test_vlm_sparse_full_support_equals_full(vlm64):
     V = vlm64.model.get_output_embeddings().weight.shape[0]
     train, val = vlm_samples(3, seed=5), vlm_samples(2, seed=6)
     full = score(vlm64, train, val, method="full", pairwise=True).matrix
-    sparse = score(vlm64, train, val, method="sparse", config=FeatureConfig(k=V, r=None), pairwise=True).matrix
+    sparse = score(vlm64, train, val, method="sparse", pairwise=True,
+                   config=FeatureConfig(k=V, r=None, store_dtype="float32", energy=1.0, max_rows=None)).matrix
     assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6
 
 
