@@ -39,7 +39,11 @@ CREATE TABLE IF NOT EXISTS valuation_sets (
 );
 
 -- The samples of a dataset or valuation set version, one row per distinct content id
--- (a duplicate row in the same file is kept once, at its first row number).
+-- (a duplicate row in the same file is kept once, at its first row number). The registration keeps
+-- (set_kind, set_name, set_version, sample_id) unique (DISTINCT ON, replacing the version's rows in
+-- one transaction); there is no key index: DuckDB holds an index in memory, unspilled, so a 10M-row
+-- registration could not commit under the catalog's memory limit. (Catalogs created before keep
+-- their primary key.)
 CREATE TABLE IF NOT EXISTS samples (
     set_kind        VARCHAR   NOT NULL CHECK (set_kind IN ('dataset', 'valuation_set')),
     set_name        VARCHAR   NOT NULL,
@@ -54,8 +58,7 @@ CREATE TABLE IF NOT EXISTS samples (
     messages        JSON,
     images          JSON,
     label           JSON,
-    record          JSON      NOT NULL,   -- the raw row, exported again by curated subsets
-    PRIMARY KEY (set_kind, set_name, set_version, sample_id)
+    record          JSON      NOT NULL    -- the raw row, exported again by curated subsets
 );
 
 -- A model that produced features: its fingerprint.

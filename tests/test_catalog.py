@@ -43,10 +43,11 @@ def test_schema_comes_from_sql_files(catalog):
     assert {"datasets", "samples", "valuation_sets", "models", "feature_runs", "scores", "subsets",
             "training_runs"} <= declared_tables
     assert {"subset_lineage", "latest_scores"} <= declared_views
-    # every table has a primary key
+    # every table has a primary key but samples, whose key the registration keeps unique (an index of
+    # 10M sample ids would not fit the catalog's memory limit at commit)
     pks = {r["table_name"] for r in catalog.query(
         "SELECT table_name FROM information_schema.table_constraints WHERE constraint_type = 'PRIMARY KEY'")}
-    assert pks == declared_tables
+    assert pks == declared_tables - {"samples"}
     # idempotent
     catalog.init()
     Catalog(catalog.path).init()
