@@ -22,7 +22,7 @@ def _DEFAULT():
 
 class _FeatureStore(ConfigurableResource):
     root: str = Field(default=".forvalue/features", description="feature shard folder. Env: FORVALUE_FEATURES")
-    shard_size: int = Field(default=512, description="samples per Parquet shard")
+    shard_size: int = Field(default=512, description="samples per shard")
 
     @classmethod
     def from_env(cls):

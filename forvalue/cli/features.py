@@ -11,7 +11,7 @@ def register(sub, parents) -> None:
     p = sub.add_parser("features", parents=parents, help="extract and store sparse features (only what is missing)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="feature store folder")
-    p.add_argument("--shard-size", type=int, default=512, help="samples per Parquet shard")
+    p.add_argument("--shard-size", type=int, default=512, help="samples per shard")
     o.add_model_options(p)
     o.add_feature_options(p)
     o.add_column_options(p)

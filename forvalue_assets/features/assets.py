@@ -1,5 +1,5 @@
 """Features: ``training_features`` / ``valuation_features`` (group features, pool ``model``): sparse
-features as Parquet shards; only sample ids missing for this model and feature config are
+features as feature-store shards; only sample ids missing for this model and feature config are
 computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog.py).
 
 The ``engine`` resource chooses where: in the run's process (``local``) or on a Ray Data actor pool
@@ -149,7 +149,7 @@ def _features_on_ray(context: AssetExecutionContext, kind: str, info: dict, samp
     code_version=CODE_VERSION,
     automation_condition=AUTOMATION,
     description="Sparse For-Value features (lm_head gradient rows on targets + top-k tokens, hidden side "
-                "projected) of a training dataset, as Parquet shards keyed by model fingerprint and feature "
+                "projected) of a training dataset, as feature-store shards keyed by model fingerprint and feature "
                 "config. Only sample ids missing for this model and config are computed.",
 )
 def training_features(context: AssetExecutionContext, model: ModelResource, feature_store: FeatureStoreResource,
