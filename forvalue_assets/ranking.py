@@ -53,8 +53,16 @@ def _missing_features(valuator):
                                   f"features") from e
 
 
-def stored_scores(valuator, train_ids, val_ids):
-    """The sparse scores of stored features (:meth:`forvalue.Valuator.score_stored`, streamed), in
-    the order of ``train_ids``; a clear failure when some features are missing."""
+def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, context=None):
+    """(:class:`forvalue.scoring.ScoreResult`, engine stats or None): the sparse scores of stored
+    features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`, streamed), or
+    one Ray task per shard when ``engine`` (an EngineResource) says ray (``ray``: the step's Ray
+    resource, connected here); a clear failure when some features are missing."""
     with _missing_features(valuator):
-        return valuator.score_stored(train_ids, val_ids)
+        if engine is None or engine.engine != "ray":
+            return valuator.score_stored(train_ids, val_ids), None
+        from forvalue.engines.ray_scoring import score_stored
+        from resources.ray import connect
+
+        connect(ray, context)
+        return score_stored(valuator.store, valuator.fingerprint, valuator.config, train_ids, val_ids, engine.config())

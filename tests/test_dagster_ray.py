@@ -53,6 +53,24 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         assert len(ids) == 12 and set(ids.values()) == {1}
         runs = p.catalog().query("SELECT n_computed, n_samples FROM feature_runs")
         assert [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in runs] == [(12, 12)]
+        # the scores asset on the same engine: one Ray task per shard, the values of the in-process scoring
+        assert p.register("valuation", "v1", p.write_jsonl("valuation", "v1", make_records(3, seed=6, prefix="v"))).success
+        res = p.curate("t1", "v1", subset={"mode": "top_k", "value": 4})
+        assert res.success
+        (mat,) = [m for m in res.get_asset_materialization_events() if m.asset_key == AssetKey("forvalue_scores")]
+        meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+        assert meta["engine"] == "ray" and meta["workers"] == 2 and meta["ray_cluster"] == "LocalRay"
+        from forvalue.valuator import Valuator
+
+        cat = p.catalog()
+        stored = {r["sample_id"]: r["score"] for r in cat.query("SELECT sample_id, score FROM scores")}
+        model_id = cat.query("SELECT model_id FROM score_runs")[0]["model_id"]
+        train_ids = cat.sample_ids("dataset", "t1", cat.current_set("dataset", "t1")["version"])
+        val_ids = cat.sample_ids("valuation_set", "v1", cat.current_set("valuation_set", "v1")["version"])
+        local = Valuator.from_store(p.feature_store(), cat.fingerprint(model_id), p.resources["feature_store"].config())
+        want = local.score_stored(train_ids, val_ids).values
+        got = [stored[s] for s in train_ids]
+        assert len(got) == 12 and max(abs(a - b) for a, b in zip(got, want)) <= 1e-6 * max(abs(w) for w in want)
     assert not ray.is_initialized()                        # the step's Ray was shut down ...
     assert _ray_folders() <= before                        # ... and its folder removed
 

@@ -20,7 +20,8 @@ from pydantic import Field
 from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
 from forvalue.io import atomic_copy, atomic_write_bytes
 from forvalue.selection import STRATEGIES
-from resources import CurationResource, DuckDBStoreResource, FeatureStoreResource, ModelResource
+from dagster_ray import RayResource
+from resources import CurationResource, DuckDBStoreResource, EngineResource, FeatureStoreResource, ModelResource
 
 from .. import metadata as md
 from ..common import (
@@ -88,7 +89,7 @@ def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.
 )
 def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
                     feature_store: FeatureStoreResource, model: ModelResource,
-                    curation: CurationResource) -> MaterializeResult:
+                    curation: CurationResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
     from forvalue.scoring import rank
 
     t0 = time.perf_counter()
@@ -102,7 +103,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         raise catalog_failure(e) from e
     valuator = stored_valuator(cat, feature_store, inp["model_id"])   # stored features only: no model load
     t_score = time.perf_counter()
-    res = stored_scores(valuator, train_ids, val_ids)   # streamed shard by shard: any store size
+    # streamed shard by shard (any store size), on Ray one task per shard when the engine says so
+    res, stats = stored_scores(valuator, train_ids, val_ids, engine=engine, ray=ray, context=context)
     values, normalized, norms = res.values, res.normalized, res.norms
     score_s = time.perf_counter() - t_score
     bad = int((~np.isfinite(values)).sum())
@@ -138,6 +140,9 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         "valuation_version": MetadataValue.text(inp["val"]["version"]),
         "seconds_score": MetadataValue.float(round(score_s, 3)),
         "feature_shards_read": MetadataValue.int(int(res.info.get("shards", 0))),
+        "engine": MetadataValue.text("ray" if stats else "local"),
+        **({"workers": MetadataValue.int(stats.workers), "rows_per_s": MetadataValue.float(round(stats.rows_per_s, 2)),
+            "ray_cluster": MetadataValue.text(ray.name)} if stats else {}),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
 
