@@ -136,7 +136,9 @@ def test_a_worker_killed_mid_run_leaves_every_sample_stored_once(local_ray, tiny
     assert stored_at_kill < n                              # the kill fell in the middle of the run
     ids = _stored(folder)
     assert len(ids) == n and set(ids.values()) == {1}      # every sample exactly once
-    assert res.computed == n and res.reused == 0
+    # the killed actor may have committed a shard before it died without reporting it: its retried
+    # batch then finds those samples stored (reused), never computed or stored twice
+    assert res.computed + res.reused == n and res.reused < n
     assert res.stats.retried_tasks >= 1                    # the killed actor's batch ran again
     assert not list(folder.glob(".*.tmp")) and not list(folder.glob("locks/claim-*"))
     assert FeatureStore(tmp_path / "fs").verify()["ok"]
