@@ -90,7 +90,7 @@ def position_contributions(lm, samples: Sequence[Sample], val: SparseFeatures, c
     out: dict[int, tuple] = {}
     for batch in length_batches(encoded, batch_size):
         pos = scored_positions(lm, batch, config.positions, cdt)
-        owner = np.array([batch[b].index for b in pos.S.cpu().numpy()], dtype=np.int64)
+        owner = np.array([e.index for e in batch], dtype=np.int64)[pos.S.cpu().numpy()]   # sample of each position
         contrib = term(pos.H.to(head.W.device), pos.Y.to(head.W.device), owner)
         start = 0
         for b, e in enumerate(batch):

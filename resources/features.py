@@ -26,14 +26,15 @@ class _FeatureStore(ConfigurableResource):
 
     @classmethod
     def from_env(cls):
+        default = _DEFAULT()
         return cls(root=env_str("FORVALUE_FEATURES", ".forvalue/features"),
                    positions=env_str("FORVALUE_POSITIONS", "response"), k=env_int("FORVALUE_TOPK", 8),
-                   r=env_int("FORVALUE_RANK", _DEFAULT().r), seed=env_int("FORVALUE_SEED", 0),
+                   r=env_int("FORVALUE_RANK", default.r), seed=env_int("FORVALUE_SEED", 0),
                    chat_template=env_bool("FORVALUE_CHAT_TEMPLATE", True),
                    max_length=env_int("FORVALUE_MAX_LENGTH", None),
-                   store_dtype=env_str("FORVALUE_STORE_DTYPE", _DEFAULT().store_dtype),
-                   energy=env_float("FORVALUE_ENERGY", _DEFAULT().energy),
-                   max_rows=env_int("FORVALUE_MAX_ROWS", _DEFAULT().max_rows) or None)
+                   store_dtype=env_str("FORVALUE_STORE_DTYPE", default.store_dtype),
+                   energy=env_float("FORVALUE_ENERGY", default.energy),
+                   max_rows=env_int("FORVALUE_MAX_ROWS", default.max_rows) or None)
 
     def config(self):
         """The library's ``FeatureConfig`` of these fields."""

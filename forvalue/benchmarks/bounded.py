@@ -82,7 +82,7 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
     positions), pruned and cast as stored. Seed 0 is what the product stores."""
     import torch
 
-    from ..features import FeatureConfig, SparseFeatures, bound_rows, projection
+    from ..features import FeatureConfig, projection
     from .runner import encode_labels, labels_of
     from ..valuator import Valuator
 
@@ -100,41 +100,34 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
         for seed in seeds:
             P = projection(d, r, seed, "cpu", torch.float64).numpy()
             cfg = FeatureConfig(k=k, r=r, seed=seed, store_dtype="float16", energy=energy, max_rows=max_rows)
-            stored = []
-            for f in full:
-                bounds = np.searchsorted(f.row_sample, np.arange(len(f) + 1))
-                proj = (f.vectors.astype(np.float64) @ P).astype(np.float32)
-                parts = [bound_rows(f.token_ids[bounds[i]:bounds[i + 1]], proj[bounds[i]:bounds[i + 1]], cfg)
-                         for i in range(len(f))]
-                stored.append(SparseFeatures(
-                    sample_ids=list(f.sample_ids), row_sample=np.repeat(np.arange(len(f)), [len(p[0]) for p in parts]),
-                    token_ids=np.concatenate([p[0] for p in parts]),
-                    vectors=np.concatenate([p[1] for p in parts]).astype(np.float16),
-                    emb=f.emb.astype(np.float16), n_positions=f.n_positions, norms=np.array([p[2] for p in parts])))
+            stored = [_stored(f, (f.vectors.astype(np.float64) @ P).astype(np.float32), cfg) for f in full]
             out["draws"].append({"r": r, "seed": seed, **evaluate(*stored, ytr, yva)})
             say(f"[{task}/{positions}] r={r} seed={seed}: {out['draws'][-1]}")
     return out
 
 
+def _stored(feats, vectors: np.ndarray, cfg):
+    """``feats`` with its rows replaced by ``vectors`` (projected as ``cfg.r`` says), then pruned per
+    sample and cast as ``cfg`` stores them (:func:`forvalue.features.bound_rows`)."""
+    from ..features import SparseFeatures, bound_rows
+
+    bounds = np.searchsorted(feats.row_sample, np.arange(len(feats) + 1))
+    parts = [bound_rows(feats.token_ids[bounds[i]:bounds[i + 1]], vectors[bounds[i]:bounds[i + 1]], cfg)
+             for i in range(len(feats))]
+    dt = np.float16 if cfg.store_dtype == "float16" else np.float32
+    return SparseFeatures(sample_ids=list(feats.sample_ids),
+                          row_sample=np.repeat(np.arange(len(feats)), [len(p[0]) for p in parts]),
+                          token_ids=np.concatenate([p[0] for p in parts]),
+                          vectors=np.concatenate([p[1] for p in parts]).astype(dt),
+                          emb=feats.emb.astype(dt), n_positions=feats.n_positions, norms=np.array([p[2] for p in parts]))
+
+
 def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None):
     """The stored form of full float32 features under a configuration (see the module doc)."""
-    from ..features import FeatureConfig, SparseFeatures, bound_rows
+    from ..features import FeatureConfig
 
     cfg = FeatureConfig(r=r, store_dtype=store_dtype, energy=energy, max_rows=max_rows)
-    bounds = np.searchsorted(feats.row_sample, np.arange(len(feats) + 1))
-    toks, vecs, norms = [], [], []
-    scale = np.float32(np.sqrt(R_MAX / r))
-    for i in range(len(feats)):
-        sl = slice(bounds[i], bounds[i + 1])
-        t, v, nrm = bound_rows(feats.token_ids[sl], feats.vectors[sl, :r] * scale, cfg)
-        toks.append(t)
-        vecs.append(v)
-        norms.append(nrm)
-    counts = [len(t) for t in toks]
-    dt = np.float16 if store_dtype == "float16" else np.float32
-    return SparseFeatures(sample_ids=list(feats.sample_ids), row_sample=np.repeat(np.arange(len(feats)), counts),
-                          token_ids=np.concatenate(toks), vectors=np.concatenate(vecs).astype(dt),
-                          emb=feats.emb.astype(dt), n_positions=feats.n_positions, norms=np.array(norms)), cfg
+    return _stored(feats, feats.vectors[:, :r] * np.float32(np.sqrt(R_MAX / r)), cfg), cfg
 
 
 def stored_bytes(feats, cfg) -> int:

@@ -52,37 +52,50 @@ def _features(context: AssetExecutionContext, kind: str, model: ModelResource, f
     t_ext = time.perf_counter()
     valuator = Valuator(lm, cfg, store, batch_size=model.batch_size)
     try:
-        res = valuator.featurize(samples, shard_size=feature_store.shard_size, extra={
-            "dagster_run_id": context.run_id, "source_set": f"{kind}/{name}@{info['version'][:16]}"})
+        res = valuator.featurize(samples, shard_size=feature_store.shard_size, extra=_shard_extra(context, kind, info))
     except DataError as e:
         raise data_failure(e) from e
     extract_s = time.perf_counter() - t_ext
-    model_id = cat.record_model(lm.fingerprint, spec=model.model)
-    folder = store.folder(lm.fingerprint, cfg)
-    run_id = cat.record_feature_run(kind=kind, name=name, version=info["version"], model_id=model_id, config=cfg,
-                                    n_samples=len(samples), n_computed=res.computed, n_reused=res.reused,
-                                    n_shards_written=len(res.shards_written), store_folder=folder,
-                                    seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    common = _record_run(context, cat, kind, info, model, cfg, lm.fingerprint, len(samples), res,
+                         store.folder(lm.fingerprint, cfg), t0)
     context.log.info(f"{KIND_LABEL[kind]} {name}: {res.computed} samples computed, {res.reused} reused")
     return MaterializeResult(metadata={
-        "dagster/row_count": MetadataValue.int(len(samples)),
+        **common,
+        "feature_rows": MetadataValue.int(int(res.features.n_rows)),
+        "seconds_model_load": MetadataValue.float(round(load_s, 3)),
+        "seconds_extract": MetadataValue.float(round(extract_s, 3)),
+        "engine": MetadataValue.text("local"),
+        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
+    })
+
+
+def _shard_extra(context: AssetExecutionContext, kind: str, info: dict) -> dict:
+    """What every shard of this run records besides the features (the run and the set version)."""
+    return {"dagster_run_id": context.run_id, "source_set": f"{kind}/{context.partition_key}@{info['version'][:16]}"}
+
+
+def _record_run(context: AssetExecutionContext, cat, kind: str, info: dict, model: ModelResource, cfg, fingerprint,
+                n_samples: int, res, folder, t0: float) -> dict:
+    """Record the model and the feature run in the catalog (either engine); the metadata both report."""
+    model_id = cat.record_model(fingerprint, spec=model.model)
+    run_id = cat.record_feature_run(kind=kind, name=context.partition_key, version=info["version"], model_id=model_id,
+                                    config=cfg, n_samples=n_samples, n_computed=res.computed, n_reused=res.reused,
+                                    n_shards_written=len(res.shards_written), store_folder=folder,
+                                    seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    return {
+        "dagster/row_count": MetadataValue.int(n_samples),
         "computed": MetadataValue.int(res.computed),
         "reused": MetadataValue.int(res.reused),
-        "feature_rows": MetadataValue.int(int(res.features.n_rows)),
         "shards_written": MetadataValue.int(len(res.shards_written)),
         "store_folder": MetadataValue.path(str(folder)),
-        "model_fingerprint": MetadataValue.json(lm.fingerprint.to_dict()),
+        "model_fingerprint": MetadataValue.json(fingerprint.to_dict()),
         "model_id": MetadataValue.text(model_id),
         "feature_config": MetadataValue.json(cfg.to_dict()),
         "feature_config_id": MetadataValue.text(cfg.id),
         "dataset_version": MetadataValue.text(info["version"]),
         "feature_run_id": MetadataValue.text(run_id),
         "tables": MetadataValue.text("models, feature_runs"),
-        "seconds_model_load": MetadataValue.float(round(load_s, 3)),
-        "seconds_extract": MetadataValue.float(round(extract_s, 3)),
-        "engine": MetadataValue.text("local"),
-        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
-    })
+    }
 
 
 def _features_on_ray(context: AssetExecutionContext, kind: str, info: dict, samples: list, model: ModelResource,
@@ -100,32 +113,16 @@ def _features_on_ray(context: AssetExecutionContext, kind: str, info: dict, samp
     connect_s = time.perf_counter() - t_connect
     try:
         res = featurize(model.settings(), samples, cfg, feature_store.store().root, engine.config(),
-                        shard_size=feature_store.shard_size,
-                        extra={"dagster_run_id": context.run_id, "source_set": f"{kind}/{name}@{info['version'][:16]}"})
+                        shard_size=feature_store.shard_size, extra=_shard_extra(context, kind, info))
     except DataError as e:
         raise data_failure(e) from e
     st = res.stats
-    model_id = cat.record_model(res.fingerprint, spec=model.model)
-    run_id = cat.record_feature_run(kind=kind, name=name, version=info["version"], model_id=model_id, config=cfg,
-                                    n_samples=len(samples), n_computed=res.computed, n_reused=res.reused,
-                                    n_shards_written=len(res.shards_written), store_folder=res.folder,
-                                    seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+    common = _record_run(context, cat, kind, info, model, cfg, res.fingerprint, len(samples), res, res.folder, t0)
     context.log.info(f"{KIND_LABEL[kind]} {name} on Ray ({st.workers} workers): {res.computed} samples computed, "
                      f"{res.reused} reused, {st.retried_tasks} retried tasks")
     return MaterializeResult(metadata={
-        "dagster/row_count": MetadataValue.int(len(samples)),
-        "computed": MetadataValue.int(res.computed),
-        "reused": MetadataValue.int(res.reused),
+        **common,
         "feature_rows_written": MetadataValue.int(res.n_rows),
-        "shards_written": MetadataValue.int(len(res.shards_written)),
-        "store_folder": MetadataValue.path(str(res.folder)),
-        "model_fingerprint": MetadataValue.json(res.fingerprint.to_dict()),
-        "model_id": MetadataValue.text(model_id),
-        "feature_config": MetadataValue.json(cfg.to_dict()),
-        "feature_config_id": MetadataValue.text(cfg.id),
-        "dataset_version": MetadataValue.text(info["version"]),
-        "feature_run_id": MetadataValue.text(run_id),
-        "tables": MetadataValue.text("models, feature_runs"),
         "engine": MetadataValue.text("ray"),
         "ray_cluster": MetadataValue.text(ray.name),
         "workers": MetadataValue.int(st.workers),
