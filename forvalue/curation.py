@@ -94,9 +94,10 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
 
 
 def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strategy: str, *,
-                        store: str | Path | None = None, limit: int | None = None) -> Ranking:
+                        store: str | Path | None = None, limit: int | None = None, engine=None) -> Ranking:
     """Order ``train`` (the scored training file's samples) by ``strategy``, from a scores table and,
-    for the pairwise strategies, the features in the store the table records (or ``store``)."""
+    for the pairwise strategies, the features in the store the table records (or ``store``), read
+    here or one Ray task per shard (``engine``, :class:`forvalue.engines.EngineConfig`)."""
     from .features import FeatureConfig
     from .models import ModelFingerprint
     from .store import FeatureStore
@@ -130,7 +131,7 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
     fp, cfg = ModelFingerprint.from_dict(meta["model"]), FeatureConfig.from_dict(meta["feature_config"])
     try:   # streamed shard by shard: any store size
         return Valuator.from_store(FeatureStore(root), fp, cfg).rank_stored(
-            [s.sample_id for s in train], meta["val_ids"], strategy, limit=limit)
+            [s.sample_id for s in train], meta["val_ids"], strategy, limit=limit, engine=engine)
     except KeyError as e:
         raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}; {hint}") from None
 

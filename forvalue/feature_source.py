@@ -8,7 +8,7 @@ bounded format) plus what the caller keeps.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -109,8 +109,12 @@ class StoreSource(FeatureSource):
 
     def _read(self, k: int) -> SparseFeatures:
         info, ids = self._shards[k]
-        feats = ordered(self.store._read_shard(self._folder, info))
-        return feats if len(ids) == len(feats) else feats.select(ids)
+        return read_shard_part(self.store, self._folder, info, ids)
+
+    def plan(self) -> list[tuple[int, dict, list[str]]]:
+        """(position of the first sample, shard info, sample ids) of every part, in order: what a
+        worker elsewhere needs to read one part (:func:`read_shard_part`)."""
+        return [(int(self._starts[k]), info, ids) for k, (info, ids) in enumerate(self._shards)]
 
     def parts(self):
         for k in range(len(self._shards)):
@@ -123,8 +127,36 @@ class StoreSource(FeatureSource):
         return SparseFeatures.concat(parts) if parts else take_indices(self._read(0), positions)
 
 
+def read_shard_part(store, folder, info: dict, ids: list[str]) -> SparseFeatures:
+    """The features of ``ids`` (in shard order) from one shard of a store folder, rows in sample order."""
+    feats = ordered(store._read_shard(folder, info))
+    return feats if len(ids) == len(feats) else feats.select(ids)
+
+
+class PartRunner:
+    """Runs ``fn(part, start, *shared)`` on every part of a source (``start``: the position of the
+    part's first sample) and yields ``(start, result)``, in any order: the passes of scoring and of
+    the selection strategies are such maps, merged by the caller. This runner works here, part after
+    part; :class:`forvalue.engines.ray_parts.RayPartRunner` runs one Ray task per shard. ``fn`` must
+    be a module-level function (it may travel to another process)."""
+
+    name = "local"
+
+    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared) -> Iterator[tuple[int, Any]]:
+        for start, part in source.parts():
+            yield start, fn(part, start, *shared)
+
+    def stats(self):
+        """What a distributed runner did (:class:`forvalue.engines.EngineStats`); None here."""
+        return None
+
+
+LOCAL_RUNNER = PartRunner()
+
+
 def as_source(train) -> FeatureSource:
     return train if isinstance(train, FeatureSource) else MemorySource(train)
 
 
-__all__ = ["FeatureSource", "MemorySource", "StoreSource", "as_source", "ordered", "take_indices"]
+__all__ = ["FeatureSource", "MemorySource", "StoreSource", "PartRunner", "LOCAL_RUNNER", "as_source", "ordered",
+           "read_shard_part", "take_indices"]

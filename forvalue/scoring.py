@@ -239,18 +239,24 @@ class MeanTable:
         return raw, normalized, norm
 
 
-def source_values(source, val: SparseFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _part_values(part: SparseFeatures, start: int, table: MeanTable):
+    return table.values(part)
+
+
+def source_values(source, val: SparseFeatures, *, runner=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw, normalized, norm) of every sample of a :class:`forvalue.feature_source.FeatureSource`
     (positions in its order) against the valuation features ``val``, read part by part (a feature
-    store: one shard at a time; memory: the shard and the results)."""
-    from .feature_source import as_source
+    store: one shard at a time; memory: the shard and the results). ``runner``: where the parts run
+    (:class:`forvalue.feature_source.PartRunner`; default here, one after the other)."""
+    from .feature_source import LOCAL_RUNNER, as_source
 
     source = as_source(source)
     table = MeanTable(val, dtype=np.float64 if val.vectors.dtype == np.float64 else np.float32)
-    parts = [table.values(part) for _, part in source.parts()]
-    if not parts:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+    out = tuple(np.empty(len(source)) for _ in range(3))
+    for start, values in (runner or LOCAL_RUNNER).map(source, _part_values, table):
+        for o, v in zip(out, values):
+            o[start:start + len(v)] = v
+    return out
 
 
 def set_values(train: SparseFeatures, val: SparseFeatures,

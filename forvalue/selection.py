@@ -39,7 +39,8 @@ from typing import Callable
 
 import numpy as np
 
-from .feature_source import FeatureSource, MemorySource, _csr, as_source, ordered, take_indices
+from .feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, _csr, as_source, ordered,
+                             take_indices)
 from .features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
@@ -221,28 +222,32 @@ class Units:
     def chunk_size(self) -> int:
         return max(1, BLOCK_BYTES // (8 * max(1, len(self))))
 
-    def blocks(self, train: SparseFeatures | FeatureSource, norms: np.ndarray, subset: np.ndarray | None = None):
-        """Yield (training positions, [units, chunk] cosines) over ``train`` (features in memory or a
-        :class:`forvalue.feature_source.FeatureSource` read chunk by chunk), or over the positions
-        ``subset`` (ascending)."""
-        c = self.chunk_size()
-        if subset is None:
-            for idx, chunk in as_source(train).chunks(c):
-                yield idx, self.cosines(chunk, norms[idx])
-        elif isinstance(train, FeatureSource):
-            for a in range(0, len(subset), c):
-                idx = subset[a:a + c]
-                yield idx, self.cosines(train.subset(idx), norms[idx])
-        else:
-            offsets = _csr(train)
-            for a in range(0, len(subset), c):
-                idx = subset[a:a + c]
-                yield idx, self.cosines(take_indices(train, idx, offsets), norms[idx])
+    def blocks(self, feats: SparseFeatures):
+        """Yield (positions, [units, chunk] cosines) over features in memory."""
+        yield from part_blocks(self, feats, 0)
+
+
+def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarray | None = None):
+    """Yield (positions, [units, chunk] cosines) over one part of the training features (``start``: the
+    position of its first sample), or over its samples ``subset`` (part positions, ascending); chunks
+    of :meth:`Units.chunk_size` samples (a cosine does not depend on the chunk it is computed in)."""
+    norms = part.sample_norms()
+    c = units.chunk_size()
+    if subset is None:
+        for a in range(0, len(part), c):
+            b = min(len(part), a + c)
+            yield start + np.arange(a, b), units.cosines(part.take(a, b) if (a, b) != (0, len(part)) else part,
+                                                         norms[a:b])
+    else:
+        offsets = _csr(part)
+        for a in range(0, len(subset), c):
+            idx = subset[a:a + c]
+            yield start + idx, units.cosines(take_indices(part, idx, offsets), norms[idx])
 
 
 def unit_similarity(units: Units) -> np.ndarray:
     """[P, P] cosine between units."""
-    return np.concatenate([cos for _, cos in units.blocks(units.feats, units.norm)], axis=1)
+    return np.concatenate([cos for _, cos in units.blocks(units.feats)], axis=1)
 
 
 def farthest_point_order(sim: np.ndarray) -> np.ndarray:
@@ -277,7 +282,7 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
         seeds = np.sort(rng.choice(n_val, size=max_units, replace=False))
         seed_units = Units(take_indices(val, seeds))
         owner = np.empty(n_val, dtype=np.int64)
-        for idx, cos in seed_units.blocks(val, vnorm):
+        for idx, cos in seed_units.blocks(val):
             owner[idx] = np.argmax(cos, axis=0)
         owner[seeds] = np.arange(max_units)
         groups = [np.nonzero(owner == u)[0] for u in range(max_units)]
@@ -301,13 +306,50 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
 
 
 # ----------------------------------------------------------------------------- round robin
-def round_robin(units: Units, train: SparseFeatures | FeatureSource, norms: np.ndarray, visit: np.ndarray, need: int,
-                *, list_length: int | None = None, dense_elements: int | None = None) -> tuple[np.ndarray, dict]:
+def _best(vals: np.ndarray, ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``length`` highest values (ties: lowest id) and their ids, best first."""
+    keep = np.lexsort((ids, -vals), axis=1)[:, :length]
+    return np.take_along_axis(vals, keep, 1), np.take_along_axis(ids, keep, 1)
+
+
+def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], length: int):
+    return _best(np.concatenate([a[0], b[0]], axis=1), np.concatenate([a[1], b[1]], axis=1), length)
+
+
+def _part_candidates(part: SparseFeatures, start: int, units: Units, which: np.ndarray, taken: np.ndarray,
+                     length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One part's best ``length`` samples not yet taken for each unit of ``which`` (values, positions)."""
+    best = (np.full((len(which), 0), -np.inf), np.zeros((len(which), 0), np.int64))
+    for idx, block in part_blocks(units, part, start):
+        block = block[which]
+        block[:, taken[idx]] = -np.inf
+        best = _merge(best, (block, np.broadcast_to(idx, block.shape)), length)
+    return best
+
+
+def _part_dense(part: SparseFeatures, start: int, units: Units, free: np.ndarray) -> list:
+    """[(positions, [units, chunk] cosines)] of the part's samples among ``free`` (positions)."""
+    local = free[(free >= start) & (free < start + len(part))] - start
+    return list(part_blocks(units, part, start, local))
+
+
+def _part_max_cosine(part: SparseFeatures, start: int, units: Units) -> np.ndarray:
+    out = np.empty(len(part))
+    for idx, cos in part_blocks(units, part, start):
+        out[idx - start] = cos.max(axis=0)
+    return out
+
+
+def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.ndarray, need: int, *,
+                runner: PartRunner | None = None, list_length: int | None = None,
+                dense_elements: int | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
     its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
     per-unit candidate lists of the best ``list_length`` samples, refilled by another pass when one
-    runs out; the samples still free are ranked in one dense block once they fit ``dense_elements``."""
-    n, P = len(train), len(units)
+    runs out; the samples still free are ranked in one dense block once they fit ``dense_elements``.
+    Each pass is a map over the parts of ``train`` (``runner``: here, or one Ray task per shard)."""
+    source, runner = as_source(train), runner or LOCAL_RUNNER
+    n, P = len(source), len(units)
     need = min(need, n)
     dense_elements = dense_elements or BLOCK_BYTES // 8
     taken = np.zeros(n, bool)
@@ -322,27 +364,21 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, norms: np.n
         stats["passes"] += 1
         if len(free) * P <= dense_elements:   # everything still free fits one block: exact full lists
             cos = np.empty((P, len(free)))
-            for idx, block in units.blocks(train, norms, subset=free):
-                cos[:, np.searchsorted(free, idx)] = block
+            for _, blocks in runner.map(source, _part_dense, units, free):
+                for idx, block in blocks:
+                    cos[:, np.searchsorted(free, idx)] = block
             for u in range(P):
                 lists[u] = free[np.argsort(-cos[u], kind="stable")]
             complete[:] = True
             ptr[:] = 0
             stats["dense_finish"] = True
             return
-        best_v = np.full((len(which), 0), -np.inf)
-        best_i = np.zeros((len(which), 0), np.int64)
-        for idx, block in units.blocks(train, norms):
-            block = block[which]
-            block[:, taken[idx]] = -np.inf
-            vals = np.concatenate([best_v, block], axis=1)
-            ids = np.concatenate([best_i, np.broadcast_to(idx, block.shape)], axis=1)
-            keep = np.lexsort((ids, -vals), axis=1)[:, :length]
-            best_v = np.take_along_axis(vals, keep, 1)
-            best_i = np.take_along_axis(ids, keep, 1)
+        best = (np.full((len(which), 0), -np.inf), np.zeros((len(which), 0), np.int64))
+        for _, part_best in runner.map(source, _part_candidates, units, which, taken, length):
+            best = _merge(best, part_best, length)
         for row, u in enumerate(which):
-            ok = np.isfinite(best_v[row])
-            lists[u] = best_i[row][ok]
+            ok = np.isfinite(best[0][row])
+            lists[u] = best[1][row][ok]
             complete[u] = len(lists[u]) == len(free)
             ptr[u] = 0
 
@@ -371,11 +407,10 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, norms: np.n
     return np.array(out, dtype=np.int64), stats
 
 
-def _max_cosine(train: SparseFeatures | FeatureSource, norms: np.ndarray, val: SparseFeatures) -> np.ndarray:
-    units = Units(val)
-    key = np.full(len(train), -np.inf)
-    for idx, cos in units.blocks(train, norms):
-        key[idx] = cos.max(axis=0)
+def _max_cosine(source: FeatureSource, val: SparseFeatures, runner: PartRunner) -> np.ndarray:
+    key = np.full(len(source), -np.inf)
+    for start, part_key in runner.map(source, _part_max_cosine, Units(val)):
+        key[start:start + len(part_key)] = part_key
     return key
 
 
@@ -404,12 +439,14 @@ def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray
 
 def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
                   limit: int | None = None, smooth: int = SMOOTH, max_units: int = MAX_UNITS, seed: int = 0,
-                  progress: Callable[[str], None] | None = None) -> Ranking:
+                  progress: Callable[[str], None] | None = None, runner: PartRunner | None = None) -> Ranking:
     """Order the training samples by ``strategy`` from their sparse features and the valuation
     set's. ``train``: features in memory, or a :class:`forvalue.feature_source.FeatureSource` (a
     feature store read shard by shard: positions are in its ``sample_ids`` order). ``limit``: only
     the first ``limit`` positions are needed (the round-robin strategies stop there); None orders
-    every sample."""
+    every sample. ``runner``: where the passes over the training features run (default: here, part
+    after part; :class:`forvalue.engines.ray_parts.RayPartRunner`: one Ray task per shard); the
+    order does not depend on it."""
     import time
 
     from .scoring import source_values
@@ -420,23 +457,23 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     source = as_source(train)
     val = ordered(val)
     t0 = time.perf_counter()
-    raw, normalized, norm = source_values(source, val)
-    train = source.feats if isinstance(source, MemorySource) else source
+    runner = runner or LOCAL_RUNNER
+    raw, normalized, norm = source_values(source, val, runner=runner)
     info: dict = {}
     key = None
     if strategy in ("raw-mean", "cosine-mean"):
         return rank_values(raw, normalized, norm, strategy)
     if strategy == "max-cosine":
-        key = _max_cosine(train, norm, val)
+        key = _max_cosine(source, val, runner)
         order = _sorted_order(key)
     else:
-        need = len(train) if limit is None else min(int(limit), len(train))
+        need = len(source) if limit is None else min(int(limit), len(source))
         if strategy == "round-robin":
             units, visit = Units(val), np.arange(len(val))
             info["units"] = len(val)
         else:
             units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
-        order, stats = round_robin(units, train, norm, visit, need)
+        order, stats = round_robin(units, source, visit, need, runner=runner)
         info.update(stats)
     info["seconds"] = time.perf_counter() - t0
     return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)

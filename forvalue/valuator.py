@@ -128,31 +128,41 @@ class Valuator:
             raise ConfigError("no feature store")
         return StoreSource(self.store, self.fingerprint, self.config, sample_ids)
 
-    def score_stored(self, train_ids: Sequence[str], val_ids: Sequence[str]):
+    def score_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], *, engine=None):
         """:class:`forvalue.scoring.ScoreResult` (sparse: raw, normalized, norm) of the stored
         training features against the stored valuation features, streamed shard by shard, in the
-        order of ``train_ids``; KeyError when some features are missing."""
+        order of ``train_ids``; KeyError when some features are missing. ``engine``
+        (:class:`forvalue.engines.EngineConfig`): ray scores one Ray task per shard (what that run did
+        in ``info["engine"]``)."""
         import time
 
+        from .engines.runner import part_runner
         from .scoring import ScoreResult, source_values
 
         t0 = time.perf_counter()
         source = self.stored_source(train_ids)
-        raw, normalized, norms = source_values(source, self.stored(val_ids))
+        val = self.stored(val_ids)
+        with part_runner(engine) as runner:
+            raw, normalized, norms = source_values(source, val, runner=runner)
         pos = _positions(source.sample_ids, train_ids)
+        info = {"streamed": True, "shards": len(source._shards)} | _engine_info(runner)
         return ScoreResult(values=raw[pos], matrix=None, method="sparse", config=self.config, train_ids=list(train_ids),
-                           val_ids=list(val_ids), seconds=time.perf_counter() - t0,
-                           info={"streamed": True, "shards": len(source._shards)},
+                           val_ids=list(val_ids), seconds=time.perf_counter() - t0, info=info,
                            normalized=normalized[pos], norms=norms[pos])
 
     def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
-                    limit: int | None = None) -> Ranking:
+                    limit: int | None = None, engine=None) -> Ranking:
         """The order of a strategy over stored features, streamed shard by shard; positions are
-        indices into ``train_ids`` (exact ties may break in store order)."""
+        indices into ``train_ids`` (exact ties may break in store order). ``engine``: ray runs every
+        pass over the store one Ray task per shard (the same order; ``info["engine"]``)."""
+        from .engines.runner import part_runner
         from .selection import rank_features
 
         source = self.stored_source(train_ids)
-        ranking = rank_features(source, self.stored(val_ids), strategy, limit=limit)
+        val = self.stored(val_ids)
+        with part_runner(engine) as runner:
+            ranking = rank_features(source, val, strategy, limit=limit, runner=runner)
+        ranking.info.update(_engine_info(runner))
         return ranking.reindexed(_positions(source.sample_ids, train_ids))
 
     # ------------------------------------------------------------------ stages
@@ -210,6 +220,11 @@ class Valuator:
         vf = self.featurize(val).features
         return explain(self.lm, samples, tf, vf, self.config, method=method, batch_size=self.batch_size,
                        helps=helps, val_samples=val)
+
+
+def _engine_info(runner) -> dict:
+    stats = runner.stats()
+    return {} if stats is None else {"engine": stats.to_dict()}
 
 
 def _positions(order: Sequence[str], ids: Sequence[str]) -> np.ndarray:

@@ -4,16 +4,17 @@ and fine-tuning domains)."""
 from contextlib import contextmanager
 
 import numpy as np
-from dagster import Failure
+from dagster import Failure, MetadataValue
 
 from forvalue.catalog import KIND_VALUATION
 from resources import FeatureStoreResource
 
 
 def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: list[dict], strategy: str,
-                   limit: int | None = None):
+                   limit: int | None = None, *, engine=None, ray=None, context=None):
     """The order of a score run's training samples (``rows``: its stored scores) by ``strategy``:
-    from the stored values for raw-mean / cosine-mean, from the stored features otherwise."""
+    from the stored values for raw-mean / cosine-mean, from the stored features otherwise (one Ray
+    task per shard and pass when ``engine`` says ray, as :func:`stored_scores`)."""
     from forvalue.selection import check_strategy, rank_values
 
     try:
@@ -33,7 +34,7 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: li
     valuator = stored_valuator(cat, feature_store, run["model_id"])
     val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
     with _missing_features(valuator):   # streamed shard by shard: any store size
-        return valuator.rank_stored(ids, val_ids, strategy, limit=limit)
+        return valuator.rank_stored(ids, val_ids, strategy, limit=limit, engine=_runner_engine(engine, ray, context))
 
 
 def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str):
@@ -53,16 +54,31 @@ def _missing_features(valuator):
                                   f"features") from e
 
 
-def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, context=None):
-    """(:class:`forvalue.scoring.ScoreResult`, engine stats or None): the sparse scores of stored
-    features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`, streamed), or
-    one Ray task per shard when ``engine`` (an EngineResource) says ray (``ray``: the step's Ray
-    resource, connected here); a clear failure when some features are missing."""
-    with _missing_features(valuator):
-        if engine is None or engine.engine != "ray":
-            return valuator.score_stored(train_ids, val_ids), None
-        from forvalue.engines.ray_scoring import score_stored
-        from resources.ray import connect
+def _runner_engine(engine, ray, context):
+    """The EngineConfig of a step (None: in-process); with ray, the step's Ray resource connected."""
+    if engine is None or engine.engine != "ray":
+        return None
+    from resources.ray import connect
 
-        connect(ray, context)
-        return score_stored(valuator.store, valuator.fingerprint, valuator.config, train_ids, val_ids, engine.config())
+    connect(ray, context)
+    return engine.config()
+
+
+def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, context=None):
+    """(:class:`forvalue.scoring.ScoreResult`, what the Ray run did as a dict, or None): the sparse
+    scores of stored features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`,
+    streamed), one Ray task per shard when ``engine`` (an EngineResource) says ray (``ray``: the
+    step's Ray resource, connected here); a clear failure when some features are missing."""
+    with _missing_features(valuator):
+        res = valuator.score_stored(train_ids, val_ids, engine=_runner_engine(engine, ray, context))
+    return res, res.info.get("engine")
+
+
+def engine_metadata(stats: dict | None, ray) -> dict:
+    """Asset metadata of where the passes over the store ran: ``engine`` local, or ray with the
+    cluster, workers, worker processes, shard tasks and stored samples read per second."""
+    if not stats:
+        return {"engine": MetadataValue.text("local")}
+    return {"engine": MetadataValue.text("ray"), "ray_cluster": MetadataValue.text(ray.name),
+            "workers": MetadataValue.int(stats["workers"]), "worker_processes": MetadataValue.int(stats["processes"]),
+            "shard_tasks": MetadataValue.int(stats["batches"]), "rows_per_s": MetadataValue.float(stats["rows_per_s"])}

@@ -1,6 +1,7 @@
 """The platform on Ray: the ``ray`` resource (dagster-ray) is chosen by configuration, the
 ``training_features`` asset materializes on ``LocalRay`` through the Ray engine with workers, rows/s
-and retried tasks in its metadata, and the local Ray is shut down with its folder removed after the step.
+and retried tasks in its metadata, the scores and the curated subset are computed one Ray task per
+shard with the in-process results, and the local Ray is shut down with its folder removed after the step.
 """
 
 import json
@@ -71,6 +72,13 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         want = local.score_stored(train_ids, val_ids).values
         got = [stored[s] for s in train_ids]
         assert len(got) == 12 and max(abs(a - b) for a, b in zip(got, want)) <= 1e-6 * max(abs(w) for w in want)
+        # the curated subset (balanced: pairwise, from the stored features) on the same engine, by shard
+        (mat,) = [m for m in res.get_asset_materialization_events() if m.asset_key == AssetKey("curated_subset")]
+        meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+        assert meta["engine"] == "ray" and meta["strategy"] == "balanced" and meta["shard_tasks"] >= 2
+        kept = [r["sample_id"] for r in cat.query("SELECT sample_id FROM subset_samples ORDER BY rank")]
+        order = local.rank_stored(train_ids, val_ids, "balanced", limit=4).order
+        assert kept == [train_ids[i] for i in order[:4]]
     assert not ray.is_initialized()                        # the step's Ray was shut down ...
     assert _ray_folders() <= before                        # ... and its folder removed
 

@@ -145,7 +145,6 @@ def test_a_worker_killed_mid_run_leaves_every_sample_stored_once(local_ray, tiny
 
 
 def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny_model_dir, tmp_path):
-    from forvalue.engines.ray_scoring import score_stored
     from forvalue.valuator import Valuator
 
     lm = _model(tiny_model_dir).load()
@@ -155,11 +154,58 @@ def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny
     store.ensure(lm, val, CFG, shard_size=4)
     tid, vid = [s.sample_id for s in train][::-1], [s.sample_id for s in val]
     ref = Valuator.from_store(store, lm.fingerprint, CFG).score_stored(tid, vid)
-    got, stats = score_stored(store, lm.fingerprint, CFG, tid, vid, EngineConfig(engine="ray", workers=2))
+    got = Valuator.from_store(store, lm.fingerprint, CFG).score_stored(tid, vid, engine=EngineConfig(engine="ray",
+                                                                                                   workers=2))
+    stats = got.info["engine"]
     np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)
     np.testing.assert_allclose(got.normalized, ref.normalized, rtol=1e-6)
     np.testing.assert_allclose(got.norms, ref.norms, rtol=1e-6)
-    assert got.train_ids == tid and stats.batches == 6 and stats.engine == "ray"
+    assert got.train_ids == tid and stats["batches"] == 6 and stats["engine"] == "ray"
+
+
+def _synthetic_store(tmp_path, n_shards_of=16):
+    """Synthetic clustered features with noise (tests.test_selection) in a bounded store of several shards."""
+    from forvalue.features import SparseFeatures
+    from forvalue.models import ModelFingerprint
+    from tests.test_selection import synthetic
+
+    train, _, _ = synthetic([40, 25, 15, 10], noisy_share=0.3, seed=3)
+    val, _, _ = synthetic(3, seed=9, prefix="v")
+    store, cfg = FeatureStore(tmp_path), FeatureConfig(r=8, store_dtype="float16", max_rows=9)
+    fp = ModelFingerprint(name="synthetic", weights_hash="0" * 64, dtype="float32")
+    for f in (train, val):
+        half = SparseFeatures(sample_ids=f.sample_ids, row_sample=f.row_sample, token_ids=f.token_ids,
+                              vectors=f.vectors.astype(np.float16), emb=f.emb, n_positions=f.n_positions)
+        for a in range(0, len(half), n_shards_of):
+            store.write_shard(half.take(a, min(len(half), a + n_shards_of)), fp, cfg)
+    return store, fp, cfg, train.sample_ids, val.sample_ids
+
+
+@pytest.mark.parametrize("strategy", ["balanced", "round-robin", "max-cosine", "cosine-mean"])
+def test_selection_by_shard_on_ray_gives_the_in_process_order(local_ray, tmp_path, monkeypatch, strategy):
+    """Every pass of a strategy over the store (scores, candidate lists and their refills, the dense
+    finish, max-cosine keys) as one Ray task per shard: the order of the in-process run, exactly."""
+    import forvalue.selection as sel
+    from forvalue.valuator import Valuator
+
+    store, fp, cfg, train_ids, val_ids = _synthetic_store(tmp_path)       # 90 samples in 6 shards
+    wanted = train_ids[5:][::2] + train_ids[5:][1::2]                     # a subset, in another order
+    monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # short candidate lists: several refill passes
+    v = Valuator.from_store(store, fp, cfg)
+    here = v.rank_stored(wanted, val_ids, strategy, limit=60)
+    ray_ = v.rank_stored(wanted, val_ids, strategy, limit=60, engine=EngineConfig(engine="ray", workers=2))
+    assert np.array_equal(ray_.order, here.order)
+    assert len(here.order) == (60 if strategy in ("balanced", "round-robin") else len(wanted))
+    np.testing.assert_array_equal(ray_.raw, here.raw)
+    np.testing.assert_array_equal(ray_.normalized, here.normalized)
+    e = ray_.info["engine"]
+    assert "engine" not in here.info and e["engine"] == "ray" and e["workers"] == 2
+    passes = ray_.info.get("passes", 0)
+    assert passes == here.info.get("passes", 0)
+    # one task per shard: the scores pass, then max-cosine's keys or each candidate / dense pass
+    assert e["batches"] == 6 * (1 + (1 if strategy == "max-cosine" else passes))
+    if strategy in ("balanced", "round-robin"):
+        assert passes > 1
 
 
 def test_engine_options_are_checked():
@@ -202,6 +248,20 @@ def test_cli_score_on_ray_equals_the_local_engine_and_shares_its_store(local_ray
         assert r["rank"] == by_id[r["sample_id"]]["rank"]
         np.testing.assert_allclose([r["score"], r["normalized"], r["norm"]],
                                    [by_id[r["sample_id"]][k] for k in ("score", "normalized", "norm")], rtol=1e-5)
+    # select and curate on Ray: the subset of the in-process engine, row for row
+    capsys.readouterr()
+    sel = ["select", "--scores", str(tmp_path / "ray.parquet"), "--train", str(train), "--top-k", "5"]
+    assert main([*sel, "--out", str(tmp_path / "sel-ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
+    assert "ray: 2 workers" in capsys.readouterr().out
+    assert main([*sel, "--out", str(tmp_path / "sel-local.jsonl")]) == 0
+    cur = ["curate", "--train", str(train), "--val", str(val), "--top-p", "30", "--store", str(tmp_path / "fs"), *common]
+    assert main([*cur, "--out", str(tmp_path / "cur-ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
+    assert main([*cur, "--out", str(tmp_path / "cur-local.jsonl")]) == 0
+    for name, n in (("sel", 5), ("cur", 4)):
+        ray_rows, local_rows = ([json.loads(x) for x in (tmp_path / f"{name}-{e}.jsonl").read_text().splitlines()]
+                                for e in ("ray", "local"))
+        assert [r["sample_id"] for r in ray_rows] == [r["sample_id"] for r in local_rows] and len(ray_rows) == n
+        assert all(r["strategy"] == "balanced" for r in ray_rows)
 
 
 @pytest.mark.parametrize("argv, message", [

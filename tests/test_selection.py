@@ -79,7 +79,7 @@ def test_bounded_round_robin_equals_the_dense_one(list_length, dense):
     C = dense_cosine(train, val)
     visit = np.array([4, 0, 7, 2, 9, 11, 1, 3, 5, 6, 8, 10])
     want = dense_round_robin(C, visit, len(train))
-    got, stats = sel.round_robin(sel.Units(val), train, train.sample_norms(), visit, len(train),
+    got, stats = sel.round_robin(sel.Units(val), train, visit, len(train),
                                  list_length=list_length, dense_elements=dense)
     assert np.array_equal(got, want)
     if list_length == 1:

@@ -25,6 +25,7 @@ def register(sub, parents) -> None:
     o.add_model_options(p)
     o.add_feature_options(p)
     o.add_column_options(p)
+    o.add_engine_options(p)
     p.set_defaults(func=run_curate)
 
 
@@ -70,8 +71,12 @@ def run_curate(args) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--explain-tokens must be >= 0, got {args.explain_tokens}")
-    mcfg, fcfg = o.checked_configs(args)
+    engine = o.engine_config(args)
+    # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
+    mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
     root = o.store_root(args)
+    if engine.is_ray:
+        return _curate_ray(args, out, engine, mcfg, fcfg, root, mode, value)
     train = o.load_data(args.train, args)
     val = o.load_data(args.val, args)
     v = Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None)
@@ -83,4 +88,35 @@ def run_curate(args) -> int:
             "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
     explain = (lambda kept: v.explain(kept, va)) if args.explain_tokens else None
     write_subset(args, out, tr, selection.ranking, mode, value, meta, explain)
+    return 0
+
+
+def _curate_ray(args, out, engine, mcfg, fcfg, root, mode: str, value: float) -> int:
+    """--engine ray: both sets' missing features computed and stored by one Ray actor pool, then the
+    strategy's passes over the stored training features run one Ray task per shard. This process
+    loads the model only for --explain-tokens."""
+    from ..engines.ray_session import ray_session
+    from ..selection import needed_prefix
+    from ..store import FeatureStore
+    from ..valuator import Valuator
+    from .features import check_ray_store, ray_featurize_sets
+
+    check_ray_store(root)
+    with ray_session(engine.ray_address):
+        tr, va, fp, feats = ray_featurize_sets(args, engine, mcfg, fcfg, root)
+        ranking = Valuator.from_store(FeatureStore(root), fp, fcfg).rank_stored(
+            [s.sample_id for s in tr], [s.sample_id for s in va], args.strategy,
+            limit=needed_prefix(len(tr), mode, value), engine=engine)
+    meta = {"model": fp.to_dict(), "method": "sparse", "feature_config": fcfg.to_dict(), "feature_config_id": fcfg.id,
+            "train": str(args.train), "val": str(args.val), "n_val": len(va),
+            "engine": {"features": feats.stats.to_dict(), "selection": ranking.info.get("engine")}}
+    explain = None
+    if args.explain_tokens:
+        v = Valuator(o.checked_configs(args)[0], fcfg, store=FeatureStore(root))
+        explain = lambda kept: v.explain(kept, va)   # noqa: E731
+    write_subset(args, out, tr, ranking, mode, value, meta, explain)
+    e = ranking.info.get("engine")
+    if e:
+        print(f"ray: {engine.workers} workers; {feats.computed} features computed; selection {e['batches']} shard "
+              f"tasks, {e['rows_per_s']:.0f} stored samples read/s")
     return 0

@@ -71,3 +71,27 @@ def report_skipped(path, skipped) -> None:
             print(f"  {reason}", file=sys.stderr)
         if len(skipped) > 20:
             print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+
+
+def check_ray_store(root) -> None:
+    if root is None:
+        raise o.UsageError("--engine ray keeps the features in a store: drop --no-store")
+
+
+def ray_featurize_sets(args, engine, mcfg, fcfg, root):
+    """--engine ray with --train / --val: the missing features of both sets computed and stored by one
+    Ray actor pool (this process loads no model; call inside a ``ray_session``, after
+    :func:`check_ray_store`). Returns (training samples, valuation samples, both without the skipped
+    ones; the model fingerprint; the run)."""
+    from ..engines.ray_features import featurize
+
+    train, val = o.load_data(args.train, args), o.load_data(args.val, args)
+    feats = featurize(mcfg, train.samples + val.samples, fcfg, root, engine, on_error=args.on_error,
+                      progress=not args.quiet)
+    report_skipped(f"{train.path} / {val.path}", feats.stats.skipped)
+    skip = {sid for sid, _ in feats.stats.skipped}
+    tr = [s for s in train.samples if s.sample_id not in skip]
+    va = [s for s in val.samples if s.sample_id not in skip]
+    if not tr or not va:
+        raise DataError(train.path if not tr else val.path, None, None, "no samples left after skipping")
+    return tr, va, feats.fingerprint, feats

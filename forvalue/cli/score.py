@@ -64,41 +64,30 @@ def run(args) -> int:
 def _run_ray(args, out, engine, mcfg, fcfg, root, method) -> int:
     """--engine ray: the missing features of both sets computed and stored by the Ray actors, then
     the stored training features scored one Ray task per shard (this process loads no model)."""
-    from ..engines.ray_features import featurize
-    from ..engines.ray_scoring import score_stored
     from ..engines.ray_session import ray_session
-    from ..errors import DataError
     from ..scoring import rank
     from ..store import FeatureStore
-    from .features import report_skipped
+    from ..valuator import Valuator
+    from .features import check_ray_store, ray_featurize_sets
 
     if method != "sparse":
         raise o.UsageError(f"--engine ray scores stored sparse features; --method {args.method} needs --engine local")
-    if root is None:
-        raise o.UsageError("--engine ray keeps the features in a store: drop --no-store")
-    train, val = o.load_data(args.train, args), o.load_data(args.val, args)
+    check_ray_store(root)
     with ray_session(engine.ray_address):   # one Ray (and one actor pool) for both sets and the scoring
-        feats = featurize(mcfg, train.samples + val.samples, fcfg, root, engine, on_error=args.on_error,
-                          progress=not args.quiet)
-        report_skipped(f"{train.path} / {val.path}", feats.stats.skipped)
-        skip = {sid for sid, _ in feats.stats.skipped}
-        tr = [s for s in train.samples if s.sample_id not in skip]
-        va = [s for s in val.samples if s.sample_id not in skip]
-        if not tr or not va:
-            raise DataError(train.path if not tr else val.path, None, None, "no samples left after skipping")
-        fp = feats.fingerprint
-        result, stats = score_stored(FeatureStore(root), fp, fcfg, [s.sample_id for s in tr],
-                                     [s.sample_id for s in va], engine)
+        tr, va, fp, feats = ray_featurize_sets(args, engine, mcfg, fcfg, root)
+        result = Valuator.from_store(FeatureStore(root), fp, fcfg).score_stored(
+            [s.sample_id for s in tr], [s.sample_id for s in va], engine=engine)
+    stats = result.info["engine"]
     ranks = rank(result.values)
     rows = sorted(score_rows(tr, result.values, ranks, {"normalized": result.normalized, "norm": result.norms}),
                   key=lambda r: r["rank"])
     meta = {"model": fp.to_dict(), "method": method, "feature_config": fcfg.to_dict(), "feature_config_id": fcfg.id,
             "train": str(args.train), "val": str(args.val), "n_val": len(va), "val_ids": [s.sample_id for s in va],
             "columns": o.columns_meta(args), "store": str(Path(root).resolve()), "code_version": __version__,
-            "engine": {"features": feats.stats.to_dict(), "scoring": stats.to_dict()}}
+            "engine": {"features": feats.stats.to_dict(), "scoring": stats}}
     write_table(rows, out, meta)
     computed = feats.computed
     print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray ({engine.workers} workers; "
-          f"{computed} features computed, {stats.batches} shards scored, {result.seconds:.1f}s; model {fp.id}) "
+          f"{computed} features computed, {stats['batches']} shards scored, {result.seconds:.1f}s; model {fp.id}) "
           f"-> {args.out}")
     return 0

@@ -12,12 +12,14 @@ def register(sub, parents) -> None:
                        description="Keep a subset of a scored training file, chosen by a selection strategy, without a "
                                    "forward pass: raw-mean and cosine-mean read the scores table; balanced, round-robin "
                                    "and max-cosine load the features from the store the scores table records "
-                                   "(`forvalue score ... --out scores.parquet`).")
+                                   "(`forvalue score ... --out scores.parquet`); with --engine ray their passes over the "
+                                   "store run one Ray task per shard.")
     p.add_argument("--scores", required=True, help="the output of `forvalue score`")
     p.add_argument("--train", required=True, help="the training file that was scored")
     p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
     p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
     o.add_selection_options(p)
+    o.add_engine_options(p)
     o.add_column_options(p)
     p.set_defaults(func=run_select)
 
@@ -27,10 +29,17 @@ def run_select(args) -> int:
     from ..selection import needed_prefix
 
     out = check_out(args.out, inputs=(args.train, args.scores))
+    engine = o.engine_config(args)
+    if args.gpus_per_worker is not None:
+        raise o.UsageError("--gpus-per-worker: select runs no model (it reads stored features)")
     mode, value = o.subset_size(args)
     check_size(mode, value)
     train = o.load_data(args.train, args).samples
     ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
-                                  limit=needed_prefix(len(train), mode, value))
+                                  limit=needed_prefix(len(train), mode, value), engine=engine)
+    if "engine" in ranking.info:
+        e = ranking.info["engine"]
+        print(f"ray: {e['workers']} workers, {e['batches']} shard tasks, {e['rows_per_s']:.0f} stored samples read/s, "
+              f"start-up {e['startup_s']:.1f}s")
     write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
     return 0

@@ -2,7 +2,8 @@
 Data (``ray``): an actor pool, each actor holding the model once (one GPU each when the cluster has
 GPUs), batches of samples streamed through ``map_batches``, every batch written as feature-store
 shards (same shard + manifest format; the store's claims make a retried or duplicated task store
-nothing twice). Stored scoring runs one Ray task per shard.
+nothing twice). Stored scoring and the selection strategies' passes over a store run one Ray task per
+shard (:func:`forvalue.engines.runner.part_runner`).
 
 Nothing here imports Ray, torch or Dagster at import time. docs/scale-out.md: running on a Ray
 cluster and on KubeRay, and sizing.

@@ -37,7 +37,7 @@ from ..common import (
 )
 from ..partitions import dataset_pairs, split_pair
 from ..explaining import explanation_metadata
-from ..ranking import stored_scores, stored_valuator, subset_ranking
+from ..ranking import engine_metadata, stored_scores, stored_valuator, subset_ranking
 
 
 # ----------------------------------------------------------------------------- scores
@@ -140,9 +140,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         "valuation_version": MetadataValue.text(inp["val"]["version"]),
         "seconds_score": MetadataValue.float(round(score_s, 3)),
         "feature_shards_read": MetadataValue.int(int(res.info.get("shards", 0))),
-        "engine": MetadataValue.text("ray" if stats else "local"),
-        **({"workers": MetadataValue.int(stats.workers), "rows_per_s": MetadataValue.float(round(stats.rows_per_s, 2)),
-            "ray_cluster": MetadataValue.text(ray.name)} if stats else {}),
+        **engine_metadata(stats, ray),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
 
@@ -234,7 +232,7 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
 )
 def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog: DuckDBStoreResource,
                    feature_store: FeatureStoreResource, curation: CurationResource,
-                   model: ModelResource) -> MaterializeResult:
+                   model: ModelResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
     from forvalue.catalog import export_subset
     from forvalue.selection import needed_prefix
 
@@ -246,8 +244,10 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     ids = [r["sample_id"] for r in rows]
     values = np.array([r["score"] for r in rows], dtype=np.float64)
     try:
+        # the pairwise strategies read the stored features: on Ray one task per shard and pass
         ranking = subset_ranking(cat, feature_store, run, rows, sub.strategy,
-                                 limit=needed_prefix(len(ids), sub.mode, sub.value))
+                                 limit=needed_prefix(len(ids), sub.mode, sub.value), engine=engine, ray=ray,
+                                 context=context)
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
@@ -292,5 +292,6 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
         "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),
+        **engine_metadata(ranking.info.get("engine"), ray),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })

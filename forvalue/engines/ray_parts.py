@@ -1,0 +1,86 @@
+"""Passes over a feature store on Ray: one task per shard.
+
+Scoring (the set-mean values) and every pass of the selection strategies (max-cosine keys, the
+round-robin's candidate lists and its dense finish) are maps over the parts of a
+:class:`forvalue.feature_source.FeatureSource` merged by the caller (:mod:`forvalue.selection`,
+:func:`forvalue.scoring.source_values`). :class:`RayPartRunner` runs such a map as one Ray task per
+shard of a :class:`forvalue.feature_source.StoreSource`: the shared arguments (the valuation set's
+token table or units, the mask of samples taken) are put in Ray's object store once per pass, each
+task reads its shard itself (memory-mapped for the bounded format) from the store folder every
+worker reaches, and at most ``workers`` tasks run at a time, so the driver holds only the per-part
+results. The tasks only read: a retried task changes nothing, and the merged result is the one of
+the in-process runner (a cosine or a score does not depend on the part it is computed in).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..feature_source import FeatureSource, PartRunner, StoreSource, read_shard_part
+from . import EngineStats
+from .ray_session import RaySession, import_ray
+
+
+def _run_part(root: str, folder: str, info: dict, ids: list[str], start: int, fn: Callable[..., Any], *shared):
+    import torch
+
+    from ..store import FeatureStore
+
+    torch.set_num_threads(1)
+    part = read_shard_part(FeatureStore(root), Path(folder), info, ids)
+    return start, fn(part, start, *shared), os.getpid()
+
+
+class RayPartRunner(PartRunner):
+    """One Ray task per shard, at most ``workers`` at a time, on the Ray of ``session`` (a source in
+    memory has one part: it runs here)."""
+
+    name = "ray"
+
+    def __init__(self, workers: int, session: RaySession):
+        self.workers, self.session = workers, session
+        # leave half a CPU to the driver and Ray's own tasks; never more than one CPU per task
+        self.task_cpus = max(0.1, min(1.0, (max(session.cpus, 1.0) - 0.5) / workers))
+        self.tasks = self.rows = self.passes = 0
+        self.pids: set[int] = set()
+        self.run_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared) -> Iterator[tuple[int, Any]]:
+        if not isinstance(source, StoreSource):
+            yield from super().map(source, fn, *shared)
+            return
+        ray = import_ray()
+        task = ray.remote(num_cpus=self.task_cpus, max_retries=3)(_run_part)
+        refs = [ray.put(x) for x in shared]
+        root, folder = str(Path(source.store.root).resolve()), str(source._folder)
+        plan, pending = source.plan(), []
+        self.passes += 1
+        t = time.perf_counter()
+        try:
+            while plan or pending:
+                while plan and len(pending) < self.workers:
+                    start, info, ids = plan.pop(0)
+                    pending.append(task.remote(root, folder, info, ids, start, fn, *refs))
+                    self.rows += len(ids)
+                done, pending = ray.wait(pending, num_returns=1)
+                start, result, pid = ray.get(done[0])
+                self.pids.add(pid)
+                self.tasks += 1
+                self.run_s += time.perf_counter() - t
+                yield start, result
+                t = time.perf_counter()
+        finally:
+            for ref in pending:   # the caller stopped early: nothing else to wait for
+                ray.cancel(ref)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(engine="ray", workers=self.workers, processes=len(self.pids), batches=self.tasks,
+                           startup_s=self.session.startup_s, seconds=time.perf_counter() - self.t0,
+                           rows_per_s=self.rows / self.run_s if self.run_s > 0 else 0.0)
+
+
+__all__ = ["RayPartRunner"]
