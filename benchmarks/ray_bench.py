@@ -14,6 +14,12 @@ into a fresh feature store. Reported per engine:
 - part ``overhead``: a Ray run of one sample per worker: its ``total_s`` is the fixed cost of a run
   (Ray start, actors importing torch and transformers and loading the model, one tiny batch each,
   shut-down and clean-up).
+- part ``store``: the passes over a feature store, no model: a synthetic bounded store of
+  ``--store-n`` samples (the scale benchmark's, r=128, 64 rows per sample, shards of 4,096) scored
+  against ``--store-val`` valuation samples, then ranked by ``balanced`` for the top 10%, in process
+  and one Ray task per shard with each worker count; ``score_s`` and ``select_s`` (the selection
+  includes its own scoring pass) without the Ray start, and whether the order equals the in-process
+  one.
 
 On a 2-core machine two workers cannot give 2x: the in-process engine already uses both cores (torch
 threads), and each of two actors gets one. Results go in docs/scale-out.md (with the command), not
@@ -68,6 +74,42 @@ def on_ray(model, samples, config, root: Path, shard_size: int, workers: int) ->
             "processes": st.processes, "batches": st.batches}
 
 
+def store_passes(root: Path, n: int, n_val: int, workers: list[int]) -> list[dict]:
+    import numpy as np
+
+    from forvalue.benchmarks.scale import _config, _fingerprint, build_store, synthetic_features
+    from forvalue.engines import EngineConfig
+    from forvalue.engines.runner import part_runner
+    from forvalue.feature_source import StoreSource
+    from forvalue.scoring import source_values
+    from forvalue.selection import needed_prefix, rank_features
+    from forvalue.store import FeatureStore
+
+    rows, r = 64, 128
+    build_store(root, n, rows=rows, r=r, shard_size=4096)
+    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
+    val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
+    limit = needed_prefix(n, "top_p", 10)
+    out, ref = [], None
+    for w in [0, *workers]:
+        engine = EngineConfig(engine="ray", workers=w) if w else None
+        t0 = time.perf_counter()
+        with part_runner(engine) as runner:
+            t1 = time.perf_counter()
+            source_values(source, val, runner=runner)
+            t2 = time.perf_counter()
+            ranking = rank_features(source, val, "balanced", limit=limit, runner=runner)
+            t3 = time.perf_counter()
+        ref = ranking.order if ref is None else ref
+        out.append({"engine": f"ray, {w} worker(s)" if w else "in-process", "workers": w or 1,
+                    "startup_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2), "select_s": round(t3 - t2, 2),
+                    "passes": ranking.info["passes"], "same_order": bool(np.array_equal(ranking.order, ref))})
+    for row in out:
+        row["score_vs_in_process"] = round(out[0]["score_s"] / row["score_s"], 2)
+        row["select_vs_in_process"] = round(out[0]["select_s"] / row["select_s"], 2)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
@@ -76,8 +118,12 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--parts", default="throughput,overhead")
+    ap.add_argument("--store-n", type=int, default=50000)
+    ap.add_argument("--store-val", type=int, default=100)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.parts == "store":
+        return _main_store(args)
 
     from forvalue.features import FeatureConfig
     from forvalue.models import ModelConfig
@@ -112,6 +158,27 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"n": len(samples), "model": args.model, "results": rows}, indent=1))
+    return 0
+
+
+def _main_store(args) -> int:
+    workers = [int(x) for x in args.workers.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="fvraybench-"))
+    try:
+        rows = store_passes(tmp / "store", args.store_n, args.store_val, workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    cols = ["engine", "startup_s", "score_s", "score_vs_in_process", "select_s", "select_vs_in_process", "passes",
+            "same_order"]
+    print(f"synthetic store: {args.store_n} samples (r=128, 64 rows each, shards of 4096), {args.store_val} "
+          f"valuation samples, balanced top 10%")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"n": args.store_n, "n_val": args.store_val, "results": rows}, indent=1))
     return 0
 
 
