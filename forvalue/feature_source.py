@@ -48,24 +48,10 @@ class FeatureSource:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def parts(self) -> Iterator[tuple[int, SparseFeatures]]:
-        """(position of the first sample, features) of consecutive parts covering every sample."""
+    def parts(self, within: np.ndarray | None = None) -> Iterator[tuple[int, SparseFeatures]]:
+        """(position of the first sample, features) of consecutive parts covering every sample (with
+        ``within``, ascending positions: only the parts holding one of them)."""
         raise NotImplementedError
-
-    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, SparseFeatures]]:
-        """(positions, features) of consecutive chunks of at most ``size`` samples."""
-        for start, part in self.parts():
-            for a in range(0, len(part), size):
-                b = min(len(part), a + size)
-                yield np.arange(start + a, start + b), part.take(a, b) if (a, b) != (0, len(part)) else part
-
-    def subset(self, positions: np.ndarray) -> SparseFeatures:
-        """Features of the samples at ``positions`` (ascending), in that order."""
-        raise NotImplementedError
-
-    def norms(self) -> np.ndarray:
-        """[n] ||G|| of every sample."""
-        return np.concatenate([p.sample_norms() for _, p in self.parts()]) if len(self) else np.zeros(0)
 
 
 class MemorySource(FeatureSource):
@@ -75,14 +61,8 @@ class MemorySource(FeatureSource):
         self.feats = ordered(feats)
         self.sample_ids = self.feats.sample_ids
 
-    def parts(self):
+    def parts(self, within: np.ndarray | None = None):
         yield 0, self.feats
-
-    def subset(self, positions: np.ndarray) -> SparseFeatures:
-        return take_indices(self.feats, np.asarray(positions))
-
-    def norms(self) -> np.ndarray:
-        return self.feats.sample_norms()
 
 
 class StoreSource(FeatureSource):
@@ -111,20 +91,20 @@ class StoreSource(FeatureSource):
         info, ids = self._shards[k]
         return read_shard_part(self.store, self._folder, info, ids)
 
-    def plan(self) -> list[tuple[int, dict, list[str]]]:
-        """(position of the first sample, shard info, sample ids) of every part, in order: what a
-        worker elsewhere needs to read one part (:func:`read_shard_part`)."""
-        return [(int(self._starts[k]), info, ids) for k, (info, ids) in enumerate(self._shards)]
+    def _keep(self, within: np.ndarray | None) -> list[int]:
+        if within is None:
+            return list(range(len(self._shards)))
+        return np.unique(np.searchsorted(self._starts, np.asarray(within), side="right") - 1).tolist()
 
-    def parts(self):
-        for k in range(len(self._shards)):
+    def plan(self, within: np.ndarray | None = None) -> list[tuple[int, dict, list[str]]]:
+        """(position of the first sample, shard info, sample ids) of every part (or of those holding
+        one of ``within``), in order: what a worker elsewhere needs to read one part
+        (:func:`read_shard_part`)."""
+        return [(int(self._starts[k]), *self._shards[k]) for k in self._keep(within)]
+
+    def parts(self, within: np.ndarray | None = None):
+        for k in self._keep(within):
             yield int(self._starts[k]), self._read(k)
-
-    def subset(self, positions: np.ndarray) -> SparseFeatures:
-        positions = np.asarray(positions)
-        shard = np.searchsorted(self._starts, positions, side="right") - 1
-        parts = [take_indices(self._read(int(k)), positions[shard == k] - self._starts[k]) for k in np.unique(shard)]
-        return SparseFeatures.concat(parts) if parts else take_indices(self._read(0), positions)
 
 
 def read_shard_part(store, folder, info: dict, ids: list[str]) -> SparseFeatures:
@@ -142,8 +122,10 @@ class PartRunner:
 
     name = "local"
 
-    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared) -> Iterator[tuple[int, Any]]:
-        for start, part in source.parts():
+    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared,
+            within: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
+        """``within`` (ascending positions): only the parts holding one of them."""
+        for start, part in source.parts(within):
             yield start, fn(part, start, *shared)
 
     def stats(self):

@@ -364,7 +364,7 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
         stats["passes"] += 1
         if len(free) * P <= dense_elements:   # everything still free fits one block: exact full lists
             cos = np.empty((P, len(free)))
-            for _, blocks in runner.map(source, _part_dense, units, free):
+            for _, blocks in runner.map(source, _part_dense, units, free, within=free):
                 for idx, block in blocks:
                     cos[:, np.searchsorted(free, idx)] = block
             for u in range(P):

@@ -188,7 +188,7 @@ def test_failed_run_leaves_previous_scores(platform, monkeypatch):
     # 2. the scores come out NaN: refused before anything is written
     import forvalue.scoring
 
-    monkeypatch.setattr(forvalue.scoring, "source_values", lambda source, vf: (np.full(len(source), np.nan),) * 3)
+    monkeypatch.setattr(forvalue.scoring, "source_values", lambda source, vf, **kw: (np.full(len(source), np.nan),) * 3)
     res = platform.curate("t1", "v1", raise_on_error=False)
     assert not res.success
     failures = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]

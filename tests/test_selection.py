@@ -194,5 +194,9 @@ def test_a_store_read_shard_by_shard_ranks_as_features_in_memory(tmp_path, monke
     assert np.allclose(streamed.raw, in_memory.raw) and np.allclose(streamed.normalized, in_memory.normalized)
     if strategy in ("balanced", "round-robin"):
         assert streamed.info["passes"] > 1
+    # a pass over some positions reads only the shards holding them
+    starts = [st for st, _, _ in source.plan()]
+    assert [st for st, _ in source.parts(within=np.array([0, starts[3] + 1]))] == [0, starts[3]]
+    assert [st for st, _, _ in source.plan(within=np.array([starts[5]]))] == [starts[5]]
     with pytest.raises(KeyError, match="no stored features"):
         StoreSource(store, fp, cfg, wanted + ["nope"])

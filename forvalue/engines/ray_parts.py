@@ -49,15 +49,15 @@ class RayPartRunner(PartRunner):
         self.run_s = 0.0
         self.t0 = time.perf_counter()
 
-    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared) -> Iterator[tuple[int, Any]]:
+    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared, within=None) -> Iterator[tuple[int, Any]]:
         if not isinstance(source, StoreSource):
-            yield from super().map(source, fn, *shared)
+            yield from super().map(source, fn, *shared, within=within)
             return
         ray = import_ray()
         task = ray.remote(num_cpus=self.task_cpus, max_retries=3)(_run_part)
         refs = [ray.put(x) for x in shared]
         root, folder = str(Path(source.store.root).resolve()), str(source._folder)
-        plan, pending = source.plan(), []
+        plan, pending = source.plan(within), []
         self.passes += 1
         t = time.perf_counter()
         try:

@@ -243,11 +243,9 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     run, rows, samples = _current_scores(cat, feature_store, dataset, valuation)
     ids = [r["sample_id"] for r in rows]
     values = np.array([r["score"] for r in rows], dtype=np.float64)
-    try:
-        # the pairwise strategies read the stored features: on Ray one task per shard and pass
-        ranking = subset_ranking(cat, feature_store, run, rows, sub.strategy,
-                                 limit=needed_prefix(len(ids), sub.mode, sub.value), engine=engine, ray=ray,
-                                 context=context)
+    try:   # the pairwise strategies read the stored features: on Ray one task per shard and pass
+        ranking = subset_ranking(cat, feature_store, run, rows, sub.strategy, engine=engine, ray=ray,
+                                 context=context, limit=needed_prefix(len(ids), sub.mode, sub.value))
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
