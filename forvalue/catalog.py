@@ -331,15 +331,23 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One write transaction: committed when the block ends, rolled back if it raises."""
+        """One write transaction: committed when the block ends, rolled back if it raises. Running out
+        of the memory limit is a :class:`CatalogError` saying so (nothing is changed)."""
+        import duckdb
+
         with self.connect() as con:
             con.begin()
             try:
                 yield con
+                con.commit()
+            except duckdb.OutOfMemoryException as e:
+                con.rollback()
+                raise CatalogError(f"{self.path}: the write needed more than the catalog's memory limit "
+                                   f"({self.memory_limit or 'DuckDB default'}; FORVALUE_DUCKDB_MEMORY), nothing was "
+                                   f"changed: {str(e).splitlines()[0]}") from None
             except BaseException:
                 con.rollback()
                 raise
-            con.commit()
 
     # ------------------------------------------------------------------ query helpers
     def sql(self, name: str) -> str:
@@ -360,11 +368,18 @@ class Catalog:
         return con.execute(sql, self._bind(sql, values))
 
     def _insert_arrow(self, con, name: str, table_name: str, table, /, **values) -> None:
+        import duckdb
+
         con.register(table_name, table)
         try:
             self.execute(con, name, **values)
-        finally:
-            con.unregister(table_name)
+        except BaseException:
+            try:     # an aborted transaction refuses the unregister: the error that matters is the first
+                con.unregister(table_name)
+            except duckdb.Error:
+                pass
+            raise
+        con.unregister(table_name)
 
     @staticmethod
     def _rows(cursor) -> list[dict]:
@@ -636,6 +651,8 @@ class Catalog:
 
         if mode not in SUBSET_MODES:
             raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
+        if len({m[0] for m in members}) != len(members):
+            raise ValueError("duplicate sample ids in the subset's members")
         subset_id = subset_id or uuid.uuid4().hex
         table = pa.table({
             "sample_id": pa.array([m[0] for m in members], pa.string()),

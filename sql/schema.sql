@@ -114,7 +114,10 @@ CREATE TABLE IF NOT EXISTS score_runs (
 );
 
 -- Current scores: one row per distinct training sample, keyed by
--- training dataset x valuation set x feature config (x model). Replaced in one transaction.
+-- training dataset x valuation set x feature config (x model). Replaced in one transaction, which
+-- keeps the key unique (the writer refuses repeated sample ids and deletes the key's old rows first);
+-- there is no key index, as for samples: a 10M-row index does not fit the catalog's memory limit.
+-- (Catalogs created before keep their primary key.)
 CREATE TABLE IF NOT EXISTS scores (
     dataset_name       VARCHAR   NOT NULL,
     valuation_set      VARCHAR   NOT NULL,
@@ -129,8 +132,7 @@ CREATE TABLE IF NOT EXISTS scores (
     valuation_version  VARCHAR   NOT NULL,
     score_run_id       VARCHAR   NOT NULL,
     code_version       VARCHAR   NOT NULL,
-    dagster_run_id     VARCHAR,
-    PRIMARY KEY (dataset_name, valuation_set, feature_config_id, model_id, sample_id)
+    dagster_run_id     VARCHAR
 );
 
 -- A curated subset (top-k, top-p%, bottom-p% or "drop the lowest p%") and its exported files.
@@ -155,12 +157,13 @@ CREATE TABLE IF NOT EXISTS subsets (
     created_at         TIMESTAMP NOT NULL
 );
 
+-- The members of a subset, written once with it (the writer refuses repeated sample ids; no key
+-- index, as for scores: "drop the lowest 10%" of 10M samples keeps 9M rows).
 CREATE TABLE IF NOT EXISTS subset_samples (
     subset_id   VARCHAR NOT NULL,
     sample_id   VARCHAR NOT NULL,
     rank        INTEGER NOT NULL,   -- position in the strategy's order (1 = first kept)
-    score       DOUBLE  NOT NULL,   -- the sample's For-Value score
-    PRIMARY KEY (subset_id, sample_id)
+    score       DOUBLE  NOT NULL    -- the sample's For-Value score
 );
 
 -- Fine-tuning runs on a subset (filled by the training/MLflow layer).

@@ -43,11 +43,11 @@ def test_schema_comes_from_sql_files(catalog):
     assert {"datasets", "samples", "valuation_sets", "models", "feature_runs", "scores", "subsets",
             "training_runs"} <= declared_tables
     assert {"subset_lineage", "latest_scores"} <= declared_views
-    # every table has a primary key but samples, whose key the registration keeps unique (an index of
-    # 10M sample ids would not fit the catalog's memory limit at commit)
+    # every table has a primary key but the per-sample ones, whose writers keep them unique (an index
+    # of 10M sample ids would not fit the catalog's memory limit at commit)
     pks = {r["table_name"] for r in catalog.query(
         "SELECT table_name FROM information_schema.table_constraints WHERE constraint_type = 'PRIMARY KEY'")}
-    assert pks == declared_tables - {"samples"}
+    assert pks == declared_tables - {"samples", "scores", "subset_samples"}
     # idempotent
     catalog.init()
     Catalog(catalog.path).init()
@@ -153,6 +153,36 @@ def test_replace_scores_is_one_transaction(catalog, monkeypatch):
     assert catalog.latest_score_run("d", "v", "c")["score_run_id"] == second
     latest = catalog.query("SELECT * FROM latest_scores")
     assert {r["score_run_id"] for r in latest} == {second} and len(latest) == 2
+
+
+def test_writes_beyond_the_memory_limit_fail_clearly_and_keyless_tables_stay_within_it(tmp_path):
+    """300k scores under a 16 MB limit: a catalog with the first release's key index on `scores` runs
+    out of memory (a clear CatalogError, the previous scores kept); today's keyless table takes them."""
+    import hashlib
+
+    ids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(300_000)]
+    key = dict(dataset_name="d", dataset_version="dv", valuation_set="v", valuation_version="vv", model_id="m",
+               feature_config_id="c")
+    old = Catalog(tmp_path / "old.duckdb", memory_limit="16MB")
+    old.init()
+    with old.connect() as con:   # the first release's table: a primary key index
+        con.execute("DROP TABLE scores")
+        ddl = (ROOT / "sql" / "schema.sql").read_text()
+        table = ddl[ddl.index("CREATE TABLE IF NOT EXISTS scores"):]
+        table = table[:table.index(");") + 2]
+        con.execute(table.replace("dagster_run_id     VARCHAR\n);", "dagster_run_id VARCHAR, PRIMARY KEY "
+                                  "(dataset_name, valuation_set, feature_config_id, model_id, sample_id));"))
+    first = old.replace_scores(**key, sample_ids=ids[:3], values=np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(CatalogError, match=r"old.duckdb: the write needed more than the catalog's memory limit "
+                                           r"\(16MB; FORVALUE_DUCKDB_MEMORY\), nothing was changed"):
+        old.replace_scores(**key, sample_ids=ids, values=np.zeros(len(ids)))
+    assert {r["score_run_id"] for r in old.scores("d", "v", "c", "m")} == {first} and old.count("scores") == 3
+    new = Catalog(tmp_path / "new.duckdb", memory_limit="16MB")
+    new.replace_scores(**key, sample_ids=ids, values=np.zeros(len(ids)))
+    assert new.count("scores") == len(ids)
+    with pytest.raises(ValueError, match="duplicate sample ids"):
+        new.replace_scores(**key, sample_ids=ids[:2] * 2, values=np.zeros(4))
+    assert new.count("scores") == len(ids)
 
 
 def test_score_problems_finds_gaps_and_nan(catalog):
