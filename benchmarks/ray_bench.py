@@ -102,11 +102,13 @@ def store_passes(root: Path, n: int, n_val: int, workers: list[int]) -> list[dic
             t3 = time.perf_counter()
         ref = ranking.order if ref is None else ref
         out.append({"engine": f"ray, {w} worker(s)" if w else "in-process", "workers": w or 1,
-                    "startup_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2), "select_s": round(t3 - t2, 2),
+                    "startup_s": round(t1 - t0, 2), "score_s": t2 - t1, "select_s": t3 - t2,
                     "passes": ranking.info["passes"], "same_order": bool(np.array_equal(ranking.order, ref))})
-    for row in out:
+    for row in out:   # ratios of the measured times, then rounded for the table
         row["score_vs_in_process"] = round(out[0]["score_s"] / row["score_s"], 2)
         row["select_vs_in_process"] = round(out[0]["select_s"] / row["select_s"], 2)
+    for row in out:
+        row["score_s"], row["select_s"] = round(row["score_s"], 2), round(row["select_s"], 2)
     return out
 
 
@@ -150,15 +152,21 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cols = ["engine", "workers", "startup_s", "total_s", "samples_per_s", "speedup_vs_in_process", "retried_tasks"]
-    print(f"{len(samples)} samples, model {args.model}, cpu, batch size {args.batch_size}, shard size {args.shard_size}")
+    _report(f"{len(samples)} samples, model {args.model}, cpu, batch size {args.batch_size}, shard size "
+            f"{args.shard_size}", cols, rows, args.json, {"n": len(samples), "model": args.model})
+    return 0
+
+
+def _report(title: str, cols: list[str], rows: list[dict], json_path: str | None, head: dict) -> None:
+    """Print the rows as a markdown table; write them with ``head`` to ``json_path``."""
+    print(title)
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"n": len(samples), "model": args.model, "results": rows}, indent=1))
-    return 0
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(head | {"results": rows}, indent=1))
 
 
 def _main_store(args) -> int:
@@ -170,15 +178,8 @@ def _main_store(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     cols = ["engine", "startup_s", "score_s", "score_vs_in_process", "select_s", "select_vs_in_process", "passes",
             "same_order"]
-    print(f"synthetic store: {args.store_n} samples (r=128, 64 rows each, shards of 4096), {args.store_val} "
-          f"valuation samples, balanced top 10%")
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"n": args.store_n, "n_val": args.store_val, "results": rows}, indent=1))
+    _report(f"synthetic store: {args.store_n} samples (r=128, 64 rows each, shards of 4096), {args.store_val} "
+            f"valuation samples, balanced top 10%", cols, rows, args.json, {"n": args.store_n, "n_val": args.store_val})
     return 0
 
 

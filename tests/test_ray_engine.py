@@ -404,3 +404,18 @@ def test_a_concurrent_writer_of_the_same_samples_never_duplicates_them(local_ray
     ids = _stored(folder)
     assert len(ids) == n and set(ids.values()) == {1}
     assert len(local_res.features) == n and local_res.computed > 0   # both wrote
+
+
+def test_the_store_benchmark_runs_and_orders_alike(local_ray, tmp_path):
+    """benchmarks/ray_bench.py --parts store on a small synthetic store: every engine's order equals
+    the in-process one, and the ratios are those of its own timings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ray_bench", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "ray_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.store_passes(tmp_path / "store", 600, 5, [2])
+    assert [r["engine"] for r in rows] == ["in-process", "ray, 2 worker(s)"]
+    assert all(r["same_order"] for r in rows) and rows[0]["select_vs_in_process"] == 1.0
+    assert rows[1]["score_vs_in_process"] == pytest.approx(rows[0]["score_s"] / rows[1]["score_s"], abs=0.02, rel=0.05)
