@@ -10,27 +10,27 @@ from forvalue.catalog import KIND_VALUATION
 from resources import FeatureStoreResource
 
 
-def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, rows: list[dict], strategy: str,
+def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, strategy: str,
                    limit: int | None = None, *, engine=None, ray=None, context=None):
-    """The order of a score run's training samples (``rows``: its stored scores) by ``strategy``:
-    from the stored values for raw-mean / cosine-mean, from the stored features otherwise (one Ray
-    task per shard and pass when ``engine`` says ray, as :func:`stored_scores`)."""
+    """The order of a score run's training samples (``scores``: its stored scores, a polars frame
+    with sample_id, score, normalized, norm) by ``strategy``: from the stored values for raw-mean /
+    cosine-mean, from the stored features otherwise (one Ray task per shard and pass when
+    ``engine`` says ray, as :func:`stored_scores`)."""
     from forvalue.selection import check_strategy, rank_values
 
     try:
         check_strategy(strategy)
     except ValueError as e:
         raise Failure(description=str(e)) from e
-    ids = [r["sample_id"] for r in rows]
-    values = np.array([r["score"] for r in rows], dtype=np.float64)
+    ids = scores["sample_id"].to_list()
+    values = scores["score"].to_numpy().astype(np.float64)
     if strategy in ("raw-mean", "cosine-mean"):
-        normalized = [r.get("normalized") for r in rows]
-        if strategy == "cosine-mean" and any(v is None for v in normalized):
+        normalized, norms = (None if scores[c].null_count() else scores[c].to_numpy().astype(np.float64)
+                             for c in ("normalized", "norm"))
+        if strategy == "cosine-mean" and normalized is None:
             raise Failure(description="these scores were stored without normalized values: re-materialize "
                                       "forvalue_scores")
-        norms = [r.get("norm") for r in rows]
-        return rank_values(values, None if None in normalized else np.array(normalized, dtype=np.float64),
-                           None if None in norms else np.array(norms, dtype=np.float64), strategy)
+        return rank_values(values, normalized, norms, strategy)
     valuator = stored_valuator(cat, feature_store, run["model_id"])
     val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
     with _missing_features(valuator):   # streamed shard by shard: any store size

@@ -195,8 +195,8 @@ class Subset:
 
 
 def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valuation: str):
-    """(latest score run, its score rows, the samples of the current dataset version); fails when
-    the scores are missing or older than the dataset."""
+    """(latest score run, its scores as a polars frame, the samples of the current dataset version);
+    fails when the scores are missing or older than the dataset."""
     cfg = feature_store.config()
     try:
         tinfo = cat.require_set(KIND_DATASET, dataset)
@@ -207,11 +207,11 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
         if run["dataset_version"] != tinfo["version"]:
             raise Failure(description=f"the scores of {dataset} are for version {run['dataset_version'][:12]}, the "
                                       f"current version is {tinfo['version'][:12]}: re-materialize forvalue_scores")
-        rows = cat.scores(dataset, valuation, cfg.id, run["model_id"])
+        scores = cat.scores_frame(dataset, valuation, cfg.id, run["model_id"])
         samples = cat.load_samples(KIND_DATASET, dataset, tinfo["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
-    return run, rows, samples
+    return run, scores, samples
 
 
 @asset(
@@ -240,11 +240,10 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     dataset, valuation = split_pair(context.partition_key)
     sub = Subset.resolve(config, curation)
     cat = catalog.catalog()
-    run, rows, samples = _current_scores(cat, feature_store, dataset, valuation)
-    ids = [r["sample_id"] for r in rows]
-    values = np.array([r["score"] for r in rows], dtype=np.float64)
+    run, scores, samples = _current_scores(cat, feature_store, dataset, valuation)
+    ids, values = scores["sample_id"].to_list(), scores["score"].to_numpy().astype(np.float64)
     try:   # the pairwise strategies read the stored features: on Ray one task per shard and pass
-        ranking = subset_ranking(cat, feature_store, run, rows, sub.strategy, engine=engine, ray=ray,
+        ranking = subset_ranking(cat, feature_store, run, scores, sub.strategy, engine=engine, ray=ray,
                                  context=context, limit=needed_prefix(len(ids), sub.mode, sub.value))
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:

@@ -302,16 +302,19 @@ def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: Model
 # ----------------------------------------------------------------------------- comparison
 def _comparison_order(cat, feature_store: FeatureStoreResource, sub: dict, samples: list, dataset: str,
                       valuation: str):
-    """(score rows, scores of ``samples``, their order by the strategy that made the curated subset,
-    that strategy): top and bottom of the comparison follow the curated subset's order."""
+    """(the score run id of the stored scores, scores of ``samples``, their order by the strategy that
+    made the curated subset, that strategy): top and bottom of the comparison follow the curated
+    subset's order."""
     import numpy as np
+    import polars as pl
 
     try:
-        rows = cat.scores(dataset, valuation, sub["feature_config_id"], sub["model_id"])
+        frame = cat.scores_frame(dataset, valuation, sub["feature_config_id"], sub["model_id"])
     except CatalogError as e:
         raise catalog_failure(e) from e
-    score_rows = [r for r in rows if r["dataset_version"] == sub["dataset_version"]]
-    score_of = {r["sample_id"]: r["score"] for r in score_rows}
+    run_id = frame["score_run_id"][0] if len(frame) else sub["score_run_id"]
+    scores = frame.filter(pl.col("dataset_version") == sub["dataset_version"])
+    score_of = dict(zip(scores["sample_id"].to_list(), scores["score"].to_list()))
     unscored = [s.sample_id for s in samples if s.sample_id not in score_of]
     if unscored:
         raise Failure(description=f"{len(unscored)} of {len(samples)} samples of {dataset} have no stored score for "
@@ -319,10 +322,11 @@ def _comparison_order(cat, feature_store: FeatureStoreResource, sub: dict, sampl
     values = np.array([score_of[s.sample_id] for s in samples], dtype=np.float64)
     selection = sub.get("strategy") or "raw-mean"
     score_run = {"model_id": sub["model_id"], "valuation_set": valuation, "valuation_version": sub["valuation_version"]}
-    ranking = subset_ranking(cat, feature_store, score_run, score_rows, selection)
-    position = {score_rows[i]["sample_id"]: j for j, i in enumerate(ranking.order)}
+    ranking = subset_ranking(cat, feature_store, score_run, scores, selection)
+    ids = scores["sample_id"].to_list()
+    position = {ids[i]: j for j, i in enumerate(ranking.order)}
     order = np.array(sorted(range(len(samples)), key=lambda i: position[samples[i].sample_id]), dtype=np.int64)
-    return rows, values, order, selection
+    return run_id, values, order, selection
 
 
 def _same_members(fcat, sub: dict, res) -> bool:
@@ -385,7 +389,7 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
 
     t0 = time.perf_counter()
     dataset, valuation, cat, fcat, sub, samples, val = _subset_inputs(context, catalog)
-    rows, values, order, selection = _comparison_order(cat, feature_store, sub, samples, dataset, valuation)
+    score_run_id, values, order, selection = _comparison_order(cat, feature_store, sub, samples, dataset, valuation)
     k = config.k or int(sub["n_selected"])
     fcfg = feature_store.config()
     try:
@@ -395,7 +399,6 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
         raise Failure(description=f"comparison config: {e}") from e
     tracker = mlflow.tracker()
     comparison_id = uuid.uuid4().hex
-    score_run_id = rows[0]["score_run_id"] if rows else sub["score_run_id"]
     try:
         comp = compare_strategies(
             model.model, samples, val, values=values, order=order, selection=selection, k=k,
