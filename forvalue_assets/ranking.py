@@ -76,9 +76,11 @@ def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, contex
 
 def engine_metadata(stats: dict | None, ray) -> dict:
     """Asset metadata of where the passes over the store ran: ``engine`` local, or ray with the
-    cluster, workers, worker processes, shard tasks and stored samples read per second."""
+    cluster, workers, worker processes, shard tasks, retried tasks (a worker died) and stored samples
+    read per second."""
     if not stats:
         return {"engine": MetadataValue.text("local")}
     return {"engine": MetadataValue.text("ray"), "ray_cluster": MetadataValue.text(ray.name),
             "workers": MetadataValue.int(stats["workers"]), "worker_processes": MetadataValue.int(stats["processes"]),
-            "shard_tasks": MetadataValue.int(stats["batches"]), "rows_per_s": MetadataValue.float(stats["rows_per_s"])}
+            "shard_tasks": MetadataValue.int(stats["batches"]), "retried_tasks": MetadataValue.int(stats["retried_tasks"]),
+            "rows_per_s": MetadataValue.float(stats["rows_per_s"])}

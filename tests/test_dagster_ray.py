@@ -76,6 +76,7 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         (mat,) = [m for m in res.get_asset_materialization_events() if m.asset_key == AssetKey("curated_subset")]
         meta = {k: v.value for k, v in mat.materialization.metadata.items()}
         assert meta["engine"] == "ray" and meta["strategy"] == "balanced" and meta["shard_tasks"] >= 2
+        assert meta["retried_tasks"] == 0
         kept = [r["sample_id"] for r in cat.query("SELECT sample_id FROM subset_samples ORDER BY rank")]
         order = local.rank_stored(train_ids, val_ids, "balanced", limit=4).order
         assert kept == [train_ids[i] for i in order[:4]]

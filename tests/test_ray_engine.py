@@ -419,3 +419,41 @@ def test_the_store_benchmark_runs_and_orders_alike(local_ray, tmp_path):
     assert [r["engine"] for r in rows] == ["in-process", "ray, 2 worker(s)"]
     assert all(r["same_order"] for r in rows) and rows[0]["select_vs_in_process"] == 1.0
     assert rows[1]["score_vs_in_process"] == pytest.approx(rows[0]["score_s"] / rows[1]["score_s"], abs=0.02, rel=0.05)
+
+
+def _crash_once(part, start, marker_dir):
+    """A pass whose worker dies (os._exit) the first time it reads the first shard."""
+    flag = Path(marker_dir) / "crashed"
+    if start == 0 and not flag.exists():
+        flag.write_text("x")
+        os._exit(1)
+    return len(part)
+
+
+def _fail(part, start):
+    raise ValueError(f"bad shard at {start}")
+
+
+def test_a_shard_task_whose_worker_dies_is_retried_and_counted(local_ray, tmp_path):
+    import sys
+
+    from ray import cloudpickle
+
+    from forvalue.engines.ray_parts import RayPartRunner
+    from forvalue.feature_source import StoreSource
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module
+    try:
+        store, fp, cfg, _, _ = _synthetic_store(tmp_path / "fs")
+        source = StoreSource(store, fp, cfg)
+        runner = RayPartRunner(2, local_ray)
+        got = dict(runner.map(source, _crash_once, str(tmp_path)))
+        assert (tmp_path / "crashed").exists()
+        assert sorted(got) == [st for st, _, _ in source.plan()] and sum(got.values()) == len(source)
+        st = runner.stats()
+        assert st.retried_tasks == 1 and st.batches == len(got)
+        # an error of the task itself is not retried: it comes back at once
+        with pytest.raises(Exception, match="bad shard at"):
+            list(RayPartRunner(2, local_ray).map(source, _fail))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

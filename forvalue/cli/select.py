@@ -39,7 +39,7 @@ def run_select(args) -> int:
                                   limit=needed_prefix(len(train), mode, value), engine=engine)
     if "engine" in ranking.info:
         e = ranking.info["engine"]
-        print(f"ray: {e['workers']} workers, {e['batches']} shard tasks, {e['rows_per_s']:.0f} stored samples read/s, "
-              f"start-up {e['startup_s']:.1f}s")
+        print(f"ray: {e['workers']} workers, {e['batches']} shard tasks ({e['retried_tasks']} retried), "
+              f"{e['rows_per_s']:.0f} stored samples read/s, start-up {e['startup_s']:.1f}s")
     write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
     return 0
