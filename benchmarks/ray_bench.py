@@ -22,8 +22,8 @@ into a fresh feature store. Reported per engine:
   one.
 
 On a 2-core machine two workers cannot give 2x: the in-process engine already uses both cores (torch
-threads), and each of two actors gets one. Results go in docs/scale-out.md (with the command), not
-docs/benchmarks.md.
+threads), and each of two actors gets one. Results go in docs/benchmarks.md ("Scale-out on Ray"), with
+the discussion in docs/scale-out.md.
 """
 
 from __future__ import annotations
