@@ -33,6 +33,18 @@ class Batch:
     keys: set = field(default_factory=set)   # column names seen in this batch
 
 
+def json_line(file: str, row: int, line: str) -> dict | DataError | None:
+    """One JSONL line: its object, the error for that row, or None for a blank line."""
+    if not line or not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return DataError(file, row, None, f"invalid JSON: {e.msg} at column {e.colno}")
+    return obj if isinstance(obj, dict) else DataError(file, row, None,
+                                                       f"expected a JSON object, got {type(obj).__name__}")
+
+
 def _json_rows(path: Path, batch_rows: int) -> Iterator[list[tuple[int, dict | DataError]]]:
     import polars as pl
 
@@ -44,15 +56,9 @@ def _json_rows(path: Path, batch_rows: int) -> Iterator[list[tuple[int, dict | D
         for row, line in zip(df["row"].to_list(), df[df.columns[1]].to_list()):
             if first:
                 line, first = line.lstrip("\ufeff"), False      # a UTF-8 byte order mark
-            if not line or not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                out.append((row, DataError(file, row, None, f"invalid JSON: {e.msg} at column {e.colno}")))
-                continue
-            out.append((row, obj if isinstance(obj, dict) else
-                        DataError(file, row, None, f"expected a JSON object, got {type(obj).__name__}")))
+            obj = json_line(file, row, line)
+            if obj is not None:
+                out.append((row, obj))
         yield out
 
 
@@ -162,20 +168,24 @@ def raw_batches(path: str | Path, *, batch_rows: int = BATCH_ROWS) -> Iterator[l
 def iter_batches(path: str | Path, *, columns: Columns = Columns(),
                  batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """Batches of samples and bad rows of a data file (see the module docstring)."""
-    file = str(path)
-    base = Path(file).parent
     for rows in raw_batches(path, batch_rows=batch_rows):
-        samples, errors, keys = [], [], set()
-        for row, obj in rows:
-            if isinstance(obj, DataError):
-                errors.append(obj)
-                continue
-            keys.update(k for k, v in obj.items() if v not in (None, ""))
-            try:
-                samples.append(record_to_sample(obj, file=file, row=row, columns=columns, base=base))
-            except DataError as e:
-                errors.append(e)
-        yield Batch(samples=samples, errors=errors, n_rows=len(rows), keys=keys)
+        yield to_batch(str(path), rows, columns)
+
+
+def to_batch(file: str, rows: list[tuple[int, dict | DataError]], columns: Columns) -> Batch:
+    """The samples and bad rows of (row number, dict or error) rows of ``file``."""
+    base = Path(file).parent
+    samples, errors, keys = [], [], set()
+    for row, obj in rows:
+        if isinstance(obj, DataError):
+            errors.append(obj)
+            continue
+        keys.update(k for k, v in obj.items() if v not in (None, ""))
+        try:
+            samples.append(record_to_sample(obj, file=file, row=row, columns=columns, base=base))
+        except DataError as e:
+            errors.append(e)
+    return Batch(samples=samples, errors=errors, n_rows=len(rows), keys=keys)
 
 
 @dataclass

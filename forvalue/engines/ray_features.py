@@ -84,16 +84,21 @@ class FeatureActor:
         from ..features import encode_all
 
         t0 = time.perf_counter()
-        samples = list({s.sample_id: s for s in (pickle.loads(b) for b in batch["sample"])}.values())
+        samples = list({s.sample_id: s for s in (pickle.loads(b) for b in batch["sample"] if len(b))}.values())
         key = hashlib.sha256("\n".join(s.sample_id for s in samples).encode()).hexdigest()[:16]
         if self.attempts is not None:
             import ray
 
             ray.get(self.attempts.start.remote(key))
+        # bad rows found by a read task inside Ray (forvalue.engines.ray_read)
+        bad_rows = [json.loads(e) for e in batch.get("error", ()) if e]
+        if bad_rows and self.on_error == "raise":
+            return self._row(key, len(samples), 0, 0, [], [], 0, t0, error=bad_rows[0])
         try:
             encoded, skipped = encode_all(self.lm, samples, self.config, on_error=self.on_error)
         except DataError as e:   # handed to the driver as data: Ray Data keeps only the text of a UDF's error
             return self._row(key, len(samples), 0, 0, [], [], 0, t0, error=[e.file, e.row, e.field, e.reason])
+        skipped = [(None, DataError(*e)) for e in bad_rows] + skipped
         bad = {id(s) for s, _ in skipped}
         todo = [s for s in samples if id(s) not in bad]
         # the store's claim loop: stored ids skipped, ids claimed by a live writer waited for
@@ -106,7 +111,7 @@ class FeatureActor:
         import numpy as np
 
         row = {"key": key, "pid": os.getpid(), "n": n, "computed": computed, "reused": reused, "rows": n_rows,
-               "skipped": json.dumps([[s.sample_id, str(e)] for s, e in skipped]),
+               "skipped": json.dumps([[s.sample_id if s is not None else None, str(e)] for s, e in skipped]),
                "shards": json.dumps([p.name for p in written]), "model": self.model_json,
                "error": json.dumps(error), "seconds": time.perf_counter() - t0}
         return {k: np.asarray([v]) for k, v in row.items()}
@@ -164,14 +169,27 @@ def featurize(model: ModelConfig, samples: Sequence, config: FeatureConfig, stor
 def featurize_file(model: ModelConfig, path: str | Path, config: FeatureConfig, store_root: str | Path,
                    engine: EngineConfig, *, columns=None, shard_size: int = DEFAULT_SHARD_SIZE,
                    on_error: str = "raise", extra: dict | None = None, progress: bool = False,
-                   num_cpus: float | None = None) -> RayFeatureResult:
-    """:func:`featurize` of a data file streamed in batches (forvalue.stream): this process holds one
-    batch of samples at a time, the rest waits in Ray's object store (which spills to disk). A bad row
-    stops the run before any work (``on_error="raise"``) or is skipped and reported (``"skip"``)."""
+                   num_cpus: float | None = None, segment_bytes: int | None = None) -> RayFeatureResult:
+    """:func:`featurize` of a data file. A JSONL or Parquet file larger than ``segment_bytes`` (64 MB)
+    is read inside Ray (:mod:`forvalue.engines.ray_read`: one read task per segment, streaming into
+    the actors as they work); a bad row then stops the run when a worker reaches it
+    (``on_error="raise"``; the batches stored before stay valid) or is skipped and reported
+    (``"skip"``). Other files are streamed in batches by this process (forvalue.stream), which holds
+    one batch at a time while the rest waits in Ray's object store; a bad row stops the run before
+    any work."""
     from ..data import Columns
+    from .ray_read import SEGMENT_BYTES, plan
 
-    return _featurize(lambda ray, size: _file_dataset(ray, path, columns or Columns(), on_error, engine, size),
-                      model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+    columns = columns or Columns()
+    cut = plan(path, segment_bytes or SEGMENT_BYTES)
+    if cut is None:     # small, CSV, a JSON array or a HF folder: streamed by this process
+        return _featurize(lambda ray, size: _file_dataset(ray, path, columns, on_error, engine, size),
+                          model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+    res = _featurize(lambda ray, size: _segments_dataset(ray, path, cut, columns, engine, size),
+                     model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+    if not res.computed + res.reused:
+        raise DataError(str(path), None, None, f"no usable samples ({len(res.stats.skipped)} skipped)")
+    return res
 
 
 def _featurize(dataset, model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus):
@@ -219,6 +237,19 @@ def _file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard
     if len(refs) < engine.workers * 2:   # few big blocks: split them so every worker gets batches
         ds = ds.repartition(min(-(-n // shard_size), 64 * engine.workers))
     return ds, shard_size, skipped
+
+
+def _segments_dataset(ray, path, cut, columns, engine: EngineConfig, shard_size: int):
+    """(dataset, batch size, rows skipped while reading) of a file read inside Ray, one read task per
+    segment (its rows counted by the plan, so a small run still reaches every worker)."""
+    from .ray_read import datasource
+
+    fmt, segments = cut
+    n = sum(seg.rows for seg in segments)
+    shard_size = max(1, min(shard_size, -(-n // engine.workers)))
+    ds = ray.data.read_datasource(datasource(path, fmt, segments, columns, max(shard_size, 2048)),
+                                  override_num_blocks=len(segments))
+    return ds, shard_size, []
 
 
 def _run(session, model, dataset, config, root, engine, shard_size, on_error, extra, progress, t0):

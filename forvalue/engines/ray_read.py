@@ -1,0 +1,180 @@
+"""A data file read inside Ray: segments of the file become Ray Data read tasks, so the reading,
+parsing and hashing of samples run on the workers, stream alongside the extraction, and the driver
+never holds the file's samples.
+
+- JSONL (one object per line): the driver cuts the file into segments of about ``segment_bytes`` at
+  line ends, counting the lines before each (a byte scan, no parsing): every read task knows the row
+  number of its first line, so a bad row is named by file and row as in :func:`forvalue.data.load_samples`.
+- Parquet: segments of whole row groups, their first rows from the file's metadata.
+- CSV (a quoted field may hold a line end), a JSON array and Hugging Face folders: not cut; the
+  driver streams them (:func:`forvalue.engines.ray_features.featurize_file`).
+
+Each read task turns its rows into samples (:func:`forvalue.stream.to_batch`) and yields Arrow
+tables with a ``sample`` column (the pickled sample) and an ``error`` column (a bad row's file, row,
+field and reason as JSON), which the feature actors stop on or report as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import Columns, DataError, _detect_format
+
+SEGMENT_BYTES = 64 * 2**20
+_SCAN = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: int          # JSONL: first byte; Parquet: first row (0-based)
+    stop: int           # JSONL: end byte; Parquet: end row
+    first_row: int      # row number of the segment's first row, less one
+    rows: int           # rows (JSONL: lines) in the segment
+
+
+def _line_end(fh, pos: int, size: int) -> int:
+    """The position just after the first line end at or after ``pos`` (or the file's end)."""
+    fh.seek(pos)
+    while pos < size:
+        chunk = fh.read(1 << 16)
+        i = chunk.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(chunk)
+    return size
+
+
+def _count_lines(fh, start: int, stop: int) -> int:
+    fh.seek(start)
+    n, left, last = 0, stop - start, b""
+    while left > 0:
+        chunk = fh.read(min(_SCAN, left))
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+        left -= len(chunk)
+        last = chunk
+    return n + (1 if last and not last.endswith(b"\n") else 0)
+
+
+def jsonl_segments(path: Path, segment_bytes: int) -> list[Segment]:
+    size = path.stat().st_size
+    out, pos, rows = [], 0, 0
+    with open(path, "rb") as fh:
+        while pos < size:
+            stop = _line_end(fh, min(size, pos + segment_bytes), size) if pos + segment_bytes < size else size
+            n = _count_lines(fh, pos, stop)
+            out.append(Segment(pos, stop, rows, n))
+            pos, rows = stop, rows + n
+    return out
+
+
+def parquet_segments(path: Path, segment_bytes: int) -> list[Segment]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as e:   # pyarrow raises several kinds for a damaged file
+        raise DataError(str(path), None, None, f"unreadable Parquet file: {e}") from None
+    out, start, size, row = [], 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        row += rg.num_rows
+        size += rg.total_byte_size
+        if size >= segment_bytes or g == meta.num_row_groups - 1:
+            out.append(Segment(start, row, start, row - start))
+            start, size = row, 0
+    return out
+
+
+def plan(path: str | Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[str, list[Segment]] | None:
+    """(format, segments) when ``path`` is cut into more than one segment; None when the driver
+    should stream it (a small file, CSV, a JSON array, a Hugging Face folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(str(p), None, None, "file not found")
+    fmt = _detect_format(p)
+    if fmt == "jsonl":
+        with open(p, "rb") as fh:
+            if p.suffix.lower() == ".json" and fh.read(64).lstrip()[:1] == b"[":
+                return None
+        segments = jsonl_segments(p, segment_bytes)
+    elif fmt == "parquet":
+        segments = parquet_segments(p, segment_bytes)
+    else:
+        return None
+    return (fmt, segments) if len(segments) > 1 else None
+
+
+def _jsonl_rows(file: str, seg: Segment) -> list:
+    from ..stream import json_line
+
+    with open(file, "rb") as fh:
+        fh.seek(seg.start)
+        raw = fh.read(seg.stop - seg.start)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        row = seg.first_row + raw.count(b"\n", 0, e.start) + 1
+        raise DataError(file, row, None, f"not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if seg.start == 0 and lines:
+        lines[0] = lines[0].lstrip("\ufeff")     # a UTF-8 byte order mark
+    out = []
+    for i, line in enumerate(lines):
+        obj = json_line(file, seg.first_row + i + 1, line)
+        if obj is not None:
+            out.append((seg.first_row + i + 1, obj))
+    return out
+
+
+def _parquet_rows(file: str, seg: Segment) -> list:
+    import polars as pl
+
+    df = pl.scan_parquet(file).slice(seg.start, seg.stop - seg.start).collect()
+    return [(seg.first_row + i + 1, r) for i, r in enumerate(df.to_dicts())]
+
+
+def read_segment(file: str, fmt: str, seg: Segment, columns: Columns, batch_rows: int):
+    """Arrow tables (``sample``, ``error``) of one segment, ``batch_rows`` rows each."""
+    import pyarrow as pa
+
+    from ..stream import to_batch
+
+    try:
+        rows = _jsonl_rows(file, seg) if fmt == "jsonl" else _parquet_rows(file, seg)
+    except DataError as e:   # the whole segment unreadable: one error row
+        rows = [(e.row or seg.first_row + 1, e)]
+    for a in range(0, len(rows), batch_rows):
+        batch = to_batch(file, rows[a:a + batch_rows], columns)
+        samples = [pickle.dumps(s) for s in batch.samples] + [b""] * len(batch.errors)
+        errors = [""] * len(batch.samples) + [json.dumps([e.file, e.row, e.field, e.reason]) for e in batch.errors]
+        if samples:
+            yield pa.table({"sample": pa.array(samples, pa.binary()), "error": pa.array(errors, pa.string())})
+
+
+def datasource(path: str | Path, fmt: str, segments: list[Segment], columns: Columns, batch_rows: int):
+    """A Ray Data datasource: one read task per segment."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    file = str(Path(path).resolve())   # the workers' current folder is not the driver's
+
+    class SampleFile(Datasource):
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [ReadTask(lambda seg=seg: read_segment(file, fmt, seg, columns, batch_rows),
+                             BlockMetadata(num_rows=seg.rows, size_bytes=None, exec_stats=None, input_files=(file,)))
+                    for seg in segments]
+
+    return SampleFile()
+
+
+__all__ = ["SEGMENT_BYTES", "Segment", "datasource", "plan", "read_segment"]
