@@ -14,6 +14,10 @@ into a fresh feature store. Reported per engine:
 - part ``overhead``: a Ray run of one sample per worker: its ``total_s`` is the fixed cost of a run
   (Ray start, actors importing torch and transformers and loading the model, one tiny batch each,
   shut-down and clean-up).
+- part ``read``: reading a JSONL file of ``--read-rows`` rows (no model): by this process as the
+  driver streams a file into Ray's object store (every row parsed, checked, hashed and pickled before
+  the first batch can start), against inside Ray (one read task per segment, a file under 512 MB cut
+  in 8): seconds to the first batch of samples and to the last, and samples/s.
 - part ``store``: the passes over a feature store, no model: a synthetic bounded store of
   ``--store-n`` samples (the scale benchmark's, r=128, 64 rows per sample, shards of 4,096) scored
   against ``--store-val`` valuation samples, then ranked by ``balanced`` for the top 10%, in process
@@ -74,6 +78,39 @@ def on_ray(model, samples, config, root: Path, shard_size: int, workers: int) ->
             "processes": st.processes, "batches": st.batches}
 
 
+def read_file(path: Path, segment_bytes: int) -> list[dict]:
+    """Time to the first batch of samples the actors can take, and to the last, for both readers."""
+    from forvalue.data import Columns
+    from forvalue.engines import EngineConfig
+    from forvalue.engines.ray_features import _file_dataset
+    from forvalue.engines.ray_read import datasource, plan
+    from forvalue.engines.ray_session import import_ray, ray_session
+
+    cols, out = Columns(text="text"), []
+    with ray_session(None) as session:
+        ray = import_ray()
+        # the driver reads, checks, hashes and pickles every row into the object store before the run
+        t0 = time.perf_counter()
+        ds, _, _ = _file_dataset(ray, path, cols, "raise", EngineConfig(engine="ray", workers=2), 2048)
+        total = time.perf_counter() - t0
+        n = ds.count()
+        out.append({"reader": "this process (driver)", "first_batch_s": round(total, 2), "total_s": round(total, 2),
+                    "samples": n, "samples_per_s": round(n / total)})
+        del ds
+        t0 = time.perf_counter()
+        fmt, segments = plan(path, segment_bytes)
+        ds = ray.data.read_datasource(datasource(path, fmt, segments, cols, 2048), override_num_blocks=len(segments))
+        first, n = None, 0
+        for b in ds.iter_batches(batch_size=2048, batch_format="pyarrow"):
+            n += sum(1 for e in b.column("error").to_pylist() if not e)
+            first = first or time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        out.append({"reader": f"inside Ray ({len(segments)} segments, {session.cpus:g} CPUs)",
+                    "first_batch_s": round(first, 2), "total_s": round(total, 2), "samples": n,
+                    "samples_per_s": round(n / total)})
+    return out
+
+
 def store_passes(root: Path, n: int, n_val: int, workers: list[int]) -> list[dict]:
     import numpy as np
 
@@ -120,12 +157,15 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--parts", default="throughput,overhead")
+    ap.add_argument("--read-rows", type=int, default=1_000_000)
     ap.add_argument("--store-n", type=int, default=50000)
     ap.add_argument("--store-val", type=int, default=100)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.parts == "store":
         return _main_store(args)
+    if args.parts == "read":
+        return _main_read(args)
 
     from forvalue.features import FeatureConfig
     from forvalue.models import ModelConfig
@@ -167,6 +207,27 @@ def _report(title: str, cols: list[str], rows: list[dict], json_path: str | None
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(head | {"results": rows}, indent=1))
+
+
+def _main_read(args) -> int:
+    from forvalue.benchmarks.tasks import make_task
+
+    tmp = Path(tempfile.mkdtemp(prefix="fvraybench-"))
+    try:
+        tr, _ = make_task("math-reason", 0, n_train_per_class=100, n_val_per_class=1)
+        path = tmp / "rows.jsonl"
+        with open(path, "w") as f:
+            for i in range(args.read_rows):
+                r = tr[i % len(tr)]
+                f.write(json.dumps({"text": f"{r['text']} ({i})"}) + "\n")
+        mb = path.stat().st_size / 2**20
+        # the product cuts at 64 MB; a smaller file is cut in 8 here so that it is read inside Ray at all
+        rows = read_file(path, min(64 * 2**20, path.stat().st_size // 8 + 1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _report(f"reading {args.read_rows} rows ({mb:.0f} MB JSONL), no model", ["reader", "first_batch_s", "total_s",
+            "samples", "samples_per_s"], rows, args.json, {"rows": args.read_rows, "mb": round(mb)})
+    return 0
 
 
 def _main_store(args) -> int:

@@ -419,6 +419,11 @@ def test_the_store_benchmark_runs_and_orders_alike(local_ray, tmp_path):
     assert [r["engine"] for r in rows] == ["in-process", "ray, 2 worker(s)"]
     assert all(r["same_order"] for r in rows) and rows[0]["select_vs_in_process"] == 1.0
     assert rows[1]["score_vs_in_process"] > 0 and rows[1]["select_vs_in_process"] > 0 and rows[1]["startup_s"] >= 0
+    # part read: both readers hand over every sample of the file
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": f"row {i} " * 8}) + "\n" for i in range(3000)))
+    rows = bench.read_file(data, data.stat().st_size // 4 + 1)
+    assert [r["samples"] for r in rows] == [3000, 3000] and "4 segments" in rows[1]["reader"]
 
 
 def _crash_once(part, start, marker_dir):

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..data import Columns, DataError, _detect_format
 
 SEGMENT_BYTES = 64 * 2**20
+READ_BLOCK_BYTES = 4 * 2**20   # Ray Data gathers a read task's output into blocks up to 128 MB by default
 _SCAN = 16 * 2**20
 
 
@@ -109,59 +110,74 @@ def plan(path: str | Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[str, lis
     return (fmt, segments) if len(segments) > 1 else None
 
 
-def _jsonl_rows(file: str, seg: Segment) -> list:
+def _jsonl_rows(file: str, seg: Segment, batch_rows: int):
+    """Batches of (row number, dict or error) of a JSONL segment, parsed as they are read."""
     from ..stream import json_line
 
     with open(file, "rb") as fh:
         fh.seek(seg.start)
-        raw = fh.read(seg.stop - seg.start)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        row = seg.first_row + raw.count(b"\n", 0, e.start) + 1
-        raise DataError(file, row, None, f"not valid UTF-8 (byte {raw[e.start]:#04x})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if seg.start == 0 and lines:
-        lines[0] = lines[0].lstrip("\ufeff")     # a UTF-8 byte order mark
-    out = []
-    for i, line in enumerate(lines):
-        obj = json_line(file, seg.first_row + i + 1, line)
-        if obj is not None:
-            out.append((seg.first_row + i + 1, obj))
-    return out
+        left, row, out, first = seg.stop - seg.start, seg.first_row, [], seg.start == 0
+        while left > 0:
+            raw = fh.readline(left)
+            if not raw:
+                break
+            left -= len(raw)
+            row += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                out.append((row, DataError(file, row, None, f"not valid UTF-8 (byte {raw[e.start]:#04x})")))
+                continue
+            if first:
+                line, first = line.lstrip("\ufeff"), False     # a UTF-8 byte order mark
+            obj = json_line(file, row, line.rstrip("\n"))
+            if obj is not None:
+                out.append((row, obj))
+            if len(out) >= batch_rows:
+                yield out
+                out = []
+    if out:
+        yield out
 
 
-def _parquet_rows(file: str, seg: Segment) -> list:
+def _parquet_rows(file: str, seg: Segment, batch_rows: int):
     import polars as pl
 
-    df = pl.scan_parquet(file).slice(seg.start, seg.stop - seg.start).collect()
-    return [(seg.first_row + i + 1, r) for i, r in enumerate(df.to_dicts())]
+    for a in range(seg.start, seg.stop, batch_rows):
+        df = pl.scan_parquet(file).slice(a, min(batch_rows, seg.stop - a)).collect()
+        yield [(a + i + 1, r) for i, r in enumerate(df.to_dicts())]
 
 
 def read_segment(file: str, fmt: str, seg: Segment, columns: Columns, batch_rows: int):
-    """Arrow tables (``sample``, ``error``) of one segment, ``batch_rows`` rows each."""
+    """Arrow tables (``sample``, ``error``) of one segment, about ``batch_rows`` rows each, yielded as
+    the segment is read."""
     import pyarrow as pa
 
     from ..stream import to_batch
 
+    reader = _jsonl_rows if fmt == "jsonl" else _parquet_rows
     try:
-        rows = _jsonl_rows(file, seg) if fmt == "jsonl" else _parquet_rows(file, seg)
-    except DataError as e:   # the whole segment unreadable: one error row
-        rows = [(e.row or seg.first_row + 1, e)]
-    for a in range(0, len(rows), batch_rows):
-        batch = to_batch(file, rows[a:a + batch_rows], columns)
-        samples = [pickle.dumps(s) for s in batch.samples] + [b""] * len(batch.errors)
-        errors = [""] * len(batch.samples) + [json.dumps([e.file, e.row, e.field, e.reason]) for e in batch.errors]
-        if samples:
-            yield pa.table({"sample": pa.array(samples, pa.binary()), "error": pa.array(errors, pa.string())})
+        for rows in reader(file, seg, batch_rows):
+            batch = to_batch(file, rows, columns)
+            samples = [pickle.dumps(s) for s in batch.samples] + [b""] * len(batch.errors)
+            errors = [""] * len(batch.samples) + [json.dumps([e.file, e.row, e.field, e.reason])
+                                                  for e in batch.errors]
+            if samples:
+                yield pa.table({"sample": pa.array(samples, pa.binary()), "error": pa.array(errors, pa.string())})
+    except DataError as e:   # the segment unreadable from here on: one error row
+        yield pa.table({"sample": pa.array([b""], pa.binary()),
+                        "error": pa.array([json.dumps([e.file, e.row, e.field, e.reason])], pa.string())})
 
 
 def datasource(path: str | Path, fmt: str, segments: list[Segment], columns: Columns, batch_rows: int):
-    """A Ray Data datasource: one read task per segment."""
-    from ray.data import Datasource, ReadTask
+    """A Ray Data datasource: one read task per segment. Blocks are capped at ``READ_BLOCK_BYTES`` in
+    this process's Ray Data context, so that batches leave a segment while it is read (with the
+    default cap a 64 MB segment reached the actors only once read whole)."""
+    from ray.data import DataContext, Datasource, ReadTask
     from ray.data.block import BlockMetadata
+
+    ctx = DataContext.get_current()
+    ctx.target_max_block_size = min(ctx.target_max_block_size or READ_BLOCK_BYTES, READ_BLOCK_BYTES)
 
     file = str(Path(path).resolve())   # the workers' current folder is not the driver's
 
