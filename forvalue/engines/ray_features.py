@@ -85,13 +85,14 @@ class FeatureActor:
 
         t0 = time.perf_counter()
         samples = list({s.sample_id: s for s in (pickle.loads(b) for b in batch["sample"] if len(b))}.values())
-        key = hashlib.sha256("\n".join(s.sample_id for s in samples).encode()).hexdigest()[:16]
+        # bad rows found by a read task inside Ray (forvalue.engines.ray_read)
+        errors = [str(e) for e in batch.get("error", ()) if e]
+        bad_rows = [json.loads(e) for e in errors]
+        key = hashlib.sha256("\n".join([s.sample_id for s in samples] + errors).encode()).hexdigest()[:16]
         if self.attempts is not None:
             import ray
 
             ray.get(self.attempts.start.remote(key))
-        # bad rows found by a read task inside Ray (forvalue.engines.ray_read)
-        bad_rows = [json.loads(e) for e in batch.get("error", ()) if e]
         if bad_rows and self.on_error == "raise":
             return self._row(key, len(samples), 0, 0, [], [], 0, t0, error=bad_rows[0])
         try:
