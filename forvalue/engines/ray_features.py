@@ -205,10 +205,14 @@ def _featurize(dataset, model, config, store_root, engine, shard_size, on_error,
         stop(session)
 
 
+def _batch_size(n: int, engine: EngineConfig, shard_size: int) -> int:
+    """A small run still reaches every worker: batches of at most n / workers samples (a batch is a shard)."""
+    return max(1, min(shard_size, -(-n // engine.workers)))
+
+
 def _items_dataset(ray, samples: list, engine: EngineConfig, shard_size: int):
-    """(dataset, batch size, rows skipped while reading) of samples at hand. A small run still reaches
-    every worker: batches of at most n / workers samples (a batch is a shard)."""
-    shard_size = max(1, min(shard_size, -(-len(samples) // engine.workers)))
+    """(dataset, batch size, rows skipped while reading) of samples at hand."""
+    shard_size = _batch_size(len(samples), engine, shard_size)
     n_batches = max(1, -(-len(samples) // shard_size))
     ds = ray.data.from_items([{"sample": pickle.dumps(s)} for s in samples],
                              override_num_blocks=min(n_batches, 64 * engine.workers))
@@ -218,9 +222,8 @@ def _items_dataset(ray, samples: list, engine: EngineConfig, shard_size: int):
 def _file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard_size: int):
     """(dataset, batch size, rows skipped while reading) of a data file, read batch by batch into Ray's
     object store as Arrow tables of pickled samples."""
-    import pyarrow as pa
-
     from ..stream import iter_batches
+    from .ray_read import sample_table
 
     refs, n, skipped = [], 0, []
     for batch in iter_batches(path, columns=columns, batch_rows=max(shard_size, 2048)):
@@ -228,12 +231,12 @@ def _file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard
             raise batch.errors[0]
         skipped += [(None, str(e)) for e in batch.errors]
         if batch.samples:
-            refs.append(ray.put(pa.table({"sample": pa.array([pickle.dumps(s) for s in batch.samples], pa.binary())})))
+            refs.append(ray.put(sample_table(batch.samples)))
             n += len(batch.samples)
     if not n:
         raise DataError(str(path), None, None, "no usable samples" + (f" ({len(skipped)} skipped)" if skipped
                                                                         else " (empty file)"))
-    shard_size = max(1, min(shard_size, -(-n // engine.workers)))
+    shard_size = _batch_size(n, engine, shard_size)
     ds = ray.data.from_arrow_refs(refs)
     if len(refs) < engine.workers * 2:   # few big blocks: split them so every worker gets batches
         ds = ds.repartition(min(-(-n // shard_size), 64 * engine.workers))
@@ -246,8 +249,7 @@ def _segments_dataset(ray, path, cut, columns, engine: EngineConfig, shard_size:
     from .ray_read import datasource
 
     fmt, segments = cut
-    n = sum(seg.rows for seg in segments)
-    shard_size = max(1, min(shard_size, -(-n // engine.workers)))
+    shard_size = _batch_size(sum(seg.rows for seg in segments), engine, shard_size)
     ds = ray.data.read_datasource(datasource(path, fmt, segments, columns, max(shard_size, 2048)),
                                   override_num_blocks=len(segments))
     return ds, shard_size, []

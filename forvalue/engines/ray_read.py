@@ -149,24 +149,28 @@ def _parquet_rows(file: str, seg: Segment, batch_rows: int):
 
 
 def read_segment(file: str, fmt: str, seg: Segment, columns: Columns, batch_rows: int):
-    """Arrow tables (``sample``, ``error``) of one segment, about ``batch_rows`` rows each, yielded as
+    """Arrow tables (:func:`sample_table`) of one segment, about ``batch_rows`` rows each, yielded as
     the segment is read."""
-    import pyarrow as pa
-
     from ..stream import to_batch
 
     reader = _jsonl_rows if fmt == "jsonl" else _parquet_rows
     try:
         for rows in reader(file, seg, batch_rows):
             batch = to_batch(file, rows, columns)
-            samples = [pickle.dumps(s) for s in batch.samples] + [b""] * len(batch.errors)
-            errors = [""] * len(batch.samples) + [json.dumps([e.file, e.row, e.field, e.reason])
-                                                  for e in batch.errors]
-            if samples:
-                yield pa.table({"sample": pa.array(samples, pa.binary()), "error": pa.array(errors, pa.string())})
+            if batch.samples or batch.errors:
+                yield sample_table(batch.samples, batch.errors)
     except DataError as e:   # the segment unreadable from here on: one error row
-        yield pa.table({"sample": pa.array([b""], pa.binary()),
-                        "error": pa.array([json.dumps([e.file, e.row, e.field, e.reason])], pa.string())})
+        yield sample_table([], [e])
+
+
+def sample_table(samples, errors=()):
+    """The Arrow table the feature actors take: ``sample`` (pickled) and, for each bad row, an empty
+    sample with its ``error`` (file, row, field, reason as JSON)."""
+    import pyarrow as pa
+
+    cells = [pickle.dumps(s) for s in samples] + [b""] * len(errors)
+    errs = [""] * len(samples) + [json.dumps([e.file, e.row, e.field, e.reason]) for e in errors]
+    return pa.table({"sample": pa.array(cells, pa.binary()), "error": pa.array(errs, pa.string())})
 
 
 def datasource(path: str | Path, fmt: str, segments: list[Segment], columns: Columns, batch_rows: int):
@@ -193,4 +197,4 @@ def datasource(path: str | Path, fmt: str, segments: list[Segment], columns: Col
     return SampleFile()
 
 
-__all__ = ["SEGMENT_BYTES", "Segment", "datasource", "plan", "read_segment"]
+__all__ = ["SEGMENT_BYTES", "Segment", "datasource", "plan", "read_segment", "sample_table"]
