@@ -407,6 +407,12 @@ class Catalog:
             sql = self.sql(name)
             return _polars(con, sql, self._bind(sql, values))
 
+    def _query(self, con, name: str, values: dict):
+        """A named query on an open connection as a DuckDB relation (read by the caller, e.g. streamed
+        with ``to_arrow_reader``)."""
+        sql = self.sql(name)
+        return con.sql(sql, params=self._bind(sql, values) or None)
+
     def query_frame(self, sql: str, params: Sequence[Any] | dict | None = None):
         """An ad-hoc read-only query as a polars DataFrame; values go in ``params``."""
         with self.connect(read_only=True) as con:
@@ -642,29 +648,25 @@ class Catalog:
 
     # ------------------------------------------------------------------ subsets
     def record_subset(self, *, score_run: dict, mode: str, value: float, n_total: int,
-                      members: Sequence[tuple[str, int, float]], jsonl_path: str | Path, parquet_path: str | Path,
+                      members, jsonl_path: str | Path, parquet_path: str | Path,
                       subset_id: str | None = None, dagster_run_id: str | None = None,
                       strategy: str = "raw-mean") -> str:
-        """Record a subset (and its members: sample_id, rank in the strategy's order, score) in one
-        transaction."""
-        import pyarrow as pa
+        """Record a subset (and its members: sample_id, rank in the strategy's order, score; an Arrow
+        table or (sample_id, rank, score) tuples) in one transaction."""
+        import pyarrow.compute as pc
 
         if mode not in SUBSET_MODES:
             raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
-        if len({m[0] for m in members}) != len(members):
+        table = members_table(members)
+        if len(table) and pc.count_distinct(table.column("sample_id")).as_py() != len(table):
             raise ValueError("duplicate sample ids in the subset's members")
         subset_id = subset_id or uuid.uuid4().hex
-        table = pa.table({
-            "sample_id": pa.array([m[0] for m in members], pa.string()),
-            "rank": pa.array([int(m[1]) for m in members], pa.int32()),
-            "score": pa.array([float(m[2]) for m in members], pa.float64()),
-        })
         with self.transaction() as con:
             self.execute(con, "insert_subset", subset_id=subset_id, dataset_name=score_run["dataset_name"],
                          dataset_version=score_run["dataset_version"], valuation_set=score_run["valuation_set"],
                          valuation_version=score_run["valuation_version"], model_id=score_run["model_id"],
                          feature_config_id=score_run["feature_config_id"], score_run_id=score_run["score_run_id"],
-                         mode=mode, value=float(value), strategy=strategy, n_total=n_total, n_selected=len(members),
+                         mode=mode, value=float(value), strategy=strategy, n_total=n_total, n_selected=len(table),
                          jsonl_path=str(jsonl_path), parquet_path=str(parquet_path), code_version=__version__,
                          dagster_run_id=dagster_run_id, created_at=utcnow())
             self._insert_arrow(con, "insert_subset_samples", "new_subset_samples", table, subset_id=subset_id)
@@ -766,43 +768,65 @@ def expected_subset_size(mode: str, value: float, n: int) -> int:
     return len(subset_indices(np.zeros(n), mode, value))
 
 
-def export_subset(samples: Sequence[Sample], members: Sequence[tuple[str, int, float]], folder: str | Path,
-                  stem: str, strategy: str | None = None) -> tuple[Path, Path]:
-    """Write a subset as ``<stem>.jsonl`` (the original rows, in file order: a drop-in training file)
-    and ``<stem>.parquet`` (sample_id, rank, score, [strategy,] row, the text fields and the raw row
-    as JSON, in the strategy's order). Each file is written to a temporary name and renamed into place."""
+EXPORT_BATCH_ROWS = 8192
+
+
+def members_table(members):
+    """A subset's members as an Arrow table (sample_id string, rank int32, score float64), from an
+    Arrow table or from (sample_id, rank, score) tuples."""
+    import pyarrow as pa
+
+    if isinstance(members, pa.Table):
+        return pa.table({"sample_id": members.column("sample_id").cast(pa.string()),
+                         "rank": members.column("rank").cast(pa.int32()),
+                         "score": members.column("score").cast(pa.float64())})
+    return pa.table({"sample_id": pa.array([m[0] for m in members], pa.string()),
+                     "rank": pa.array([int(m[1]) for m in members], pa.int32()),
+                     "score": pa.array([float(m[2]) for m in members], pa.float64())})
+
+
+def export_subset(catalog: "Catalog", kind: str, name: str, version: str, members, folder: str | Path, stem: str,
+                  strategy: str | None = None) -> tuple[Path, Path]:
+    """Write a subset of a registered set version as ``<stem>.jsonl`` (the original rows, in file
+    order: a drop-in training file) and ``<stem>.parquet`` (sample_id, rank, score, [strategy,] row,
+    the text fields and the raw row as JSON, in the subset's order). ``members``: an Arrow table
+    (sample_id, rank, score) in the subset's order. Streamed: the samples come out of the catalog
+    ``EXPORT_BATCH_ROWS`` at a time, whatever the set's size. Each file is written to a temporary
+    name and renamed into place."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = Path(folder)
-    by_id = {s.sample_id: s for s in samples}
-    missing = [sid for sid, _, _ in members if sid not in by_id]
-    if missing:
-        raise CatalogError(f"{len(missing)} subset samples are not in the registered dataset, e.g. {missing[0]}")
-    chosen = {sid for sid, _, _ in members}
-    in_file_order = [s for s in samples if s.sample_id in chosen]
-    jsonl = folder / f"{stem}.jsonl"
-    parquet = folder / f"{stem}.parquet"
+    members = members_table(members)
+    kept = members.add_column(0, "position", pa.array(np.arange(members.num_rows), pa.int64()))
+    where = {"set_kind": kind, "set_name": name, "set_version": version}
+    schema = pa.schema([("sample_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())]
+                       + ([("strategy", pa.string())] if strategy else [])
+                       + [("row", pa.int32()), ("prompt", pa.string()), ("response", pa.string()),
+                          ("text", pa.string()), ("messages", pa.string()), ("record", pa.string())])
+    jsonl, parquet = folder / f"{stem}.jsonl", folder / f"{stem}.parquet"
+    with catalog.connect(read_only=True) as con:
+        con.register("kept_members", kept)
+        missing = catalog._query(con, "kept_missing", where).fetchall()
+        if missing:
+            raise CatalogError(f"subset samples are not in the registered {name!r} version {version[:12]}, e.g. "
+                               f"{missing[0][0]}")
 
-    def write_jsonl(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            for s in in_file_order:
-                f.write(json.dumps(s.record, ensure_ascii=False, default=_jsonable) + "\n")
+        def write_parquet(tmp):
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for batch in catalog._query(con, "kept_samples_ranked", where).to_arrow_reader(EXPORT_BATCH_ROWS):
+                    cols = {c: batch.column(c) for c in batch.schema.names}
+                    if strategy:
+                        cols["strategy"] = pa.array([strategy] * batch.num_rows, pa.string())
+                    writer.write_table(pa.table([cols[f.name].cast(f.type) for f in schema], schema=schema))
 
-    ranked = [by_id[sid] for sid, _, _ in members]
-    table = pa.table({
-        "sample_id": pa.array([m[0] for m in members], pa.string()),
-        "rank": pa.array([int(m[1]) for m in members], pa.int32()),
-        "score": pa.array([float(m[2]) for m in members], pa.float64()),
-        **({"strategy": pa.array([strategy] * len(members), pa.string())} if strategy else {}),
-        "row": pa.array([s.row for s in ranked], pa.int32()),
-        "prompt": pa.array([s.prompt for s in ranked], pa.string()),
-        "response": pa.array([s.response for s in ranked], pa.string()),
-        "text": pa.array([s.text for s in ranked], pa.string()),
-        "messages": pa.array([to_json(s.messages) for s in ranked], pa.string()),
-        "record": pa.array([to_json(s.record) for s in ranked], pa.string()),
-    })
-    atomic_write(jsonl, write_jsonl)
-    atomic_write(parquet, lambda tmp: pq.write_table(table, tmp))
+        def write_jsonl(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                reader = catalog._query(con, "kept_records_in_file_order", where).to_arrow_reader(EXPORT_BATCH_ROWS)
+                for batch in reader:
+                    for text in batch.column("record").to_pylist():
+                        f.write(json.dumps(from_json(text, binary=True), ensure_ascii=False, default=_jsonable) + "\n")
+
+        atomic_write(jsonl, write_jsonl)
+        atomic_write(parquet, write_parquet)
     return jsonl, parquet
-

@@ -239,6 +239,11 @@ class MeanTable:
         return raw, normalized, norm
 
 
+def mean_table(val: SparseFeatures) -> MeanTable:
+    """The valuation set's :class:`MeanTable`, in float64 for float64 features, float32 otherwise."""
+    return MeanTable(val, dtype=np.float64 if val.vectors.dtype == np.float64 else np.float32)
+
+
 def _part_values(part: SparseFeatures, start: int, table: MeanTable):
     return table.values(part)
 
@@ -251,7 +256,7 @@ def source_values(source, val: SparseFeatures, *, runner=None) -> tuple[np.ndarr
     from .feature_source import LOCAL_RUNNER, as_source
 
     source = as_source(source)
-    table = MeanTable(val, dtype=np.float64 if val.vectors.dtype == np.float64 else np.float32)
+    table = mean_table(val)
     out = tuple(np.empty(len(source)) for _ in range(3))
     for start, values in (runner or LOCAL_RUNNER).map(source, _part_values, table):
         for o, v in zip(out, values):

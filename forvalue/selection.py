@@ -23,12 +23,25 @@ few templates. The strategies (``STRATEGIES``):
 Every strategy orders all training samples, best first; a subset is a prefix of that order (top-k,
 top-p%, all but the lowest p%) or its reversed tail (bottom-p%).
 
+Cost. The pairwise strategies need every unit's cosine with every training sample: one r-wide dot
+per (training row, unit row) pair that shares a token (:mod:`forvalue.pairwise`: BLAS products for
+the tokens most units hold, a sampled sparse product for the rest), about P x (shared-token share)
+x rows x r multiply-adds; this bounds selection time, and grows with the number of units P. The
+balanced strategy's smoothed units are sums of 3 valuation samples: their products are the same
+sums of the valuation samples' products, so the tokens held per unit do not triple. One pass over
+the training features computes the set-mean values (raw, normalized, norm) and, for every unit,
+the candidates that may be among its ``list_length`` best: a candidate below the unit's current
+``list_length``-th value is dropped in the pass, so the lists cost memory, not time. A unit whose
+list runs out (its candidates taken by other units) is refilled by another pass that computes the
+cosines of the units that ran short only; once the samples not yet taken fit in one block, the rest
+is finished exactly from that block. With lists of 4 x (subset size / P) + 16 a top-10% selection
+usually needs the one pass.
+
 Memory, beyond the features themselves: one block of cosines [units x training chunk] of at most
-``BLOCK_BYTES`` (64 MB); the valuation side's token -> vector table, built per group of units of at
-most ``TABLE_BYTES`` (128 MB); the unit x unit similarities (``max_units``^2 doubles, 8 MB); and for
-the round-robin strategies a candidate list per unit, about 2 x (subset size) + 8 x units entries
-of 16 bytes. A unit whose list runs out is refilled by another pass over the training features;
-once the samples not yet taken fit in one block, the rest is finished exactly from that block.
+``BLOCK_BYTES`` (64 MB) and the kernel's buffers of the same order; the valuation units' padded
+token tables, at most ``TABLE_BYTES`` (128 MB); the unit x unit similarities (``max_units``^2
+doubles, 8 MB); and for the round-robin strategies the candidate lists, P x ``list_length``
+entries of 16 bytes (twice that while merging).
 """
 
 from __future__ import annotations
@@ -154,26 +167,30 @@ class Ranking:
 
 
 # ----------------------------------------------------------------------------- valuation units
-def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray) -> SparseFeatures:
-    """One pseudo-sample per group: sum_{w in group} weights[w] * G_w, rows merged per token."""
+def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray,
+              member_weights: np.ndarray | None = None) -> SparseFeatures:
+    """One pseudo-sample per group: sum_{w in group} weights[w] * G_w, rows merged per token
+    (``member_weights[u][k]``, when given, replaces ``weights`` for member k of group u)."""
     import torch
 
     offsets = _csr(f)
-    units, rows, scale = [], [], []
-    for u, members in enumerate(groups):
-        for w in members:
-            a, b = offsets[w], offsets[w + 1]
-            units.append(np.full(b - a, u, dtype=np.int64))
-            rows.append(np.arange(a, b))
-            scale.append(np.full(b - a, weights[w]))
-    units_a = np.concatenate(units) if units else np.zeros(0, np.int64)
-    rows_a = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    scale_a = np.concatenate(scale) if scale else np.zeros(0)
+    sizes = np.array([len(m) for m in groups], dtype=np.int64)
+    members = np.concatenate([np.asarray(m, dtype=np.int64) for m in groups]) if len(groups) else np.zeros(0, np.int64)
+    unit_of = np.repeat(np.arange(len(groups)), sizes)
+    w = (np.asarray(weights, dtype=np.float64)[members] if member_weights is None
+         else np.concatenate([np.asarray(x, dtype=np.float64) for x in member_weights]))
+    counts = offsets[members + 1] - offsets[members]
+    total = int(counts.sum())
+    rows_a = np.repeat(offsets[members] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
+    units_a = np.repeat(unit_of, counts)
+    scale_a = np.repeat(w, counts)
     width = int(f.token_ids.max()) + 1 if f.n_rows else 1
     keys = units_a * width + f.token_ids[rows_a]
     uniq, inv = np.unique(keys, return_inverse=True)
-    vec = torch.zeros((len(uniq), f.vectors.shape[1]), dtype=torch.float64)
-    src = torch.from_numpy(np.ascontiguousarray(f.vectors[rows_a], dtype=np.float64)) * torch.from_numpy(scale_a)[:, None]
+    dt = np.float64 if f.vectors.dtype == np.float64 else np.float32
+    vec = torch.zeros((len(uniq), f.vectors.shape[1]), dtype=torch.from_numpy(np.zeros(0, dt)).dtype)
+    src = torch.from_numpy(np.asarray(f.vectors[rows_a], dtype=dt))
+    src.mul_(torch.from_numpy(scale_a.astype(dt))[:, None])
     vec.index_add_(0, torch.from_numpy(inv.astype(np.int64)), src)
     return SparseFeatures(
         sample_ids=[f"unit-{u}" for u in range(len(groups))], row_sample=(uniq // width).astype(np.int64),
@@ -181,43 +198,74 @@ def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray) 
         emb=np.zeros((len(groups), 0), dtype=np.float32), n_positions=np.zeros(len(groups), dtype=np.int64))
 
 
-class Units:
-    """Valuation-side sparse features (valuation samples or sums of them) and their cosine with
-    training samples, computed in bounded memory."""
+def _inverse(norm: np.ndarray) -> np.ndarray:
+    """float32 1 / norm, 0 where the norm is 0 (a zero G has cosine 0 with everything)."""
+    norm = np.asarray(norm, dtype=np.float64)
+    return np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
 
-    def __init__(self, feats: SparseFeatures):
+
+class Units:
+    """Valuation-side units and their cosine with training samples, computed in bounded memory.
+
+    ``feats``: one base sample per row of the pair table (a valuation sample, or the sum of a cell of
+    them). ``mix`` (optional, ``(near [P, m], weights [P, m])``): unit ``u`` is the weighted sum
+    ``sum_k weights[u, k] * base[near[u, k]]`` (the balanced strategy's smoothing); its inner
+    products are the same sums of the base units' products, so the pair table holds the base units
+    only (each with its own few tokens) and smoothing costs P x m additions per training sample."""
+
+    def __init__(self, feats: SparseFeatures, mix: tuple[np.ndarray, np.ndarray] | None = None):
+        from .pairwise import PairTable
+
         self.feats = ordered(feats)
-        self.norm = self.feats.sample_norms()
-        self.groups = self._table_groups()
+        self.table = PairTable(self.feats, max_bytes=TABLE_BYTES)
+        self.mix = None
+        if mix is None:
+            self.norm = self.feats.sample_norms()
+        else:
+            near, weights = (np.asarray(m) for m in mix)
+            self.mix = (near.astype(np.int64), weights.astype(np.float32))
+            f = self.feats
+            wide = SparseFeatures(sample_ids=f.sample_ids, row_sample=f.row_sample, token_ids=f.token_ids,
+                                  vectors=f.vectors.astype(np.float32) if f.vectors.dtype == np.float16 else f.vectors,
+                                  emb=f.emb, n_positions=f.n_positions)
+            self.norm = aggregate(wide, list(near), np.ones(len(f)), member_weights=weights).sample_norms()
 
     def __len__(self) -> int:
-        return len(self.feats)
+        return len(self.norm)
 
-    def _table_groups(self) -> list[SparseFeatures]:
-        """Consecutive units whose pairwise token table (tokens x units x r x 4 bytes) fits TABLE_BYTES."""
-        f = self.feats
-        offsets = _csr(f)
-        r = max(1, f.vectors.shape[1])
-        out, start, tokens = [], 0, set()
-        for u in range(len(f)):
-            tok = set(f.token_ids[offsets[u]:offsets[u + 1]].tolist())
-            grown = tokens | tok
-            if u > start and len(grown) * (u - start + 1) * r * 4 > TABLE_BYTES:
-                out.append(f.take(start, u))
-                start, grown = u, tok
-            tokens = grown
-        if len(f):
-            out.append(f.take(start, len(f)))
-        return out
+    def take(self, which: np.ndarray) -> "Units":
+        """The units ``which`` only (a pass that refills a few units' lists computes only theirs)."""
+        which = np.asarray(which, dtype=np.int64)
+        if self.mix is None:
+            return Units(take_indices(self.feats, which))
+        near, weights = self.mix[0][which], self.mix[1][which]
+        base, local = np.unique(near, return_inverse=True)
+        return Units(take_indices(self.feats, base), (local.reshape(near.shape), weights))
 
     def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray) -> np.ndarray:
-        """[units, len(chunk)] cosine of every unit with every sample of ``chunk`` (0 for a zero G)."""
-        from .scoring import sparse_scores
+        """[units, len(chunk)] float32 cosine of every unit with every sample of ``chunk`` (0 for a zero G)."""
+        import torch
 
-        dots = np.concatenate([sparse_scores(chunk, g, pairwise=True) for g in self.groups], axis=0)
-        denom = self.norm[:, None] * chunk_norm[None, :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+        from .scoring import _torch_threads
+
+        dots = self.table.dots_tensor(chunk)                           # [chunk, base], reused buffer
+        out = torch.empty((len(self), len(chunk)), dtype=torch.float32)
+        with _torch_threads(2):
+            if self.mix is None:
+                out.copy_(dots.T)
+            else:   # smoothed unit u = sum_k weights[u, k] base[near[u, k]]: rows of the transposed dots
+                near, weights = (torch.from_numpy(x) for x in self.mix)
+                base = self.table._scratch("base_t", dots.numel()).view(dots.shape[1], dots.shape[0])
+                base.copy_(dots.T)
+                tmp = self.table._scratch("mix", out.numel()).view(out.shape)
+                torch.index_select(base, 0, near[:, 0], out=out)
+                out.mul_(weights[:, :1])
+                for k in range(1, near.shape[1]):
+                    torch.index_select(base, 0, near[:, k], out=tmp)
+                    out.addcmul_(tmp, weights[:, k:k + 1])
+            out.mul_(torch.from_numpy(_inverse(self.norm))[:, None])
+            out.mul_(torch.from_numpy(_inverse(chunk_norm))[None, :])
+        return out.numpy()
 
     def chunk_size(self) -> int:
         return max(1, BLOCK_BYTES // (8 * max(1, len(self))))
@@ -230,7 +278,7 @@ class Units:
 def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarray | None = None):
     """Yield (positions, [units, chunk] cosines) over one part of the training features (``start``: the
     position of its first sample), or over its samples ``subset`` (part positions, ascending); chunks
-    of :meth:`Units.chunk_size` samples (a cosine does not depend on the chunk it is computed in)."""
+    of :meth:`Units.chunk_size` samples."""
     norms = part.sample_norms()
     c = units.chunk_size()
     if subset is None:
@@ -247,7 +295,7 @@ def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarr
 
 def unit_similarity(units: Units) -> np.ndarray:
     """[P, P] cosine between units."""
-    return np.concatenate([cos for _, cos in units.blocks(units.feats)], axis=1)
+    return np.concatenate([cos for _, cos in units.blocks(units.feats)], axis=1).astype(np.float64)
 
 
 def farthest_point_order(sim: np.ndarray) -> np.ndarray:
@@ -293,12 +341,12 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
     # a prototype cell is already a sum over its members: smoothing applies to single samples only
     m = 1 if n_val > max_units else max(1, min(int(smooth), len(groups)))
     if m > 1:
-        near = []
+        near = np.empty((len(groups), m), dtype=np.int64)
         for u in range(len(groups)):
             ranked = np.argsort(-sim[u], kind="stable")
-            near.append(np.concatenate([[u], ranked[ranked != u][: m - 1]]))
+            near[u] = np.concatenate([[u], ranked[ranked != u][: m - 1]])
         bw = np.where(base.norm > 0, 1.0 / np.where(base.norm > 0, base.norm, 1.0), 0.0)
-        units = Units(aggregate(base.feats, near, bw))
+        units = Units(base.feats, (near, bw[near]))
     else:
         units = base
     info.update({"units": len(groups), "smooth": m})
@@ -306,25 +354,73 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
 
 
 # ----------------------------------------------------------------------------- round robin
-def _best(vals: np.ndarray, ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``length`` highest values (ties: lowest id) and their ids, best first."""
-    keep = np.lexsort((ids, -vals), axis=1)[:, :length]
-    return np.take_along_axis(vals, keep, 1), np.take_along_axis(ids, keep, 1)
+def _top(block: np.ndarray, idx: np.ndarray, length: int, theta: np.ndarray):
+    """Entries of ``block`` [rows, chunk] that may be among their row's best ``length``: at least the
+    row's threshold ``theta`` and at least the row's ``length``-th value in this block (ties kept).
+    Returns (rows, values, positions)."""
+    mask = block >= theta[:, None]
+    if block.shape[1] > length:
+        big = np.nonzero(np.count_nonzero(mask, axis=1) > length)[0]
+        if len(big):
+            sub = block[big]
+            kth = np.partition(sub, sub.shape[1] - length, axis=1)[:, sub.shape[1] - length]
+            mask[big] &= sub >= kth[:, None]
+    rows, cols = np.nonzero(mask)
+    return rows, block[rows, cols], idx[cols]
 
 
-def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], length: int):
-    return _best(np.concatenate([a[0], b[0]], axis=1), np.concatenate([a[1], b[1]], axis=1), length)
+class _Best:
+    """Each row's best ``length`` (value, position) pairs (ties: lowest position) merged from
+    candidates that arrive in any order; ``theta`` is each row's current ``length``-th value (-inf
+    until it has that many), below which no candidate can enter."""
+
+    def __init__(self, rows: int, length: int):
+        self.n, self.length = rows, length
+        self.theta = np.full(rows, -np.inf, dtype=np.float32)
+        self.pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.size = self.kept = 0
+
+    def add(self, rows: np.ndarray, vals: np.ndarray, pos: np.ndarray) -> None:
+        keep = vals >= self.theta[rows]
+        self.pool.append((rows[keep], vals[keep], pos[keep]))
+        self.size += int(keep.sum())
+        if self.size > 2 * self.kept + self.n * self.length:
+            self._reduce()
+
+    def _reduce(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, vals, pos = (np.concatenate(x) for x in zip(*self.pool)) if self.pool else (
+            np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        order = np.lexsort((pos, -vals, rows))
+        rows, vals, pos = rows[order], vals[order], pos[order]
+        first = np.searchsorted(rows, np.arange(self.n + 1))
+        keep = np.arange(len(rows)) - first[rows] < self.length
+        rows, vals, pos = rows[keep], vals[keep], pos[keep]
+        first = np.searchsorted(rows, np.arange(self.n + 1))
+        full = first[1:] - first[:-1] >= self.length
+        self.theta[full] = vals[first[1:][full] - 1]
+        self.pool, self.size = [(rows, vals, pos)], len(rows)
+        self.kept = self.size
+        return rows, pos, first
+
+    def lists(self) -> list[np.ndarray]:
+        """Each row's positions, best first."""
+        rows, pos, first = self._reduce()
+        return [pos[first[u]:first[u + 1]] for u in range(self.n)]
 
 
-def _part_candidates(part: SparseFeatures, start: int, units: Units, which: np.ndarray, taken: np.ndarray,
-                     length: int) -> tuple[np.ndarray, np.ndarray]:
-    """One part's best ``length`` samples not yet taken for each unit of ``which`` (values, positions)."""
-    best = (np.full((len(which), 0), -np.inf), np.zeros((len(which), 0), np.int64))
+def _part_candidates(part: SparseFeatures, start: int, units: Units, taken: np.ndarray, length: int,
+                     theta: np.ndarray, table=None):
+    """One part's candidates for every unit of ``units`` (samples not yet ``taken`` that may be among
+    the unit's best ``length``; ``theta``: the thresholds known when the part starts), and with
+    ``table`` (a :class:`forvalue.scoring.MeanTable`) the part's set-mean values too, read once."""
+    values = None if table is None else table.values(part)
+    found = []
     for idx, block in part_blocks(units, part, start):
-        block = block[which]
         block[:, taken[idx]] = -np.inf
-        best = _merge(best, (block, np.broadcast_to(idx, block.shape)), length)
-    return best
+        found.append(_top(block, idx, length, theta))
+    rows, vals, pos = (np.concatenate(x) for x in zip(*found)) if found else (
+        np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    return values, (rows, vals, pos)
 
 
 def _part_dense(part: SparseFeatures, start: int, units: Units, free: np.ndarray) -> list:
@@ -333,21 +429,30 @@ def _part_dense(part: SparseFeatures, start: int, units: Units, free: np.ndarray
     return list(part_blocks(units, part, start, local))
 
 
-def _part_max_cosine(part: SparseFeatures, start: int, units: Units) -> np.ndarray:
+def _part_max_cosine(part: SparseFeatures, start: int, units: Units, table=None):
+    values = None if table is None else table.values(part)
     out = np.empty(len(part))
     for idx, cos in part_blocks(units, part, start):
         out[idx - start] = cos.max(axis=0)
-    return out
+    return values, out
+
+
+def _store_values(values, out: tuple[np.ndarray, ...] | None, start: int) -> None:
+    if values is not None and out is not None:
+        for o, v in zip(out, values):
+            o[start:start + len(v)] = v
 
 
 def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.ndarray, need: int, *,
                 runner: PartRunner | None = None, list_length: int | None = None,
-                dense_elements: int | None = None) -> tuple[np.ndarray, dict]:
+                dense_elements: int | None = None, values: tuple | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
     its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
-    per-unit candidate lists of the best ``list_length`` samples, refilled by another pass when one
-    runs out; the samples still free are ranked in one dense block once they fit ``dense_elements``.
-    Each pass is a map over the parts of ``train`` (``runner``: here, or one Ray task per shard)."""
+    per-unit candidate lists of the best ``list_length`` samples, refilled by another pass (over the
+    units that ran short only) when one runs out; the samples still free are ranked in one dense
+    block once they fit ``dense_elements``. Each pass is a map over the parts of ``train``
+    (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized,
+    norm))``): the first pass also fills the set-mean values, so the store is read once for both."""
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
     need = min(need, n)
@@ -356,14 +461,16 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
     lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
     complete = np.zeros(P, bool)
     ptr = np.zeros(P, np.int64)
-    length = min(n, list_length or (2 * math.ceil(max(need, 1) / max(P, 1)) + 8))
-    stats = {"passes": 0, "dense_finish": False}
+    length = min(n, list_length or (4 * math.ceil(max(need, 1) / max(P, 1)) + 16))
+    stats = {"passes": 0, "dense_finish": False, "refilled_units": 0}
+    table, out = values if values is not None else (None, None)
 
     def refill(which: np.ndarray, length: int) -> None:
+        nonlocal table
         free = np.nonzero(~taken)[0]
         stats["passes"] += 1
-        if len(free) * P <= dense_elements:   # everything still free fits one block: exact full lists
-            cos = np.empty((P, len(free)))
+        if table is None and len(free) * P <= dense_elements:   # what is still free fits one block
+            cos = np.empty((P, len(free)), dtype=np.float32)
             for _, blocks in runner.map(source, _part_dense, units, free, within=free):
                 for idx, block in blocks:
                     cos[:, np.searchsorted(free, idx)] = block
@@ -373,19 +480,25 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
             ptr[:] = 0
             stats["dense_finish"] = True
             return
-        best = (np.full((len(which), 0), -np.inf), np.zeros((len(which), 0), np.int64))
-        for _, part_best in runner.map(source, _part_candidates, units, which, taken, length):
-            best = _merge(best, part_best, length)
-        for row, u in enumerate(which):
-            ok = np.isfinite(best[0][row])
-            lists[u] = best[1][row][ok]
-            complete[u] = len(lists[u]) == len(free)
+        sub = units if len(which) == P else units.take(which)
+        best = _Best(len(which), length)
+        for start, (part_values, found) in runner.map(source, _part_candidates, sub, taken, length, best.theta,
+                                                      table):
+            _store_values(part_values, out, start)
+            best.add(*found)
+        table = None
+        for row, lst in enumerate(best.lists()):
+            u = which[row]
+            lists[u] = lst
+            complete[u] = len(lst) == len(free)
             ptr[u] = 0
+        if len(which) < P:
+            stats["refilled_units"] += len(which)
 
     refill(np.arange(P), length)
-    out: list[int] = []
-    pos = 0
-    while len(out) < need:
+    picked = np.empty(need, dtype=np.int64)
+    count = pos = 0
+    while count < need:
         u = visit[pos % P]
         lst, p = lists[u], ptr[u]
         while p < len(lst) and taken[lst[p]]:
@@ -401,15 +514,18 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
             continue
         i = int(lst[p])
         taken[i] = True
-        out.append(i)
+        picked[count] = i
+        count += 1
         ptr[u] = p + 1
         pos += 1
-    return np.array(out, dtype=np.int64), stats
+    return picked, stats
 
 
-def _max_cosine(source: FeatureSource, val: SparseFeatures, runner: PartRunner) -> np.ndarray:
+def _max_cosine(source: FeatureSource, val: SparseFeatures, runner: PartRunner, values=None) -> np.ndarray:
+    table, out = values if values is not None else (None, None)
     key = np.full(len(source), -np.inf)
-    for start, part_key in runner.map(source, _part_max_cosine, Units(val)):
+    for start, (part_values, part_key) in runner.map(source, _part_max_cosine, Units(val), table):
+        _store_values(part_values, out, start)
         key[start:start + len(part_key)] = part_key
     return key
 
@@ -449,7 +565,7 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     order does not depend on it."""
     import time
 
-    from .scoring import source_values
+    from .scoring import mean_table, source_values
 
     check_strategy(strategy)
     if len(train) == 0 or len(val) == 0:
@@ -458,13 +574,14 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     val = ordered(val)
     t0 = time.perf_counter()
     runner = runner or LOCAL_RUNNER
-    raw, normalized, norm = source_values(source, val, runner=runner)
+    if strategy in ("raw-mean", "cosine-mean"):
+        return rank_values(*source_values(source, val, runner=runner), strategy)
     info: dict = {}
     key = None
-    if strategy in ("raw-mean", "cosine-mean"):
-        return rank_values(raw, normalized, norm, strategy)
+    # the first pass over the training features also fills the set-mean values (one read of a store)
+    values = (mean_table(val), tuple(np.empty(len(source)) for _ in range(3)))
     if strategy == "max-cosine":
-        key = _max_cosine(source, val, runner)
+        key = _max_cosine(source, val, runner, values)
         order = _sorted_order(key)
     else:
         need = len(source) if limit is None else min(int(limit), len(source))
@@ -473,8 +590,9 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
             info["units"] = len(val)
         else:
             units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
-        order, stats = round_robin(units, source, visit, need, runner=runner)
+        order, stats = round_robin(units, source, visit, need, runner=runner, values=values)
         info.update(stats)
+    raw, normalized, norm = values[1]
     info["seconds"] = time.perf_counter() - t0
     return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)
 

@@ -214,3 +214,24 @@ ORDER BY sample_id, row_number;
 
 -- name: drop_staging_samples
 DROP TABLE IF EXISTS staging_samples;
+
+-- name: kept_missing
+-- Members of a subset being written (the registered Arrow table kept_members: position, sample_id,
+-- rank, score) that the set version does not hold.
+SELECT k.sample_id FROM kept_members k
+WHERE k.sample_id NOT IN (SELECT sample_id FROM samples
+                          WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version)
+LIMIT 1;
+
+-- name: kept_samples_ranked
+-- The members of a subset being written with their stored samples, in the subset's order.
+SELECT k.sample_id, k.rank, k.score, s.row_number AS "row", s.prompt, s.response, s.text, s.messages, s.record
+FROM kept_members k JOIN samples s ON s.sample_id = k.sample_id
+WHERE s.set_kind = $set_kind AND s.set_name = $set_name AND s.set_version = $set_version
+ORDER BY k.position;
+
+-- name: kept_records_in_file_order
+-- The raw rows of a subset being written, in the order of the source file.
+SELECT s.record FROM samples s JOIN kept_members k ON s.sample_id = k.sample_id
+WHERE s.set_kind = $set_kind AND s.set_name = $set_name AND s.set_version = $set_version
+ORDER BY s.row_number, s.sample_id;

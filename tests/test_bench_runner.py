@@ -135,3 +135,25 @@ def test_cli_writes_json(tmp_path, capsys):
                      "--label-column", "class", "--text-column", "text", "--model", str(folder),
                      "--methods", "sparse", "--json", str(out), "--quiet"])
     assert rc == 0 and json.loads(out.read_text())["results"][0]["method"] == "sparse"
+
+
+def test_scale_bench_times_several_strategies_and_valuation_sizes_in_one_run(tmp_path, capsys):
+    """`forvalue bench scale` with two strategies and two valuation-set sizes: one table row each,
+    timed against the re-scoring with the same valuation set, and the kept order identified by its
+    hash (the same store and valuation set give the same order on a second run)."""
+    out = tmp_path / "scale.json"
+    argv = ["scale", "--samples", "600", "--store", str(tmp_path / "store"), "--rows", "8", "--r", "8",
+            "--shard-size", "200", "--n-val", "5,9", "--strategy", "balanced,max-cosine", "--subset-percent", "10",
+            "--json", str(out), "--quiet"]
+    assert bench_main(argv) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| 600 | ")]
+    assert len(rows) == 5   # the re-scoring row and 2 x 2 selection rows
+    res = json.loads(out.read_text())["results"][0]
+    sel = res["selection"]
+    assert [(r["n_val"], r["strategy"]) for r in sel] == [(5, "balanced"), (5, "max-cosine"), (9, "balanced"),
+                                                          (9, "max-cosine")]
+    assert all(r["select_kept"] == 60 and r["select_over_rescore"] > 0 for r in sel)
+    assert len({r["order_sha256"] for r in sel}) == 4     # four different selections
+    with pytest.raises(SystemExit):
+        bench_main(["scale", "--samples", "10", "--strategy", "best"])

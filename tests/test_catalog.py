@@ -227,7 +227,7 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
     from forvalue.scoring import rank
     ranks = rank(values)
     members = [(ids[i], int(ranks[i]), float(values[i])) for i in idx]
-    jsonl, parquet = cat.export_subset(train, members, tmp_path / "out", "subset")
+    jsonl, parquet = cat.export_subset(catalog, KIND_DATASET, "d", "dv", members, tmp_path / "out", "subset")
     sid = catalog.record_subset(score_run=run, mode="top_k", value=2, n_total=4, members=members,
                                 jsonl_path=jsonl, parquet_path=parquet, dagster_run_id="r-subset")
     lin = catalog.subset_lineage(sid)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import forvalue.pairwise as pairwise
 import forvalue.selection as sel
 from forvalue.features import SparseFeatures
 from forvalue.scoring import sparse_scores
@@ -124,11 +125,15 @@ def test_balanced_with_prototypes_and_small_tables_stays_the_same_order(monkeypa
     train, cls, clean = synthetic([20, 20, 20], noisy_share=0.3, seed=7)
     val, _, _ = synthetic([6, 6, 6], seed=8, prefix="v")
     full = sel.rank_features(train, val, "balanced")
-    monkeypatch.setattr(sel, "TABLE_BYTES", 6 * 8 * 4 * 2)   # two units per token table
-    units = sel.Units(val)
-    assert len(units.groups) > 1
-    small = sel.rank_features(train, val, "balanced")
-    assert np.array_equal(small.order, full.order)
+    assert not (sel.Units(val).table.kind == 2).any()     # every token held by 6 of 18 units: pairs only
+    # every token a padded [P, r] table (matrix products), then a table cap that leaves some tokens to pairs
+    monkeypatch.setattr(pairwise, "DENSE_UNITS", 1)
+    assert (sel.Units(val).table.kind == 2).all()
+    padded = sel.rank_features(train, val, "balanced")
+    monkeypatch.setattr(sel, "TABLE_BYTES", 18 * 8 * 4 * 5)   # room for 5 of the 18 tokens' tables
+    assert (sel.Units(val).table.kind == 2).sum() == 5
+    mixed = sel.rank_features(train, val, "balanced")
+    assert np.array_equal(padded.order, full.order) and np.array_equal(mixed.order, full.order)
     # more valuation samples than units: cells of seeded prototypes, still covering the clusters
     proto = sel.rank_features(train, val, "balanced", max_units=6, seed=0)
     assert proto.info["prototypes"] == 6 and proto.info["smooth"] == 1

@@ -7,8 +7,9 @@ then times, each step in a fresh process so that its peak memory is its own:
 
 - ``read``: one plain read of every byte of the shard files (the bytes the re-scoring reads) into
   a buffer. Run twice (the first warms the page cache); the faster one is reported.
-- ``select`` (with a strategy): the first p% of a selection strategy's order over the store,
-  streamed the same way.
+- ``select`` (with one or more strategies, for one or more valuation-set sizes): the first p% of a
+  selection strategy's order over the store, streamed the same way, timed against the re-scoring
+  with the same valuation set in the same run.
 - ``rescore``: the set-mean values (raw, normalized, norm) of every stored sample against a new
   valuation set, streamed shard by shard (:func:`forvalue.scoring.source_values` over a
   :class:`forvalue.feature_source.StoreSource`).
@@ -19,6 +20,7 @@ peak RSS of each step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import subprocess
@@ -140,8 +142,9 @@ def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percen
     source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
     ranking = rank_features(source, val, strategy, limit=needed_prefix(len(source), "top_p", percent))
     kept = ranking.indices("top_p", percent)
-    return {"seconds": time.perf_counter() - t0, "kept": int(len(kept)), "passes": ranking.info.get("passes"),
-            "peak_rss_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "kept": int(len(kept)), "passes": ranking.info.get("passes", 1),
+            "refilled_units": ranking.info.get("refilled_units", 0), "peak_rss_mb": _peak_mb(),
+            "order_sha256": hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes()).hexdigest()}
 
 
 def _child(step: str, *args) -> dict:
@@ -152,11 +155,15 @@ def _child(step: str, *args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int = 100, shard_size: int = 4096,
-        strategy: str | None = None, percent: float = 10.0, log=None) -> dict:
+def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | list[int] = 100,
+        shard_size: int = 4096, strategy: str | list[str] | None = None, percent: float = 10.0, log=None) -> dict:
     """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring
-    (and, with ``strategy``, the first ``percent`` of that selection strategy's order)."""
+    against a valuation set of each size in ``n_val`` (and, with ``strategy``, one or more, the
+    first ``percent`` of each strategy's order over the store for each valuation set, in the same
+    run: ``selection``, one row per (valuation size, strategy) with its time over the re-scoring's)."""
     say = log or (lambda msg: None)
+    n_vals = [n_val] if isinstance(n_val, int) else list(n_val)
+    strategies = [] if not strategy else [strategy] if isinstance(strategy, str) else list(strategy)
     t0 = time.perf_counter()
     folder = build_store(root, n, rows=rows, r=r, shard_size=shard_size, log=say)
     build_s = time.perf_counter() - t0
@@ -164,16 +171,29 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int = 1
     say(f"store: {n} samples, {disk / 1e9:.2f} GB in {folder} ({build_s:.0f} s to build)")
     reads = [_child("read", str(root), rows, r) for _ in range(2)]
     say("plain read: " + ", ".join(f"{x['seconds']:.2f} s" for x in reads))
-    rescore = _child("rescore", str(root), rows, r, n_val)
-    say(f"re-scoring: {rescore['seconds']:.2f} s")
     read = min(reads, key=lambda x: x["seconds"])
+    rescores, selection = {}, []
+    for v in n_vals:
+        rescores[v] = _child("rescore", str(root), rows, r, v)
+        say(f"re-scoring against {v} valuation samples: {rescores[v]['seconds']:.2f} s")
+        for name in strategies:
+            sel = _child("select", str(root), rows, r, v, name, percent)
+            say(f"{name} top {percent:g}% with {v} valuation samples: {sel['seconds']:.2f} s "
+                f"({sel['seconds'] / rescores[v]['seconds']:.2f}x the re-scoring)")
+            selection.append({"strategy": name, "n_val": v, "percent": percent, "select_seconds": sel["seconds"],
+                              "rescore_seconds": rescores[v]["seconds"],
+                              "select_over_rescore": sel["seconds"] / rescores[v]["seconds"],
+                              "select_peak_rss_mb": sel["peak_rss_mb"], "select_kept": sel["kept"],
+                              "select_passes": sel["passes"], "refilled_units": sel["refilled_units"],
+                              "order_sha256": sel["order_sha256"]})
+    rescore = rescores[n_vals[0]]
     extra = {}
-    if strategy:
-        sel = _child("select", str(root), rows, r, n_val, strategy, percent)
-        say(f"{strategy} top {percent:g}%: {sel['seconds']:.2f} s")
-        extra = {"strategy": strategy, "percent": percent, "select_seconds": sel["seconds"],
-                 "select_peak_rss_mb": sel["peak_rss_mb"], "select_kept": sel["kept"], "select_passes": sel["passes"]}
-    return extra | {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_val, "shard_size": shard_size,
+    if selection:   # the first row's fields at the top level, as before
+        first = selection[0]
+        extra = {"strategy": first["strategy"], "percent": percent, "select_seconds": first["select_seconds"],
+                 "select_peak_rss_mb": first["select_peak_rss_mb"], "select_kept": first["select_kept"],
+                 "select_passes": first["select_passes"], "selection": selection}
+    return extra | {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_vals[0], "shard_size": shard_size,
             "bytes_per_sample": disk / n, "store_bytes": disk, "build_seconds": build_s,
             "read_seconds": read["seconds"], "read_seconds_first": reads[0]["seconds"],
             "rescore_seconds": rescore["seconds"], "rescore_over_read": rescore["seconds"] / read["seconds"],

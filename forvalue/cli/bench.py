@@ -97,13 +97,36 @@ def _register_scale(bsub, parents) -> None:
                         "folder, removed afterwards")
     p.add_argument("--rows", type=int, default=64, help="rows per sample (the stored bound)")
     p.add_argument("--r", type=int, default=FeatureConfig().r, help="projection width (default: the product's)")
-    p.add_argument("--n-val", type=int, default=100, help="valuation samples")
+    p.add_argument("--n-val", type=_int_list, default=[100], metavar="N[,N...]",
+                   help="valuation samples (several, comma-separated: each is timed in the same run)")
     p.add_argument("--shard-size", type=int, default=4096)
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
-                   help="also time this selection strategy over the streamed store")
+    p.add_argument("--strategy", type=_strategy_list, default=None, metavar="S[,S...]",
+                   help="also time these selection strategies over the streamed store (comma-separated; "
+                        f"{', '.join(sorted(STRATEGIES))})")
     p.add_argument("--subset-percent", type=float, default=10.0, help="with --strategy: the share selected")
     p.add_argument("--json", default=None, metavar="OUT", help="write {'results': [...], 'meta': {...}} here")
     p.set_defaults(func=run_scale)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers, comma-separated") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more whole numbers >= 1")
+    return values
+
+
+def _strategy_list(text: str) -> list[str]:
+    from ..selection import STRATEGIES
+
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in STRATEGIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown strategy {(bad or [text])[0]!r}; choose from "
+                                         f"{', '.join(sorted(STRATEGIES))}")
+    return names
 
 
 def _register_vlm(bsub, parents) -> None:
@@ -286,9 +309,14 @@ def run_scale(args) -> int:
     print(f"| samples | bytes/sample | read s | rescore s | rescore/read | rescore peak RSS MB |\n|---|---|---|---|---|---|\n"
           f"| {res['samples']} | {res['bytes_per_sample']:.0f} | {res['read_seconds']:.2f} | "
           f"{res['rescore_seconds']:.2f} | {res['rescore_over_read']:.2f} | {res['rescore_peak_rss_mb']:.0f} |")
-    if args.strategy:
-        print(f"\n{args.strategy}, top {args.subset_percent:g}%: {res['select_seconds']:.1f} s, peak RSS "
-              f"{res['select_peak_rss_mb']:.0f} MB")
+    if res.get("selection"):
+        print(f"\nselection, top {args.subset_percent:g}% (ratios: over the re-scoring with the same valuation set, "
+              f"this run)\n\n| samples | valuation samples | strategy | rescore s | select s | select/rescore | "
+              f"select peak RSS MB | passes | refilled units |\n|---|---|---|---|---|---|---|---|---|")
+        for row in res["selection"]:
+            print(f"| {res['samples']} | {row['n_val']} | {row['strategy']} | {row['rescore_seconds']:.2f} | "
+                  f"{row['select_seconds']:.2f} | {row['select_over_rescore']:.2f} | {row['select_peak_rss_mb']:.0f} | "
+                  f"{row['select_passes']} | {row['refilled_units']} |")
     if args.json:
         _write_json(args.json, {"results": [res], "meta": {
             "bench": "scale", "command": "forvalue " + " ".join(sys.argv[1:]) if sys.argv else "",

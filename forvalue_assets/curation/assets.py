@@ -195,8 +195,8 @@ class Subset:
 
 
 def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valuation: str):
-    """(latest score run, its scores as a polars frame, the samples of the current dataset version);
-    fails when the scores are missing or older than the dataset."""
+    """(latest score run, its scores as a polars frame); fails when the scores are missing or older
+    than the dataset. No sample is loaded: the subset's files are streamed out of the catalog."""
     cfg = feature_store.config()
     try:
         tinfo = cat.require_set(KIND_DATASET, dataset)
@@ -208,10 +208,9 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
             raise Failure(description=f"the scores of {dataset} are for version {run['dataset_version'][:12]}, the "
                                       f"current version is {tinfo['version'][:12]}: re-materialize forvalue_scores")
         scores = cat.scores_frame(dataset, valuation, cfg.id, run["model_id"])
-        samples = cat.load_samples(KIND_DATASET, dataset, tinfo["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
-    return run, scores, samples
+    return run, scores
 
 
 @asset(
@@ -233,6 +232,8 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
 def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog: DuckDBStoreResource,
                    feature_store: FeatureStoreResource, curation: CurationResource,
                    model: ModelResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
+    import pyarrow as pa
+
     from forvalue.catalog import export_subset
     from forvalue.selection import needed_prefix
 
@@ -240,22 +241,28 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     dataset, valuation = split_pair(context.partition_key)
     sub = Subset.resolve(config, curation)
     cat = catalog.catalog()
-    run, scores, samples = _current_scores(cat, feature_store, dataset, valuation)
-    ids, values = scores["sample_id"].to_list(), scores["score"].to_numpy().astype(np.float64)
+    run, scores = _current_scores(cat, feature_store, dataset, valuation)
+    ids, values = scores["sample_id"], scores["score"].to_numpy().astype(np.float64)
     try:   # the pairwise strategies read the stored features: on Ray one task per shard and pass
         ranking = subset_ranking(cat, feature_store, run, scores, sub.strategy, engine=engine, ray=ray,
                                  context=context, limit=needed_prefix(len(ids), sub.mode, sub.value))
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
-    members = [(ids[i], int(ranking.rank[i]), float(values[i])) for i in idx]
+    ranks = ranking.rank[idx]
+    members = pa.table({"sample_id": ids.gather(idx).to_arrow(), "rank": pa.array(ranks, pa.int32()),
+                        "score": pa.array(values[idx], pa.float64())})
     subset_id = uuid.uuid4().hex
     folder = catalog.subset_folder(dataset, valuation)
     stem = f"{sub.stem}-{subset_id[:12]}"
-    jsonl, parquet = export_subset(samples, members, folder, stem, strategy=sub.strategy)
+    try:
+        jsonl, parquet = export_subset(cat, KIND_DATASET, dataset, run["dataset_version"], members, folder, stem,
+                                       strategy=sub.strategy)
+    except CatalogError as e:
+        raise catalog_failure(e) from e
     cut = None   # a cut-off on the score axis exists only when the strategy sorts by the score
-    if sub.strategy == "raw-mean" and members:
-        cut = min(m[2] for m in members) if sub.mode != "bottom_p" else max(m[2] for m in members)
+    if sub.strategy == "raw-mean" and len(idx):
+        cut = float(values[idx].min() if sub.mode != "bottom_p" else values[idx].max())
     png = md.histogram_png(values, title=f"{dataset} vs {valuation}: {sub.label}", cut=cut)
     png_path = folder / f"{stem}.png"
     atomic_write_bytes(png_path, png)
@@ -265,12 +272,16 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
     atomic_copy(jsonl, folder / "current.jsonl")
     atomic_copy(parquet, folder / "current.parquet")
-    by_id = {s.sample_id: s for s in samples}
-    ranked_kept = [(m[1], m[2], by_id[m[0]]) for m in members]
+    # the tables and explanations show the first and last 5 kept (bottom_p: worst first, shown best first)
+    shown = idx if len(idx) <= 10 else np.concatenate([idx[:5], idx[-5:]])
+    shown_ids = ids.gather(shown).to_list()
+    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, run["dataset_version"],
+                                                          sample_ids=shown_ids)}
+    ranked_kept = [(int(ranking.rank[i]), float(values[i]), by_id[sid_]) for i, sid_ in zip(shown, shown_ids)]
     if sub.mode == "bottom_p":
         ranked_kept = ranked_kept[::-1]
     return MaterializeResult(metadata={
-        "dagster/row_count": MetadataValue.int(len(members)),
+        "dagster/row_count": MetadataValue.int(len(idx)),
         "dagster/table_name": MetadataValue.text("subsets"),
         "subset_id": MetadataValue.text(sid),
         "mode": MetadataValue.text(sub.mode),
@@ -278,7 +289,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "strategy": MetadataValue.text(sub.strategy),
         "strategy_description": MetadataValue.text(STRATEGIES.get(sub.strategy, "")),
         "n_total": MetadataValue.int(len(ids)),
-        "n_dropped": MetadataValue.int(len(ids) - len(members)),
+        "n_dropped": MetadataValue.int(len(ids) - len(idx)),
         "jsonl": MetadataValue.path(str(jsonl.resolve())),
         "parquet": MetadataValue.path(str(parquet.resolve())),
         "histogram": md.md_image(png, "scores with the subset cut-off"),
