@@ -136,9 +136,68 @@ class PartRunner:
 LOCAL_RUNNER = PartRunner()
 
 
+class ThreadedPartRunner(PartRunner):
+    """Runs the parts here, ``workers`` at a time in threads, each part's kernels single-threaded
+    (torch and numpy release the GIL in their kernels): the per-part work that runs on one core
+    (index building, partial sorts, the Python between kernels) overlaps with the other part's.
+    Results come back in part order. A kernel that shares buffers between calls keeps one set per
+    thread (:func:`thread_local`)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2):
+        self.workers = max(1, int(workers))
+
+    def map(self, source: FeatureSource, fn: Callable[..., Any], *shared,
+            within: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.workers == 1 or isinstance(source, MemorySource):
+            yield from super().map(source, fn, *shared, within=within)
+            return
+        with _kernel_threads(1), ThreadPoolExecutor(self.workers, thread_name_prefix="forvalue-part") as pool:
+            pending: deque = deque()
+            for start, part in source.parts(within):
+                pending.append((start, pool.submit(fn, part, start, *shared)))
+                if len(pending) > self.workers:
+                    start0, fut = pending.popleft()
+                    yield start0, fut.result()
+            while pending:
+                start0, fut = pending.popleft()
+                yield start0, fut.result()
+
+
+_KERNEL = {"threads": 2}
+
+
+def kernel_threads() -> int:
+    """How many threads one kernel call may use: 2, or 1 while parts run side by side."""
+    return _KERNEL["threads"]
+
+
+class _kernel_threads:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = (_KERNEL["threads"], torch.get_num_threads())
+        _KERNEL["threads"] = self.n
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        _KERNEL["threads"] = self.before[0]
+        torch.set_num_threads(self.before[1])
+
+
 def as_source(train) -> FeatureSource:
     return train if isinstance(train, FeatureSource) else MemorySource(train)
 
 
-__all__ = ["FeatureSource", "MemorySource", "StoreSource", "PartRunner", "LOCAL_RUNNER", "as_source", "ordered",
+__all__ = ["FeatureSource", "MemorySource", "StoreSource", "PartRunner", "ThreadedPartRunner", "LOCAL_RUNNER",
+           "kernel_threads", "as_source", "ordered",
            "read_shard_part", "take_indices"]

@@ -26,6 +26,8 @@ tokens first).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 DENSE_UNITS = 8          # a token held by fewer units never takes a padded table
@@ -69,7 +71,7 @@ class PairTable:
         self.padded_table = torch.from_numpy(table)
         self.rows_t = torch.from_numpy(self.rows)
         self._lut = np.zeros(0, dtype=np.int64)
-        self._bufs: dict = {}
+        self._local = threading.local()
 
     def _table_pos(self, token_ids: np.ndarray) -> np.ndarray:
         """The table index of each token (-1 where no unit holds it)."""
@@ -84,50 +86,77 @@ class PairTable:
     def dots(self, part) -> np.ndarray:
         """[len(part), P] float32 (float64 for float64 features): <G_i, G_u> for every sample of
         ``part`` and every unit (a new array)."""
-        return self.dots_tensor(part).numpy().copy()
+        return self.dots_tensor(part)[0].numpy().copy()
 
-    def dots_tensor(self, part):
-        """:meth:`dots` as a torch tensor in a buffer this table reuses: valid until its next call."""
+    def dots_tensor(self, part, mean=None):
+        """(:meth:`dots` as a torch tensor in a buffer this table reuses, valid until its next call;
+        with ``mean``, a :class:`forvalue.scoring.MeanTable` whose tokens this table holds, also the
+        samples' [n] float64 set-mean values, from the same converted rows). Only the rows whose
+        token some unit holds are read."""
+        import torch
+
+        from .feature_source import kernel_threads
         from .scoring import _torch, _torch_threads
 
         n, P = len(part), self.n_units
         out = self._scratch("out", n * P).view(n, P).zero_()
-        if n == 0 or P == 0 or part.n_rows == 0 or len(self.tokens) == 0:
-            return out
-        if part.vectors.shape[1] != self.r:
+        raw = None if mean is None else torch.zeros(n, dtype=torch.float64)
+        if part.n_rows and part.vectors.shape[1] != self.r:
             raise ValueError("training and valuation features have different widths (r)")
-        tpos = self._table_pos(np.asarray(part.token_ids, dtype=np.int64))
-        owner = np.asarray(part.row_sample, dtype=np.int64)
-        kind = np.where(tpos >= 0, self.kind[np.maximum(tpos, 0)], -1)
-        cnt = np.where(kind == 0, self.starts[np.maximum(tpos, 0) + 1] - self.starts[np.maximum(tpos, 0)], 0)
+        if mean is not None and not np.isin(mean.vt, self.tokens).all():
+            raise ValueError("the mean table holds tokens the units do not")
+        tpos_all = self._table_pos(np.asarray(part.token_ids, dtype=np.int64))
+        hit = np.flatnonzero(tpos_all >= 0)     # rows in sample order: samples stay contiguous
+        if n == 0 or P == 0 or len(hit) == 0:
+            return out, (None if raw is None else raw.numpy())
+        tpos, owner = tpos_all[hit], np.asarray(part.row_sample, dtype=np.int64)[hit]
+        kind = self.kind[tpos]
+        cnt = np.where(kind == 0, self.starts[tpos + 1] - self.starts[tpos], 0)
+        mpos = None if mean is None else torch.from_numpy(mean._positions(part.token_ids[hit]))
         vectors = _torch(part.vectors)
-        # rows in chunks that never split a sample, converted into one reused buffer
-        sample_start = np.searchsorted(owner, np.arange(n + 1))
+        hit_t = torch.from_numpy(hit)
+        # hit rows in chunks that never split a sample, gathered and converted into reused buffers
+        starts = np.flatnonzero(np.diff(owner, prepend=-1))
         cuts = [0]
-        while cuts[-1] < part.n_rows:
-            nxt = int(sample_start[np.searchsorted(sample_start, cuts[-1] + ROW_CHUNK, side="right") - 1])
-            cuts.append(nxt if nxt > cuts[-1] else int(sample_start[np.searchsorted(sample_start, cuts[-1], side="right")]))
-        with _torch_threads(2):
+        while cuts[-1] < len(hit):
+            c = cuts[-1]
+            k = np.searchsorted(starts, c + ROW_CHUNK, side="right") - 1    # last sample start in reach
+            if c + ROW_CHUNK >= len(hit):
+                cuts.append(len(hit))
+            elif starts[k] > c:
+                cuts.append(int(starts[k]))
+            else:                                                            # one sample longer than a chunk
+                k = np.searchsorted(starts, c, side="right")
+                cuts.append(int(starts[k]) if k < len(starts) else len(hit))
+        with _torch_threads(kernel_threads()):
             for r0, r1 in zip(cuts[:-1], cuts[1:]):
                 x = self._buffer(r1 - r0)
-                x.copy_(vectors[r0:r1])
-                dense = np.nonzero(kind[r0:r1] == 2)[0]
+                half = self._scratch("gather", (r1 - r0) * self.r, vectors.dtype).view(r1 - r0, self.r)
+                torch.index_select(vectors, 0, hit_t[r0:r1], out=half)
+                x.copy_(half)
+                if mean is not None:
+                    g = self._scratch("mean", (r1 - r0) * self.r).view(r1 - r0, self.r)
+                    torch.index_select(mean.table.to(self.tdt), 0, mpos[r0:r1], out=g)
+                    raw.index_add_(0, torch.from_numpy(owner[r0:r1]), g.mul_(x).sum(1).to(torch.float64))
+                dense = np.flatnonzero(kind[r0:r1] == 2)
                 self._products(out, x, owner[r0:r1], dense[np.argsort(tpos[r0:r1][dense], kind="stable")],
                                tpos[r0:r1])
                 self._pairs(out, x, owner[r0:r1], tpos[r0:r1], cnt[r0:r1])
-        return out
+        return out, (None if raw is None else raw.numpy())
 
     def _buffer(self, rows: int):
         return self._scratch("rows", max(rows, ROW_CHUNK) * self.r)[:rows * self.r].view(rows, self.r)
 
-    def _scratch(self, name: str, size: int):
+    def _scratch(self, name: str, size: int, dtype=None):
         """A flat buffer of at least ``size`` elements kept between calls (fresh memory costs page
-        faults on every call)."""
+        faults on every call), one per thread."""
         import torch
 
-        buf = self._bufs.get(name)
-        if buf is None or buf.numel() < size:
-            buf = self._bufs[name] = torch.empty(size, dtype=self.tdt)
+        dtype = dtype or self.tdt
+        bufs = self._local.__dict__.setdefault("bufs", {})   # one set per thread
+        buf = bufs.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = bufs[name] = torch.empty(max(size, 1), dtype=dtype)
         return buf[:size]
 
     def _products(self, out, x, owner, rows, tpos) -> None:

@@ -47,13 +47,14 @@ entries of 16 bytes (twice that while merging).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, _csr, as_source, ordered,
-                             take_indices)
+from .feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, ThreadedPartRunner, _csr, as_source,
+                             ordered, take_indices)
 from .features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
@@ -219,6 +220,7 @@ class Units:
         self.feats = ordered(feats)
         self.table = PairTable(self.feats, max_bytes=TABLE_BYTES)
         self.mix = None
+        self._covers: dict = {}
         if mix is None:
             self.norm = self.feats.sample_norms()
         else:
@@ -242,15 +244,21 @@ class Units:
         base, local = np.unique(near, return_inverse=True)
         return Units(take_indices(self.feats, base), (local.reshape(near.shape), weights))
 
-    def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray) -> np.ndarray:
-        """[units, len(chunk)] float32 cosine of every unit with every sample of ``chunk`` (0 for a zero G)."""
+    def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray, mean=None):
+        """[units, len(chunk)] float32 cosine of every unit with every sample of ``chunk`` (0 for a zero
+        G); with ``mean`` (a :class:`forvalue.scoring.MeanTable` of the valuation set these units come
+        from), (cosines, the chunk's [n] set-mean values) from the same rows read once."""
         import torch
 
+        from .feature_source import kernel_threads
         from .scoring import _torch_threads
 
-        dots = self.table.dots_tensor(chunk)                           # [chunk, base], reused buffer
+        shared = mean is not None and self.covers(mean)
+        dots, raw = self.table.dots_tensor(chunk, mean if shared else None)   # [chunk, base], reused buffer
+        if mean is not None and not shared:
+            raw = mean.raw(chunk)
         out = torch.empty((len(self), len(chunk)), dtype=torch.float32)
-        with _torch_threads(2):
+        with _torch_threads(kernel_threads()):
             if self.mix is None:
                 out.copy_(dots.T)
             else:   # smoothed unit u = sum_k weights[u, k] base[near[u, k]]: rows of the transposed dots
@@ -265,7 +273,14 @@ class Units:
                     out.addcmul_(tmp, weights[:, k:k + 1])
             out.mul_(torch.from_numpy(_inverse(self.norm))[:, None])
             out.mul_(torch.from_numpy(_inverse(chunk_norm))[None, :])
-        return out.numpy()
+        return out.numpy() if mean is None else (out.numpy(), raw)
+
+    def covers(self, mean) -> bool:
+        """Whether every token of ``mean`` (a MeanTable) is held by a unit (then one read serves both)."""
+        key = id(mean)
+        if self._covers.get(key) is None:
+            self._covers = {key: bool(np.isin(mean.vt, self.table.tokens).all())}
+        return self._covers[key]
 
     def chunk_size(self) -> int:
         return max(1, BLOCK_BYTES // (8 * max(1, len(self))))
@@ -275,22 +290,23 @@ class Units:
         yield from part_blocks(self, feats, 0)
 
 
-def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarray | None = None):
+def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarray | None = None, *, mean=None):
     """Yield (positions, [units, chunk] cosines) over one part of the training features (``start``: the
     position of its first sample), or over its samples ``subset`` (part positions, ascending); chunks
-    of :meth:`Units.chunk_size` samples."""
+    of :meth:`Units.chunk_size` samples. With ``mean`` (a MeanTable): (positions, cosines, the set-mean
+    values of those samples)."""
     norms = part.sample_norms()
     c = units.chunk_size()
-    if subset is None:
-        for a in range(0, len(part), c):
+    offsets = None if subset is None else _csr(part)
+    for a in range(0, len(part) if subset is None else len(subset), c):
+        if subset is None:
             b = min(len(part), a + c)
-            yield start + np.arange(a, b), units.cosines(part.take(a, b) if (a, b) != (0, len(part)) else part,
-                                                         norms[a:b])
-    else:
-        offsets = _csr(part)
-        for a in range(0, len(subset), c):
+            idx, chunk = np.arange(a, b), part.take(a, b) if (a, b) != (0, len(part)) else part
+        else:
             idx = subset[a:a + c]
-            yield start + idx, units.cosines(take_indices(part, idx, offsets), norms[idx])
+            chunk = take_indices(part, idx, offsets)
+        got = units.cosines(chunk, norms[idx], mean)
+        yield (start + idx, got) if mean is None else (start + idx, *got)
 
 
 def unit_similarity(units: Units) -> np.ndarray:
@@ -413,14 +429,15 @@ def _part_candidates(part: SparseFeatures, start: int, units: Units, taken: np.n
     """One part's candidates for every unit of ``units`` (samples not yet ``taken`` that may be among
     the unit's best ``length``; ``theta``: the thresholds known when the part starts), and with
     ``table`` (a :class:`forvalue.scoring.MeanTable`) the part's set-mean values too, read once."""
-    values = None if table is None else table.values(part)
-    found = []
-    for idx, block in part_blocks(units, part, start):
+    found, raw = [], np.zeros(len(part))
+    for idx, block, *part_raw in part_blocks(units, part, start, mean=table):
+        if part_raw:
+            raw[idx - start] = part_raw[0]
         block[:, taken[idx]] = -np.inf
         found.append(_top(block, idx, length, theta))
     rows, vals, pos = (np.concatenate(x) for x in zip(*found)) if found else (
         np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    return values, (rows, vals, pos)
+    return None if table is None else table.values(part, raw), (rows, vals, pos)
 
 
 def _part_dense(part: SparseFeatures, start: int, units: Units, free: np.ndarray) -> list:
@@ -430,11 +447,12 @@ def _part_dense(part: SparseFeatures, start: int, units: Units, free: np.ndarray
 
 
 def _part_max_cosine(part: SparseFeatures, start: int, units: Units, table=None):
-    values = None if table is None else table.values(part)
-    out = np.empty(len(part))
-    for idx, cos in part_blocks(units, part, start):
+    out, raw = np.empty(len(part)), np.zeros(len(part))
+    for idx, cos, *part_raw in part_blocks(units, part, start, mean=table):
+        if part_raw:
+            raw[idx - start] = part_raw[0]
         out[idx - start] = cos.max(axis=0)
-    return values, out
+    return None if table is None else table.values(part, raw), out
 
 
 def _store_values(values, out: tuple[np.ndarray, ...] | None, start: int) -> None:
@@ -573,9 +591,10 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     source = as_source(train)
     val = ordered(val)
     t0 = time.perf_counter()
-    runner = runner or LOCAL_RUNNER
     if strategy in ("raw-mean", "cosine-mean"):
-        return rank_values(*source_values(source, val, runner=runner), strategy)
+        return rank_values(*source_values(source, val, runner=runner or LOCAL_RUNNER), strategy)
+    if runner is None or runner is LOCAL_RUNNER:   # here: two parts at a time, one core each
+        runner = ThreadedPartRunner(min(2, os.cpu_count() or 1))
     info: dict = {}
     key = None
     # the first pass over the training features also fills the set-mean values (one read of a store)

@@ -129,3 +129,17 @@ def test_candidates_merge_in_any_order():
             rows, v, p = sel._top(vals[:, cols].copy(), cols, 20, best.theta.copy())
             best.add(rows, v, p)
         assert all(np.array_equal(a, b) for a, b in zip(best.lists(), want))
+
+
+@pytest.mark.parametrize("strategy", ["balanced", "round-robin", "max-cosine"])
+def test_the_selection_pass_gives_the_scoring_values(strategy):
+    """The pairwise strategies compute the set-mean values in their own pass over the features (the
+    rows converted once for both): the same raw, normalized and norm as scoring."""
+    from forvalue.scoring import source_values
+
+    train, val = zipf_features(300, seed=8), zipf_features(20, seed=9, prefix="v")
+    raw, normalized, norm = source_values(train, val)
+    r = sel.rank_features(train, val, strategy, limit=30)
+    np.testing.assert_allclose(r.raw, raw, rtol=1e-6, atol=1e-6 * np.abs(raw).max())
+    np.testing.assert_allclose(r.normalized, normalized, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(r.norm, norm)
