@@ -73,6 +73,15 @@ class PairTable:
         self._lut = np.zeros(0, dtype=np.int64)
         self._local = threading.local()
 
+    def __getstate__(self):      # a table travels to Ray tasks: without its per-thread buffers
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def _table_pos(self, token_ids: np.ndarray) -> np.ndarray:
         """The table index of each token (-1 where no unit holds it)."""
         top = int(token_ids.max()) + 1 if len(token_ids) else 0

@@ -70,6 +70,7 @@ PAIRWISE_STRATEGIES = ("balanced", "round-robin", "max-cosine")   # need the fea
 SMOOTH = 3
 MAX_UNITS = 1024
 BLOCK_BYTES = 64 * 2**20
+LIST_FACTOR, LIST_EXTRA = 4, 16    # a unit's candidate list: LIST_FACTOR x (its share of the subset) + LIST_EXTRA
 TABLE_BYTES = 128 * 2**20
 
 
@@ -479,7 +480,7 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
     lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
     complete = np.zeros(P, bool)
     ptr = np.zeros(P, np.int64)
-    length = min(n, list_length or (4 * math.ceil(max(need, 1) / max(P, 1)) + 16))
+    length = min(n, list_length or (LIST_FACTOR * math.ceil(max(need, 1) / max(P, 1)) + LIST_EXTRA))
     stats = {"passes": 0, "dense_finish": False, "refilled_units": 0}
     table, out = values if values is not None else (None, None)
 

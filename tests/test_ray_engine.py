@@ -86,9 +86,12 @@ def test_two_ray_workers_give_the_in_process_features(local_ray, tiny_model_dir,
     got = store.load(res.fingerprint, CFG, ids)
     assert res.fingerprint.id == mc.load().fingerprint.id
     assert res.n_rows == got.n_rows == local.n_rows
+    # the rows are computed in float32 within other batches (other padding) and stored in float16: a
+    # value within 1e-7 of a float16 rounding boundary may land one float16 step (2^-10 relative) apart
+    half_step = 2.0 ** -10 if got.vectors.dtype == np.float16 else 1e-5
     for a, b in zip(_sorted_rows(local), _sorted_rows(got)):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-5)
+        np.testing.assert_allclose(b, a, rtol=half_step, atol=1e-6)
+    np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-4)
     np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
     assert list(got.n_positions) == list(local.n_positions)
     assert store.verify()["ok"]
@@ -190,7 +193,9 @@ def test_selection_by_shard_on_ray_gives_the_in_process_order(local_ray, tmp_pat
 
     store, fp, cfg, train_ids, val_ids = _synthetic_store(tmp_path)       # 90 samples in 6 shards
     wanted = train_ids[5:][::2] + train_ids[5:][1::2]                     # a subset, in another order
-    monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # short candidate lists: several refill passes
+    monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # a small dense finish
+    monkeypatch.setattr(sel, "LIST_FACTOR", 1)           # short candidate lists: several refill passes
+    monkeypatch.setattr(sel, "LIST_EXTRA", 1)
     v = Valuator.from_store(store, fp, cfg)
     here = v.rank_stored(wanted, val_ids, strategy, limit=60)
     ray_ = v.rank_stored(wanted, val_ids, strategy, limit=60, engine=EngineConfig(engine="ray", workers=2))
@@ -202,8 +207,9 @@ def test_selection_by_shard_on_ray_gives_the_in_process_order(local_ray, tmp_pat
     assert "engine" not in here.info and e["engine"] == "ray" and e["workers"] == 2
     passes = ray_.info.get("passes", 0)
     assert passes == here.info.get("passes", 0)
-    # one task per shard: the scores pass, then max-cosine's keys or each candidate / dense pass
-    assert e["batches"] == 6 * (1 + (1 if strategy == "max-cosine" else passes))
+    # one task per shard and pass: the first pass computes the scores too (max-cosine's keys, the
+    # first candidate lists), then each refill or dense pass
+    assert e["batches"] == 6 * (passes if strategy in ("balanced", "round-robin") else 1)
     if strategy in ("balanced", "round-robin"):
         assert passes > 1
 

@@ -193,6 +193,7 @@ def test_a_store_read_shard_by_shard_ranks_as_features_in_memory(tmp_path, monke
     source = StoreSource(store, fp, cfg, wanted)
     assert sorted(source.sample_ids) == sorted(wanted) and len(source._shards) == 6
     monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # 12 training samples per block
+    monkeypatch.setattr(sel, "LIST_FACTOR", 1)           # short candidate lists: refills
     streamed = sel.rank_features(source, val, strategy)
     in_memory = sel.rank_features(half.select(source.sample_ids), val, strategy)
     assert np.array_equal(streamed.order, in_memory.order)
