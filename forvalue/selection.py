@@ -264,9 +264,9 @@ class Units:
                 out.copy_(dots.T)
             else:   # smoothed unit u = sum_k weights[u, k] base[near[u, k]]: rows of the transposed dots
                 near, weights = (torch.from_numpy(x) for x in self.mix)
-                base = self.table._scratch("base_t", dots.numel()).view(dots.shape[1], dots.shape[0])
+                base = self.table._scratch("base_t", dots.numel(), torch.float32).view(dots.shape[1], dots.shape[0])
                 base.copy_(dots.T)
-                tmp = self.table._scratch("mix", out.numel()).view(out.shape)
+                tmp = self.table._scratch("mix", out.numel(), torch.float32).view(out.shape)
                 torch.index_select(base, 0, near[:, 0], out=out)
                 out.mul_(weights[:, :1])
                 for k in range(1, near.shape[1]):

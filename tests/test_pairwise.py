@@ -143,3 +143,14 @@ def test_the_selection_pass_gives_the_scoring_values(strategy):
     np.testing.assert_allclose(r.raw, raw, rtol=1e-6, atol=1e-6 * np.abs(raw).max())
     np.testing.assert_allclose(r.normalized, normalized, rtol=1e-6, atol=1e-7)
     assert np.array_equal(r.norm, norm)
+
+
+def test_balanced_on_float64_features_follows_its_dense_definition():
+    train, val = zipf_features(200, seed=10, dtype=np.float64), zipf_features(12, seed=11, prefix="v", dtype=np.float64)
+    units, visit, _ = sel._valuation_units(val, smooth=3, max_units=1024, seed=0)
+    assert units.table.dtype == np.float64
+    near, w = units.mix
+    base = dense(units.feats)
+    smoothed = np.stack([(w[u][:, None] * base[near[u]]).sum(0) for u in range(len(near))])
+    C = (smoothed @ dense(train).T) / np.linalg.norm(smoothed, axis=1)[:, None] / np.linalg.norm(dense(train), axis=1)
+    assert np.array_equal(sel.rank_features(train, val, "balanced", limit=50).order, dense_round_robin(C, visit, 50))
