@@ -103,6 +103,7 @@ def materialize(root: str, store_root: str, rows: int, r: int, mode: str, value:
                      "max_rows")}),
                  "curation": CurationResource(mode=mode, value=value, strategy=strategy, explain=False),
                  "model": ModelResource(), "engine": EngineResource(), "ray": ray_resource_from_env()}
+    (Path(root) / "dagster").mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test(temp_dir=str(Path(root) / "dagster")) as instance:
         instance.add_dynamic_partitions(training_datasets.name, [DATASET])
         instance.add_dynamic_partitions(valuation_sets.name, [VALUATION])

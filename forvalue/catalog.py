@@ -806,6 +806,8 @@ def export_subset(catalog: "Catalog", kind: str, name: str, version: str, member
                           ("text", pa.string()), ("messages", pa.string()), ("record", pa.string())])
     jsonl, parquet = folder / f"{stem}.jsonl", folder / f"{stem}.parquet"
     with catalog.connect(read_only=True) as con:
+        if catalog.memory_limit:    # the join and sort below spill past it rather than grow
+            catalog._set_memory_limit(con)
         con.register("kept_members", kept)
         missing = catalog._query(con, "kept_missing", where).fetchall()
         if missing:

@@ -399,14 +399,14 @@ class _Best:
 
     def add(self, rows: np.ndarray, vals: np.ndarray, pos: np.ndarray) -> None:
         keep = vals >= self.theta[rows]
-        self.pool.append((rows[keep], vals[keep], pos[keep]))
+        self.pool.append((rows[keep].astype(np.int32), vals[keep].astype(np.float32), pos[keep].astype(np.int64)))
         self.size += int(keep.sum())
-        if self.size > 2 * self.kept + self.n * self.length:
+        if self.size - self.kept > max(self.n * self.length // 2, 1 << 16):   # the pool stays under 1.5x the lists
             self._reduce()
 
     def _reduce(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows, vals, pos = (np.concatenate(x) for x in zip(*self.pool)) if self.pool else (
-            np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+            np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64))
         order = np.lexsort((pos, -vals, rows))
         rows, vals, pos = rows[order], vals[order], pos[order]
         first = np.searchsorted(rows, np.arange(self.n + 1))
@@ -475,7 +475,7 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
     need = min(need, n)
-    dense_elements = dense_elements or BLOCK_BYTES // 8
+    dense_elements = dense_elements or BLOCK_BYTES // 4      # float32 cosines
     taken = np.zeros(n, bool)
     lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
     complete = np.zeros(P, bool)
@@ -511,7 +511,7 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
             lists[u] = lst
             complete[u] = len(lst) == len(free)
             ptr[u] = 0
-        if len(which) < P:
+        if stats["passes"] > 1:
             stats["refilled_units"] += len(which)
 
     refill(np.arange(P), length)
@@ -527,8 +527,12 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
             if complete[u]:          # nothing left for this unit: every sample is taken
                 pos += 1
                 continue
-            length = min(n, 2 * length)
-            low = [v for v in range(P) if not complete[v] and (np.count_nonzero(~taken[lists[v][ptr[v]:]]) < 2)]
+            # one pass serves every unit that would run short soon: those with fewer free candidates
+            # left than twice the turns still to come, with lists long enough for those turns
+            turns = math.ceil((need - count) / P)
+            length = min(n, max(2 * length, LIST_FACTOR * turns + LIST_EXTRA))
+            low = [v for v in range(P) if not complete[v]
+                   and np.count_nonzero(~taken[lists[v][ptr[v]:]]) < 2 * turns + 2]
             refill(np.array(sorted(set(low) | {int(u)}), dtype=np.int64), length)
             continue
         i = int(lst[p])
