@@ -64,7 +64,11 @@ def step(path: str, n: int, keyed: bool) -> dict:
         return out | {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
     run = cat.latest_score_run("d", "val", "c" * 12)
     keep = int(n * 0.9)
-    members = [(ids[i], i + 1, float(values[i])) for i in range(keep)]
+    import pyarrow as pa
+
+    # the members as the subset asset hands them over: an Arrow table, not Python tuples
+    members = pa.table({"sample_id": pa.array(ids[:keep], pa.string()), "rank": pa.array(np.arange(1, keep + 1), pa.int32()),
+                        "score": pa.array(values[:keep], pa.float64())})
     t0 = time.perf_counter()
     cat.record_subset(score_run=run, mode="drop_lowest_p", value=10, n_total=n, members=members,
                       jsonl_path="subset.jsonl", parquet_path="subset.parquet", strategy="balanced")

@@ -7,6 +7,7 @@ import pytest
 import forvalue.pairwise as pairwise
 import forvalue.selection as sel
 from forvalue.features import SparseFeatures
+from test_selection import dense_round_robin
 
 VOCAB = 300
 
@@ -67,21 +68,6 @@ def test_dots_of_a_part_are_the_same_bits_on_every_pass_and_chunking_keeps_sampl
     monkeypatch.setattr(pairwise, "ROW_CHUNK", 7)          # chunks of ~one sample, never splitting one
     monkeypatch.setattr(pairwise, "PAIR_CHUNK", 5)
     np.testing.assert_allclose(table.dots(train), first, rtol=1e-6, atol=1e-5)
-
-
-def dense_round_robin(C, visit, need):
-    order = np.argsort(-C, axis=1, kind="stable")
-    taken, ptr, out = np.zeros(C.shape[1], bool), np.zeros(C.shape[0], int), []
-    while len(out) < need:
-        for u in visit:
-            while ptr[u] < C.shape[1] and taken[order[u, ptr[u]]]:
-                ptr[u] += 1
-            if ptr[u] < C.shape[1]:
-                taken[order[u, ptr[u]]] = True
-                out.append(order[u, ptr[u]])
-                if len(out) == need:
-                    break
-    return np.array(out)
 
 
 def cosine64(train, units):
