@@ -97,7 +97,7 @@ def materialize(root: str, store_root: str, rows: int, r: int, mode: str, value:
 
     _, cfg = _settings(store_root, rows, r)
     resources = {"catalog": DuckDBStoreResource(path=str(Path(root) / "catalog.duckdb"),
-                                                exports=str(Path(root) / "subsets")),
+                                                export_dir=str(Path(root) / "subsets")),
                  "feature_store": FeatureStoreResource(root=store_root, **{k: getattr(cfg, k) for k in (
                      "positions", "k", "r", "seed", "chat_template", "max_length", "store_dtype", "energy",
                      "max_rows")}),

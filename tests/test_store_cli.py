@@ -89,8 +89,10 @@ def test_cli_score_writes_ranked_table_with_input_columns(tiny_model_dir, tmp_pa
     train = _write(tmp_path / "train.jsonl", make_records(8, 0, "t"))
     val = _write(tmp_path / "val.jsonl", make_records(3, 1, "v"))
     out = tmp_path / "out" / "scores.parquet"
+    # a store of its own: the session's shared CLI store may hold these samples' features from another
+    # test's batches, one float16 step apart from the library call's below
     rc = main(["score", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
-               "--out", str(out), "--quiet"])
+               "--out", str(out), "--store", str(tmp_path / "store"), "--quiet"])
     assert rc == 0
     table = pq.read_table(out)
     meta = json.loads(table.schema.metadata[b"forvalue"])

@@ -213,6 +213,27 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
     return run, scores
 
 
+def _histogram(values: np.ndarray, idx: np.ndarray, sub, title: str, path):
+    """The scores' histogram (PNG bytes, written to ``path``), with the subset's cut-off where the
+    strategy sorts by the score."""
+    cut = None
+    if sub.strategy == "raw-mean" and len(idx):
+        cut = float(values[idx].min() if sub.mode != "bottom_p" else values[idx].max())
+    png = md.histogram_png(values, title=title, cut=cut)
+    atomic_write_bytes(path, png)
+    return png, path
+
+
+def _kept_ends(cat, dataset: str, version: str, ids, values: np.ndarray, ranking, idx: np.ndarray, mode: str):
+    """(rank, score, Sample) of the first and last 5 kept, best first (bottom_p keeps the worst
+    first): what the tables and explanations show, loaded alone (the subset is never loaded whole)."""
+    shown = idx if len(idx) <= 10 else np.concatenate([idx[:5], idx[-5:]])
+    shown_ids = ids.gather(shown).to_list()
+    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, version, sample_ids=shown_ids)}
+    ranked = [(int(ranking.rank[i]), float(values[i]), by_id[sid]) for i, sid in zip(shown, shown_ids)]
+    return ranked[::-1] if mode == "bottom_p" else ranked
+
+
 @asset(
     partitions_def=dataset_pairs,
     deps=[FORVALUE_SCORES],
@@ -249,8 +270,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
-    ranks = ranking.rank[idx]
-    members = pa.table({"sample_id": ids.gather(idx).to_arrow(), "rank": pa.array(ranks, pa.int32()),
+    members = pa.table({"sample_id": ids.gather(idx).to_arrow(), "rank": pa.array(ranking.rank[idx], pa.int32()),
                         "score": pa.array(values[idx], pa.float64())})
     subset_id = uuid.uuid4().hex
     folder = catalog.subset_folder(dataset, valuation)
@@ -260,26 +280,14 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
                                        strategy=sub.strategy)
     except CatalogError as e:
         raise catalog_failure(e) from e
-    cut = None   # a cut-off on the score axis exists only when the strategy sorts by the score
-    if sub.strategy == "raw-mean" and len(idx):
-        cut = float(values[idx].min() if sub.mode != "bottom_p" else values[idx].max())
-    png = md.histogram_png(values, title=f"{dataset} vs {valuation}: {sub.label}", cut=cut)
-    png_path = folder / f"{stem}.png"
-    atomic_write_bytes(png_path, png)
+    png, png_path = _histogram(values, idx, sub, f"{dataset} vs {valuation}: {sub.label}", folder / f"{stem}.png")
     sid = cat.record_subset(score_run=run, mode=sub.mode, value=sub.value, n_total=len(ids), members=members,
                             jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
                             dagster_run_id=context.run_id, strategy=sub.strategy)
     # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
     atomic_copy(jsonl, folder / "current.jsonl")
     atomic_copy(parquet, folder / "current.parquet")
-    # the tables and explanations show the first and last 5 kept (bottom_p: worst first, shown best first)
-    shown = idx if len(idx) <= 10 else np.concatenate([idx[:5], idx[-5:]])
-    shown_ids = ids.gather(shown).to_list()
-    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, run["dataset_version"],
-                                                          sample_ids=shown_ids)}
-    ranked_kept = [(int(ranking.rank[i]), float(values[i]), by_id[sid_]) for i, sid_ in zip(shown, shown_ids)]
-    if sub.mode == "bottom_p":
-        ranked_kept = ranked_kept[::-1]
+    ranked_kept = _kept_ends(cat, dataset, run["dataset_version"], ids, values, ranking, idx, sub.mode)
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(idx)),
         "dagster/table_name": MetadataValue.text("subsets"),
