@@ -146,7 +146,10 @@ INSERT INTO subset_samples (subset_id, sample_id, rank, score)
 SELECT $subset_id, sample_id, rank, score FROM new_subset_samples;
 
 -- name: latest_subset
-SELECT * FROM latest_subsets WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set;
+-- The pair's most recent subset, whatever version or model it came from (what fine-tuning takes).
+SELECT * FROM subsets WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
+ORDER BY created_at DESC, subset_id
+LIMIT 1;
 
 -- name: subset_sample_count
 SELECT count(*) AS n FROM subset_samples WHERE subset_id = $subset_id;

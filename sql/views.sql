@@ -13,22 +13,31 @@ SELECT *
 FROM valuation_sets
 QUALIFY row_number() OVER (PARTITION BY name ORDER BY registered_at DESC, version) = 1;
 
--- The most recent score run of every training dataset, and its scores (one row per sample).
+-- The most recent score run of every combination that makes scores different: training dataset and
+-- its version, valuation set and its version, model, method and feature configuration (a second
+-- valuation set, model or dataset version never hides another's); and their scores (one row per
+-- sample). Filter on dataset_name AND valuation_set (and model_id, when several models scored it).
 CREATE OR REPLACE VIEW latest_score_runs AS
 SELECT *
 FROM score_runs
-QUALIFY row_number() OVER (PARTITION BY dataset_name ORDER BY created_at DESC, score_run_id) = 1;
+QUALIFY row_number() OVER (
+    PARTITION BY dataset_name, dataset_version, valuation_set, valuation_version, model_id, method,
+                 feature_config_id
+    ORDER BY created_at DESC, score_run_id) = 1;
 
 CREATE OR REPLACE VIEW latest_scores AS
 SELECT s.*, r.created_at AS scored_at
 FROM scores AS s
 JOIN latest_score_runs AS r ON r.score_run_id = s.score_run_id;
 
--- The most recent subset of every (training dataset, valuation set) pair.
+-- The most recent subset of every (training dataset version, valuation set version, model, feature
+-- configuration): the same keys as the scores it was cut from.
 CREATE OR REPLACE VIEW latest_subsets AS
 SELECT *
 FROM subsets
-QUALIFY row_number() OVER (PARTITION BY dataset_name, valuation_set ORDER BY created_at DESC, subset_id) = 1;
+QUALIFY row_number() OVER (
+    PARTITION BY dataset_name, dataset_version, valuation_set, valuation_version, model_id, feature_config_id
+    ORDER BY created_at DESC, subset_id) = 1;
 
 -- Where did a subset come from: subset -> score run -> feature runs -> model, the dataset and
 -- valuation set versions (with their source files), and the Dagster run id of every step.

@@ -428,3 +428,36 @@ def test_duckdb_memory_is_limited_so_large_registrations_spill(tmp_path):
     with pytest.raises(ConfigError, match="'lots' .*FORVALUE_DUCKDB_MEMORY.* not a memory size"):
         with Catalog(tmp_path / "c.duckdb", memory_limit="lots").connect():
             pass
+
+
+def test_latest_views_keep_every_valuation_set_model_and_version_apart(catalog):
+    """A second valuation set, a second model and a second dataset version each keep their own
+    latest scores and subsets: the documented query for one pair returns that pair's scores only,
+    and none hides another's."""
+    def scored(valuation, model, version, values):
+        ids = [f"s{i}" for i in range(len(values))]
+        return catalog.replace_scores(dataset_name="d", dataset_version=version, valuation_set=valuation,
+                                      valuation_version=f"{valuation}-1", model_id=model, feature_config_id="c",
+                                      sample_ids=ids, values=np.asarray(values, float))
+
+    runs = {("v1", "m1"): scored("v1", "m1", "dv1", [1.0, 2.0]), ("v2", "m1"): scored("v2", "m1", "dv1", [5.0, 6.0, 7.0]),
+            ("v1", "m2"): scored("v1", "m2", "dv1", [9.0])}
+    for (valuation, model), run in runs.items():
+        got = catalog.query("SELECT score_run_id, count(*) AS n FROM latest_scores WHERE dataset_name = 'd' AND "
+                            "valuation_set = ? AND model_id = ? GROUP BY score_run_id", [valuation, model])
+        assert [r["score_run_id"] for r in got] == [run]
+    assert len(catalog.query("SELECT * FROM latest_score_runs")) == 3
+    # a new dataset version re-scored against v2 only: the v1 pairs keep theirs, v2's run is the new one
+    newer = scored("v2", "m1", "dv2", [3.0, 4.0])
+    latest = {(r["valuation_set"], r["model_id"], r["dataset_version"]): r["score_run_id"]
+              for r in catalog.query("SELECT * FROM latest_score_runs")}
+    assert latest[("v2", "m1", "dv2")] == newer and latest[("v1", "m1", "dv1")] == runs[("v1", "m1")]
+    assert latest[("v1", "m2", "dv1")] == runs[("v1", "m2")]
+    # subsets: one per scores key in latest_subsets; latest_subset() is the pair's newest
+    for (valuation, model), run in [(("v1", "m1"), runs[("v1", "m1")]), (("v1", "m2"), runs[("v1", "m2")])]:
+        srun = catalog.query("SELECT * FROM score_runs WHERE score_run_id = ?", [run])[0]
+        catalog.record_subset(score_run=srun, mode="top_k", value=1, n_total=2, members=[("s0", 1, 1.0)],
+                              jsonl_path="x.jsonl", parquet_path="x.parquet", subset_id=f"sub-{model}")
+    assert {r["model_id"] for r in catalog.query("SELECT * FROM latest_subsets WHERE valuation_set = 'v1'")} == {
+        "m1", "m2"}
+    assert catalog.latest_subset("d", "v1")["subset_id"] == "sub-m2"

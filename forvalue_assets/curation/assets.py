@@ -122,7 +122,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(values)),
         "dagster/table_name": MetadataValue.text("scores"),
-        "table": MetadataValue.text("scores (history: score_runs; latest per dataset: latest_scores view)"),
+        "table": MetadataValue.text("scores (history: score_runs; the latest per dataset version x valuation "
+                                    "set version x model x method x feature config: latest_scores view)"),
         "score_run_id": MetadataValue.text(score_run_id),
         "valuation_samples": MetadataValue.int(len(val_ids)),
         "score_mean": MetadataValue.float(float(values.mean())),
