@@ -174,6 +174,9 @@ class SubsetInfo:
     name: str | None = None          # dataset name in MLflow
     n_total: int | None = None       # size of the set the subset was drawn from
     selection: str | None = None     # the selection strategy that ordered the samples (top / bottom)
+    mode: str | None = None          # a recorded subset's size rule: top_k, top_p, bottom_p, drop_lowest_p
+    value: float | None = None       # and its k or percentage
+    lineage: dict = field(default_factory=dict)   # ids of what produced the subset (params and forvalue.* tags)
 
 
 # ----------------------------------------------------------------------------- models
@@ -346,7 +349,8 @@ def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInf
         "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
         "model_dtype": fp.dtype, "base_model": prep.lm.extra["spec"],
         "subset_id": subset.subset_id or "none", "subset_digest": digest, "strategy": subset.strategy,
-        "selection": subset.selection or "none",
+        "selection": subset.selection or "none", "subset_mode": subset.mode or "none", "subset_value": subset.value,
+        **{k: v for k, v in subset.lineage.items() if v is not None},
         "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
         "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
         "trainable_params": prep.n_trainable, "device": str(prep.lm.device),
@@ -451,6 +455,9 @@ def _finetune_run(tracker: Tracker | None, name: str, tags: dict, params: dict, 
 def _run_tags(subset: SubsetInfo, digest: str, prep: _Prepared, tags: Mapping[str, Any] | None) -> dict:
     out = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
            "forvalue.model_fingerprint": prep.lm.fingerprint.id,
+           **({"forvalue.selection": subset.selection} if subset.selection else {}),
+           **({"forvalue.subset_mode": subset.mode} if subset.mode else {}),
+           **{f"forvalue.{k}": v for k, v in subset.lineage.items() if v is not None},
            **{k: v for k, v in (tags or {}).items() if v is not None}}
     if subset.subset_id:
         out["forvalue.subset_id"] = subset.subset_id

@@ -74,10 +74,12 @@ def test_graph_and_no_heavy_imports():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
-def test_finetune_and_eval_assets_materialize(platform):
+def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     pk = pair_key("t1", "v1")
     cat = platform.catalog()
     sub = cat.latest_subset("t1", "v1")
+    lineage = cat.subset_lineage(sub["subset_id"])
+    monkeypatch.setenv("FORVALUE_DAGSTER_URL", "http://127.0.0.1:3000/")
     res = platform.defs.resolve_job_def("finetune_and_eval").execute_in_process(
         partition_key=pk, instance=platform.instance,
         run_config={"ops": {"finetune_run": {"config": {"steps": 3, "batch_size": 2}},
@@ -85,7 +87,10 @@ def test_finetune_and_eval_assets_materialize(platform):
     assert res.success
     ft = metadata(res, "finetune_run")
     ev = metadata(res, "eval_run")
-    assert ft["subset_id"] == sub["subset_id"] and ft["k"] == 4 and ft["strategy"] == "top_k"
+    # the subset's size rule and the selection strategy that ordered it, each under its own name
+    assert ft["subset_id"] == sub["subset_id"] and ft["k"] == 4
+    assert (ft["strategy"], ft["subset_mode"], ft["score_run_id"]) == (sub["strategy"], sub["mode"], sub["score_run_id"])
+    assert sub["strategy"] == "balanced" and sub["mode"] == "top_k"
     assert ft["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/") and ft["mlflow_run_id"] in ft["mlflow_run"]
     assert ft["loss_curve"].startswith("![training loss](data:image/png;base64,")
     assert ev["finetune_mlflow_run_id"] == ft["mlflow_run_id"] and ev["mlflow_run_id"] in ev["mlflow_run"]
@@ -98,6 +103,17 @@ def test_finetune_and_eval_assets_materialize(platform):
     assert t["forvalue.dagster_run_id"] == res.run_id and t["forvalue.dagster_asset_key"] == "finetune_run"
     assert t["forvalue.dagster_partition"] == str(pk)
     assert run.data.params["subset_id"] == sub["subset_id"] and run.data.params["steps"] == "3"
+    # the MLflow run alone says which subset, strategy, scores, features, model and Dagster run produced it
+    p = run.data.params
+    assert (p["selection"], p["subset_mode"], p["strategy"]) == ("balanced", "top_k", "top")
+    assert (p["score_run_id"], p["train_feature_run_id"], p["val_feature_run_id"], p["scoring_model_id"],
+            p["valuation_version"]) == (lineage["score_run_id"], lineage["train_feature_run_id"],
+                                        lineage["val_feature_run_id"], lineage["model_id"], lineage["valuation_version"])
+    assert t["forvalue.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
+    assert t["forvalue.dagster_run_url"] == f"http://127.0.0.1:3000/runs/{res.run_id}"
+    tl = cat.query("SELECT * FROM training_run_lineage WHERE training_run_id = ?", [ft["training_run_id"]])[0]
+    assert (tl["strategy"], tl["subset_strategy"], tl["subset_mode"]) == ("balanced", "balanced", "top_k")
+    assert (tl["score_run_id"], tl["train_feature_run_id"]) == (lineage["score_run_id"], lineage["train_feature_run_id"])
     (inp,) = [d for d in run.inputs.dataset_inputs if any(x.value == "training" for x in d.tags)]
     assert inp.dataset.digest == ft["subset_digest"] and sub["jsonl_path"] in inp.dataset.source
     erun = client.get_run(ev["mlflow_run_id"])

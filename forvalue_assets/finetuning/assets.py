@@ -49,6 +49,29 @@ def _tags(context: AssetExecutionContext, dataset: str, valuation: str) -> dict:
             "forvalue.valuation_set": valuation}
 
 
+def _subset_info(context: AssetExecutionContext, cat, sub: dict, k: int, name: str):
+    """What the fine-tune run records of its subset: the size rule (mode, value), the selection
+    strategy that ordered it, and the ids of the score run, feature runs, scoring model and set
+    versions that produced it (MLflow params and ``forvalue.*`` tags), with a link to the Dagster run
+    when ``FORVALUE_DAGSTER_URL`` names the webserver."""
+    import os
+
+    from forvalue.finetune import SubsetInfo
+
+    lin = cat.subset_lineage(sub["subset_id"]) or {}
+    lineage = {key: lin.get(key) for key in ("score_run_id", "train_feature_run_id", "val_feature_run_id",
+                                             "feature_config_id", "dataset_version", "valuation_version")}
+    lineage["scoring_model_id"] = lin.get("model_id")
+    url = os.environ.get("FORVALUE_DAGSTER_URL", "").rstrip("/")
+    if url:
+        lineage["dagster_run_url"] = f"{url}/runs/{context.run_id}"
+    return SubsetInfo(strategy="bottom" if sub["mode"] == "bottom_p" else "top", k=k,
+                      p=float(sub["value"]) if sub["mode"] != "top_k" else None, subset_id=sub["subset_id"],
+                      source=sub["jsonl_path"], n_total=sub["n_total"], name=name,
+                      selection=sub.get("strategy") or "raw-mean", mode=sub["mode"], value=float(sub["value"]),
+                      lineage=lineage)
+
+
 def _latest_subset(cat, dataset: str, valuation: str) -> dict:
     sub = cat.latest_subset(dataset, valuation)
     if sub is None:
@@ -156,7 +179,7 @@ def config_dtype(model: ModelResource) -> str:
 def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                  mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
-    from forvalue.finetune import FinetuneError, SubsetInfo
+    from forvalue.finetune import FinetuneError
     from forvalue.finetune import finetune as run_finetune
 
     t0 = time.perf_counter()
@@ -168,10 +191,7 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
     except ValueError as e:
         raise Failure(description=f"fine-tune config: {e}") from e
     tracker = mlflow.tracker()
-    pct = sub["mode"] != "top_k"
-    info = SubsetInfo(strategy=sub["mode"], k=len(train), p=float(sub["value"]) if pct else None,
-                      subset_id=sub["subset_id"], source=sub["jsonl_path"], n_total=sub["n_total"],
-                      name=f"{dataset}/{valuation}/{sub['mode']}-{sub['value']:g}")
+    info = _subset_info(context, cat, sub, len(train), f"{dataset}/{valuation}/{sub['mode']}-{sub['value']:g}")
     out = Path(mlflow.output_dir) / dataset / valuation / f"{sub['mode']}-{context.run_id[:12]}"
     try:
         res = run_finetune(model.model, train, out_dir=out, config=tcfg, val=val,
@@ -186,7 +206,7 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
     training_run_id = fcat.record_training_run(
         kind="curated", dataset_name=dataset, dataset_version=sub["dataset_version"], valuation_set=valuation,
         valuation_version=sub["valuation_version"], result=res, base_model_id=model_id, subset_id=sub["subset_id"],
-        strategy=sub["mode"], k=len(train), seed=tcfg.seed, steps=tcfg.steps, tracking_uri=tracker.tracking_uri,
+        strategy=info.selection, k=len(train), seed=tcfg.seed, steps=tcfg.steps, tracking_uri=tracker.tracking_uri,
         experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
         dagster_asset_key=context.asset_key.to_user_string())
     context.log.info(f"fine-tuned on {len(train)} samples: MLflow run {res.mlflow_run_id} ({res.mlflow_url})")
@@ -198,7 +218,10 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
         "training_run_id": MetadataValue.text(training_run_id),
         "subset_id": MetadataValue.text(sub["subset_id"]),
         "subset_digest": MetadataValue.text(res.subset_digest),
-        "strategy": MetadataValue.text(sub["mode"]),
+        "strategy": MetadataValue.text(info.selection),
+        "subset_mode": MetadataValue.text(sub["mode"]),
+        "subset_value": MetadataValue.float(float(sub["value"])),
+        "score_run_id": MetadataValue.text(sub["score_run_id"]),
         "k": MetadataValue.int(len(train)),
         "seed": MetadataValue.int(tcfg.seed),
         "steps": MetadataValue.int(tcfg.steps),
