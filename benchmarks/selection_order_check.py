@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -76,8 +77,7 @@ def _in(tree: Path, fn: str, *args) -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(tree)!r}); sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); "
             f"from selection_order_check import {fn} as f; print(json.dumps(f(*json.loads(sys.argv[1]))))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tree), **{k: v for k, v in __import__("os").environ.items()
-                                                           if k != "PYTHONPATH"}})
+                         env={**os.environ, "PYTHONPATH": str(tree)})
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])

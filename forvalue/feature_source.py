@@ -8,6 +8,7 @@ bounded format) plus what the caller keeps.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -140,8 +141,8 @@ class ThreadedPartRunner(PartRunner):
     """Runs the parts here, ``workers`` at a time in threads, each part's kernels single-threaded
     (torch and numpy release the GIL in their kernels): the per-part work that runs on one core
     (index building, partial sorts, the Python between kernels) overlaps with the other part's.
-    Results come back in part order. A kernel that shares buffers between calls keeps one set per
-    thread (:func:`thread_local`)."""
+    Results come back in part order. A kernel that keeps buffers between calls keeps one set per
+    thread (:class:`forvalue.pairwise.PairTable`)."""
 
     name = "local"
 
@@ -176,22 +177,19 @@ def kernel_threads() -> int:
     return _KERNEL["threads"]
 
 
-class _kernel_threads:
-    def __init__(self, n: int):
-        self.n = n
+@contextmanager
+def _kernel_threads(n: int):
+    """Kernels single-threaded (``n``) while parts run side by side; restored after."""
+    import torch
 
-    def __enter__(self):
-        import torch
-
-        self.before = (_KERNEL["threads"], torch.get_num_threads())
-        _KERNEL["threads"] = self.n
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        _KERNEL["threads"] = self.before[0]
-        torch.set_num_threads(self.before[1])
+    before = (_KERNEL["threads"], torch.get_num_threads())
+    _KERNEL["threads"] = n
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _KERNEL["threads"] = before[0]
+        torch.set_num_threads(before[1])
 
 
 def as_source(train) -> FeatureSource:

@@ -76,11 +76,19 @@ class PairTable:
     def __getstate__(self):      # a table travels to Ray tasks: without its per-thread buffers
         state = dict(self.__dict__)
         state.pop("_local", None)
+        state.pop("_covers", None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._local = threading.local()
+
+    def covers(self, mean) -> bool:
+        """Whether every token of ``mean`` (a MeanTable) is held by a unit (then one read of the
+        training rows serves both; remembered for the last table asked about)."""
+        if getattr(self, "_covers", (None,))[0] is not mean:
+            self._covers = (mean, bool(np.isin(mean.vt, self.tokens).all()))
+        return self._covers[1]
 
     def _table_pos(self, token_ids: np.ndarray) -> np.ndarray:
         """The table index of each token (-1 where no unit holds it)."""
@@ -112,7 +120,7 @@ class PairTable:
         raw = None if mean is None else torch.zeros(n, dtype=torch.float64)
         if part.n_rows and part.vectors.shape[1] != self.r:
             raise ValueError("training and valuation features have different widths (r)")
-        if mean is not None and not np.isin(mean.vt, self.tokens).all():
+        if mean is not None and not self.covers(mean):
             raise ValueError("the mean table holds tokens the units do not")
         tpos_all = self._table_pos(np.asarray(part.token_ids, dtype=np.int64))
         hit = np.flatnonzero(tpos_all >= 0)     # rows in sample order: samples stay contiguous

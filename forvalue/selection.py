@@ -221,7 +221,6 @@ class Units:
         self.feats = ordered(feats)
         self.table = PairTable(self.feats, max_bytes=TABLE_BYTES)
         self.mix = None
-        self._covers: dict = {}
         if mix is None:
             self.norm = self.feats.sample_norms()
         else:
@@ -254,7 +253,7 @@ class Units:
         from .feature_source import kernel_threads
         from .scoring import _torch_threads
 
-        shared = mean is not None and self.covers(mean)
+        shared = mean is not None and self.table.covers(mean)
         dots, raw = self.table.dots_tensor(chunk, mean if shared else None)   # [chunk, base], reused buffer
         if mean is not None and not shared:
             raw = mean.raw(chunk)
@@ -275,13 +274,6 @@ class Units:
             out.mul_(torch.from_numpy(_inverse(self.norm))[:, None])
             out.mul_(torch.from_numpy(_inverse(chunk_norm))[None, :])
         return out.numpy() if mean is None else (out.numpy(), raw)
-
-    def covers(self, mean) -> bool:
-        """Whether every token of ``mean`` (a MeanTable) is held by a unit (then one read serves both)."""
-        key = id(mean)
-        if self._covers.get(key) is None:
-            self._covers = {key: bool(np.isin(mean.vt, self.table.tokens).all())}
-        return self._covers[key]
 
     def chunk_size(self) -> int:
         return max(1, BLOCK_BYTES // (8 * max(1, len(self))))

@@ -222,7 +222,7 @@ def _histogram(values: np.ndarray, idx: np.ndarray, sub, title: str, path):
         cut = float(values[idx].min() if sub.mode != "bottom_p" else values[idx].max())
     png = md.histogram_png(values, title=title, cut=cut)
     atomic_write_bytes(path, png)
-    return png, path
+    return png
 
 
 def _kept_ends(cat, dataset: str, version: str, ids, values: np.ndarray, ranking, idx: np.ndarray, mode: str):
@@ -281,7 +281,8 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
                                        strategy=sub.strategy)
     except CatalogError as e:
         raise catalog_failure(e) from e
-    png, png_path = _histogram(values, idx, sub, f"{dataset} vs {valuation}: {sub.label}", folder / f"{stem}.png")
+    png_path = folder / f"{stem}.png"
+    png = _histogram(values, idx, sub, f"{dataset} vs {valuation}: {sub.label}", png_path)
     sid = cat.record_subset(score_run=run, mode=sub.mode, value=sub.value, n_total=len(ids), members=members,
                             jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
                             dagster_run_id=context.run_id, strategy=sub.strategy)
