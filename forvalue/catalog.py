@@ -589,10 +589,13 @@ class Catalog:
                        ranks: np.ndarray | None = None, method: str = "sparse",
                        normalized: np.ndarray | None = None, norms: np.ndarray | None = None,
                        train_feature_run_id: str | None = None, val_feature_run_id: str | None = None,
-                       seconds: float | None = None, dagster_run_id: str | None = None) -> str:
+                       seconds: float | None = None, dagster_run_id: str | None = None,
+                       valuation_holdout: float = 0.0, n_valuation: int | None = None) -> str:
         """Replace the scores of (dataset, valuation set, feature config, model) in one transaction.
         ``normalized`` (cosine with the mean valuation gradient) and ``norms`` (||G||) are kept next
-        to the raw value so that SQL users can re-rank."""
+        to the raw value so that SQL users can re-rank. ``valuation_holdout``: the percent of the
+        valuation set held out for evaluation (forvalue.holdout), ``n_valuation`` the samples scored
+        against."""
         import pyarrow as pa
 
         from .scoring import rank as rank_of
@@ -627,6 +630,7 @@ class Catalog:
             self._insert_arrow(con, "insert_scores", "new_scores", table, **common)
             self.execute(con, "insert_score_run", **common, train_feature_run_id=train_feature_run_id,
                          val_feature_run_id=val_feature_run_id, method=method, n_scores=len(values),
+                         valuation_holdout=float(valuation_holdout or 0.0), n_valuation=n_valuation,
                          score_mean=float(values.mean()) if len(values) else None,
                          score_std=float(values.std()) if len(values) else None, seconds=seconds,
                          created_at=utcnow())
@@ -704,7 +708,7 @@ class _StagingStream:
         try:
             for batch in self.batches:
                 if first and batch.keys:
-                    missing = [c for c in needed_columns(_columns_of(self.column_mapping), batch.keys)
+                    missing = [c for c in needed_columns(columns_of(self.column_mapping), batch.keys)
                                if c not in batch.keys]
                     if missing:
                         raise DataError(str(self.source_path), None, missing[0], "missing column")
@@ -744,7 +748,8 @@ def samples_table(kind: str, name: str, version: str, rows: Sequence[Sample]):
     })
 
 
-def _columns_of(mapping: dict | None):
+def columns_of(mapping: dict | None):
+    """The :class:`forvalue.data.Columns` of a registered set's ``column_mapping``."""
     from .data import Columns
 
     return Columns(**{k: v for k, v in (mapping or {}).items() if k in Columns.__dataclass_fields__})

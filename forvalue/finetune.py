@@ -343,7 +343,7 @@ def _prepare(model, train: Sequence[Sample], config: TrainConfig, device: str, d
 
 
 def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInfo, config: TrainConfig,
-                digest: str) -> dict:
+                digest: str, evaluation: Mapping[str, Any] | None = None) -> dict:
     fp = prep.lm.fingerprint
     return {
         "model_fingerprint": fp.id, "model_name": fp.name, "model_weights_hash": fp.weights_hash,
@@ -354,7 +354,7 @@ def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInf
         "k": subset.k if subset.k is not None else len(train), "subset_p": subset.p,
         "n_train": len(train), "n_total": subset.n_total, "n_val": len(val) if val else 0,
         "trainable_params": prep.n_trainable, "device": str(prep.lm.device),
-        **config.to_params(),
+        **config.to_params(), **(evaluation or {}),
     }
 
 
@@ -435,7 +435,7 @@ def _metadata(prep: _Prepared, config: TrainConfig, subset: SubsetInfo, digest: 
 # ----------------------------------------------------------------------------- fine-tune: log
 @contextmanager
 def _finetune_run(tracker: Tracker | None, name: str, tags: dict, params: dict, train: Sequence[Sample], val,
-                  subset: SubsetInfo, digest: str):
+                  subset: SubsetInfo, digest: str, eval_name: str = "valuation-set"):
     """The MLflow run of a fine-tune (None without a tracker) with its params and dataset inputs;
     it ends FAILED when the block raises."""
     if tracker is None:
@@ -447,13 +447,14 @@ def _finetune_run(tracker: Tracker | None, name: str, tags: dict, params: dict, 
                         digest=digest, source=subset.source, context="training",
                         extra_tags={"forvalue.strategy": subset.strategy})
         if val:
-            run.log_dataset(_sample_rows(val), name="valuation-set", digest=subset_digest(
+            run.log_dataset(_sample_rows(val), name=eval_name, digest=subset_digest(
                 [s.sample_id for s in val]), source=val[0].source, context="evaluation")
         yield run
 
 
-def _run_tags(subset: SubsetInfo, digest: str, prep: _Prepared, tags: Mapping[str, Any] | None) -> dict:
-    out = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
+def _run_tags(subset: SubsetInfo, digest: str, prep: _Prepared, tags: Mapping[str, Any] | None,
+             evaluation: Mapping[str, Any] | None = None) -> dict:
+    out = {**{f"forvalue.{k}": v for k, v in (evaluation or {}).items() if k in ("eval_source", "eval_set")},"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
            "forvalue.model_fingerprint": prep.lm.fingerprint.id,
            **({"forvalue.selection": subset.selection} if subset.selection else {}),
            **({"forvalue.subset_mode": subset.mode} if subset.mode else {}),
@@ -492,6 +493,7 @@ def finetune(
     dtype: str | Any | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (a spec such as ``"default"``/a folder, or a LoadedModel, which is copied)
     on ``train``; evaluate on ``val`` at the end when given (``eval_config``: loss only by default,
@@ -502,7 +504,10 @@ def finetune(
     file, :func:`_log_outputs` (MLflow; the run itself is opened by :func:`_finetune_run`).
 
     ``dtype`` None: the loader's default (fp32 on CPU, bf16 on GPU) for LoRA, float32 for full
-    fine-tuning (AdamW on bf16 weights loses small updates)."""
+    fine-tuning (AdamW on bf16 weights loses small updates).
+
+    ``evaluation``: what ``val`` is (:meth:`forvalue.holdout.EvalSet.params`: its source, name,
+    version, hold-out), logged as params and ``forvalue.eval_*`` tags."""
     t0 = time.perf_counter()
     train = list(train)
     if not train:
@@ -513,10 +518,11 @@ def finetune(
     prep = _prepare(model, train, config, device, dtype)
     ids = [s.sample_id for s in train]
     digest = subset_digest(ids)
-    params = _run_params(prep, train, val, subset, config, digest)
+    params = _run_params(prep, train, val, subset, config, digest, evaluation)
     name = run_name or f"finetune-{subset.strategy}-{len(train)}-seed{config.seed}"
-    with _finetune_run(tracker, name, _run_tags(subset, digest, prep, tags), params, train, val, subset,
-                       digest) as run:
+    eval_name = f"evaluation-{evaluation['eval_source']}" if evaluation else "valuation-set"
+    with _finetune_run(tracker, name, _run_tags(subset, digest, prep, tags, evaluation), params, train, val, subset,
+                       digest, eval_name) as run:
         history, metrics = _train(prep, config, val, run, progress)
         with atomic_dir(out_dir, replace=True) as tmp:
             weights_sha = _save_model(tmp, prep, config, digest)
@@ -598,10 +604,12 @@ def run_evaluation(
     tags: Mapping[str, Any] | None = None,
     device: str = "auto",
     dtype: str | Any = "auto",
+    evaluation: Mapping[str, Any] | None = None,
 ) -> EvalRunResult:
     """Evaluate ``model`` (spec or LoadedModel; with ``adapter``, a fine-tune output folder on top
     of it, or alone when ``model`` is None) and log an MLflow eval run, a child of the fine-tune
-    run (``finetune_run_id``, default: the one recorded in the adapter's forvalue_finetune.json)."""
+    run (``finetune_run_id``, default: the one recorded in the adapter's forvalue_finetune.json).
+    ``evaluation``: what ``samples`` are (:meth:`forvalue.holdout.EvalSet.params`), logged as params."""
     from .models import load_model
 
     samples = list(samples)
@@ -634,7 +642,7 @@ def run_evaluation(
                             "max_new_tokens": config.max_new_tokens, "accuracy_limit": config.accuracy_limit,
                             "chat_template": config.chat_template, "strategy": meta.get("subset", {}).get("strategy"),
                             "subset_digest": meta.get("subset", {}).get("digest"),
-                            "seed": meta.get("config", {}).get("seed")})
+                            "seed": meta.get("config", {}).get("seed"), **(evaluation or {})})
             run.log_dataset(_sample_rows(samples), name=dataset_name,
                             digest=subset_digest([s.sample_id for s in samples]), source=samples[0].source,
                             context="evaluation")
@@ -688,7 +696,7 @@ def _fmt(mean: float | None, std: float | None, digits: int = 4, pct: bool = Fal
 
 
 def markdown_table(summary: Sequence[dict]) -> str:
-    lines = ["| strategy | k | runs | valuation loss (mean ± std) | perplexity (mean ± std) | accuracy (mean ± std) |",
+    lines = ["| strategy | k | runs | eval loss (mean ± std) | perplexity (mean ± std) | accuracy (mean ± std) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in summary:
         lines.append(f"| {r['strategy']} | {r['k']} | {r['runs']} | {_fmt(r['val_loss_mean'], r['val_loss_std'])} | "
@@ -776,11 +784,13 @@ def compare_strategies(
     dtype: str | Any | None = None,
     on_run=None,
     progress: bool = False,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> ComparisonResult:
     """Fine-tune the same budget (steps, batch size, hyper-parameters) on each strategy's subset of
     ``train`` (top / random / bottom k of ``order``, the order of the selection strategy
     ``selection``, or by ``values`` when no order is given; or the full set) for every seed, and
-    evaluate each on ``val``. ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
+    evaluate each on ``val`` (``evaluation``: what it is, :meth:`forvalue.holdout.EvalSet.params`,
+    logged on every run). ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
     With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
     train, val = list(train), list(val)
     for st in strategies:
@@ -791,7 +801,8 @@ def compare_strategies(
     dtype = dtype if dtype is not None else ("float32" if config.method == "full" else "auto")
     lm = load_base(model, device=device, dtype=dtype)
     params = {"k": size, "p": p, "n_total": n, "strategies": ",".join(strategies),
-              "seeds": ",".join(map(str, seeds)), "model_fingerprint": lm.fingerprint.id, **config.to_params()}
+              "seeds": ",".join(map(str, seeds)), "model_fingerprint": lm.fingerprint.id, **config.to_params(),
+              **(evaluation or {})}
     rows: list[dict] = []
     with _comparison_run(tracker, size, tags, params) as parent:
         if include_base:
@@ -803,7 +814,8 @@ def compare_strategies(
                 row, res = _strategy_run(
                     lm, train, st, seed, size, values=values, order=order, selection=selection, p=p, source=source,
                     config=config, out_root=Path(out_root), tags=tags, parent=parent, val=val,
-                    eval_config=eval_config, tracker=tracker, device=device, dtype=dtype, progress=progress)
+                    eval_config=eval_config, tracker=tracker, device=device, dtype=dtype, progress=progress,
+                    evaluation=evaluation)
                 rows.append(row)
                 if on_run is not None:
                     on_run(row, res)

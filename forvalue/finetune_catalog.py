@@ -15,6 +15,13 @@ from typing import Any, Sequence
 from ._version import __version__
 from .catalog import Catalog, to_json, utcnow
 
+_EVAL_COLUMNS = ("eval_source", "eval_set", "eval_version", "eval_holdout", "eval_seen_by_selection")
+
+
+def _eval_values(evaluation: dict | None) -> dict:
+    """The eval_* columns of a row from :meth:`forvalue.holdout.EvalSet.params` (all NULL without one)."""
+    return {c: (evaluation or {}).get(c) for c in _EVAL_COLUMNS}
+
 @dataclass
 class FinetuneCatalog:
     catalog: Catalog
@@ -36,8 +43,9 @@ class FinetuneCatalog:
                             strategy: str, k: int, seed: int, steps: int, comparison_id: str | None = None,
                             tracking_uri: str | None = None, experiment_id: str | None = None,
                             dagster_run_id: str | None = None, dagster_asset_key: str | None = None,
-                            status: str = "finished") -> str:
-        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details, one transaction)."""
+                            status: str = "finished", evaluation: dict | None = None) -> str:
+        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details, one
+        transaction); ``evaluation``: what its final evaluation ran on (EvalSet.params())."""
         self.ensure_schema()
         run_id = uuid.uuid4().hex
         with self.catalog.transaction() as con:
@@ -52,7 +60,8 @@ class FinetuneCatalog:
                        comparison_id=comparison_id, output_dir=str(result.output_dir.resolve()),
                        weights_sha256=result.meta.get("weights_sha256"), params=to_json(result.params),
                        tracking_uri=tracking_uri, mlflow_experiment_id=experiment_id,
-                       dagster_asset_key=dagster_asset_key)
+                       dagster_asset_key=dagster_asset_key, n_eval=(evaluation or {}).get("n_eval"),
+                       **_eval_values(evaluation))
         return run_id
 
     def latest_training_run(self, dataset_name: str, valuation_set: str) -> dict | None:
@@ -62,7 +71,8 @@ class FinetuneCatalog:
     # ------------------------------------------------------------------ eval runs
     def record_eval_run(self, *, valuation_set: str, valuation_version: str, model_fingerprint: str,
                         metrics: dict, training_run_id: str | None = None, mlflow_run_id: str | None = None,
-                        finetune_mlflow_run_id: str | None = None, dagster_run_id: str | None = None) -> str:
+                        finetune_mlflow_run_id: str | None = None, dagster_run_id: str | None = None,
+                        evaluation: dict | None = None) -> str:
         self.ensure_schema()
         eid = uuid.uuid4().hex
         with self.catalog.transaction() as con:
@@ -73,16 +83,16 @@ class FinetuneCatalog:
                        perplexity=metrics.get("val_perplexity"), accuracy=metrics.get("accuracy"),
                        n_eval=int(metrics["n_eval"]) if metrics.get("n_eval") is not None else None,
                        metrics=to_json(metrics), code_version=__version__, dagster_run_id=dagster_run_id,
-                       created_at=utcnow())
+                       created_at=utcnow(), **_eval_values(evaluation))
         return eid
 
     # ------------------------------------------------------------------ comparisons
     def record_comparison(self, comparison_id: str, rows: Sequence[dict], *, dataset_name: str,
                           dataset_version: str, valuation_set: str, valuation_version: str,
                           score_run_id: str | None, curated_subset_id: str | None,
-                          dagster_run_id: str | None = None) -> None:
+                          dagster_run_id: str | None = None, evaluation: dict | None = None) -> None:
         """Rows: dicts with strategy, k, seed, steps, val_loss, perplexity, accuracy, n_eval,
-        training_run_id, mlflow_run_id (one transaction)."""
+        training_run_id, mlflow_run_id (one transaction); ``evaluation``: what they were evaluated on."""
         self.ensure_schema()
         now = utcnow()
         with self.catalog.transaction() as con:
@@ -94,8 +104,8 @@ class FinetuneCatalog:
                            seed=int(r["seed"]), steps=int(r["steps"]), training_run_id=r.get("training_run_id"),
                            mlflow_run_id=r.get("mlflow_run_id"), val_loss=r.get("val_loss"),
                            perplexity=r.get("perplexity"), accuracy=r.get("accuracy"),
-                           n_eval=r.get("n_eval"), code_version=__version__, dagster_run_id=dagster_run_id,
-                           created_at=now)
+                           n_eval=r.get("n_eval") or (evaluation or {}).get("n_eval"), code_version=__version__, dagster_run_id=dagster_run_id,
+                           created_at=now, **_eval_values(evaluation))
 
     def comparison_summary(self, comparison_id: str) -> list[dict]:
         return self.fetch("comparison_summary", comparison_id=comparison_id)

@@ -6,8 +6,9 @@ from contextlib import contextmanager
 import numpy as np
 from dagster import Failure, MetadataValue
 
-from forvalue.catalog import KIND_VALUATION
 from resources import FeatureStoreResource
+
+from .evaluation import selection_val_ids
 
 
 def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, strategy: str,
@@ -32,7 +33,7 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, 
                                       "forvalue_scores")
         return rank_values(values, normalized, norms, strategy)
     valuator = stored_valuator(cat, feature_store, run["model_id"])
-    val_ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
+    val_ids = selection_val_ids(cat, run)   # the part the scores used (a held-out part never selects)
     with _missing_features(valuator):   # streamed shard by shard: any store size
         return valuator.rank_stored(ids, val_ids, strategy, limit=limit, engine=_runner_engine(engine, ray, context))
 

@@ -11,6 +11,7 @@ from resources._env import env_bool, env_int, env_str
 
 TRAIN_SUBDIR = "train"
 VALUATION_SUBDIR = "valuation"
+EVAL_SUBDIR = "eval"          # <incoming>/eval/<valuation set>.*: held-out evaluation data for that valuation set
 # Formats the incoming-folder sensor picks up (registration itself also reads CSV and HF folders).
 INCOMING_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 REGISTER_SUFFIXES = INCOMING_SUFFIXES + (".csv",)
@@ -18,7 +19,8 @@ DEFAULT_SENSOR_INTERVAL = 15
 
 
 def incoming_root() -> Path:
-    """Where data teams drop files: <root>/train/<name>.jsonl|.parquet, <root>/valuation/<name>.* ."""
+    """Where data teams drop files: <root>/train/<name>.jsonl|.parquet, <root>/valuation/<name>.*, and
+    <root>/eval/<valuation set>.* (evaluation data no selection sees; read when a fine-tune is evaluated)."""
     return Path(env_str("FORVALUE_INCOMING", "incoming"))
 
 

@@ -18,6 +18,11 @@ class CurationResource(ConfigurableResource):
                                                    "Env: FORVALUE_SUBSET_VALUE")
     strategy: str = Field(default="balanced", description="balanced, round-robin, max-cosine, cosine-mean or "
                                                           "raw-mean. Env: FORVALUE_SUBSET_STRATEGY")
+    eval_holdout: float = Field(default=20.0, description="percent of a valuation set held out for evaluation when "
+                                                          "no evaluation file incoming/eval/<valuation set>.* exists "
+                                                          "when the pair is scored: the selection scores against the "
+                                                          "rest, fine-tune evaluations use the held-out part "
+                                                          "(forvalue.holdout); 0: none. Env: FORVALUE_EVAL_HOLDOUT")
     explain: bool = Field(default=True, description="show the top and bottom samples with their strongest tokens "
                                                     "marked (loads the model in the scoring and curation runs for "
                                                     "10 samples). Env: FORVALUE_EXPLAIN")
@@ -29,4 +34,5 @@ class CurationResource(ConfigurableResource):
         return cls(mode=env_var_or("FORVALUE_SUBSET_MODE", "drop_lowest_p"),
                    value=env_float("FORVALUE_SUBSET_VALUE", 10.0),
                    strategy=env_var_or("FORVALUE_SUBSET_STRATEGY", "balanced"),
+                   eval_holdout=env_float("FORVALUE_EVAL_HOLDOUT", 20.0),
                    explain=env_bool("FORVALUE_EXPLAIN", True))

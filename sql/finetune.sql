@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS finetune_details (
     dataset_version       VARCHAR   NOT NULL,
     valuation_set         VARCHAR   NOT NULL,
     valuation_version     VARCHAR   NOT NULL,
-    strategy              VARCHAR   NOT NULL,  -- curated: the subset mode (top_p, ...); comparison: top/random/bottom/full
+    strategy              VARCHAR   NOT NULL,  -- curated: the subset's selection strategy (balanced, ...); comparison: top/random/bottom/full
     k                     INTEGER   NOT NULL,  -- samples trained on
     seed                  INTEGER   NOT NULL,
     method                VARCHAR   NOT NULL,  -- lora | full
@@ -45,6 +45,22 @@ CREATE TABLE IF NOT EXISTS eval_runs (
     created_at              TIMESTAMP NOT NULL
 );
 
+-- What every evaluation was computed on (forvalue/holdout.py): eval_source 'file' (an evaluation
+-- file: eval_set its path, eval_version its sha256), 'holdout' (the hash-split part of the valuation
+-- set the selection never scored against: eval_holdout percent) or 'valuation' (the valuation set
+-- that chose the subset: eval_seen_by_selection true, its losses favour the curated subset).
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS eval_source VARCHAR;
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS eval_set VARCHAR;
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS eval_version VARCHAR;
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS eval_holdout DOUBLE;
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS n_eval INTEGER;
+ALTER TABLE finetune_details ADD COLUMN IF NOT EXISTS eval_seen_by_selection BOOLEAN;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_source VARCHAR;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_set VARCHAR;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_version VARCHAR;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_holdout DOUBLE;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_seen_by_selection BOOLEAN;
+
 -- One row per (comparison, strategy, seed): same steps and batch size for every strategy.
 CREATE TABLE IF NOT EXISTS finetune_comparisons (
     comparison_id       VARCHAR   NOT NULL,
@@ -69,6 +85,11 @@ CREATE TABLE IF NOT EXISTS finetune_comparisons (
     created_at          TIMESTAMP NOT NULL,
     PRIMARY KEY (comparison_id, strategy, seed)
 );
+ALTER TABLE finetune_comparisons ADD COLUMN IF NOT EXISTS eval_source VARCHAR;
+ALTER TABLE finetune_comparisons ADD COLUMN IF NOT EXISTS eval_set VARCHAR;
+ALTER TABLE finetune_comparisons ADD COLUMN IF NOT EXISTS eval_version VARCHAR;
+ALTER TABLE finetune_comparisons ADD COLUMN IF NOT EXISTS eval_holdout DOUBLE;
+ALTER TABLE finetune_comparisons ADD COLUMN IF NOT EXISTS eval_seen_by_selection BOOLEAN;
 
 -- Governance: every fine-tuned model back to its data (subset -> scores -> features -> model ->
 -- dataset and valuation set files), with the MLflow and Dagster run ids on the way.
@@ -91,6 +112,13 @@ SELECT
     fd.output_dir,
     fd.weights_sha256,
     fd.tracking_uri,
+    fd.eval_source,
+    fd.eval_set,
+    fd.eval_version,
+    fd.eval_holdout,
+    fd.n_eval,
+    fd.eval_seen_by_selection,
+    (tr.metrics ->> 'val_loss')::DOUBLE AS eval_loss,
     fd.dataset_name,
     fd.dataset_version,
     fd.valuation_set,
@@ -101,6 +129,8 @@ SELECT
     sl.strategy                   AS subset_strategy,
     sl.jsonl_path                 AS subset_jsonl,
     sl.score_run_id,
+    sl.score_method,
+    sl.valuation_holdout,
     sl.train_feature_run_id,
     sl.val_feature_run_id,
     sl.feature_config_id,
@@ -124,10 +154,12 @@ VALUES ($training_run_id, $subset_id, $base_model_id, $mlflow_run_id, $status, $
 INSERT INTO finetune_details (training_run_id, kind, dataset_name, dataset_version, valuation_set,
                               valuation_version, strategy, k, seed, method, steps, subset_digest,
                               comparison_id, output_dir, weights_sha256, params, tracking_uri,
-                              mlflow_experiment_id, dagster_asset_key)
+                              mlflow_experiment_id, dagster_asset_key, eval_source, eval_set, eval_version,
+                              eval_holdout, n_eval, eval_seen_by_selection)
 VALUES ($training_run_id, $kind, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
         $strategy, $k, $seed, $method, $steps, $subset_digest, $comparison_id, $output_dir,
-        $weights_sha256, $params, $tracking_uri, $mlflow_experiment_id, $dagster_asset_key);
+        $weights_sha256, $params, $tracking_uri, $mlflow_experiment_id, $dagster_asset_key, $eval_source,
+        $eval_set, $eval_version, $eval_holdout, $n_eval, $eval_seen_by_selection);
 
 -- name: latest_training_run
 SELECT tr.*, fd.* EXCLUDE (training_run_id)
@@ -141,19 +173,23 @@ LIMIT 1;
 -- name: insert_eval_run
 INSERT INTO eval_runs (eval_run_id, training_run_id, mlflow_run_id, finetune_mlflow_run_id, valuation_set,
                        valuation_version, model_fingerprint, val_loss, perplexity, accuracy, n_eval, metrics,
-                       code_version, dagster_run_id, created_at)
+                       code_version, dagster_run_id, created_at, eval_source, eval_set, eval_version,
+                       eval_holdout, eval_seen_by_selection)
 VALUES ($eval_run_id, $training_run_id, $mlflow_run_id, $finetune_mlflow_run_id, $valuation_set,
         $valuation_version, $model_fingerprint, $val_loss, $perplexity, $accuracy, $n_eval, $metrics,
-        $code_version, $dagster_run_id, $created_at);
+        $code_version, $dagster_run_id, $created_at, $eval_source, $eval_set, $eval_version, $eval_holdout,
+        $eval_seen_by_selection);
 
 -- name: insert_comparison_row
 INSERT INTO finetune_comparisons (comparison_id, dataset_name, dataset_version, valuation_set, valuation_version,
                                   score_run_id, curated_subset_id, strategy, k, seed, steps, training_run_id,
                                   mlflow_run_id, val_loss, perplexity, accuracy, n_eval, code_version,
-                                  dagster_run_id, created_at)
+                                  dagster_run_id, created_at, eval_source, eval_set, eval_version, eval_holdout,
+                                  eval_seen_by_selection)
 VALUES ($comparison_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version, $score_run_id,
         $curated_subset_id, $strategy, $k, $seed, $steps, $training_run_id, $mlflow_run_id, $val_loss,
-        $perplexity, $accuracy, $n_eval, $code_version, $dagster_run_id, $created_at);
+        $perplexity, $accuracy, $n_eval, $code_version, $dagster_run_id, $created_at, $eval_source, $eval_set,
+        $eval_version, $eval_holdout, $eval_seen_by_selection);
 
 -- name: comparison_summary
 SELECT strategy,

@@ -63,6 +63,8 @@ VALUES ($feature_run_id, $set_kind, $set_name, $set_version, $model_id, $feature
         $seconds, $code_version, $dagster_run_id, $created_at);
 
 -- name: latest_feature_run
+-- The newest feature run of one set version under one feature configuration, whatever model: the
+-- scoring step refuses a training and a valuation run from different models.
 SELECT * FROM feature_runs
 WHERE set_kind = $set_kind AND set_name = $set_name AND set_version = $set_version
   AND feature_config_id = $feature_config_id
@@ -92,13 +94,17 @@ FROM new_scores;
 -- name: insert_score_run
 INSERT INTO score_runs (score_run_id, dataset_name, dataset_version, valuation_set,
                         valuation_version, model_id, feature_config_id, train_feature_run_id,
-                        val_feature_run_id, method, n_scores, score_mean, score_std, seconds,
-                        code_version, dagster_run_id, created_at)
+                        val_feature_run_id, method, valuation_holdout, n_valuation, n_scores,
+                        score_mean, score_std, seconds, code_version, dagster_run_id, created_at)
 VALUES ($score_run_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
         $model_id, $feature_config_id, $train_feature_run_id, $val_feature_run_id, $method,
-        $n_scores, $score_mean, $score_std, $seconds, $code_version, $dagster_run_id, $created_at);
+        $valuation_holdout, $n_valuation, $n_scores, $score_mean, $score_std, $seconds, $code_version,
+        $dagster_run_id, $created_at);
 
 -- name: latest_score_run
+-- The newest score run of a pair under one feature configuration, whatever model or set versions
+-- (what the curation step cuts from: the scoring it follows ran last). Callers check the versions;
+-- governance queries use the latest_score_runs view, keyed by everything that makes scores differ.
 SELECT * FROM score_runs
 WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set
   AND feature_config_id = $feature_config_id

@@ -104,6 +104,8 @@ CREATE TABLE IF NOT EXISTS score_runs (
     train_feature_run_id   VARCHAR,
     val_feature_run_id     VARCHAR,
     method                 VARCHAR   NOT NULL,
+    valuation_holdout      DOUBLE,               -- percent of the valuation set held out for evaluation (0/NULL: none)
+    n_valuation            INTEGER,              -- valuation samples scored against (the selection part)
     n_scores               INTEGER   NOT NULL,
     score_mean             DOUBLE,
     score_std              DOUBLE,
@@ -183,3 +185,5 @@ CREATE TABLE IF NOT EXISTS training_runs (
 ALTER TABLE scores ADD COLUMN IF NOT EXISTS normalized DOUBLE;
 ALTER TABLE scores ADD COLUMN IF NOT EXISTS norm DOUBLE;
 ALTER TABLE subsets ADD COLUMN IF NOT EXISTS strategy VARCHAR;
+ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS valuation_holdout DOUBLE;
+ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS n_valuation INTEGER;

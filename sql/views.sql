@@ -14,15 +14,16 @@ FROM valuation_sets
 QUALIFY row_number() OVER (PARTITION BY name ORDER BY registered_at DESC, version) = 1;
 
 -- The most recent score run of every combination that makes scores different: training dataset and
--- its version, valuation set and its version, model, method and feature configuration (a second
+-- its version, valuation set and its version (and the percent of it held out for evaluation), model,
+-- method and feature configuration (a second
 -- valuation set, model or dataset version never hides another's); and their scores (one row per
 -- sample). Filter on dataset_name AND valuation_set (and model_id, when several models scored it).
 CREATE OR REPLACE VIEW latest_score_runs AS
 SELECT *
 FROM score_runs
 QUALIFY row_number() OVER (
-    PARTITION BY dataset_name, dataset_version, valuation_set, valuation_version, model_id, method,
-                 feature_config_id
+    PARTITION BY dataset_name, dataset_version, valuation_set, valuation_version,
+                 coalesce(valuation_holdout, 0), model_id, method, feature_config_id
     ORDER BY created_at DESC, score_run_id) = 1;
 
 CREATE OR REPLACE VIEW latest_scores AS
@@ -55,6 +56,8 @@ SELECT
     sub.dagster_run_id           AS subset_dagster_run_id,
     sr.score_run_id,
     sr.method                    AS score_method,
+    coalesce(sr.valuation_holdout, 0) AS valuation_holdout,
+    sr.n_valuation,
     sr.created_at                AS scored_at,
     sr.dagster_run_id            AS scores_dagster_run_id,
     sr.feature_config_id,

@@ -241,6 +241,7 @@ def test_blocking_check_holds_back_the_subset(platform):
 
 
 def test_subset_strategies_and_normalized_scores(platform):
+    from forvalue.holdout import split
     from forvalue.selection import rank_features
 
     platform.register("train", "t1", platform.write_jsonl("train", "t1", train_records(10)))
@@ -266,7 +267,10 @@ def test_subset_strategies_and_normalized_scores(platform):
     fs = platform.resources["feature_store"]
     fp = cat.fingerprint(sub["model_id"])
     ids = [r["sample_id"] for r in scores]
-    val_ids = cat.sample_ids(KIND_VALUATION, "v1", sub["valuation_version"])
+    # against the valuation samples the scores used: the default hold-out keeps 1 of the 5 for evaluation
+    val_ids, held = split(cat.sample_ids(KIND_VALUATION, "v1", sub["valuation_version"]), 20.0)
+    assert (len(val_ids), len(held)) == (4, 1)
+    assert cat.subset_lineage(sub["subset_id"])["n_valuation"] == 4
     want = rank_features(fs.store().load(fp, fs.config(), ids), fs.store().load(fp, fs.config(), val_ids), "balanced")
     kept = pq.read_table(sub["parquet_path"]).to_pylist()
     assert [r["sample_id"] for r in kept] == [ids[i] for i in want.order[:4]]

@@ -61,6 +61,7 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         (mat,) = [m for m in res.get_asset_materialization_events() if m.asset_key == AssetKey("forvalue_scores")]
         meta = {k: v.value for k, v in mat.materialization.metadata.items()}
         assert meta["engine"] == "ray" and meta["workers"] == 2 and meta["ray_cluster"] == "LocalRay"
+        from forvalue.holdout import split
         from forvalue.valuator import Valuator
 
         cat = p.catalog()
@@ -68,6 +69,7 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         model_id = cat.query("SELECT model_id FROM score_runs")[0]["model_id"]
         train_ids = cat.sample_ids("dataset", "t1", cat.current_set("dataset", "t1")["version"])
         val_ids = cat.sample_ids("valuation_set", "v1", cat.current_set("valuation_set", "v1")["version"])
+        val_ids = split(val_ids, 20.0)[0]   # the part the scores use: the default hold-out keeps one for evaluation
         local = Valuator.from_store(p.feature_store(), cat.fingerprint(model_id), p.resources["feature_store"].config())
         want = local.score_stored(train_ids, val_ids).values
         got = [stored[s] for s in train_ids]

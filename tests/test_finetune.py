@@ -3,6 +3,7 @@ set with known answers, saved outputs, the command line and its errors."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,12 +235,17 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-p", "50",
                  "--selection", "raw-mean", "--val", v, "--out", str(tmp_path / "ft"), "--steps", "2",
                  "--batch-size", "2", "--accuracy", "--max-new-tokens", "4", *common]) == 0
-    out = capsys.readouterr().out
-    assert "on 4 of 8 samples (top, raw-mean)" in out and "valuation: loss" in out and "accuracy" in out
+    cap = capsys.readouterr()
+    out = cap.out
+    assert "on 4 of 8 samples (top, raw-mean)" in out and "accuracy" in out
+    # --val is the valuation set that scored the subset: evaluated whole, marked and warned about
+    assert f"evaluated on valuation set {Path(v).resolve()} (3 samples), the set that chose the subset" in out
+    assert "warning: evaluated on valuation set" in cap.err and "flattered" in cap.err
     client = MlflowClient(tracking_uri=uri)
     (ft_run,) = client.search_runs([client.get_experiment_by_name("forvalue-finetune").experiment_id],
                                    "tags.`forvalue.run_kind` = 'finetune'")
     assert (ft_run.data.params["strategy"], ft_run.data.params["k"], ft_run.data.params["subset_p"]) == ("top", "4", "50.0")
+    assert (ft_run.data.params["eval_source"], ft_run.data.params["eval_seen_by_selection"]) == ("valuation", "True")
     import pyarrow.parquet as pq
 
     top_ids = [r["sample_id"] for r in pq.read_table(tmp_path / "s.parquet").to_pylist()[:4]]
@@ -253,6 +259,23 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     assert "3 samples" in out and f"child of fine-tune run {ft_run.info.run_id}" in out
     preds = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert [p["reference"] for p in preds] == ["40", "42", "44"]
+
+    # --eval: held-out data; its sample that is also in the valuation set is left out, and counted
+    held = [{"id": f"e{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(50, 53)]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held + val[:1]))
+    assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-p", "50",
+                 "--selection", "raw-mean", "--eval", str(tmp_path / "eval.jsonl"), "--out", str(tmp_path / "ft2"),
+                 "--steps", "1", *common]) == 0
+    cap = capsys.readouterr()
+    assert (f"evaluated on evaluation file {(tmp_path / 'eval.jsonl').resolve()} (3 samples, 1 samples also in the "
+            f"valuation set removed): loss") in cap.out
+    assert "1 samples of" in cap.err and "left out of the evaluation" in cap.err
+    runs = client.search_runs([client.get_experiment_by_name("forvalue-finetune").experiment_id],
+                              "params.eval_source = 'file'")
+    assert [(r.data.params["n_eval"], r.data.params["n_eval_removed"]) for r in runs] == [("3", "1")]
+    with pytest.raises(SystemExit, match="every one of its 3 samples is in the valuation set"):
+        main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-k", "2",
+              "--selection", "raw-mean", "--eval", v, "--out", str(tmp_path / "z"), "--no-track", *common[:2]])
 
     # random subsets need no scores; bad requests are one clear line each
     assert main(["finetune", "--train", t, "--strategy", "random", "--k", "3", "--seed", "2", "--out",

@@ -10,8 +10,10 @@ from dagster import AssetKey, Definitions
 from mlflow.tracking import MlflowClient
 
 from forvalue.finetune_catalog import FinetuneCatalog
+from forvalue.holdout import held_out
 from forvalue_assets.assets import ALL_ASSETS
 from forvalue_assets.checks import ALL_CHECKS
+from forvalue_assets.curation.jobs import curation_job
 from forvalue_assets.finetune_assets import FINETUNE_ASSETS, FINETUNE_JOBS
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
@@ -32,7 +34,8 @@ def metadata(result, key):
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, tiny_model_dir):
-    """Registered t1 (8 samples) and v1 (3), a top-4 curated subset; the platform's assets + ours."""
+    """Registered t1 (8 samples) and v1 (3: the default hold-out keeps 1 for evaluation), a top-4
+    curated subset; the platform's assets + ours."""
     import torch
 
     tmp_path = tmp_path_factory.mktemp("platform")
@@ -40,14 +43,15 @@ def platform(tmp_path_factory, tiny_model_dir):
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+        mp.setenv("FORVALUE_INCOMING", str(tmp_path / "incoming"))   # where incoming/eval/<valuation>.* is looked up
         with platform_for_test(tmp_path, model=tiny_model_dir) as p:
             p.register("train", "t1", p.write_jsonl("train", "t1", records(8)))
             p.register("valuation", "v1", p.write_jsonl("valuation", "v1", records(3, start=30, prefix="v")))
             assert p.curate("t1", "v1", subset={"mode": "top_k", "value": 4}).success
             uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
             mlflow = MLflowResource(tracking_uri=uri, experiment="platform-test", output_dir=str(tmp_path / "finetune"))
-            p.defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS, jobs=FINETUNE_JOBS,
-                                 resources={**p.resources, "mlflow": mlflow})
+            p.defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS,
+                                 jobs=FINETUNE_JOBS + [curation_job], resources={**p.resources, "mlflow": mlflow})
             p.mlflow_uri = uri
             yield p
     torch.set_num_threads(n)
@@ -94,7 +98,14 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert ft["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/") and ft["mlflow_run_id"] in ft["mlflow_run"]
     assert ft["loss_curve"].startswith("![training loss](data:image/png;base64,")
     assert ev["finetune_mlflow_run_id"] == ft["mlflow_run_id"] and ev["mlflow_run_id"] in ev["mlflow_run"]
-    assert ev["n_eval"] == 3 and 0 <= ev["accuracy"] <= 1 and "| id | reference |" in ev["predictions"]
+    assert 0 <= ev["accuracy"] <= 1 and "| id | reference |" in ev["predictions"]
+    # no evaluation file: the default 20% hash hold-out of v1 (at least one sample) evaluates, and the
+    # scores that chose the subset used the other two only
+    held = held_out(cat.sample_ids("valuation_set", "v1", sub["valuation_version"]), 20.0)
+    assert len(held) == 1 and ev["n_eval"] == ft["n_eval"] == 1
+    assert (ev["eval_source"], ft["eval_source"], ev["eval_seen_by_selection"]) == ("holdout", "holdout", False)
+    (srun,) = cat.query("SELECT * FROM score_runs WHERE score_run_id = ?", [sub["score_run_id"]])
+    assert (srun["valuation_holdout"], srun["n_valuation"]) == (20.0, 2)
     assert ev["adapter_source"] == "local"
 
     client = MlflowClient(tracking_uri=platform.mlflow_uri)
@@ -111,6 +122,10 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
                                         lineage["val_feature_run_id"], lineage["model_id"], lineage["valuation_version"])
     assert t["forvalue.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
     assert t["forvalue.dagster_run_url"] == f"http://127.0.0.1:3000/runs/{res.run_id}"
+    assert (p["eval_source"], p["eval_holdout"], p["n_eval"], t["forvalue.eval_source"]) == ("holdout", "20.0", "1",
+                                                                                          "holdout")
+    (ev_input,) = [d for d in run.inputs.dataset_inputs if any(x.value == "evaluation" for x in d.tags)]
+    assert ev_input.dataset.name == "evaluation-holdout"
     tl = cat.query("SELECT * FROM training_run_lineage WHERE training_run_id = ?", [ft["training_run_id"]])[0]
     assert (tl["strategy"], tl["subset_strategy"], tl["subset_mode"]) == ("balanced", "balanced", "top_k")
     assert (tl["score_run_id"], tl["train_feature_run_id"]) == (lineage["score_run_id"], lineage["train_feature_run_id"])
@@ -127,6 +142,8 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert lin["subset_dagster_run_id"] == sub["dagster_run_id"] and lin["k"] == 4
     (erow,) = cat.query("SELECT * FROM eval_runs")
     assert erow["training_run_id"] == ft["training_run_id"] and erow["mlflow_run_id"] == ev["mlflow_run_id"]
+    assert (erow["eval_source"], erow["n_eval"], erow["eval_holdout"]) == ("holdout", 1, 20.0)
+    assert (lin["eval_source"], lin["n_eval"]) == ("holdout", 1) and lin["eval_loss"] == pytest.approx(ft["val_loss"])
 
     # eval_run takes the adapter from MLflow when the local folder is gone
     import shutil
@@ -149,7 +166,10 @@ def test_comparison_asset_records_the_table(platform):
     md = metadata(res, "finetune_comparison")
     assert md["k"] == 4 and md["dagster/row_count"] == 5
     table = md["comparison"]
-    assert table.startswith("| strategy | k | runs | valuation loss")
+    assert md["eval_source"] == "holdout" and md["n_eval"] == 1
+    assert table.startswith("Evaluated on the held-out 20% of valuation set v1 (1 samples; the selection used the other 2)")
+    table = table.split("\n\n", 1)[1]
+    assert table.startswith("| strategy | k | runs | eval loss")
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["base", "top", "random", "bottom", "full"]
     cat = platform.catalog()
     rows = cat.query("SELECT * FROM finetune_comparisons ORDER BY strategy")
@@ -171,3 +191,32 @@ def test_comparison_asset_records_the_table(platform):
     assert {c.data.params["strategy"]: c.data.params["selection"] for c in children} == {
         "top": "balanced", "bottom": "balanced", "random": "none", "full": "none"}
     assert {c.data.tags["forvalue.dagster_run_id"] for c in children} == {res.run_id}
+
+
+def test_an_evaluation_file_evaluates_and_the_whole_valuation_set_selects(platform):
+    """incoming/eval/v1.jsonl: the next scoring uses all of v1 (no hold-out), and the comparison
+    (base, top, random, bottom, full) is evaluated on the file minus the sample that is also in v1."""
+    pk = pair_key("t1", "v1")
+    evals = records(4, start=60, prefix="e") + records(1, start=30, prefix="v")   # the last one is v1's first
+    path = platform.write_jsonl("eval", "v1", evals)
+    assert platform.curate("t1", "v1", subset={"mode": "top_k", "value": 4}).success
+    cat = platform.catalog()
+    sub = cat.latest_subset("t1", "v1")
+    (srun,) = cat.query("SELECT * FROM score_runs WHERE score_run_id = ?", [sub["score_run_id"]])
+    assert (srun["valuation_holdout"], srun["n_valuation"]) == (0.0, 3)
+    res = platform.defs.resolve_job_def("compare_subsets").execute_in_process(
+        partition_key=pk, instance=platform.instance,
+        run_config={"ops": {"finetune_comparison": {"config": {
+            "steps": 1, "batch_size": 2, "seeds": [0], "accuracy": False, "strategies": ["top", "random", "full"]}}}})
+    assert res.success
+    md = metadata(res, "finetune_comparison")
+    assert (md["eval_source"], md["n_eval"], md["eval_seen_by_selection"]) == ("file", 4, False)
+    assert "1 samples of" in md["eval_warnings"] and "left out of the evaluation" in md["eval_warnings"]
+    assert md["comparison"].startswith(f"Evaluated on evaluation file {path.resolve()} (4 samples, 1 samples also in")
+    rows = cat.query("SELECT * FROM finetune_comparisons WHERE comparison_id = ?", [md["comparison_id"]])
+    assert {r["strategy"] for r in rows} == {"base", "top", "random", "full"}
+    from forvalue.catalog import content_hash
+
+    assert {(r["eval_source"], r["eval_version"], r["n_eval"]) for r in rows} == {("file", content_hash(path), 4)}
+    client = MlflowClient(tracking_uri=platform.mlflow_uri)
+    assert client.get_run(md["mlflow_run_id"]).data.params["eval_source"] == "file"

@@ -1,6 +1,6 @@
 """``forvalue finetune``: fine-tune on a (curated) subset, evaluate, track in MLflow.
 
-    forvalue finetune --train train.jsonl --subset-scores scores.parquet --top-p 5 --val val.jsonl --out ft/top5
+    forvalue finetune --train train.jsonl --subset-scores scores.parquet --top-p 5 --eval heldout.jsonl --out ft/top5
     forvalue finetune --train train.jsonl --strategy random --subset-size 45 --seed 1 --out ft/random45
 """
 
@@ -69,7 +69,12 @@ def register(sub, parents) -> None:
                        description="Supervised fine-tuning (loss on response tokens only) on a subset chosen by "
                                    "For-Value (top/bottom of a selection strategy's order), at random, or the full file.")
     p.add_argument("--train", required=True, help="training data (JSONL, Parquet, CSV or HF save_to_disk folder)")
-    p.add_argument("--val", default=None, help="valuation data: loss/perplexity (and --accuracy) after training")
+    p.add_argument("--eval", default=None, metavar="FILE",
+                   help="evaluation data the selection never saw: loss/perplexity (and --accuracy) after training; "
+                        "samples also in the valuation set that scored --subset-scores are left out")
+    p.add_argument("--val", default=None,
+                   help="evaluate on this file when there is no --eval; when it is the valuation set that chose the "
+                        "subset its losses favour the subset (a warning says so)")
     p.add_argument("--out", required=True, help="output folder: the LoRA adapter (or the full model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     g = p.add_argument_group("subset")
@@ -156,7 +161,8 @@ def run(args) -> int:
     train = o.load_data(args.train, args).samples
     idx, selection = _subset(args, train, strategy, k, p)
     subset = [train[i] for i in idx]
-    val = o.load_data(args.val, args).samples if args.val else None
+    ev = _evaluation(args, selection is not None)
+    val = ev.samples if ev else None
     config = from_args(TrainConfig, args, method=args.method)
     ecfg = eval_config(args, chat_template=config.chat_template, max_length=config.max_length) if val else None
     info = SubsetInfo(strategy=strategy, k=len(idx), p=p, source=str(Path(args.train).resolve()),
@@ -164,20 +170,56 @@ def run(args) -> int:
     track = tracker(args)
     res = finetune(args.model, subset, out_dir=args.out, config=config, val=val, eval_config=ecfg, tracker=track,
                    subset=info, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
-                   progress=not args.quiet)
-    _report(args, res, config, subset, train, strategy, selection, track, val)
+                   progress=not args.quiet, evaluation=ev.params() if ev else None)
+    _report(args, res, config, subset, train, strategy, selection, track, ev)
     return 0
 
 
-def _report(args, res, config, subset, train, strategy, selection, track, val) -> None:
+def _evaluation(args, selected: bool):
+    """The :class:`forvalue.holdout.EvalSet` of the final evaluation (None without --eval/--val).
+    Samples the selection saw (the valuation ids --subset-scores records) are left out; --val made
+    of nothing else (or with no record of them) is evaluated whole and marked as seen by the
+    selection. Its warnings are printed."""
+    import sys
+
+    from ..catalog import content_hash
+    from ..holdout import from_file, from_valuation
+
+    path = args.eval or args.val
+    if not path:
+        return None
+    samples = o.load_data(path, args).samples
+    name, version = str(Path(path).resolve()), content_hash(path) if Path(path).is_file() else "folder"
+    seen = None
+    if selected:
+        from ..curation import read_scores_table
+
+        seen = read_scores_table(args.subset_scores)[1].get("val_ids")
+    unseen = [s for s in samples if s.sample_id not in set(seen or ())]
+    if args.eval or (seen is not None and unseen) or not selected:
+        try:
+            ev = from_file(samples, name=name, version=version, seen_ids=seen or ())
+        except ValueError as e:
+            raise UsageError(f"forvalue finetune: --eval {e}") from None
+    else:
+        ev = from_valuation(samples, name=name, version=version)
+        if seen is None:
+            ev.warnings = [f"--subset-scores records no valuation samples: if --val {path} is the valuation set that "
+                           f"chose the subset, its losses favour the subset; give held-out data with --eval FILE"]
+    for w in ev.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return ev
+
+
+def _report(args, res, config, subset, train, strategy, selection, track, ev) -> None:
     m = res.metrics
     how = f"{strategy}, {selection}" if selection else strategy
     print(f"fine-tuned ({config.method}) on {len(subset)} of {len(train)} samples ({how}"
           f"{'' if strategy == 'full' else f', seed {args.seed}' if strategy == 'random' else ''}), "
           f"{config.steps} steps x batch {config.batch_size}: train loss {m['train_loss_final']:.4f} "
           f"({m['train_seconds']:.0f}s)")
-    if val:
-        line = f"valuation: loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.3f}"
+    if ev:
+        line = f"evaluated on {ev.describe()}: loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.3f}"
         if "accuracy" in m:
             line += f", accuracy {m['accuracy']:.3f} ({int(m['n_correct'])}/{int(m['n_eval'])})"
         print(line)

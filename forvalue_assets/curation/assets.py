@@ -18,6 +18,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
+from forvalue.holdout import part_warnings, split
 from forvalue.io import atomic_copy, atomic_write_bytes
 from forvalue.selection import STRATEGIES
 from dagster_ray import RayResource
@@ -36,6 +37,7 @@ from ..common import (
     catalog_failure,
 )
 from ..partitions import dataset_pairs, split_pair
+from ..evaluation import eval_file, scoring_holdout, selection_val_ids
 from ..explaining import explanation_metadata
 from ..ranking import engine_metadata, stored_scores, stored_valuator, subset_ranking
 
@@ -98,9 +100,13 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     try:
         inp = scoring_inputs(cat, feature_store, dataset, valuation)
         train_ids = cat.sample_ids(KIND_DATASET, dataset, inp["train"]["version"])
-        val_ids = cat.sample_ids(KIND_VALUATION, valuation, inp["val"]["version"])
+        all_val_ids = cat.sample_ids(KIND_VALUATION, valuation, inp["val"]["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
+    holdout = scoring_holdout(curation, valuation)   # the evaluation part is never scored against
+    val_ids, eval_ids = split(all_val_ids, holdout)
+    for warning in part_warnings(len(val_ids), len(eval_ids)) if eval_ids else ():
+        context.log.warning(f"valuation set {valuation}: {warning}")
     valuator = stored_valuator(cat, feature_store, inp["model_id"])   # stored features only: no model load
     t_score = time.perf_counter()
     # streamed shard by shard (any store size), on Ray one task per shard when the engine says so
@@ -116,7 +122,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         valuation_version=inp["val"]["version"], model_id=inp["model_id"], feature_config_id=inp["config"].id,
         sample_ids=train_ids, values=values, ranks=ranks, method="sparse", normalized=normalized, norms=norms,
         train_feature_run_id=inp["train_run"]["feature_run_id"], val_feature_run_id=inp["val_run"]["feature_run_id"],
-        seconds=time.perf_counter() - t0, dagster_run_id=context.run_id)
+        seconds=time.perf_counter() - t0, dagster_run_id=context.run_id, valuation_holdout=holdout if eval_ids else 0.0,
+        n_valuation=len(val_ids))
     ranked = _shown_samples(cat, dataset, inp["train"]["version"], train_ids, values, ranks)
     png = md.histogram_png(values, title=f"{dataset} vs {valuation}")
     return MaterializeResult(metadata={
@@ -126,6 +133,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
                                     "set version x model x method x feature config: latest_scores view)"),
         "score_run_id": MetadataValue.text(score_run_id),
         "valuation_samples": MetadataValue.int(len(val_ids)),
+        "valuation_held_out": MetadataValue.int(len(eval_ids)),
+        "evaluation_data": MetadataValue.text(_evaluation_note(valuation, holdout, val_ids, eval_ids)),
         "score_mean": MetadataValue.float(float(values.mean())),
         "score_std": MetadataValue.float(float(values.std())),
         "score_min": MetadataValue.float(float(values.min())),
@@ -134,7 +143,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         **md.top_bottom_tables(ranked, "samples"),
         "top_and_bottom": md.md_top_bottom(ranked),
         **explanation_metadata(curation, model, feature_store, cat, inp["model_id"], valuation, inp["val"]["version"],
-                               ranked),
+                               ranked, val_ids=val_ids),
         "model_fingerprint": MetadataValue.json(inp["fingerprint"].to_dict()),
         "feature_config_id": MetadataValue.text(inp["config"].id),
         "dataset_version": MetadataValue.text(inp["train"]["version"]),
@@ -144,6 +153,17 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         **engine_metadata(stats, ray),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
+
+
+def _evaluation_note(valuation: str, holdout: float, val_ids: list, eval_ids: list) -> str:
+    if eval_ids:
+        return (f"{len(eval_ids)} samples ({holdout:g}%) of valuation set {valuation} held out by hash for evaluation; "
+                f"scored against the other {len(val_ids)}")
+    if holdout:
+        return f"valuation set {valuation} is too small to hold samples out: scored against all {len(val_ids)}"
+    if eval_file(valuation) is not None:
+        return f"scored against all {len(val_ids)} samples; evaluation file {eval_file(valuation)}"
+    return f"scored against all {len(val_ids)} samples; no hold-out (eval_holdout 0): evaluations reuse them"
 
 
 # ----------------------------------------------------------------------------- curation
@@ -201,13 +221,17 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
     cfg = feature_store.config()
     try:
         tinfo = cat.require_set(KIND_DATASET, dataset)
+        vinfo = cat.require_set(KIND_VALUATION, valuation)
         run = cat.latest_score_run(dataset, valuation, cfg.id)
         if run is None:
             raise Failure(description=f"no scores for {dataset} x {valuation} with feature config {cfg.id}: "
                                       f"materialize forvalue_scores first")
-        if run["dataset_version"] != tinfo["version"]:
-            raise Failure(description=f"the scores of {dataset} are for version {run['dataset_version'][:12]}, the "
-                                      f"current version is {tinfo['version'][:12]}: re-materialize forvalue_scores")
+        for what, name, info, key in (("training dataset", dataset, tinfo, "dataset_version"),
+                                      ("valuation set", valuation, vinfo, "valuation_version")):
+            if run[key] != info["version"]:
+                raise Failure(description=f"the scores of {dataset} x {valuation} are for {what} {name} version "
+                                          f"{run[key][:12]}, the current version is {info['version'][:12]}: "
+                                          f"re-materialize forvalue_scores")
         scores = cat.scores_frame(dataset, valuation, cfg.id, run["model_id"])
     except CatalogError as e:
         raise catalog_failure(e) from e
@@ -306,7 +330,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
         **md.top_bottom_tables(ranked_kept, "kept"),
         **explanation_metadata(curation, model, feature_store, cat, run["model_id"], valuation,
-                               run["valuation_version"], ranked_kept),
+                               run["valuation_version"], ranked_kept, val_ids=selection_val_ids(cat, run)),
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
         "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),

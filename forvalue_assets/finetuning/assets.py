@@ -33,6 +33,7 @@ from resources.mlflow import MLflowResource
 
 from .. import metadata as md
 from ..common import CODE_VERSION, CURATED_SUBSET, MODEL_POOL, OWNERS, catalog_failure, data_failure
+from ..evaluation import evaluation_metadata, evaluation_set
 from ..partitions import dataset_pairs, split_pair
 from ..ranking import subset_ranking
 from .config import ComparisonConfig, EvalRunConfig, FinetuneRunConfig
@@ -80,8 +81,9 @@ def _latest_subset(cat, dataset: str, valuation: str) -> dict:
 
 
 def _subset_inputs(context: AssetExecutionContext, catalog: DuckDBStoreResource):
-    """(dataset, valuation, catalog, finetune catalog, latest subset row, training samples, valuation
-    samples) of the partition's (dataset, valuation set) pair; catalog errors fail the asset."""
+    """(dataset, valuation, catalog, finetune catalog, latest subset row, training samples, evaluation
+    set) of the partition's (dataset, valuation set) pair; catalog errors fail the asset. The
+    evaluation set is data the selection never saw where there is any (forvalue_assets/evaluation.py)."""
     from forvalue.finetune_catalog import FinetuneCatalog
 
     dataset, valuation = split_pair(context.partition_key)
@@ -90,10 +92,9 @@ def _subset_inputs(context: AssetExecutionContext, catalog: DuckDBStoreResource)
     try:
         sub = _latest_subset(cat, dataset, valuation)
         samples = cat.load_samples(KIND_DATASET, dataset, sub["dataset_version"])
-        val = cat.load_samples(KIND_VALUATION, valuation, sub["valuation_version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
-    return dataset, valuation, cat, fcat, sub, samples, val
+    return dataset, valuation, cat, fcat, sub, samples, evaluation_set(cat, sub["subset_id"], context.log)
 
 
 def _subset_samples(fcat, sub: dict, samples: list, dataset: str) -> list:
@@ -126,7 +127,7 @@ def _loss_curve_png(history: list[dict], title: str) -> bytes:
     ax.plot([h["step"] for h in history], [h["train_loss"] for h in history], color="#4477aa", label="train")
     val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
     if val:
-        ax.plot(*zip(*val), "o-", color="#cc3311", label="valuation")
+        ax.plot(*zip(*val), "o-", color="#cc3311", label="evaluation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss per response token")
     ax.set_title(title, fontsize=9)
@@ -183,7 +184,7 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
     from forvalue.finetune import finetune as run_finetune
 
     t0 = time.perf_counter()
-    dataset, valuation, cat, fcat, sub, samples, val = _subset_inputs(context, catalog)
+    dataset, valuation, cat, fcat, sub, samples, ev = _subset_inputs(context, catalog)
     train = _subset_samples(fcat, sub, samples, dataset)
     fcfg = feature_store.config()
     try:
@@ -194,10 +195,11 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
     info = _subset_info(context, cat, sub, len(train), f"{dataset}/{valuation}/{sub['mode']}-{sub['value']:g}")
     out = Path(mlflow.output_dir) / dataset / valuation / f"{sub['mode']}-{context.run_id[:12]}"
     try:
-        res = run_finetune(model.model, train, out_dir=out, config=tcfg, val=val,
+        res = run_finetune(model.model, train, out_dir=out, config=tcfg, val=ev.samples,
                            eval_config=config_eval_loss_only(fcfg), tracker=tracker, subset=info,
                            tags=_tags(context, dataset, valuation), device=model.device, dtype=config.dtype or None,
-                           overwrite=True, run_name=f"{dataset}-{valuation}-{sub['mode']}-{len(train)}")
+                           overwrite=True, run_name=f"{dataset}-{valuation}-{sub['mode']}-{len(train)}",
+                           evaluation=ev.params())
     except DataError as e:
         raise data_failure(e) from e
     except FinetuneError as e:
@@ -208,7 +210,7 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
         valuation_version=sub["valuation_version"], result=res, base_model_id=model_id, subset_id=sub["subset_id"],
         strategy=info.selection, k=len(train), seed=tcfg.seed, steps=tcfg.steps, tracking_uri=tracker.tracking_uri,
         experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
-        dagster_asset_key=context.asset_key.to_user_string())
+        dagster_asset_key=context.asset_key.to_user_string(), evaluation=ev.params())
     context.log.info(f"fine-tuned on {len(train)} samples: MLflow run {res.mlflow_run_id} ({res.mlflow_url})")
     png = _loss_curve_png(res.history, f"{dataset} x {valuation}: {sub['mode']} {sub['value']:g} ({len(train)} samples)")
     return MaterializeResult(metadata={
@@ -229,6 +231,7 @@ def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, mode
         "train_loss_final": _metric(res.metrics.get("train_loss_final")),
         "val_loss": _metric(res.metrics.get("val_loss")),
         "val_perplexity": _metric(res.metrics.get("val_perplexity")),
+        **evaluation_metadata(ev),
         "loss_curve": md.md_image(png, "training loss"),
         "output_dir": MetadataValue.path(str(res.output_dir.resolve())),
         "model_fingerprint": MetadataValue.text(res.params["model_fingerprint"]),
@@ -279,19 +282,17 @@ def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: Model
     tr = fcat.latest_training_run(dataset, valuation)
     if tr is None:
         raise Failure(description=f"no finished fine-tune run for {dataset} x {valuation}: materialize finetune_run first")
-    try:
-        val = cat.load_samples(KIND_VALUATION, valuation, tr["valuation_version"])
-    except CatalogError as e:
-        raise catalog_failure(e) from e
+    ev = evaluation_set(cat, tr["subset_id"], context.log)
     tracker = mlflow.tracker()
     fcfg = feature_store.config()
     with tempfile.TemporaryDirectory(prefix="forvalue-eval-") as tmp:
         adapter, source = _adapter(tracker, tr, tmp)
         try:
-            r = run_evaluation(None, val, adapter=adapter, config=config.eval_config(fcfg), tracker=tracker,
-                         finetune_run_id=tr["mlflow_run_id"], tags=_tags(context, dataset, valuation),
-                         run_name=f"eval-{dataset}-{valuation}", dataset_name=f"{valuation}@{tr['valuation_version'][:12]}",
-                         device=model.device, dtype=config_dtype(model))
+            r = run_evaluation(None, ev.samples, adapter=adapter, config=config.eval_config(fcfg), tracker=tracker,
+                               finetune_run_id=tr["mlflow_run_id"], tags=_tags(context, dataset, valuation),
+                               run_name=f"eval-{dataset}-{valuation}",
+                               dataset_name=f"{ev.source}-{Path(ev.name).name}@{ev.version[:12]}",
+                               device=model.device, dtype=config_dtype(model), evaluation=ev.params())
         except DataError as e:
             raise data_failure(e) from e
         except (FinetuneError, ValueError) as e:
@@ -300,7 +301,8 @@ def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: Model
     eval_id = fcat.record_eval_run(valuation_set=valuation, valuation_version=tr["valuation_version"],
                                    model_fingerprint=r.model_fingerprint, metrics=m,
                                    training_run_id=tr["training_run_id"], mlflow_run_id=r.mlflow_run_id,
-                                   finetune_mlflow_run_id=tr["mlflow_run_id"], dagster_run_id=context.run_id)
+                                   finetune_mlflow_run_id=tr["mlflow_run_id"], dagster_run_id=context.run_id,
+                                   evaluation=ev.params())
     meta = {
         "mlflow_run_id": MetadataValue.text(r.mlflow_run_id),
         "mlflow_run": MetadataValue.url(r.mlflow_url),
@@ -313,7 +315,7 @@ def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: Model
         "val_loss": _metric(m.get("val_loss")),
         "val_perplexity": _metric(m.get("val_perplexity")),
         "accuracy": _metric(m.get("accuracy")),
-        "n_eval": MetadataValue.int(int(m.get("n_eval", 0))),
+        **evaluation_metadata(ev),
         "tables": MetadataValue.text("eval_runs"),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     }
@@ -344,7 +346,8 @@ def _comparison_order(cat, feature_store: FeatureStoreResource, sub: dict, sampl
                                   f"the curated subset's model and feature config: re-materialize forvalue_scores")
     values = np.array([score_of[s.sample_id] for s in samples], dtype=np.float64)
     selection = sub.get("strategy") or "raw-mean"
-    score_run = {"model_id": sub["model_id"], "valuation_set": valuation, "valuation_version": sub["valuation_version"]}
+    score_run = {"model_id": sub["model_id"], "valuation_set": valuation, "valuation_version": sub["valuation_version"],
+                 "valuation_holdout": (cat.subset_lineage(sub["subset_id"]) or {}).get("valuation_holdout")}
     ranking = subset_ranking(cat, feature_store, score_run, scores, selection)
     ids = scores["sample_id"].to_list()
     position = {ids[i]: j for j, i in enumerate(ranking.order)}
@@ -358,7 +361,7 @@ def _same_members(fcat, sub: dict, res) -> bool:
 
 
 def _comparison_recorder(context: AssetExecutionContext, model: ModelResource, cat, fcat, tracker, sub: dict,
-                         comparison_id: str):
+                         comparison_id: str, evaluation: dict):
     """The ``on_run`` callback of ``compare_strategies``: records each fine-tune as a training run."""
     model_ids: dict = {}
     dataset, valuation = split_pair(context.partition_key)
@@ -374,7 +377,7 @@ def _comparison_recorder(context: AssetExecutionContext, model: ModelResource, c
             subset_id=sub["subset_id"] if row["strategy"] == "top" and _same_members(fcat, sub, res) else None,
             strategy=row["strategy"], k=row["k"], seed=row["seed"], steps=row["steps"], comparison_id=comparison_id,
             tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
-            dagster_asset_key=context.asset_key.to_user_string())
+            dagster_asset_key=context.asset_key.to_user_string(), evaluation=evaluation)
         context.log.info(f"{row['strategy']} seed {row['seed']}: valuation loss {row['val_loss']:.4f}"
                          + (f", accuracy {row['accuracy']:.3f}" if row.get("accuracy") is not None else ""))
 
@@ -411,7 +414,7 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
     from forvalue.finetune import FinetuneError, compare_strategies, markdown_table
 
     t0 = time.perf_counter()
-    dataset, valuation, cat, fcat, sub, samples, val = _subset_inputs(context, catalog)
+    dataset, valuation, cat, fcat, sub, samples, ev = _subset_inputs(context, catalog)
     score_run_id, values, order, selection = _comparison_order(cat, feature_store, sub, samples, dataset, valuation)
     k = config.k or int(sub["n_selected"])
     fcfg = feature_store.config()
@@ -424,13 +427,14 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
     comparison_id = uuid.uuid4().hex
     try:
         comp = compare_strategies(
-            model.model, samples, val, values=values, order=order, selection=selection, k=k,
+            model.model, samples, ev.samples, values=values, order=order, selection=selection, k=k,
             strategies=config.strategies, seeds=config.seeds,
             config=tcfg, eval_config=ecfg, include_base=config.include_base, tracker=tracker,
             tags=_tags(context, dataset, valuation) | {"forvalue.comparison_id": comparison_id},
             out_root=Path(mlflow.output_dir) / dataset / valuation / f"comparison-{comparison_id[:12]}",
             source=samples[0].source, device=model.device, dtype=config.dtype or None,
-            on_run=_comparison_recorder(context, model, cat, fcat, tracker, sub, comparison_id))
+            on_run=_comparison_recorder(context, model, cat, fcat, tracker, sub, comparison_id, ev.params()),
+            evaluation=ev.params())
     except DataError as e:
         raise data_failure(e) from e
     except FinetuneError as e:
@@ -438,13 +442,15 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
     fcat.record_comparison(comparison_id, comp.rows, dataset_name=dataset, dataset_version=sub["dataset_version"],
                            valuation_set=valuation, valuation_version=sub["valuation_version"],
                            score_run_id=score_run_id, curated_subset_id=sub["subset_id"],
-                           dagster_run_id=context.run_id)
+                           dagster_run_id=context.run_id, evaluation=ev.params())
     stored = fcat.comparison_summary(comparison_id)
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(comp.rows)),
         "dagster/table_name": MetadataValue.text("finetune_comparisons"),
         "comparison_id": MetadataValue.text(comparison_id),
-        "comparison": MetadataValue.md(markdown_table(comp.summary)),
+        "comparison": MetadataValue.md(f"Evaluated on {md.escape_md(ev.describe())}.\n\n"
+                                       + markdown_table(comp.summary)),
+        **evaluation_metadata(ev),
         "runs": MetadataValue.md(_md_runs(comp.rows)),
         "summary": MetadataValue.json([{k2: v for k2, v in r.items()} for r in stored]),
         "k": MetadataValue.int(comp.k),
