@@ -44,8 +44,11 @@ class FinetuneCatalog:
                             tracking_uri: str | None = None, experiment_id: str | None = None,
                             dagster_run_id: str | None = None, dagster_asset_key: str | None = None,
                             status: str = "finished", evaluation: dict | None = None) -> str:
-        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details, one
-        transaction); ``evaluation``: what its final evaluation ran on (EvalSet.params())."""
+        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details + the
+        samples it trained on in training_samples, one transaction); ``evaluation``: what its final
+        evaluation ran on (EvalSet.params())."""
+        import pyarrow as pa
+
         self.ensure_schema()
         run_id = uuid.uuid4().hex
         with self.catalog.transaction() as con:
@@ -62,6 +65,9 @@ class FinetuneCatalog:
                        tracking_uri=tracking_uri, mlflow_experiment_id=experiment_id,
                        dagster_asset_key=dagster_asset_key, n_eval=(evaluation or {}).get("n_eval"),
                        **_eval_values(evaluation))
+            ids = pa.table({"sample_id": pa.array(list(result.sample_ids), pa.string())})
+            self.catalog._insert_arrow(con, "insert_training_samples", "new_training_samples", ids,
+                                       training_run_id=run_id)
         return run_id
 
     def latest_training_run(self, dataset_name: str, valuation_set: str) -> dict | None:

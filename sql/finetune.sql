@@ -61,6 +61,13 @@ ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_version VARCHAR;
 ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_holdout DOUBLE;
 ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS eval_seen_by_selection BOOLEAN;
 
+-- The samples every fine-tune trained on (its subset, or a comparison's random, bottom or full set),
+-- written with its training_runs row: "which fine-tune runs trained on sample S".
+CREATE TABLE IF NOT EXISTS training_samples (
+    training_run_id  VARCHAR NOT NULL,
+    sample_id        VARCHAR NOT NULL
+);
+
 -- One row per (comparison, strategy, seed): same steps and batch size for every strategy.
 CREATE TABLE IF NOT EXISTS finetune_comparisons (
     comparison_id       VARCHAR   NOT NULL,
@@ -169,6 +176,10 @@ WHERE fd.dataset_name = $dataset_name AND fd.valuation_set = $valuation_set AND 
   AND tr.status = 'finished'
 ORDER BY tr.created_at DESC, tr.training_run_id
 LIMIT 1;
+
+-- name: insert_training_samples
+INSERT INTO training_samples (training_run_id, sample_id)
+SELECT $training_run_id, sample_id FROM new_training_samples;
 
 -- name: insert_eval_run
 INSERT INTO eval_runs (eval_run_id, training_run_id, mlflow_run_id, finetune_mlflow_run_id, valuation_set,

@@ -3,6 +3,8 @@
 -- Tables named new_* are Arrow tables the catalog registers for the length of one statement.
 
 -- name: upsert_dataset
+-- Registering content already registered makes it the name's current version again (registered_at);
+-- dagster_run_id stays the run that first registered it (the lineage of what was cut from it).
 INSERT INTO datasets (name, version, source_path, format, n_rows, n_samples, n_skipped,
                       column_mapping, registered_at, code_version, dagster_run_id)
 VALUES ($name, $version, $source_path, $format, $n_rows, $n_samples, $n_skipped,
@@ -11,7 +13,7 @@ ON CONFLICT (name, version) DO UPDATE SET
     source_path = excluded.source_path, format = excluded.format, n_rows = excluded.n_rows,
     n_samples = excluded.n_samples, n_skipped = excluded.n_skipped,
     column_mapping = excluded.column_mapping, registered_at = excluded.registered_at,
-    code_version = excluded.code_version, dagster_run_id = excluded.dagster_run_id;
+    code_version = excluded.code_version;
 
 -- name: upsert_valuation_set
 INSERT INTO valuation_sets (name, version, source_path, format, n_rows, n_samples, n_skipped,
@@ -22,7 +24,7 @@ ON CONFLICT (name, version) DO UPDATE SET
     source_path = excluded.source_path, format = excluded.format, n_rows = excluded.n_rows,
     n_samples = excluded.n_samples, n_skipped = excluded.n_skipped,
     column_mapping = excluded.column_mapping, registered_at = excluded.registered_at,
-    code_version = excluded.code_version, dagster_run_id = excluded.dagster_run_id;
+    code_version = excluded.code_version;
 
 -- name: current_dataset
 SELECT * FROM current_datasets WHERE name = $name;
