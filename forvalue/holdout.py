@@ -28,6 +28,10 @@ SALT = b"forvalue-eval-holdout-v1:"
 SOURCES = ("file", "holdout", "valuation")
 
 
+def plural(n: int, word: str = "sample") -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def check_percent(percent: float, what: str = "eval_holdout") -> float:
     percent = float(percent)
     if not 0.0 <= percent < 100.0:
@@ -72,10 +76,10 @@ def part_warnings(n_selection: int, n_eval: int, *, what: str = "valuation set")
     """Warnings for parts too small to mean anything."""
     out = []
     if n_eval < MIN_PART:
-        out.append(f"the evaluation part holds {n_eval} samples (fewer than {MIN_PART}): its losses are noisy; "
+        out.append(f"the evaluation part holds {plural(n_eval)} (fewer than {MIN_PART}): its losses are noisy; "
                    f"add an evaluation file or a larger {what}")
     if n_selection < MIN_PART:
-        out.append(f"the selection part of the {what} holds {n_selection} samples (fewer than {MIN_PART}): the "
+        out.append(f"the selection part of the {what} holds {plural(n_selection)} (fewer than {MIN_PART}): the "
                    f"selection sees little of what 'valuable' means")
     return out
 
@@ -100,12 +104,12 @@ class EvalSet:
     def describe(self) -> str:
         n = len(self.samples)
         if self.source == "file":
-            removed = f", {self.n_removed} samples also in the valuation set removed" if self.n_removed else ""
-            return f"evaluation file {self.name} ({n} samples{removed})"
+            removed = f", {plural(self.n_removed)} also in the valuation set left out" if self.n_removed else ""
+            return f"evaluation file {self.name} ({plural(n)}{removed})"
         if self.source == "holdout":
-            return (f"the held-out {self.holdout:g}% of valuation set {self.name} ({n} samples; the selection used "
+            return (f"the held-out {self.holdout:g}% of valuation set {self.name} ({plural(n)}; the selection used "
                     f"the other {self.n_selection})")
-        return f"valuation set {self.name} ({n} samples), the set that chose the subset: its losses favour it"
+        return f"valuation set {self.name} ({plural(n)}; it chose the subset, so its losses favour it)"
 
     def params(self) -> dict:
         """What every evaluation records (catalog columns, MLflow params, Dagster metadata)."""
@@ -123,10 +127,11 @@ def from_file(samples: Sequence, *, name: str, version: str, seen_ids: Sequence[
         raise ValueError(f"{name}: every one of its {len(samples)} samples is in the valuation set that chose the "
                          f"subset; an evaluation file must hold other samples")
     warnings = [] if len(kept) >= MIN_PART else [
-        f"the evaluation file holds {len(kept)} usable samples (fewer than {MIN_PART}): its losses are noisy"]
+        f"the evaluation file holds {plural(len(kept), 'usable sample')} (fewer than {MIN_PART}): its losses are noisy"]
     if len(kept) < len(samples):
-        warnings.append(f"{len(samples) - len(kept)} samples of {name} are also in the valuation set that chose the "
-                        f"subset: they were left out of the evaluation")
+        n = len(samples) - len(kept)
+        warnings.append(f"{plural(n)} of {name} {'is' if n == 1 else 'are'} also in the valuation set that chose the "
+                        f"subset: left out of the evaluation")
     return EvalSet("file", name, version, kept, n_removed=len(samples) - len(kept), n_selection=len(seen) or None,
                    warnings=warnings)
 

@@ -239,7 +239,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     out = cap.out
     assert "on 4 of 8 samples (top, raw-mean)" in out and "accuracy" in out
     # --val is the valuation set that scored the subset: evaluated whole, marked and warned about
-    assert f"evaluated on valuation set {Path(v).resolve()} (3 samples), the set that chose the subset" in out
+    assert f"evaluated on valuation set {Path(v).resolve()} (3 samples; it chose the subset" in out
     assert "warning: evaluated on valuation set" in cap.err and "flattered" in cap.err
     client = MlflowClient(tracking_uri=uri)
     (ft_run,) = client.search_runs([client.get_experiment_by_name("forvalue-finetune").experiment_id],
@@ -267,9 +267,9 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
                  "--selection", "raw-mean", "--eval", str(tmp_path / "eval.jsonl"), "--out", str(tmp_path / "ft2"),
                  "--steps", "1", *common]) == 0
     cap = capsys.readouterr()
-    assert (f"evaluated on evaluation file {(tmp_path / 'eval.jsonl').resolve()} (3 samples, 1 samples also in the "
-            f"valuation set removed): loss") in cap.out
-    assert "1 samples of" in cap.err and "left out of the evaluation" in cap.err
+    assert (f"evaluated on evaluation file {(tmp_path / 'eval.jsonl').resolve()} (3 samples, 1 sample also in the "
+            f"valuation set left out): loss") in cap.out
+    assert "1 sample of" in cap.err and "left out of the evaluation" in cap.err
     runs = client.search_runs([client.get_experiment_by_name("forvalue-finetune").experiment_id],
                               "params.eval_source = 'file'")
     assert [(r.data.params["n_eval"], r.data.params["n_eval_removed"]) for r in runs] == [("3", "1")]

@@ -167,7 +167,7 @@ def test_comparison_asset_records_the_table(platform):
     assert md["k"] == 4 and md["dagster/row_count"] == 5
     table = md["comparison"]
     assert md["eval_source"] == "holdout" and md["n_eval"] == 1
-    assert table.startswith("Evaluated on the held-out 20% of valuation set v1 (1 samples; the selection used the other 2)")
+    assert table.startswith("Evaluated on the held-out 20% of valuation set v1 (1 sample; the selection used the other 2)")
     table = table.split("\n\n", 1)[1]
     assert table.startswith("| strategy | k | runs | eval loss")
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["base", "top", "random", "bottom", "full"]
@@ -211,8 +211,8 @@ def test_an_evaluation_file_evaluates_and_the_whole_valuation_set_selects(platfo
     assert res.success
     md = metadata(res, "finetune_comparison")
     assert (md["eval_source"], md["n_eval"], md["eval_seen_by_selection"]) == ("file", 4, False)
-    assert "1 samples of" in md["eval_warnings"] and "left out of the evaluation" in md["eval_warnings"]
-    assert md["comparison"].startswith(f"Evaluated on evaluation file {path.resolve()} (4 samples, 1 samples also in")
+    assert "1 sample of" in md["eval_warnings"] and "left out of the evaluation" in md["eval_warnings"]
+    assert md["comparison"].startswith(f"Evaluated on evaluation file {path.resolve()} (4 samples, 1 sample also in")
     rows = cat.query("SELECT * FROM finetune_comparisons WHERE comparison_id = ?", [md["comparison_id"]])
     assert {r["strategy"] for r in rows} == {"base", "top", "random", "full"}
     from forvalue.catalog import content_hash

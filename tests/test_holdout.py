@@ -61,14 +61,14 @@ def test_valuation_set_hold_out_or_whole():
     whole = from_valuation(val, name="v1", version="ver")
     assert whole.source == "valuation" and whole.seen_by_selection and len(whole.samples) == 40
     assert "which chose the subset" in whole.warnings[0]
-    assert "the set that chose the subset" in whole.describe()
+    assert "it chose the subset, so its losses favour it" in whole.describe()
 
 
 def test_evaluation_file_minus_what_the_selection_saw():
     val, other = samples(5), samples(30, start=100)
     ev = from_file(other + val[:2], name="/data/eval.jsonl", version="h", seen_ids=[s.sample_id for s in val])
     assert [s.sample_id for s in ev.samples] == [s.sample_id for s in other] and ev.n_removed == 2
-    assert ev.describe() == "evaluation file /data/eval.jsonl (30 samples, 2 samples also in the valuation set removed)"
+    assert ev.describe() == "evaluation file /data/eval.jsonl (30 samples, 2 samples also in the valuation set left out)"
     assert any("2 samples of /data/eval.jsonl are also in the valuation set" in w for w in ev.warnings)
     small = from_file(other[:3], name="e", version="h")
     assert small.n_removed == 0 and "3 usable samples" in small.warnings[0]
