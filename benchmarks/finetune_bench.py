@@ -84,10 +84,11 @@ def _split_by_class(val_rec: list[dict], n_val: int) -> tuple[list[dict], list[d
     return val, ev
 
 
-def _loss_tables(rows: list[dict], order: list[str]) -> tuple[list[dict], str, list[dict]]:
+def _loss_tables(rows: list[dict], order: list[str], eval_title: str = "held-out evaluation set"
+                 ) -> tuple[list[dict], str, list[dict]]:
     """Per strategy mean ± sd of the held-out loss and of the valuation-set loss (Markdown), and each
     strategy minus random on both sets in pooled-sd units."""
-    sets = (("eval", "val_loss", "held-out evaluation set"), ("valuation", "valuation_loss", "valuation set"))
+    sets = (("eval", "val_loss", eval_title), ("valuation", "valuation_loss", "valuation set"))
     names = [s for s in order if any(r["strategy"] == s for r in rows)]
     stats: dict = {}
     summary = []
@@ -292,18 +293,19 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps({"rows": rows_out, "partial": True}, indent=1, default=str))
 
     comp = compare_strategies(lm, train, eset.samples, values=values, order=order, selection=args.selection,
-                              out_root=args.out, k=k, p=args.p, strategies=strategies, seeds=seeds, config=config,
+                              out_root=args.out, k=k, strategies=strategies, seeds=seeds, config=config,
                               eval_config=ecfg, include_base=not args.no_base, tracker=tracker,
                               source=f"{args.task}-train (task seed {args.task_seed})", on_run=on_run,
                               evaluation=eset.params())
     total = time.perf_counter() - t_all
-    summary, md, diffs = _loss_tables(comp.rows, ["base", *STRATEGIES])
+    eval_title = "held-out evaluation set" if n_ev else "evaluation set (= the valuation set, seen by the selection)"
+    summary, md, diffs = _loss_tables(comp.rows, ["base", *STRATEGIES], eval_title)
     print()
     print(f"k = {k} of {len(train)} ({args.p:g}%, selection {args.selection}), {args.steps} steps x batch "
-          f"{args.batch_size}, {len(seeds)} seeds; evaluation set {len(eset.samples)} held-out samples, valuation "
+          f"{args.batch_size}, {len(seeds)} seeds; evaluation set {len(eset.samples)} samples ({eset.source}), valuation "
           f"set {len(val)}; total {total / 60:.1f} min")
     print()
-    print("Comparison table (compare_strategies; on the held-out evaluation set):")
+    print(f"Comparison table (compare_strategies; on the {eval_title}):")
     print()
     print(comp.markdown)
     print()

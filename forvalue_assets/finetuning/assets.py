@@ -7,8 +7,9 @@
   of the pair; an MLflow run (params, per-step metrics, the subset as a dataset input with its
   digest, the adapter as artifacts, tags with the Dagster run id, asset key and partition); a row
   in DuckDB ``training_runs`` (+ ``finetune_details``; lineage in the ``training_run_lineage`` view).
-- ``eval_run``: valuation loss, perplexity and accuracy of the latest fine-tuned model of the pair
-  on its valuation set; an MLflow run that is a child of the fine-tune run; a row in ``eval_runs``.
+- ``eval_run``: loss, perplexity and accuracy of the latest fine-tuned model of the pair on data its
+  selection never saw (forvalue_assets/evaluation.py: the pair's evaluation file, else the held-out
+  part of the valuation set); an MLflow run that is a child of the fine-tune run; a row in ``eval_runs``.
 - ``finetune_comparison``: the same budget (steps, batch size, hyper-parameters) on For-Value
   top-k, random-k, bottom-k and the full set (k = the curated subset's size unless configured),
   every seed; the table in DuckDB ``finetune_comparisons`` and as Markdown metadata.
@@ -153,7 +154,7 @@ def _md_predictions(preds: list[dict], n: int = 10) -> str:
 
 
 def config_eval_loss_only(feature_config):
-    """The fine-tune run's own evaluation: valuation loss and perplexity (eval_run adds accuracy)."""
+    """The fine-tune run's own evaluation: loss and perplexity on the evaluation set (eval_run adds accuracy)."""
     from forvalue.evaluate import EvalConfig
 
     return EvalConfig(accuracy=False, chat_template=feature_config.chat_template, max_length=feature_config.max_length)
@@ -175,7 +176,9 @@ def config_dtype(model: ModelResource) -> str:
     description="Fine-tune (LoRA by default) the platform's model on the latest curated subset of a (training "
                 "dataset, valuation set) pair, loss on response tokens only, and log it to MLflow: params, "
                 "per-step metrics, the subset as a dataset input with its digest, the adapter as artifacts, "
-                "Dagster run id and asset key as tags. Recorded in DuckDB `training_runs` / `finetune_details`.",
+                "Dagster run id and asset key as tags; its final loss is on data the selection never saw (the "
+                "evaluation file, else the held-out part of the valuation set). Recorded in DuckDB "
+                "`training_runs` / `finetune_details` / `training_samples`.",
 )
 def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
@@ -264,9 +267,10 @@ def _adapter(tracker, tr: dict, tmp: str) -> tuple[Path, str]:
     owners=OWNERS,
     pool=MODEL_POOL,
     code_version=CODE_VERSION,
-    description="Evaluate the latest fine-tuned model of a pair on its valuation set: valuation loss, perplexity "
-                "and task accuracy (greedy decoding, answer extractor, exact match). An MLflow run that is a "
-                "child of the fine-tune run; recorded in DuckDB `eval_runs`.",
+    description="Evaluate the latest fine-tuned model of a pair on data its selection never saw (the evaluation "
+                "file incoming/eval/<valuation set>.*, else the held-out part of the valuation set): loss, "
+                "perplexity and task accuracy (greedy decoding, answer extractor, exact match). An MLflow run that "
+                "is a child of the fine-tune run; recorded in DuckDB `eval_runs` with what it evaluated on.",
 )
 def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: ModelResource,
              catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
@@ -378,7 +382,7 @@ def _comparison_recorder(context: AssetExecutionContext, model: ModelResource, c
             strategy=row["strategy"], k=row["k"], seed=row["seed"], steps=row["steps"], comparison_id=comparison_id,
             tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id(), dagster_run_id=context.run_id,
             dagster_asset_key=context.asset_key.to_user_string(), evaluation=evaluation)
-        context.log.info(f"{row['strategy']} seed {row['seed']}: valuation loss {row['val_loss']:.4f}"
+        context.log.info(f"{row['strategy']} seed {row['seed']}: eval loss {row['val_loss']:.4f}"
                          + (f", accuracy {row['accuracy']:.3f}" if row.get("accuracy") is not None else ""))
 
     return on_run
@@ -386,7 +390,7 @@ def _comparison_recorder(context: AssetExecutionContext, model: ModelResource, c
 
 def _md_runs(rows: list[dict]) -> str:
     """Markdown table of the comparison's fine-tune runs."""
-    lines = ["| strategy | seed | k | valuation loss | accuracy | MLflow run |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| strategy | seed | k | eval loss | accuracy | MLflow run |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.1f}%"
         lines.append(f"| {md.md_cell(r['strategy'], 40)} | {r['seed'] if r['seed'] >= 0 else '-'} | {r['k']} | "
@@ -404,9 +408,10 @@ def _md_runs(rows: list[dict]) -> str:
     code_version=CODE_VERSION,
     description="Does For-Value's selection beat random selection? Fine-tunes the same budget (steps, batch, "
                 "hyper-parameters) on For-Value top-k and bottom-k (in the order of the curated subset's selection "
-                "strategy), random-k and the full set (k = the curated subset's size), for every configured seed, evaluates each on the valuation set and records the "
-                "comparison table in DuckDB `finetune_comparisons` and as Markdown; MLflow runs are children of "
-                "one comparison run.",
+                "strategy), random-k and the full set (k = the curated subset's size), for every configured seed, "
+                "evaluates each and the base model on data the selection never saw (the evaluation file, else the "
+                "held-out part of the valuation set) and records the comparison table in DuckDB "
+                "`finetune_comparisons` and as Markdown; MLflow runs are children of one comparison run.",
 )
 def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig, model: ModelResource,
                         catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
