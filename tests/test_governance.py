@@ -75,6 +75,14 @@ class Record:
         self.registrations[(label, subdir, name)] = {"run_id": res.run_id, "version": content_hash(path),
                                                      "feature_run_id": feats["feature_run_id"], "path": path}
 
+    def everything(self, p, label):
+        """Register every file of DATA (features with the platform's model) and curate every pair."""
+        for (subdir, name), records in DATA.items():
+            self.register(p, label, subdir, name, records)
+        for d in ("d1", "d2"):
+            for v in ("va", "vb"):
+                self.curate(p, label, d, v)
+
     def curate(self, p, label, dataset, valuation, version_key="v1"):
         res = p.curate(dataset, valuation, subset={"mode": "top_k", "value": 4})
         assert res.success
@@ -112,11 +120,7 @@ def audited(tmp_path_factory, tiny_model_dir):
         mlflow = MLflowResource(tracking_uri=uri, experiment="governance", output_dir=str(root / "finetune"))
         quiet = {"curation": CurationResource(explain=False), "mlflow": mlflow}
         with platform_for_test(root, model=tiny_model_dir, resources=quiet) as p:
-            for (subdir, name), records in DATA.items():
-                rec.register(p, "A", subdir, name, records)
-            for d in ("d1", "d2"):
-                for v in ("va", "vb"):
-                    rec.curate(p, "A", d, v)
+            rec.everything(p, "A")
             cat = p.catalog()
             x = cat.latest_subset("d1", "va")["subset_id"]
             other = cat.latest_subset("d2", "vb")["subset_id"]
@@ -135,11 +139,7 @@ def audited(tmp_path_factory, tiny_model_dir):
             out["comparison"] = meta(cmp, "finetune_comparison")
         # the second model: the same files again (features with model B), every pair re-scored
         with platform_for_test(root, model=model_b, resources=quiet) as p:
-            for (subdir, name), records in DATA.items():
-                rec.register(p, "B", subdir, name, records)
-            for d in ("d1", "d2"):
-                for v in ("va", "vb"):
-                    rec.curate(p, "B", d, v)
+            rec.everything(p, "B")
             out["y1"] = p.catalog().latest_subset("d1", "va")["subset_id"]
             # a second version of d1, curated against va only
             rec.register(p, "B", "train", "d1", D1_V2)
