@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     bd, rec = load(Path(args.data))
     kinds = np.array([r["kind"] for r in rec["train"]])
     n, k = len(bd.train), max(1, int(round(args.fraction * len(bd.train))))
-    print(f"# {n} training samples {dict(zip(*np.unique(kinds, return_counts=True)))}, {len(bd.val)} valuation; "
+    counts = {str(a): int(b) for a, b in zip(*np.unique(kinds, return_counts=True))}
+    print(f"# {n} training samples {counts}, {len(bd.val)} valuation; "
           f"top {args.fraction:.0%} = {k}; torch threads {torch.get_num_threads()}", flush=True)
     lm = load_model(args.model, device="cpu")
     print(f"# model {lm.fingerprint.id}", flush=True)
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         aucs[name] = row
         print(f"| {name} | " + " | ".join(f"{row[k2]:.3f}" for k2 in row) + " |")
 
-    print(f"\n## What the top {k} keeps, per kind (of {dict(zip(*np.unique(kinds, return_counts=True)))})\n")
+    print(f"\n## What the top {k} keeps, per kind (of {counts})\n")
     print("| method | clean share | " + " | ".join(KINDS) + " | dropped by the check |")
     print("|---|---:|" + "---:|" * (len(KINDS) + 1))
     results = []

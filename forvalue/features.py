@@ -474,6 +474,9 @@ class SparseFeatures:
     emb: np.ndarray          # [n, d] sum of hidden states over scored positions
     n_positions: np.ndarray  # [n] int64
     norms: np.ndarray | None = None  # [n] ||G|| of the stored rows; None: computed from the rows
+    # [n] s(A|Q): mean NLL per scored position, from the extraction pass itself (a consistency check's
+    # input); None where the features were made or stored without it
+    losses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -494,7 +497,8 @@ class SparseFeatures:
             sample_ids=self.sample_ids[start:stop], row_sample=self.row_sample[lo:hi] - start,
             token_ids=self.token_ids[lo:hi], vectors=self.vectors[lo:hi], emb=self.emb[start:stop],
             n_positions=self.n_positions[start:stop],
-            norms=None if self.norms is None else self.norms[start:stop])
+            norms=None if self.norms is None else self.norms[start:stop],
+            losses=None if self.losses is None else self.losses[start:stop])
 
     @property
     def n_rows(self) -> int:
@@ -514,6 +518,7 @@ class SparseFeatures:
             emb=np.concatenate([p.emb for p in parts]),
             n_positions=np.concatenate([p.n_positions for p in parts]),
             norms=np.concatenate([p.sample_norms() for p in parts]),
+            losses=None if any(p.losses is None for p in parts) else np.concatenate([p.losses for p in parts]),
         )
 
     def select(self, sample_ids: Sequence[str]) -> "SparseFeatures":
@@ -536,23 +541,28 @@ class SparseFeatures:
             emb=self.emb[want],
             n_positions=self.n_positions[want],
             norms=self.sample_norms()[want],
+            losses=None if self.losses is None else self.losses[want],
         )
 
 
-def position_support(H, Y, head: Head, k: int):
+def position_support(H, Y, head: Head, k: int, *, with_nll: bool = False):
     """The support of every scored position and its coefficient in e_y - p: the target y (1 - p_y)
     and the top-k predicted tokens (-p_t; the target counted once). Returns flat tensors
     (position index into H, token id, coefficient), position by position, computed over chunks of
-    positions so that no positions x vocabulary tensor beyond one chunk is held."""
+    positions so that no positions x vocabulary tensor beyond one chunk is held; with ``with_nll``
+    also the [positions] NLL of each target, -log p_y (the loss the same pass gives for free)."""
     import torch
 
-    toks_all, coefs, src = [], [], []
+    toks_all, coefs, src, nll = [], [], [], []
     kk = min(k, head.V)
     for sl in head.chunks(H.shape[0]):
         logits = head.logits(H[sl])
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         y = Y[sl]
-        p_y = torch.exp(logits.gather(1, y[:, None]) - lse)          # [c, 1]
+        log_p_y = logits.gather(1, y[:, None]) - lse                  # [c, 1]
+        p_y = torch.exp(log_p_y)
+        if with_nll:
+            nll.append(-log_p_y[:, 0].float())
         toks, coef = [y[:, None]], [1.0 - p_y]
         if kk > 0:
             top_v, top_i = torch.topk(logits, kk, dim=-1)
@@ -565,7 +575,8 @@ def position_support(H, Y, head: Head, k: int):
         coefs.append(coef.reshape(-1))
         src.append(torch.arange(sl.start, sl.stop, device=H.device).repeat_interleave(toks.shape[1]))
         del logits
-    return torch.cat(src), torch.cat(toks_all), torch.cat(coefs)
+    out = (torch.cat(src), torch.cat(toks_all), torch.cat(coefs))
+    return out + (torch.cat(nll),) if with_nll else out
 
 
 def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
@@ -574,13 +585,13 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     ``sample * V + token`` of all N support entries are sorted, a flag marks the first entry of each
     distinct key, and the entries are summed into the slot ``cumsum(flag) - 1``. Returns (sorted
     keys [N], first-of-key flags [N], summed vectors [N, r] whose first ``flags.sum()`` rows are
-    used, emb [B, d]); :func:`_compact` makes the rows on the host."""
+    used, emb [B, d], the summed target NLL of each sample [B]); :func:`_compact` makes the rows on the host."""
     import torch
 
     dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
     H, Y, S = pos.H.to(dev), pos.Y.to(dev), pos.S.to(dev)
     Hp = H if P is None else H @ P
-    src, toks, coefs = position_support(H, Y, head, k)
+    src, toks, coefs, nll = position_support(H, Y, head, k, with_nll=True)
     keys, perm = torch.sort(S[src] * head.V + toks, stable=True)   # stable: per key, the summation order of before
     first = torch.ones_like(keys, dtype=torch.bool)
     first[1:] = keys[1:] != keys[:-1]
@@ -588,7 +599,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     vec = torch.zeros((keys.shape[0], Hp.shape[1]), dtype=Hp.dtype, device=Hp.device)
     vec.index_add_(0, slot, coefs[perm, None] * Hp[src[perm]])
     emb = torch.zeros((B, H.shape[1]), dtype=H.dtype, device=H.device).index_add_(0, S, H)
-    return keys, first, vec, emb
+    nll_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll)
+    return keys, first, vec, emb, nll_sum
 
 
 class _HostCopy:
@@ -647,13 +659,14 @@ def extract_sparse(
     parts = {}
 
     def finish(batch, n_per_sample, copy: _HostCopy) -> None:
-        keys, first, vec, emb = copy.get()
+        keys, first, vec, emb, nll_sum = copy.get()
         rs, tok, vec = _compact(keys, first, vec, head.V)
         emb = emb.copy()
         bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
         for b, e in enumerate(batch):
             sl = slice(bounds[b], bounds[b + 1])
-            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b])
+            loss = float(nll_sum[b]) / max(1, int(n_per_sample[b]))
+            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b], loss)
 
     pending = None
     for batch in tqdm(length_batches(encoded, batch_size), desc="features", unit="batch", disable=not progress):
@@ -680,6 +693,7 @@ def extract_sparse(
         emb=emb.astype(out_dt) if out_dt else emb,
         n_positions=np.array([parts[i][4] for i in order], dtype=np.int64),
         norms=np.array([parts[i][2] for i in order], dtype=np.float64) if config.bounded else None,
+        losses=np.array([parts[i][5] for i in order], dtype=np.float64),
     )
 
 

@@ -1,12 +1,13 @@
 """The files of one feature-store shard, in the two stored formats.
 
 - Version 1 (full rows, float32): Parquet. ``shard-<id>.parquet``: sample_id, token_id, vector;
-  ``shard-<id>.samples.parquet``: sample_id, n_positions, n_rows, norm, emb.
+  ``shard-<id>.samples.parquet``: sample_id, n_positions, n_rows, norm, emb (and loss, see below).
 - Version 2 (bounded rows, float16 when configured): Arrow IPC files, uncompressed, read by memory
   mapping, so re-scoring a large store runs at memory speed (decoding float16 Parquet ran at about
   35 MB/s here, the memory-mapped Arrow file at copy speed). ``shard-<id>.rows.arrow``: sample (the
   sample's index in the shard), token_id, vector; ``shard-<id>.samples.arrow``: sample_id,
-  n_positions, n_rows, norm, emb.
+  n_positions, n_rows, norm, emb, and ``loss`` (the mean NLL per scored position from the
+  extraction pass; absent in shards written before it was kept).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 """
@@ -25,13 +26,16 @@ def _samples_table(feats: SparseFeatures, schema_meta: dict):
     import pyarrow as pa
 
     d = feats.emb.shape[1]
-    return pa.table({
+    columns = {
         "sample_id": pa.array(feats.sample_ids, pa.string()),
         "n_positions": pa.array(feats.n_positions.astype(np.int32)),
         "n_rows": pa.array(np.bincount(feats.row_sample, minlength=len(feats)).astype(np.int32)),
         "norm": pa.array(feats.sample_norms(), pa.float64()),
         "emb": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(feats.emb).reshape(-1)), d),
-    }).replace_schema_metadata(schema_meta)
+    }
+    if feats.losses is not None:
+        columns["loss"] = pa.array(np.asarray(feats.losses, dtype=np.float64), pa.float64())
+    return pa.table(columns).replace_schema_metadata(schema_meta)
 
 
 def write_files(folder: Path, shard_id: str, feats: SparseFeatures, schema_meta: dict, *, arrow: bool) -> dict:
@@ -138,6 +142,8 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
         n_positions=_np(per.column("n_positions")).astype(np.int64),
         # ||G|| per sample; shards written before it was stored get it from their rows
         norms=_np(per.column("norm")) if "norm" in per.column_names else None,
+        # s(A|Q) of the extraction pass; shards written before it was stored have none
+        losses=_np(per.column("loss")) if "loss" in per.column_names else None,
     )
 
 

@@ -247,3 +247,24 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
         src_text = inspect.getsource(fn).split('"""')[-1]
         for call in (".item(", ".cpu(", ".tolist(", "unique(", ".numpy(", "nonzero("):
             assert call not in src_text, (fn.__name__, call)
+
+
+@pytest.mark.parametrize("positions", ["response", "all"])
+def test_extraction_pass_gives_each_samples_loss_and_the_store_keeps_it(tiny_lm64, tmp_path, positions):
+    """The sparse extraction's per-sample loss is the mean NLL over the scored positions (for
+    response positions: s(A|Q) of the SFT loss, what a consistency check compares), the same at any
+    batch size, and survives the feature store."""
+    from forvalue.evaluate import evaluate_loss
+    from forvalue.features import extract_sparse
+    from forvalue.store import FeatureStore
+    from forvalue.valuator import Valuator
+
+    samples = samples_from_records(make_records(9, seed=3)).samples
+    cfg = FeatureConfig(positions=positions)
+    want = evaluate_loss(tiny_lm64, samples, chat_template=cfg.chat_template, positions=positions).per_sample
+    for batch_size in (1, 4):
+        got = extract_sparse(tiny_lm64, samples, cfg, batch_size=batch_size).losses
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    Valuator(tiny_lm64, cfg, store=FeatureStore(tmp_path), batch_size=4).featurize(samples)
+    stored = Valuator(tiny_lm64, cfg, store=FeatureStore(tmp_path)).featurize(samples[::-1]).features
+    np.testing.assert_allclose(stored.losses, np.asarray(want)[::-1], rtol=1e-6)
