@@ -3,6 +3,7 @@ consistency checks, side by side, on the real-data benchmark of benchmarks/real_
 
     .venv/bin/python benchmarks/real_curation_data.py --sources DIR --out DATA
     .venv/bin/python benchmarks/real_curation_bench.py --data DATA --json OUT.json [--threads 2]
+    .venv/bin/python benchmarks/real_curation_bench.py --data DATA --overhead 200   # the grounding pass's cost
 
 For every training sample (and valuation sample) it computes, with the default model on the CPU:
 
@@ -73,6 +74,29 @@ def losses(lm, samples, batch_size):
     return with_q, alone, {"with_instruction_s": t1 - t0, "without_instruction_s": time.perf_counter() - t1}
 
 
+def overhead(args) -> int:
+    """Extraction time with and without the grounding pass (s(A)), on the first ``--overhead``
+    training samples, alternated A/B/A/B in one run (shared machines: both see the same load)."""
+    from forvalue.features import extract_sparse
+    from forvalue.models import load_model
+
+    bd, _ = load(Path(args.data))
+    samples = bd.train[:args.overhead]
+    lm = load_model(args.model, device="cpu")
+    extract_sparse(lm, samples[:8], bd.config, batch_size=args.batch_size)   # warm-up
+    times = {False: [], True: []}
+    for _ in range(2):
+        for grounding in (False, True):
+            t0 = time.perf_counter()
+            extract_sparse(lm, samples, bd.config, batch_size=args.batch_size, grounding=grounding)
+            times[grounding].append(time.perf_counter() - t0)
+    plain, with_g = min(times[False]), min(times[True])
+    print(f"| samples | extraction (s) | extraction + grounding pass (s) | ratio |\n|---:|---:|---:|---:|\n"
+          f"| {len(samples)} | {plain:.1f} | {with_g:.1f} | {with_g / plain:.2f}x |")
+    print(f"# every run: {json.dumps({str(k): [round(x, 1) for x in v] for k, v in times.items()})}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="output folder of real_curation_data.py")
@@ -84,12 +108,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--store", default=str(ROOT / ".forvalue" / "bench" / "real-curation-features"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--overhead", type=int, default=0, metavar="N",
+                    help="only measure the extraction time with and without the grounding pass on N samples")
     args = ap.parse_args(argv)
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.overhead:
+        return overhead(args)
     from forvalue.models import load_model
     from forvalue.store import FeatureStore
     from forvalue.valuator import Valuator

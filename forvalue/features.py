@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Iterator, Sequence
 
@@ -477,6 +477,9 @@ class SparseFeatures:
     # [n] s(A|Q): mean NLL per scored position, from the extraction pass itself (a consistency check's
     # input); None where the features were made or stored without it
     losses: np.ndarray | None = None
+    # [n] s(A): the same response's mean NLL after an empty instruction (the grounding check's
+    # denominator, :func:`alone_losses`); None where not computed, NaN for plain text
+    losses_alone: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -498,7 +501,8 @@ class SparseFeatures:
             token_ids=self.token_ids[lo:hi], vectors=self.vectors[lo:hi], emb=self.emb[start:stop],
             n_positions=self.n_positions[start:stop],
             norms=None if self.norms is None else self.norms[start:stop],
-            losses=None if self.losses is None else self.losses[start:stop])
+            losses=None if self.losses is None else self.losses[start:stop],
+            losses_alone=None if self.losses_alone is None else self.losses_alone[start:stop])
 
     @property
     def n_rows(self) -> int:
@@ -519,6 +523,8 @@ class SparseFeatures:
             n_positions=np.concatenate([p.n_positions for p in parts]),
             norms=np.concatenate([p.sample_norms() for p in parts]),
             losses=None if any(p.losses is None for p in parts) else np.concatenate([p.losses for p in parts]),
+            losses_alone=None if any(p.losses_alone is None for p in parts) else np.concatenate(
+                [p.losses_alone for p in parts]),
         )
 
     def select(self, sample_ids: Sequence[str]) -> "SparseFeatures":
@@ -542,6 +548,7 @@ class SparseFeatures:
             n_positions=self.n_positions[want],
             norms=self.sample_norms()[want],
             losses=None if self.losses is None else self.losses[want],
+            losses_alone=None if self.losses_alone is None else self.losses_alone[want],
         )
 
 
@@ -632,6 +639,47 @@ def _compact(keys: np.ndarray, first: np.ndarray, vec: np.ndarray, V: int):
     return uniq // V, uniq % V, vec[:len(uniq)].copy()     # a copy: the buffer may be pinned memory
 
 
+def without_instruction(sample: Sample) -> Sample:
+    """The sample's response after an empty instruction (chat turns before the response dropped)."""
+    if sample.kind == "text":
+        raise ValueError(f"{sample.source}, row {sample.row}: a plain-text sample has no instruction")
+    if sample.kind == "messages":
+        return replace(sample, messages=[{"role": "user", "content": ""}, dict(sample.messages[-1])])
+    return replace(sample, prompt="")
+
+
+def alone_losses(lm, samples: Sequence[Sample], config: FeatureConfig = FeatureConfig(), *,
+                 batch_size: int = 8) -> np.ndarray:
+    """[n] s(A): each sample's mean NLL per response token after an empty instruction (the same
+    chat template, the same length limit), computed over chunks of positions like the features.
+    With the extraction pass's s(A|Q) it makes IFD = s(A|Q) / s(A), the grounding check (low: the
+    instruction explains the response). NaN for plain-text samples and responses that leave no
+    scored token."""
+    import torch
+
+    out = np.full(len(samples), np.nan)
+    alone = [(i, without_instruction(s)) for i, s in enumerate(samples) if s.kind != "text"]
+    if not alone:
+        return out
+    encoded, _ = encode_all(lm, [a for _, a in alone], config, on_error="skip")
+    cdt = compute_dtype_for(lm)
+    head = Head(lm.model, cdt)
+    for batch in length_batches(encoded, batch_size):
+        pos = scored_positions(lm, batch, "response", cdt)
+        H, Y, S = pos.H.to(head.W.device), pos.Y.to(head.W.device), pos.S.to(head.W.device)
+        total = torch.zeros(len(batch), dtype=torch.float64, device=H.device)
+        for sl in head.chunks(H.shape[0]):
+            logits = head.logits(H[sl])
+            nll = torch.logsumexp(logits, dim=-1) - logits.gather(1, Y[sl][:, None])[:, 0]
+            total.index_add_(0, S[sl], nll.double())
+            del logits
+        total = total.cpu().numpy()
+        for b, e in enumerate(batch):
+            if pos.n_per_sample[b]:
+                out[alone[e.index][0]] = total[b] / pos.n_per_sample[b]
+    return out
+
+
 def extract_sparse(
     lm,
     samples: Sequence[Sample],
@@ -641,10 +689,13 @@ def extract_sparse(
     progress: bool = False,
     on_error: str = "raise",
     encoded: Sequence[Encoded] | None = None,
+    grounding: bool = False,
 ) -> SparseFeatures:
     """Sparse features of ``samples`` (in their order; with on_error="skip", samples the model
     cannot take are left out). ``encoded`` passes encodings made already (their ``index`` points
-    into ``samples``).
+    into ``samples``). Every sample's loss over its scored positions comes with them
+    (``losses``); ``grounding`` (response positions only) adds s(A), a second, lighter pass over
+    the responses alone (``losses_alone``, :func:`alone_losses`).
 
     The loop never waits for the device: batch i+1 is queued before batch i's rows are read on the
     host (see :func:`_sparse_batch` and :class:`_HostCopy`)."""
@@ -685,7 +736,11 @@ def extract_sparse(
     emb = np.stack([parts[i][3] for i in order]) if order else np.zeros((0, 0), np.float32)
     if out_dt is not None:
         _check_half_range(vectors, emb, [samples[i].sample_id for i in order], counts)
+    losses_alone = None
+    if grounding and config.positions == "response":
+        losses_alone = alone_losses(lm, [samples[i] for i in order], config, batch_size=batch_size)
     return SparseFeatures(
+        losses_alone=losses_alone,
         sample_ids=[samples[i].sample_id for i in order],
         row_sample=np.repeat(np.arange(len(order)), counts).astype(np.int64),
         token_ids=np.concatenate([parts[i][0] for i in order]).astype(np.int64) if order else np.zeros(0, np.int64),

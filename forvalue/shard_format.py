@@ -7,7 +7,8 @@
   35 MB/s here, the memory-mapped Arrow file at copy speed). ``shard-<id>.rows.arrow``: sample (the
   sample's index in the shard), token_id, vector; ``shard-<id>.samples.arrow``: sample_id,
   n_positions, n_rows, norm, emb, and ``loss`` (the mean NLL per scored position from the
-  extraction pass; absent in shards written before it was kept).
+  extraction pass; absent in shards written before it was kept) and ``loss_alone`` (s(A), when the
+  extraction computed the grounding check).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 """
@@ -33,8 +34,9 @@ def _samples_table(feats: SparseFeatures, schema_meta: dict):
         "norm": pa.array(feats.sample_norms(), pa.float64()),
         "emb": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(feats.emb).reshape(-1)), d),
     }
-    if feats.losses is not None:
-        columns["loss"] = pa.array(np.asarray(feats.losses, dtype=np.float64), pa.float64())
+    for name, values in (("loss", feats.losses), ("loss_alone", feats.losses_alone)):
+        if values is not None:
+            columns[name] = pa.array(np.asarray(values, dtype=np.float64), pa.float64())
     return pa.table(columns).replace_schema_metadata(schema_meta)
 
 
@@ -144,6 +146,7 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
         norms=_np(per.column("norm")) if "norm" in per.column_names else None,
         # s(A|Q) of the extraction pass; shards written before it was stored have none
         losses=_np(per.column("loss")) if "loss" in per.column_names else None,
+        losses_alone=_np(per.column("loss_alone")) if "loss_alone" in per.column_names else None,
     )
 
 

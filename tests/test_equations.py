@@ -268,3 +268,28 @@ def test_extraction_pass_gives_each_samples_loss_and_the_store_keeps_it(tiny_lm6
     Valuator(tiny_lm64, cfg, store=FeatureStore(tmp_path), batch_size=4).featurize(samples)
     stored = Valuator(tiny_lm64, cfg, store=FeatureStore(tmp_path)).featurize(samples[::-1]).features
     np.testing.assert_allclose(stored.losses, np.asarray(want)[::-1], rtol=1e-6)
+
+
+def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path):
+    """``grounding``: s(A), the response's loss after an empty instruction, as the evaluation loss of
+    the instruction-less sample; NaN for plain text; both losses kept in a stored shard."""
+    from forvalue.evaluate import evaluate_loss
+    from forvalue.features import extract_sparse, without_instruction
+    from forvalue.shard_format import read_files, write_files
+
+    samples = samples_from_records(make_records(7, seed=5)).samples
+    feats = extract_sparse(tiny_lm64, samples, FeatureConfig(), batch_size=3, grounding=True)
+    want = evaluate_loss(tiny_lm64, [without_instruction(s) for s in samples], chat_template=True,
+                         positions="response").per_sample
+    np.testing.assert_allclose(feats.losses_alone, want, rtol=1e-6)
+    assert np.all(feats.losses_alone != feats.losses)
+    assert extract_sparse(tiny_lm64, samples, FeatureConfig(), batch_size=3).losses_alone is None
+    files = write_files(tmp_path, "s1", feats, {}, arrow=True)
+    back = read_files(tmp_path, {k: v.name for k, v in files.items()})
+    np.testing.assert_array_equal(back.losses_alone, feats.losses_alone)
+    np.testing.assert_array_equal(back.losses, feats.losses)
+    from forvalue.data import Columns
+    from forvalue.features import alone_losses
+
+    text = samples_from_records([{"text": "plain words only"}, {"text": "more"}], columns=Columns(text="text")).samples
+    assert np.isnan(alone_losses(tiny_lm64, text)).all()

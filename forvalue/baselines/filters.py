@@ -13,12 +13,12 @@ convention of the rest of forvalue: higher = keep first.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from ..data import Sample
+from ..features import without_instruction
 
 FILTERS = ("perplexity", "ifd")
 
@@ -31,16 +31,6 @@ def response_losses(lm, samples: Sequence[Sample], *, chat_template: bool = True
     res = evaluate_loss(lm, list(samples), chat_template=chat_template, positions="response",
                         max_length=max_length, batch_size=batch_size)
     return np.asarray(res.per_sample, dtype=np.float64)
-
-
-def without_instruction(sample: Sample) -> Sample:
-    """The sample's response after an empty instruction (chat turns before the response dropped)."""
-    if sample.kind == "text":
-        raise ValueError(f"{sample.source}, row {sample.row}: a plain-text sample has no instruction; IFD needs "
-                         "prompt/response or messages")
-    if sample.kind == "messages":
-        return replace(sample, messages=[{"role": "user", "content": ""}, dict(sample.messages[-1])])
-    return replace(sample, prompt="")
 
 
 def filter_values(lm, samples: Sequence[Sample], method: str, *, chat_template: bool = True,
