@@ -233,7 +233,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     cdt = F.compute_dtype_for(tiny_lm64)
     head = F.Head(tiny_lm64.model, cdt)
     pos = F.scored_positions(tiny_lm64, list(encs), config.positions, cdt)
-    keys, first, vec, emb = F._sparse_batch(pos, head, config.k, None, len(encs))
+    keys, first, vec, emb, nll_sum = F._sparse_batch(pos, head, config.k, None, len(encs))
     rs, tok, rows = F._compact(keys.numpy(), first.numpy(), vec.numpy(), head.V)
 
     src, toks, coefs = F.position_support(pos.H, pos.Y, head, config.k)
@@ -242,6 +242,10 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     assert len(uniq) < len(keys)                              # repeated tokens were merged
     assert np.array_equal(rs, (uniq // head.V).numpy()) and np.array_equal(tok, (uniq % head.V).numpy())
     assert np.allclose(rows, ref.numpy(), rtol=1e-12, atol=1e-12)
+    # and each sample's summed target NLL, from the same log-sum-exp
+    logp = torch.log_softmax(head.logits(pos.H), dim=-1).gather(1, pos.Y[:, None])[:, 0]
+    ref_nll = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp)
+    assert np.allclose(nll_sum.numpy(), ref_nll.numpy(), rtol=1e-6)
     # the batch code has no host synchronisation (on CUDA these would each stall the loop)
     for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.Targets.tensors):
         src_text = inspect.getsource(fn).split('"""')[-1]
