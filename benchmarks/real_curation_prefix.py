@@ -1,7 +1,7 @@
 """The grounding check over the first M response tokens: does IFD separate as well as over the
 whole response, and what does its response-alone pass cost?
 
-    .venv/bin/python benchmarks/real_curation_prefix.py --data DATA --m 48 [--threads 2]
+    .venv/bin/python benchmarks/real_curation_prefix.py --data DATA --m 48 [--threads 2] [--store STORE]
 
 DATA: the output folder of benchmarks/real_curation_data.py. Both losses are computed on the
 responses cut to their first M tokens (this experiment runs the with-instruction one as a pass of
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--m", type=int, default=48, help="response tokens kept")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--store", default=None, help="the feature store real_curation_bench.py filled: also rank "
+                                                  "the strategies after the check")
     args = ap.parse_args(argv)
 
     import torch
@@ -67,6 +69,21 @@ def main(argv=None) -> int:
     failed = ifd > threshold
     print(f"threshold (valuation max) {threshold:.3f}; dropped per kind: "
           f"{ {k: int(failed[kinds == k].sum()) for k in KINDS} }")
+    if args.store:   # the strategies after the check (forvalue.consistency.rank_checked), features from the store
+        from benchmarks.real_curation_bench import kept_by_kind
+        from forvalue.consistency import rank_checked
+        from forvalue.store import FeatureStore
+        from forvalue.valuator import Valuator
+
+        v = Valuator(lm, bd.config, store=FeatureStore(args.store), batch_size=8)
+        tf, vf = v.featurize(bd.train).features, v.featurize(bd.val).features
+        ones = (np.ones(len(tf)), np.ones(len(vf)))
+        tf = replace(tf, losses_first=out["train"][0], losses_alone=ones[0])   # IFD as computed above
+        vf = replace(vf, losses_first=out["val"][0], losses_alone=ones[1])
+        k = max(1, round(0.1 * len(tf)))
+        for strategy in ("balanced", "cosine-mean"):
+            ranking, _ = rank_checked(tf, vf, strategy)
+            print(f"{strategy} after the check, top {k}: {kept_by_kind(ranking.order, kinds, k)}")
     return 0
 
 

@@ -5,9 +5,9 @@ For-Value finds samples like the valuation set; a pool broken inside the right d
 same extraction and thresholded on the valuation set, which is clean target data by definition:
 a training sample fails when it is less consistent than (``quantile`` of) the valuation samples.
 
-- ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024), the response's loss with its instruction
-  (the extraction pass's own ``SparseFeatures.losses``) over its loss after an empty instruction
-  (``losses_alone``, ``extract_sparse(grounding=True)``). Low: the instruction explains the
+- ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first 48 response tokens, the
+  response's loss with its instruction (the extraction pass's own ``SparseFeatures.losses_first``)
+  over its loss after an empty instruction (``losses_alone``, ``extract_sparse(grounding=True)``). Low: the instruction explains the
   response. On real math (docs/benchmarks.md, "Curation on real data") it separates another
   problem's solution from a matching one with AUC 1.000.
 
@@ -38,10 +38,13 @@ class CheckResult:
 
 
 def ifd(features) -> np.ndarray:
-    """[n] s(A|Q) / s(A) of features extracted with the grounding pass."""
-    if features.losses is None or features.losses_alone is None:
-        raise ValueError("the grounding check needs features extracted with grounding=True (losses and losses_alone)")
-    return np.asarray(features.losses, np.float64) / np.maximum(np.asarray(features.losses_alone, np.float64), 1e-12)
+    """[n] s(A|Q) / s(A) over the first GROUNDING_TOKENS response tokens, of features extracted with
+    the grounding pass."""
+    if features.losses_first is None or features.losses_alone is None:
+        raise ValueError("the grounding check needs features extracted with grounding=True "
+                         "(losses_first and losses_alone)")
+    return (np.asarray(features.losses_first, np.float64)
+            / np.maximum(np.asarray(features.losses_alone, np.float64), 1e-12))
 
 
 def grounding(train, val, quantile: float = 1.0) -> CheckResult:

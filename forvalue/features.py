@@ -35,6 +35,10 @@ FEATURE_VERSION = "1"      # full rows, float32
 BOUNDED_VERSION = "2"      # rows pruned to an energy share and a cap, and/or float16 vectors
 # Elements of one logits chunk (positions x vocabulary): 8M floats = 32 MB in fp32.
 LOGIT_CHUNK_ELEMENTS = 8 * 1024 * 1024
+# The grounding check compares the first this-many response tokens' losses with and without the
+# instruction: as separating as the whole response on real data, at a fraction of the second pass
+# (docs/benchmarks.md, "Curation on real data").
+GROUNDING_TOKENS = 48
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,7 @@ class Positions:
     Y: Any        # [N] long
     S: Any        # [N] long, index within the batch
     n_per_sample: list[int]
+    lead: Any = None  # [N] bool: among its sample's first GROUNDING_TOKENS scored positions
 
 
 @dataclass
@@ -417,7 +422,11 @@ def scored_positions(lm, batch: list[Encoded], positions: str, compute_dtype) ->
     tg = targets(batch, positions)
     b_idx, t_idx, y = tg.tensors(h.device)
     H = h[b_idx, t_idx].to(compute_dtype)
-    return Positions(H=H, Y=y, S=b_idx, n_per_sample=tg.counts)
+    import torch
+
+    lead = to_device(torch.tensor([i < GROUNDING_TOKENS for c in tg.counts for i in range(c)], dtype=torch.bool),
+                     h.device)
+    return Positions(H=H, Y=y, S=b_idx, n_per_sample=tg.counts, lead=lead)
 
 
 class Head:
@@ -463,6 +472,9 @@ def compute_dtype_for(lm):
 
 
 # ----------------------------------------------------------------------------- sparse
+PER_SAMPLE_LOSSES = ("losses", "losses_first", "losses_alone")   # optional [n] arrays of SparseFeatures
+
+
 @dataclass
 class SparseFeatures:
     """Sparse G rows of many samples. Row i belongs to sample_ids[row_sample[i]]."""
@@ -477,8 +489,11 @@ class SparseFeatures:
     # [n] s(A|Q): mean NLL per scored position, from the extraction pass itself (a consistency check's
     # input); None where the features were made or stored without it
     losses: np.ndarray | None = None
-    # [n] s(A): the same response's mean NLL after an empty instruction (the grounding check's
-    # denominator, :func:`alone_losses`); None where not computed, NaN for plain text
+    # [n] the mean NLL of the first GROUNDING_TOKENS scored positions, from the same pass: s(A|Q)
+    # over the span the grounding check compares
+    losses_first: np.ndarray | None = None
+    # [n] s(A) over that span: the response's first tokens after an empty instruction (the grounding
+    # check's denominator, :func:`alone_losses`); None where not computed, NaN for plain text
     losses_alone: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -501,8 +516,8 @@ class SparseFeatures:
             token_ids=self.token_ids[lo:hi], vectors=self.vectors[lo:hi], emb=self.emb[start:stop],
             n_positions=self.n_positions[start:stop],
             norms=None if self.norms is None else self.norms[start:stop],
-            losses=None if self.losses is None else self.losses[start:stop],
-            losses_alone=None if self.losses_alone is None else self.losses_alone[start:stop])
+            **{name: None if getattr(self, name) is None else getattr(self, name)[start:stop]
+               for name in PER_SAMPLE_LOSSES})
 
     @property
     def n_rows(self) -> int:
@@ -522,9 +537,8 @@ class SparseFeatures:
             emb=np.concatenate([p.emb for p in parts]),
             n_positions=np.concatenate([p.n_positions for p in parts]),
             norms=np.concatenate([p.sample_norms() for p in parts]),
-            losses=None if any(p.losses is None for p in parts) else np.concatenate([p.losses for p in parts]),
-            losses_alone=None if any(p.losses_alone is None for p in parts) else np.concatenate(
-                [p.losses_alone for p in parts]),
+            **{name: None if any(getattr(p, name) is None for p in parts) else np.concatenate(
+                [getattr(p, name) for p in parts]) for name in PER_SAMPLE_LOSSES},
         )
 
     def select(self, sample_ids: Sequence[str]) -> "SparseFeatures":
@@ -547,8 +561,8 @@ class SparseFeatures:
             emb=self.emb[want],
             n_positions=self.n_positions[want],
             norms=self.sample_norms()[want],
-            losses=None if self.losses is None else self.losses[want],
-            losses_alone=None if self.losses_alone is None else self.losses_alone[want],
+            **{name: None if getattr(self, name) is None else getattr(self, name)[want]
+               for name in PER_SAMPLE_LOSSES},
         )
 
 
@@ -592,7 +606,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     ``sample * V + token`` of all N support entries are sorted, a flag marks the first entry of each
     distinct key, and the entries are summed into the slot ``cumsum(flag) - 1``. Returns (sorted
     keys [N], first-of-key flags [N], summed vectors [N, r] whose first ``flags.sum()`` rows are
-    used, emb [B, d], the summed target NLL of each sample [B]); :func:`_compact` makes the rows on the host."""
+    used, emb [B, d], the summed target NLL of each sample [B] and of its first GROUNDING_TOKENS
+    positions [B]); :func:`_compact` makes the rows on the host."""
     import torch
 
     dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
@@ -607,7 +622,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     vec.index_add_(0, slot, coefs[perm, None] * Hp[src[perm]])
     emb = torch.zeros((B, H.shape[1]), dtype=H.dtype, device=H.device).index_add_(0, S, H)
     nll_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll)
-    return keys, first, vec, emb, nll_sum
+    lead_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll * pos.lead.to(dev))
+    return keys, first, vec, emb, nll_sum, lead_sum
 
 
 class _HostCopy:
@@ -649,10 +665,11 @@ def without_instruction(sample: Sample) -> Sample:
 
 
 def alone_losses(lm, samples: Sequence[Sample], config: FeatureConfig = FeatureConfig(), *,
-                 batch_size: int = 8) -> np.ndarray:
+                 batch_size: int = 8, first: int | None = None) -> np.ndarray:
     """[n] s(A): each sample's mean NLL per response token after an empty instruction (the same
-    chat template, the same length limit), computed over chunks of positions like the features.
-    With the extraction pass's s(A|Q) it makes IFD = s(A|Q) / s(A), the grounding check (low: the
+    chat template, the same length limit), over its first ``first`` response tokens (None: all),
+    computed over chunks of positions like the features. With the extraction pass's loss over the
+    same span (``losses_first``) it makes IFD = s(A|Q) / s(A), the grounding check (low: the
     instruction explains the response). NaN for plain-text samples and responses that leave no
     scored token."""
     import torch
@@ -662,6 +679,8 @@ def alone_losses(lm, samples: Sequence[Sample], config: FeatureConfig = FeatureC
     if not alone:
         return out
     encoded, _ = encode_all(lm, [a for _, a in alone], config, on_error="skip")
+    if first is not None:   # only the span compared: the sequence ends after its first response tokens
+        encoded = [replace(e, input_ids=e.input_ids[:e.response_start + first]) for e in encoded]
     cdt = compute_dtype_for(lm)
     head = Head(lm.model, cdt)
     for batch in length_batches(encoded, batch_size):
@@ -694,8 +713,9 @@ def extract_sparse(
     """Sparse features of ``samples`` (in their order; with on_error="skip", samples the model
     cannot take are left out). ``encoded`` passes encodings made already (their ``index`` points
     into ``samples``). Every sample's loss over its scored positions comes with them
-    (``losses``); ``grounding`` (response positions only) adds s(A), a second, lighter pass over
-    the responses alone (``losses_alone``, :func:`alone_losses`).
+    (``losses``, and ``losses_first`` over the first GROUNDING_TOKENS); ``grounding`` (response
+    positions only) adds s(A) over those tokens, a second, light pass over the responses alone
+    (``losses_alone``, :func:`alone_losses`).
 
     The loop never waits for the device: batch i+1 is queued before batch i's rows are read on the
     host (see :func:`_sparse_batch` and :class:`_HostCopy`)."""
@@ -710,14 +730,15 @@ def extract_sparse(
     parts = {}
 
     def finish(batch, n_per_sample, copy: _HostCopy) -> None:
-        keys, first, vec, emb, nll_sum = copy.get()
+        keys, first, vec, emb, nll_sum, lead_sum = copy.get()
         rs, tok, vec = _compact(keys, first, vec, head.V)
         emb = emb.copy()
         bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
         for b, e in enumerate(batch):
             sl = slice(bounds[b], bounds[b + 1])
-            loss = float(nll_sum[b]) / max(1, int(n_per_sample[b]))
-            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b], loss)
+            n = max(1, int(n_per_sample[b]))
+            losses = (float(nll_sum[b]) / n, float(lead_sum[b]) / min(n, GROUNDING_TOKENS))
+            parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b], losses)
 
     pending = None
     for batch in tqdm(length_batches(encoded, batch_size), desc="features", unit="batch", disable=not progress):
@@ -738,7 +759,8 @@ def extract_sparse(
         _check_half_range(vectors, emb, [samples[i].sample_id for i in order], counts)
     losses_alone = None
     if grounding and config.positions == "response":
-        losses_alone = alone_losses(lm, [samples[i] for i in order], config, batch_size=batch_size)
+        losses_alone = alone_losses(lm, [samples[i] for i in order], config, batch_size=batch_size,
+                                    first=GROUNDING_TOKENS)
     return SparseFeatures(
         losses_alone=losses_alone,
         sample_ids=[samples[i].sample_id for i in order],
@@ -748,7 +770,8 @@ def extract_sparse(
         emb=emb.astype(out_dt) if out_dt else emb,
         n_positions=np.array([parts[i][4] for i in order], dtype=np.int64),
         norms=np.array([parts[i][2] for i in order], dtype=np.float64) if config.bounded else None,
-        losses=np.array([parts[i][5] for i in order], dtype=np.float64),
+        losses=np.array([parts[i][5][0] for i in order], dtype=np.float64),
+        losses_first=np.array([parts[i][5][1] for i in order], dtype=np.float64),
     )
 
 

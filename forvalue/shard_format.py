@@ -7,8 +7,9 @@
   35 MB/s here, the memory-mapped Arrow file at copy speed). ``shard-<id>.rows.arrow``: sample (the
   sample's index in the shard), token_id, vector; ``shard-<id>.samples.arrow``: sample_id,
   n_positions, n_rows, norm, emb, and ``loss`` (the mean NLL per scored position from the
-  extraction pass; absent in shards written before it was kept) and ``loss_alone`` (s(A), when the
-  extraction computed the grounding check).
+  extraction pass; absent in shards written before it was kept), ``loss_first`` (the same over the
+  first 48 response tokens) and ``loss_alone`` (s(A) over those tokens, when the extraction
+  computed the grounding check).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 """
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import SparseFeatures
+from .features import PER_SAMPLE_LOSSES, SparseFeatures
 from .io import atomic_write
+
+
+LOSS_COLUMNS = ("loss", "loss_first", "loss_alone")   # the stored names of PER_SAMPLE_LOSSES
 
 
 def _samples_table(feats: SparseFeatures, schema_meta: dict):
@@ -34,7 +38,7 @@ def _samples_table(feats: SparseFeatures, schema_meta: dict):
         "norm": pa.array(feats.sample_norms(), pa.float64()),
         "emb": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(feats.emb).reshape(-1)), d),
     }
-    for name, values in (("loss", feats.losses), ("loss_alone", feats.losses_alone)):
+    for name, values in zip(LOSS_COLUMNS, (getattr(feats, a) for a in PER_SAMPLE_LOSSES)):
         if values is not None:
             columns[name] = pa.array(np.asarray(values, dtype=np.float64), pa.float64())
     return pa.table(columns).replace_schema_metadata(schema_meta)
@@ -145,8 +149,8 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
         # ||G|| per sample; shards written before it was stored get it from their rows
         norms=_np(per.column("norm")) if "norm" in per.column_names else None,
         # s(A|Q) of the extraction pass; shards written before it was stored have none
-        losses=_np(per.column("loss")) if "loss" in per.column_names else None,
-        losses_alone=_np(per.column("loss_alone")) if "loss_alone" in per.column_names else None,
+        # the per-sample losses (s(A|Q), over the first tokens, alone); shards written before have none
+        **{a: _np(per.column(c)) if c in per.column_names else None for a, c in zip(PER_SAMPLE_LOSSES, LOSS_COLUMNS)},
     )
 
 

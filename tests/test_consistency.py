@@ -21,15 +21,15 @@ def feats(tiny_lm64):
 
 
 def with_ifd(f, values):
-    """The same features with s(A|Q) set so that IFD takes ``values`` (s(A) kept)."""
+    """The same features with s(A|Q) over the first tokens set so that IFD takes ``values`` (s(A) kept)."""
     from dataclasses import replace
 
-    return replace(f, losses=np.asarray(values, float) * f.losses_alone)
+    return replace(f, losses_first=np.asarray(values, float) * f.losses_alone)
 
 
 def test_ifd_is_the_ratio_of_the_two_passes(feats):
     train, _ = feats
-    np.testing.assert_allclose(ifd(train), train.losses / train.losses_alone)
+    np.testing.assert_allclose(ifd(train), train.losses_first / train.losses_alone)
     from dataclasses import replace
 
     with pytest.raises(ValueError, match="grounding=True"):

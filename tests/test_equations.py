@@ -233,7 +233,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     cdt = F.compute_dtype_for(tiny_lm64)
     head = F.Head(tiny_lm64.model, cdt)
     pos = F.scored_positions(tiny_lm64, list(encs), config.positions, cdt)
-    keys, first, vec, emb, nll_sum = F._sparse_batch(pos, head, config.k, None, len(encs))
+    keys, first, vec, emb, nll_sum, lead_sum = F._sparse_batch(pos, head, config.k, None, len(encs))
     rs, tok, rows = F._compact(keys.numpy(), first.numpy(), vec.numpy(), head.V)
 
     src, toks, coefs = F.position_support(pos.H, pos.Y, head, config.k)
@@ -246,6 +246,11 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     logp = torch.log_softmax(head.logits(pos.H), dim=-1).gather(1, pos.Y[:, None])[:, 0]
     ref_nll = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp)
     assert np.allclose(nll_sum.numpy(), ref_nll.numpy(), rtol=1e-6)
+    # and over each sample's first GROUNDING_TOKENS positions only
+    within = np.concatenate([np.arange(c) for c in pos.n_per_sample])
+    assert np.array_equal(pos.lead.numpy(), within < F.GROUNDING_TOKENS) and not pos.lead.numpy().all()
+    ref_lead = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp * pos.lead)
+    assert np.allclose(lead_sum.numpy(), ref_lead.numpy(), rtol=1e-6)
     # the batch code has no host synchronisation (on CUDA these would each stall the loop)
     for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.Targets.tensors):
         src_text = inspect.getsource(fn).split('"""')[-1]
@@ -274,26 +279,39 @@ def test_extraction_pass_gives_each_samples_loss_and_the_store_keeps_it(tiny_lm6
     np.testing.assert_allclose(stored.losses, np.asarray(want)[::-1], rtol=1e-6)
 
 
-def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path):
+def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path, monkeypatch):
     """``grounding``: s(A), the response's loss after an empty instruction, as the evaluation loss of
     the instruction-less sample; NaN for plain text; both losses kept in a stored shard."""
     from forvalue.evaluate import evaluate_loss
-    from forvalue.features import extract_sparse, without_instruction
+    from forvalue.features import alone_losses, extract_sparse, without_instruction
     from forvalue.shard_format import read_files, write_files
 
+    from forvalue import features as F
+    from forvalue.features import encode_all
+
+    monkeypatch.setattr(F, "GROUNDING_TOKENS", 12)   # the tiny model's responses are short
+    GROUNDING_TOKENS = F.GROUNDING_TOKENS
     samples = samples_from_records(make_records(7, seed=5)).samples
     feats = extract_sparse(tiny_lm64, samples, FeatureConfig(), batch_size=3, grounding=True)
     want = evaluate_loss(tiny_lm64, [without_instruction(s) for s in samples], chat_template=True,
                          positions="response").per_sample
-    np.testing.assert_allclose(feats.losses_alone, want, rtol=1e-6)
-    assert np.all(feats.losses_alone != feats.losses)
+    np.testing.assert_allclose(alone_losses(tiny_lm64, samples), want, rtol=1e-6)
+    # the grounding pass compares the first GROUNDING_TOKENS response tokens on both sides
+    lengths = [len(e.input_ids) - e.response_start for e in encode_all(tiny_lm64, samples, FeatureConfig())[0]]
+    assert max(lengths) > GROUNDING_TOKENS > min(lengths)          # some responses are cut, some are not
+    np.testing.assert_allclose(feats.losses_alone, alone_losses(tiny_lm64, samples, first=12), rtol=1e-12)
+    short = np.array(lengths) <= GROUNDING_TOKENS
+    np.testing.assert_allclose(feats.losses_alone[short], np.asarray(want)[short], rtol=1e-6)
+    np.testing.assert_allclose(feats.losses_first[short], feats.losses[short], rtol=1e-6)
+    assert not np.allclose(feats.losses_first[~short], feats.losses[~short])
+    assert np.all(feats.losses_alone != feats.losses_first)
     assert extract_sparse(tiny_lm64, samples, FeatureConfig(), batch_size=3).losses_alone is None
     files = write_files(tmp_path, "s1", feats, {}, arrow=True)
     back = read_files(tmp_path, {k: v.name for k, v in files.items()})
     np.testing.assert_array_equal(back.losses_alone, feats.losses_alone)
     np.testing.assert_array_equal(back.losses, feats.losses)
+    np.testing.assert_array_equal(back.losses_first, feats.losses_first)
     from forvalue.data import Columns
-    from forvalue.features import alone_losses
 
     text = samples_from_records([{"text": "plain words only"}, {"text": "more"}], columns=Columns(text="text")).samples
     assert np.isnan(alone_losses(tiny_lm64, text)).all()
