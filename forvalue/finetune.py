@@ -454,8 +454,9 @@ def _finetune_run(tracker: Tracker | None, name: str, tags: dict, params: dict, 
 
 def _run_tags(subset: SubsetInfo, digest: str, prep: _Prepared, tags: Mapping[str, Any] | None,
              evaluation: Mapping[str, Any] | None = None) -> dict:
-    out = {**{f"forvalue.{k}": v for k, v in (evaluation or {}).items() if k in ("eval_source", "eval_set")},"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
+    out = {"forvalue.strategy": subset.strategy, "forvalue.subset_digest": digest,
            "forvalue.model_fingerprint": prep.lm.fingerprint.id,
+           **{f"forvalue.{k}": v for k, v in (evaluation or {}).items() if k in ("eval_source", "eval_set")},
            **({"forvalue.selection": subset.selection} if subset.selection else {}),
            **({"forvalue.subset_mode": subset.mode} if subset.mode else {}),
            **{f"forvalue.{k}": v for k, v in subset.lineage.items() if v is not None},

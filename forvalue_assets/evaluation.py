@@ -60,15 +60,15 @@ def evaluation_set(cat, subset_id: str, log=None):
     valuation, version, holdout = lin["valuation_set"], lin["valuation_version"], lin["valuation_holdout"] or 0.0
     try:
         val = cat.load_samples(KIND_VALUATION, valuation, version)
-        info = cat.current_set(KIND_VALUATION, valuation, version=version) or {}
     except CatalogError as e:
         raise catalog_failure(e) from e
     path = eval_file(valuation)
     if path is None:
         ev = from_valuation(val, name=valuation, version=version, holdout=holdout)
-    else:
+    else:   # read with the valuation set's column mapping
         from forvalue.catalog import from_json
 
+        info = cat.current_set(KIND_VALUATION, valuation, version=version) or {}
         try:
             samples = load_samples(path, columns=columns_of(from_json(info.get("column_mapping")))).samples
             seen = selection_ids([s.sample_id for s in val], holdout)
@@ -77,9 +77,8 @@ def evaluation_set(cat, subset_id: str, log=None):
             raise data_failure(e) from e
         except (OSError, ValueError) as e:
             raise Failure(description=f"evaluation file {path}: {e}") from e
-    for w in ev.warnings:
-        if log is not None:
-            log.warning(w)
+    for w in ev.warnings if log is not None else ():
+        log.warning(w)
     return ev
 
 

@@ -11,10 +11,10 @@ from . import metadata as md
 
 def explanation_metadata(curation: CurationResource, model: ModelResource, feature_store: FeatureStoreResource,
                          cat, model_id: str, valuation: str, valuation_version: str, ranked, n: int = 5, *,
-                         val_ids=None) -> dict:
+                         holdout: float | None = None) -> dict:
     """``{"explanations": Markdown}`` for the first and last ``n`` of ``ranked`` ((rank, score,
-    Sample), best first), against the valuation samples ``val_ids`` (the part the scores used; all
-    when None), or ``{}`` when the curation resource turns explanations off."""
+    Sample), best first), against the part of the valuation set the scores used (``holdout``: the
+    percent held out, forvalue.holdout), or ``{}`` when the curation resource turns explanations off."""
     if not curation.explain or not ranked:
         return {}
     from forvalue.valuator import Valuator
@@ -25,7 +25,11 @@ def explanation_metadata(curation: CurationResource, model: ModelResource, featu
             f"No explanations: the scores come from model {md.escape_md(model_id)}, the platform's model is now "
             f"{md.escape_md(lm.fingerprint.id)}; re-materialize the features with the current model.")}
     shown = list(ranked[:n]) + (list(ranked[-n:]) if len(ranked) > n else [])
-    val = cat.load_samples(KIND_VALUATION, valuation, valuation_version, sample_ids=val_ids)
+    from forvalue.holdout import held_out
+
+    val = cat.load_samples(KIND_VALUATION, valuation, valuation_version)
+    out = held_out([s.sample_id for s in val], holdout or 0.0)
+    val = [s for s in val if s.sample_id not in out]
     valuator = Valuator(lm, feature_store.config(), feature_store.store(), batch_size=model.batch_size)
     why = valuator.explain([s for _, _, s in shown], val)
     rows = [(r, sc, s, e) for (r, sc, s), e in zip(shown, why)]

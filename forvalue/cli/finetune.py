@@ -195,8 +195,8 @@ def _evaluation(args, selected: bool):
         from ..curation import read_scores_table
 
         seen = read_scores_table(args.subset_scores)[1].get("val_ids")
-    unseen = [s for s in samples if s.sample_id not in set(seen or ())]
-    if args.eval or (seen is not None and unseen) or not selected:
+    seen_set = set(seen or ())
+    if args.eval or (seen is not None and any(s.sample_id not in seen_set for s in samples)) or not selected:
         try:
             ev = from_file(samples, name=name, version=version, seen_ids=seen or ())
         except ValueError as e:

@@ -37,7 +37,7 @@ from ..common import (
     catalog_failure,
 )
 from ..partitions import dataset_pairs, split_pair
-from ..evaluation import eval_file, scoring_holdout, selection_val_ids
+from ..evaluation import eval_file, scoring_holdout
 from ..explaining import explanation_metadata
 from ..ranking import engine_metadata, stored_scores, stored_valuator, subset_ranking
 
@@ -143,7 +143,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         **md.top_bottom_tables(ranked, "samples"),
         "top_and_bottom": md.md_top_bottom(ranked),
         **explanation_metadata(curation, model, feature_store, cat, inp["model_id"], valuation, inp["val"]["version"],
-                               ranked, val_ids=val_ids),
+                               ranked, holdout=holdout if eval_ids else 0.0),
         "model_fingerprint": MetadataValue.json(inp["fingerprint"].to_dict()),
         "feature_config_id": MetadataValue.text(inp["config"].id),
         "dataset_version": MetadataValue.text(inp["train"]["version"]),
@@ -161,8 +161,9 @@ def _evaluation_note(valuation: str, holdout: float, val_ids: list, eval_ids: li
                 f"scored against the other {len(val_ids)}")
     if holdout:
         return f"valuation set {valuation} is too small to hold samples out: scored against all {len(val_ids)}"
-    if eval_file(valuation) is not None:
-        return f"scored against all {len(val_ids)} samples; evaluation file {eval_file(valuation)}"
+    path = eval_file(valuation)
+    if path is not None:
+        return f"scored against all {len(val_ids)} samples; evaluation file {path}"
     return f"scored against all {len(val_ids)} samples; no hold-out (eval_holdout 0): evaluations reuse them"
 
 
@@ -330,7 +331,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
         **md.top_bottom_tables(ranked_kept, "kept"),
         **explanation_metadata(curation, model, feature_store, cat, run["model_id"], valuation,
-                               run["valuation_version"], ranked_kept, val_ids=selection_val_ids(cat, run)),
+                               run["valuation_version"], ranked_kept, holdout=run.get("valuation_holdout")),
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
         "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),

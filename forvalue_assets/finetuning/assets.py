@@ -27,7 +27,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.catalog import KIND_DATASET, CatalogError
 from forvalue.data import DataError
 from resources import DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
 from resources.mlflow import MLflowResource
