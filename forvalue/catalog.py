@@ -654,9 +654,12 @@ class Catalog:
     def record_subset(self, *, score_run: dict, mode: str, value: float, n_total: int,
                       members, jsonl_path: str | Path, parquet_path: str | Path,
                       subset_id: str | None = None, dagster_run_id: str | None = None,
-                      strategy: str = "raw-mean") -> str:
+                      strategy: str = "raw-mean", checks: dict | str | None = None,
+                      dropped: list[dict] | None = None) -> str:
         """Record a subset (and its members: sample_id, rank in the strategy's order, score; an Arrow
-        table or (sample_id, rank, score) tuples) in one transaction."""
+        table or (sample_id, rank, score) tuples) in one transaction, with the consistency checks'
+        summary (``checks``, or why none ran) and every sample they dropped (``dropped``: rows of
+        :meth:`forvalue.consistency.Checked.records`)."""
         import pyarrow.compute as pc
 
         if mode not in SUBSET_MODES:
@@ -672,9 +675,22 @@ class Catalog:
                          feature_config_id=score_run["feature_config_id"], score_run_id=score_run["score_run_id"],
                          mode=mode, value=float(value), strategy=strategy, n_total=n_total, n_selected=len(table),
                          jsonl_path=str(jsonl_path), parquet_path=str(parquet_path), code_version=__version__,
-                         dagster_run_id=dagster_run_id, created_at=utcnow())
+                         dagster_run_id=dagster_run_id, created_at=utcnow(),
+                         checks=None if checks is None else json.dumps(checks))
             self._insert_arrow(con, "insert_subset_samples", "new_subset_samples", table, subset_id=subset_id)
+            if dropped:
+                import pyarrow as pa
+
+                self._insert_arrow(con, "insert_subset_checks", "new_subset_checks", pa.table({
+                    "sample_id": pa.array([d["sample_id"] for d in dropped], pa.string()),
+                    "check_name": pa.array([d["check"] for d in dropped], pa.string()),
+                    "check_value": pa.array([d["value"] for d in dropped], pa.float64()),
+                    "threshold": pa.array([d["threshold"] for d in dropped], pa.float64())}), subset_id=subset_id)
         return subset_id
+
+    def subset_checks(self, subset_id: str) -> list[dict]:
+        """The samples a subset's consistency checks dropped, least failing first."""
+        return self.fetch("subset_checks", subset_id=subset_id)
 
     def latest_subset(self, dataset_name: str, valuation_set: str) -> dict | None:
         return self.fetch_one("latest_subset", dataset_name=dataset_name, valuation_set=valuation_set)

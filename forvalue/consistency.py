@@ -1,27 +1,34 @@
 """Forward-only consistency checks: what relevance (For-Value) does not see.
 
 For-Value finds samples like the valuation set; a pool broken inside the right domain and format
-(the solution of another problem, a cut-off answer) looks like it too. A check is computed from the
-same extraction and thresholded on the valuation set, which is clean target data by definition:
-a training sample fails when it is less consistent than (``quantile`` of) the valuation samples.
+(the solution of another problem, a near-empty answer) looks like it too. A check is computed in the
+same extraction run as the features, stored beside them, and thresholded on the valuation set, which
+is clean target data by definition: a training sample fails when it is less consistent than every
+valuation sample (``quantile`` 1.0; a lower quantile is stricter).
 
-- ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first 48 response tokens, the
-  response's loss with its instruction (the extraction pass's own ``SparseFeatures.losses_first``)
-  over its loss after an empty instruction (``losses_alone``, ``extract_sparse(grounding=True)``). Low: the instruction explains the
-  response. On real math (docs/benchmarks.md, "Curation on real data") it separates another
-  problem's solution from a matching one with AUC 1.000.
+- ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first GROUNDING_TOKENS (48)
+  response tokens: the response's loss with its instruction (the extraction pass's own
+  ``SparseFeatures.losses_first``) over its loss after an empty instruction (``losses_alone``, a
+  light second pass of :func:`forvalue.features.extract_sparse` with ``grounding=True``, on by
+  default through ``FeatureConfig.checks``). Low: the instruction explains the response. On real
+  math (docs/benchmarks.md, "Curation on real data") it separates another problem's solution from a
+  matching one with AUC 1.000.
 
-:func:`rank_checked` drops failing samples before a strategy orders the rest and puts them last,
-recording which check dropped each one and why (value, threshold).
+A failing sample is *dropped*: the strategy never picks it and it comes after every passing sample
+(least failing first), so a subset of any size keeps a failing sample only after every passing one.
+:class:`Checked` says, for every dropped sample, which check dropped it, its value and the limit.
+Samples a check cannot judge (no instruction: plain text; NaN) pass it and are counted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 CHECKS = ("grounding",)
+CHECK_INPUTS = ("losses_first", "losses_alone")   # the per-sample values (SparseFeatures fields) the checks read
 
 
 @dataclass
@@ -32,71 +39,156 @@ class CheckResult:
     values: np.ndarray       # [n] the check's value per training sample (NaN: not computable)
     threshold: float         # a sample fails above it
     failed: np.ndarray       # [n] bool
+    quantile: float = 1.0
+
+    @property
+    def limit(self) -> str:
+        q = "maximum" if self.quantile >= 1 else f"{self.quantile:g} quantile"
+        return f"the valuation set's {q}"
 
     def reason(self, i: int) -> str:
-        return f"{self.name}: {self.values[i]:.3f} > {self.threshold:.3f} (the valuation set's limit)"
+        return f"{self.name}: {self.values[i]:.3f} > {self.threshold:.3f} ({self.limit})"
+
+    def summary(self) -> dict:
+        return {"threshold": self.threshold, "quantile": self.quantile, "failed": int(self.failed.sum()),
+                "not_judged": int(np.isnan(self.values).sum())}
 
 
-def ifd(features) -> np.ndarray:
-    """[n] s(A|Q) / s(A) over the first GROUNDING_TOKENS response tokens, of features extracted with
-    the grounding pass."""
-    if features.losses_first is None or features.losses_alone is None:
-        raise ValueError("the grounding check needs features extracted with grounding=True "
-                         "(losses_first and losses_alone)")
-    return (np.asarray(features.losses_first, np.float64)
-            / np.maximum(np.asarray(features.losses_alone, np.float64), 1e-12))
+@dataclass
+class Checked:
+    """Every check's result over the training samples (in their order)."""
+
+    results: list[CheckResult]
+
+    def __len__(self) -> int:
+        return len(self.results[0].values) if self.results else 0
+
+    @property
+    def failed(self) -> np.ndarray:
+        out = np.zeros(len(self), dtype=bool)
+        for r in self.results:
+            out |= r.failed
+        return out
+
+    @property
+    def dropped(self) -> np.ndarray:
+        """Training indices of the failing samples, least failing first (by the largest margin over a
+        threshold, relative to it)."""
+        idx = np.flatnonzero(self.failed)
+        if not len(idx):
+            return idx
+        worst = np.max([np.where(r.failed[idx], (r.values[idx] - r.threshold) / max(abs(r.threshold), 1e-12), -np.inf)
+                        for r in self.results], axis=0)
+        return idx[np.argsort(worst, kind="stable")]
+
+    def first_failed(self, i: int) -> CheckResult | None:
+        return next((r for r in self.results if r.failed[i]), None)
+
+    def reasons(self) -> dict[int, str]:
+        """{training index: why it was dropped} of every dropped sample."""
+        return {int(i): self.first_failed(i).reason(i) for i in self.dropped}
+
+    def records(self, sample_ids: Sequence[str]) -> list[dict]:
+        """One row per dropped sample, least failing first: sample_id, check (the first that failed),
+        value, threshold, reason."""
+        out = []
+        for i in self.dropped:
+            r = self.first_failed(i)
+            out.append({"sample_id": sample_ids[i], "check": r.name, "value": float(r.values[i]),
+                        "threshold": r.threshold, "reason": r.reason(i)})
+        return out
+
+    def summary(self) -> dict:
+        """{check: {threshold, quantile, failed, not_judged}} (JSON-ready)."""
+        return {r.name: r.summary() for r in self.results}
+
+    def describe(self) -> str:
+        """One line per check, as the command line prints it."""
+        n = len(self)
+        return "; ".join(f"{r.name} check dropped {int(r.failed.sum())} of {n} (value > {r.threshold:.3f}, "
+                         f"{r.limit})" + (f", {s} not judged" if (s := int(np.isnan(r.values).sum())) else "")
+                         for r in self.results)
+
+    def reindexed(self, pos: np.ndarray) -> "Checked":
+        """The same results over the samples in another order: new sample ``i`` is old ``pos[i]``."""
+        return Checked([CheckResult(r.name, r.values[pos], r.threshold, r.failed[pos], r.quantile)
+                        for r in self.results])
 
 
-def grounding(train, val, quantile: float = 1.0) -> CheckResult:
+def ifd(first: np.ndarray, alone: np.ndarray) -> np.ndarray:
+    """[n] s(A|Q) / s(A) over the same first response tokens (NaN where either is missing)."""
+    return np.asarray(first, np.float64) / np.maximum(np.asarray(alone, np.float64), 1e-12)
+
+
+def inputs_of(features) -> dict[str, np.ndarray] | None:
+    """The checks' per-sample inputs of features (None when they were extracted without them)."""
+    values = {name: getattr(features, name) for name in CHECK_INPUTS}
+    return None if any(v is None for v in values.values()) else values
+
+
+def unavailable(train: dict | None, val: dict | None) -> str | None:
+    """Why the checks cannot run on these inputs (None: they can)."""
+    if train is None or val is None:
+        return ("the features carry no consistency values (extracted with checks off, positions 'all', or "
+                "stored before they were kept)")
+    if np.isnan(ifd(val["losses_first"], val["losses_alone"])).all():
+        return "no valuation sample has a grounding value (plain text has no instruction)"
+    return None
+
+
+def grounding(train: dict, val: dict, quantile: float = 1.0) -> CheckResult:
     """Training samples less grounded than the valuation set's ``quantile`` fail (NaN never fails)."""
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], not {quantile}")
-    v = ifd(val)
-    if np.isnan(v).all():
-        raise ValueError("no valuation sample has a grounding value (plain text has no instruction)")
+    v = ifd(val["losses_first"], val["losses_alone"])
     threshold = float(np.nanquantile(v, quantile))
-    t = ifd(train)
-    return CheckResult("grounding", t, threshold, np.nan_to_num(t, nan=-np.inf) > threshold)
+    t = ifd(train["losses_first"], train["losses_alone"])
+    return CheckResult("grounding", t, threshold, np.nan_to_num(t, nan=-np.inf) > threshold, quantile)
 
 
-def rank_checked(train, val, strategy: str, checks=CHECKS, *, quantile: float = 1.0, **rank_kw):
-    """(:class:`forvalue.selection.Ranking` of every training sample, [CheckResult]): the samples
-    that pass every check in ``strategy``'s order, then those that failed one, least failing first
-    (so a subset of any size keeps a failing sample only after every passing one).
-    ``ranking.info["dropped_by"]``: {training index: reason} of the failed ones. ``train``: features
-    in memory; ``rank_kw`` goes to :func:`forvalue.selection.rank_features` (no ``limit``: the
-    order is complete)."""
-    from .selection import rank_features
-
+def run_checks(train: dict, val: dict, checks: Sequence[str] = CHECKS, *, quantile: float = 1.0) -> Checked:
+    """:class:`Checked` of ``checks`` over the training samples' inputs (:func:`inputs_of`), with
+    thresholds from the valuation samples'."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
-    results = [grounding(train, val, quantile) for c in checks if c == "grounding"]
-    failed = np.zeros(len(train), dtype=bool)
-    for r in results:
-        failed |= r.failed
-    kept, dropped = np.flatnonzero(~failed), np.flatnonzero(failed)
-    if not len(kept):
-        raise ValueError("every training sample failed a consistency check")
-
-    def part(idx, how):
-        return rank_features(train.select([train.sample_ids[i] for i in idx]), val, how, **rank_kw)
-
-    inner = part(kept, strategy)
-    values = [np.empty(len(train)) for _ in range(3)]
-    for idx, r in ((kept, inner),) + (((dropped, part(dropped, "raw-mean")),) if len(dropped) else ()):
-        for arr, got in zip(values, (r.raw, r.normalized, r.norm)):
-            arr[idx] = got
-    worst = np.max([r.values[dropped] - r.threshold for r in results], axis=0) if len(dropped) else np.zeros(0)
-    key = None
-    if inner.key is not None:
-        key = np.full(len(train), -np.inf)
-        key[kept] = inner.key
-    info = dict(inner.info, checks={r.name: {"threshold": r.threshold, "failed": int(r.failed.sum())} for r in results},
-                dropped_by={int(i): next(r.reason(i) for r in results if r.failed[i]) for i in dropped})
-    order = np.concatenate([kept[inner.order], dropped[np.argsort(worst, kind="stable")]])
-    return type(inner)(strategy=strategy, order=order, raw=values[0], normalized=values[1], norm=values[2],
-                       key=key, info=info), results
+    why = unavailable(train, val)
+    if why:
+        raise ValueError(why)
+    return Checked([grounding(train, val, quantile) for c in checks if c == "grounding"])
 
 
-__all__ = ["CHECKS", "CheckResult", "grounding", "ifd", "rank_checked"]
+def checks_for(train: dict | None, val: dict | None, enabled: bool = True) -> tuple[Checked | None, str | None]:
+    """(:class:`Checked` or None, why none ran) for a selection: None when ``enabled`` is off
+    (``FeatureConfig.checks``) or the inputs lack the values (a warning says why)."""
+    import warnings
+
+    if not enabled:
+        return None, "off (features configured without checks)"
+    why = unavailable(train, val)
+    if why:
+        warnings.warn(f"consistency checks not applied: {why}", RuntimeWarning, stacklevel=3)
+        return None, why
+    return run_checks(train, val), None
+
+
+def attach_checks(ranking, checked: Checked | None, why: str | None):
+    """``ranking`` with the checks that made it (``ranking.checks``; ``info["checks"]``: their
+    summary, or why none ran)."""
+    ranking.checks = checked
+    ranking.info["checks"] = checked.summary() if checked is not None else f"not applied: {why}"
+    return ranking
+
+
+def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, quantile: float = 1.0, **rank_kw):
+    """The :class:`forvalue.selection.Ranking` of in-memory features by ``strategy`` after the
+    checks (``ranking.checks``: the :class:`Checked`); ``rank_kw`` goes to
+    :func:`forvalue.selection.rank_features`."""
+    from .selection import rank_features
+
+    checked = run_checks(inputs_of(train), inputs_of(val), checks, quantile=quantile)
+    return attach_checks(rank_features(train, val, strategy, exclude=checked.dropped, **rank_kw), checked, None)
+
+
+__all__ = ["CHECKS", "CHECK_INPUTS", "CheckResult", "Checked", "attach_checks", "checks_for", "grounding", "ifd",
+           "inputs_of", "rank_checked", "run_checks", "unavailable"]

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .consistency import attach_checks
 from .data import DataError, Sample
 from .selection import PAIRWISE_STRATEGIES, Ranking, check_strategy, rank_features, rank_values
 
@@ -93,6 +94,24 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     return out, meta
 
 
+def _stored_checks(train: Sequence[Sample], meta: dict, root, file: str):
+    """(Checked or None, why none) of the consistency values stored beside the features the scores
+    table records (a table without a store or a record of its features: none, with the reason)."""
+    from .features import FeatureConfig
+    from .models import ModelFingerprint
+    from .store import FeatureStore
+    from .valuator import Valuator
+
+    if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta or not root:
+        return None, "the scores table records no feature store (score with --store to a .parquet file)"
+    cfg = FeatureConfig.from_dict(meta["feature_config"])
+    v = Valuator.from_store(FeatureStore(root), ModelFingerprint.from_dict(meta["model"]), cfg)
+    try:
+        return v.checks_stored([s.sample_id for s in train], meta["val_ids"])
+    except KeyError as e:
+        raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}") from None
+
+
 def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strategy: str, *,
                         store: str | Path | None = None, limit: int | None = None, engine=None) -> Ranking:
     """Order ``train`` (the scored training file's samples) by ``strategy``, from a scores table and,
@@ -112,13 +131,16 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
                         f"{len(missing)} of {len(train)} training samples have no score, e.g. {s.source} row {s.row} "
                         f"(sample_id {s.sample_id}); score this training file with `forvalue score`")
     col = {k: [scores[s.sample_id][k] for s in train] for k in ("score", "normalized", "norm")}
+    root = store or meta.get("store")
     if strategy not in PAIRWISE_STRATEGIES:
         if strategy == "cosine-mean" and None in col["normalized"]:
             raise DataError(file, None, "normalized", "missing: strategy cosine-mean needs the normalized column of "
                                                        "`forvalue score --method sparse`")
         arr = {k: None if None in v else np.array(v, dtype=np.float64) for k, v in col.items()}
-        return rank_values(arr["score"], arr["normalized"], arr["norm"], strategy)
-    root = store or meta.get("store")
+        checked, why = _stored_checks(train, meta, root, file)
+        ranking = rank_values(arr["score"], arr["normalized"], arr["norm"], strategy,
+                              exclude=None if checked is None else checked.dropped)
+        return attach_checks(ranking, checked, why)
     hint = (f"strategy {strategy} orders by pairwise cosine and needs the stored features: score with "
             "`forvalue score --store DIR` to a .parquet file (it records the store), or choose --strategy "
             "raw-mean or cosine-mean")

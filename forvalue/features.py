@@ -61,6 +61,10 @@ class FeatureConfig:
                               "(1 keeps every row)")
     max_rows: int | None = opt(112, "at most this many rows per sample, the largest (0: no cap); 112 rows of r=128 "
                                     "in float16 keep a sample within 32 KB", none_as=0)
+    checks: bool = opt(True, "compute the forward-only consistency checks with the features and apply them in "
+                             "selection (--no-checks: neither); the grounding check costs a light second pass over "
+                             "each response's first 48 tokens; positions 'all' has none",
+                       flag="--no-checks", negate=True)
 
     def __post_init__(self):
         if self.positions not in ("response", "all"):
@@ -71,6 +75,8 @@ class FeatureConfig:
             raise ConfigError("r must be >= 1 or None")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length must be >= 2 tokens (or None for the model context)")
+        if self.checks and self.positions != "response":   # grounding compares response losses
+            object.__setattr__(self, "checks", False)
         if self.store_dtype not in ("float32", "float16"):
             raise ConfigError(f"store_dtype must be float32 or float16, not {self.store_dtype!r}")
         if not 0 < self.energy <= 1:
@@ -87,6 +93,8 @@ class FeatureConfig:
         """The fields that key the feature store. A configuration of the first stored format (full
         rows in float32) keeps the keys and the ``version`` it always had, so its stores stay found."""
         d = asdict(self)
+        if not self.checks:   # a configuration without checks keeps the id it had before they existed
+            d.pop("checks")
         if not self.bounded:
             for key in ("store_dtype", "energy", "max_rows"):
                 d.pop(key)
@@ -101,8 +109,9 @@ class FeatureConfig:
         # a config of the first stored format has no bound keys: it kept every row in float32,
         # whatever today's defaults are
         unbounded = {"store_dtype": "float32", "energy": 1.0, "max_rows": None}
-        return cls(**{f.name: d.get(f.name, unbounded.get(f.name)) for f in fields(cls)
-                      if f.name in d or f.name in unbounded})
+        missing = unbounded | {"checks": False}   # stored before the checks existed, or without them
+        return cls(**{f.name: d.get(f.name, missing.get(f.name)) for f in fields(cls)
+                      if f.name in d or f.name in missing})
 
     @property
     def id(self) -> str:

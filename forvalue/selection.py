@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -115,6 +115,9 @@ class Ranking:
     norm: np.ndarray             # [n] ||G_i|| of the stored features
     key: np.ndarray | None = None  # [n] the value the strategy sorts by, for the sorting strategies
     info: dict = field(default_factory=dict)
+    # the consistency checks applied before the strategy (forvalue.consistency.Checked): the samples
+    # they dropped come last; None: no check ran
+    checks: Any = None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -138,7 +141,8 @@ class Ranking:
         new_of_old[pos] = np.arange(len(pos))
         return Ranking(strategy=self.strategy, order=new_of_old[self.order], raw=self.raw[pos],
                        normalized=self.normalized[pos], norm=self.norm[pos],
-                       key=None if self.key is None else self.key[pos], info=dict(self.info))
+                       key=None if self.key is None else self.key[pos], info=dict(self.info),
+                       checks=None if self.checks is None else self.checks.reindexed(pos))
 
     def to_polars(self, sample_ids=None):
         """A polars DataFrame, one row per training sample in input order: index (and sample_id when
@@ -456,22 +460,22 @@ def _store_values(values, out: tuple[np.ndarray, ...] | None, start: int) -> Non
 
 def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.ndarray, need: int, *,
                 runner: PartRunner | None = None, list_length: int | None = None,
-                dense_elements: int | None = None, values: tuple | None = None) -> tuple[np.ndarray, dict]:
+                dense_elements: int | None = None, values: tuple | None = None,
+                excluded: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
     its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
     per-unit candidate lists of the best ``list_length`` samples, refilled by another pass (over the
     units that ran short only) when one runs out; the samples still free are ranked in one dense
     block once they fit ``dense_elements``. Each pass is a map over the parts of ``train``
-    (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized,
-    norm))``): the first pass also fills the set-mean values, so the store is read once for both."""
+    (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized, norm))``):
+    the first pass also fills the set-mean values (one read of a store); ``excluded``: never taken."""
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
-    need = min(need, n)
+    taken = np.isin(np.arange(n), np.zeros(0) if excluded is None else excluded)
+    need = min(need, n - int(taken.sum()))
     dense_elements = dense_elements or BLOCK_BYTES // 4      # float32 cosines
-    taken = np.zeros(n, bool)
     lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
-    complete = np.zeros(P, bool)
-    ptr = np.zeros(P, np.int64)
+    complete, ptr = np.zeros(P, bool), np.zeros(P, np.int64)
     length = min(n, list_length or (LIST_FACTOR * math.ceil(max(need, 1) / max(P, 1)) + LIST_EXTRA))
     stats = {"passes": 0, "dense_finish": False, "refilled_units": 0}
     table, out = values if values is not None else (None, None)
@@ -550,9 +554,20 @@ def _sorted_order(key: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- API
+def _excluded_last(order: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """``order`` without the ``exclude`` indices, then those in their given order."""
+    if exclude is None or not len(exclude):
+        return order
+    exclude = np.asarray(exclude, dtype=np.int64)
+    out = np.ones(max(len(order), int(exclude.max()) + 1), bool)
+    out[exclude] = False
+    return np.concatenate([order[out[order]], exclude])
+
+
 def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray | None,
-                strategy: str) -> Ranking:
-    """A sorting strategy (``raw-mean``, ``cosine-mean``) from values already computed."""
+                strategy: str, *, exclude: np.ndarray | None = None) -> Ranking:
+    """A sorting strategy (``raw-mean``, ``cosine-mean``) from values already computed; ``exclude``
+    (training indices, in the order they should take) comes after every other sample."""
     check_strategy(strategy)
     raw = np.asarray(raw, dtype=np.float64)
     if strategy == "raw-mean":
@@ -563,21 +578,25 @@ def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray
         key = np.asarray(normalized, dtype=np.float64)
     else:
         raise ValueError(f"strategy {strategy} needs the features of the training and valuation samples")
-    return Ranking(strategy=strategy, order=_sorted_order(key), raw=raw,
+    return Ranking(strategy=strategy, order=_excluded_last(_sorted_order(key), exclude), raw=raw,
                    normalized=np.full(len(raw), np.nan) if normalized is None else np.asarray(normalized, float),
                    norm=np.full(len(raw), np.nan) if norm is None else np.asarray(norm, float), key=key)
 
 
 def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
                   limit: int | None = None, smooth: int = SMOOTH, max_units: int = MAX_UNITS, seed: int = 0,
-                  progress: Callable[[str], None] | None = None, runner: PartRunner | None = None) -> Ranking:
+                  progress: Callable[[str], None] | None = None, runner: PartRunner | None = None,
+                  exclude: np.ndarray | None = None) -> Ranking:
     """Order the training samples by ``strategy`` from their sparse features and the valuation
     set's. ``train``: features in memory, or a :class:`forvalue.feature_source.FeatureSource` (a
     feature store read shard by shard: positions are in its ``sample_ids`` order). ``limit``: only
     the first ``limit`` positions are needed (the round-robin strategies stop there); None orders
     every sample. ``runner``: where the passes over the training features run (default: here, part
     after part; :class:`forvalue.engines.ray_parts.RayPartRunner`: one Ray task per shard); the
-    order does not depend on it."""
+    order does not depend on it. ``exclude``: training indices (positions of ``train``) that the
+    strategy never picks, ordered after every other sample in the given order (samples a
+    consistency check dropped, :mod:`forvalue.consistency`); the values of every sample are still
+    computed in the same passes."""
     import time
 
     from .scoring import mean_table, source_values
@@ -589,7 +608,7 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     val = ordered(val)
     t0 = time.perf_counter()
     if strategy in ("raw-mean", "cosine-mean"):
-        return rank_values(*source_values(source, val, runner=runner or LOCAL_RUNNER), strategy)
+        return rank_values(*source_values(source, val, runner=runner or LOCAL_RUNNER), strategy, exclude=exclude)
     if runner is None or runner is LOCAL_RUNNER:   # here: two parts at a time, one core each
         runner = ThreadedPartRunner(min(2, os.cpu_count() or 1))
     info: dict = {}
@@ -598,15 +617,18 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     values = (mean_table(val), tuple(np.empty(len(source)) for _ in range(3)))
     if strategy == "max-cosine":
         key = _max_cosine(source, val, runner, values)
-        order = _sorted_order(key)
+        order = _excluded_last(_sorted_order(key), exclude)
     else:
         need = len(source) if limit is None else min(int(limit), len(source))
+        kept = len(source) - (0 if exclude is None else len(exclude))
         if strategy == "round-robin":
             units, visit = Units(val), np.arange(len(val))
             info["units"] = len(val)
         else:
             units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
-        order, stats = round_robin(units, source, visit, need, runner=runner, values=values)
+        order, stats = round_robin(units, source, visit, need, runner=runner, values=values, excluded=exclude)
+        if need > kept:   # the order reaches the excluded samples
+            order = np.concatenate([order, np.asarray(exclude, dtype=np.int64)[:need - kept]])
         info.update(stats)
     raw, normalized, norm = values[1]
     info["seconds"] = time.perf_counter() - t0

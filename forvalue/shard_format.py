@@ -79,7 +79,9 @@ def write_files(folder: Path, shard_id: str, feats: SparseFeatures, schema_meta:
     return files
 
 
-def _read(path: Path):
+def _read(path: Path, columns=None):
+    """A data file's table (Arrow: memory-mapped, so unread columns cost nothing; Parquet: only
+    ``columns`` when given, those present)."""
     if path.suffix == ".arrow":
         import pyarrow as pa
         import pyarrow.ipc as ipc
@@ -87,7 +89,10 @@ def _read(path: Path):
         return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
     import pyarrow.parquet as pq
 
-    return pq.read_table(path)
+    if columns is not None:
+        present = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in present]
+    return pq.read_table(path, columns=columns)
 
 
 def check_readable(path: Path) -> None:
@@ -154,4 +159,13 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
     )
 
 
-__all__ = ["write_files", "read_files", "check_readable"]
+def read_sample_values(folder: Path, files: dict, fields) -> tuple[list[str], dict]:
+    """(sample ids, {field: values or None}) of per-sample ``fields`` (names of PER_SAMPLE_LOSSES)
+    from one shard's samples file only."""
+    columns = dict(zip(PER_SAMPLE_LOSSES, LOSS_COLUMNS))
+    per = _read(folder / files["samples"], ["sample_id"] + [columns[f] for f in fields])
+    return per.column("sample_id").to_pylist(), {
+        f: _np(per.column(columns[f])).astype(np.float64) if columns[f] in per.column_names else None for f in fields}
+
+
+__all__ = ["write_files", "read_files", "read_sample_values", "check_readable"]

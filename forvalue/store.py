@@ -38,9 +38,9 @@ import numpy as np
 
 from ._version import __version__
 from .errors import StoreError
-from .features import BOUNDED_VERSION, FeatureConfig, SparseFeatures, encode_all, extract_sparse
+from .features import BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseFeatures, encode_all, extract_sparse
 from .io import atomic_write_text
-from .shard_format import read_files, write_files
+from .shard_format import read_files, read_sample_values, write_files
 from .store_safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
                            quarantine, remove_stale_tmp, take_claim)
 
@@ -175,6 +175,42 @@ class FeatureStore:
                 feats = feats.select(ids)
             seen.update(ids)
             yield feats
+
+    def sample_values(self, fingerprint, config: FeatureConfig, sample_ids: Sequence[str],
+                      fields: Sequence[str] = PER_SAMPLE_LOSSES) -> dict[str, np.ndarray | None]:
+        """{field: [n] values of ``sample_ids`` (in that order)} of per-sample ``fields`` of
+        :class:`SparseFeatures` (the losses the consistency checks read), from the shards' samples
+        files only (the vectors are not read). A field some shard lacks (stored before it was kept)
+        is None; KeyError when a sample is not stored."""
+        folder = self.folder(fingerprint, config)
+        pos = {s: i for i, s in enumerate(sample_ids)}
+        out = {f: np.full(len(sample_ids), np.nan) for f in fields}
+        found = 0
+        for info in self.shard_infos(fingerprint, config):
+            if not pos.keys() & set(info["sample_ids"]):
+                continue
+            try:
+                ids, values = read_sample_values(folder, info["files"], fields)
+            except Exception as e:   # a damaged file, as _read_shard
+                manifest = folder / f"shard-{info['shard_id']}.json"
+                self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
+                raise StoreError(f"{manifest}: damaged shard moved aside ({e})") from None
+            where = np.array([pos.get(s, -1) for s in ids], dtype=np.int64)
+            hit = where >= 0
+            found += int(hit.sum())
+            for f in fields:
+                if out[f] is None:
+                    continue
+                if values[f] is None:
+                    out[f] = None
+                else:
+                    out[f][where[hit]] = values[f][hit]
+            for s in np.asarray(ids, dtype=object)[hit]:
+                pos.pop(s)
+        if pos:
+            raise KeyError(f"{len(pos)} samples have no stored features for model {fingerprint.id} and config "
+                           f"{config.id}, e.g. {next(iter(pos))}")
+        return out
 
     def _read_shard(self, folder: Path, info: dict) -> SparseFeatures:
         """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
@@ -321,7 +357,7 @@ class FeatureStore:
                 enc = [encoded[position[sid]] for sid in chunk]
                 for j, e in enumerate(enc):
                     e.index = j
-                feats = extract_sparse(lm, part, config, batch_size=batch_size, encoded=enc)
+                feats = extract_sparse(lm, part, config, batch_size=batch_size, encoded=enc, grounding=config.checks)
                 written.append(self.write_shard(feats, lm.fingerprint, config, extra))
             finally:
                 claim.release()

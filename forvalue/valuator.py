@@ -13,6 +13,7 @@ from .data import Sample
 from .errors import ConfigError
 from .features import FeatureConfig, SparseFeatures
 from .models import ModelConfig
+from .consistency import attach_checks
 from .selection import DEFAULT_STRATEGY, Ranking
 from .store import DEFAULT_SHARD_SIZE, EnsureResult, FeatureStore
 
@@ -150,20 +151,41 @@ class Valuator:
                            val_ids=list(val_ids), seconds=time.perf_counter() - t0, info=info,
                            normalized=normalized[pos], norms=norms[pos])
 
+    def checks_stored(self, train_ids: Sequence[str], val_ids: Sequence[str]):
+        """(:class:`forvalue.consistency.Checked` over ``train_ids`` in that order, or None; why none
+        ran): the consistency checks from the per-sample values stored beside the features (the
+        vectors are not read)."""
+        from .consistency import CHECK_INPUTS, checks_for
+
+        if not self.config.checks:
+            return checks_for(None, None, False)
+        if self.store is None:
+            raise ConfigError("no feature store")
+        train, val = (self.store.sample_values(self.fingerprint, self.config, list(ids), CHECK_INPUTS)
+                      for ids in (train_ids, val_ids))
+        complete = [None if any(x is None for x in d.values()) else d for d in (train, val)]
+        return checks_for(*complete)
+
     def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
-                    limit: int | None = None, engine=None) -> Ranking:
+                    limit: int | None = None, engine=None, checks: bool = True) -> Ranking:
         """The order of a strategy over stored features, streamed shard by shard; positions are
         indices into ``train_ids`` (exact ties may break in store order). ``engine``: ray runs every
-        pass over the store one Ray task per shard (the same order; ``info["engine"]``)."""
+        pass over the store one Ray task per shard (the same order; ``info["engine"]``). ``checks``:
+        the consistency checks stored with the features drop failing samples first
+        (``ranking.checks``; :mod:`forvalue.consistency`)."""
         from .engines.runner import part_runner
         from .selection import rank_features
 
+        checked, why = self.checks_stored(train_ids, val_ids) if checks else (None, "off")
         source = self.stored_source(train_ids)
         val = self.stored(val_ids)
+        pos = _positions(source.sample_ids, train_ids)
+        exclude = None if checked is None else pos[checked.dropped]
         with part_runner(engine) as runner:
-            ranking = rank_features(source, val, strategy, limit=limit, runner=runner)
+            ranking = rank_features(source, val, strategy, limit=limit, runner=runner, exclude=exclude)
         ranking.info.update(_engine_info(runner))
-        return ranking.reindexed(_positions(source.sample_ids, train_ids))
+        ranking = ranking.reindexed(pos)
+        return attach_checks(ranking, checked, why)
 
     # ------------------------------------------------------------------ stages
     def featurize(self, samples: Sequence[Sample], *, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -175,7 +197,8 @@ class Valuator:
                                      progress=progress, extra=extra)
         from .features import extract_sparse
 
-        feats = extract_sparse(self.lm, samples, self.config, batch_size=self.batch_size, progress=progress)
+        feats = extract_sparse(self.lm, samples, self.config, batch_size=self.batch_size, progress=progress,
+                               grounding=self.config.checks)
         return EnsureResult(features=feats, computed=len(feats), reused=0, shards_written=[])
 
     def score(self, train: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
@@ -194,22 +217,30 @@ class Valuator:
         return score_features(train_features, val_features, method=method, config=self.config, pairwise=pairwise)
 
     def select(self, train: Sequence[Sample], val: Sequence[Sample], mode: str = "top_p", value: float = 10, *,
-               strategy: str = DEFAULT_STRATEGY, progress: bool = False) -> Selection:
+               strategy: str = DEFAULT_STRATEGY, progress: bool = False, checks: bool = True) -> Selection:
         """A curated subset: ``mode`` top_k, top_p, drop_lowest_p or bottom_p with ``value`` (k or a
-        percentage) of the order of ``strategy`` (:mod:`forvalue.selection`)."""
-        from .selection import needed_prefix, rank_features
+        percentage) of the order of ``strategy`` (:mod:`forvalue.selection`), after the consistency
+        checks (:mod:`forvalue.consistency`; on when the feature configuration computes them):
+        samples they drop come after every other one (``selection.ranking.checks`` says why)."""
+        from .selection import needed_prefix
 
         tf = self.featurize(train, progress=progress).features
         vf = self.featurize(val, progress=progress).features
-        ranking = rank_features(tf, vf, strategy, limit=needed_prefix(len(train), mode, value))
+        ranking = self.rank(tf, vf, strategy, limit=needed_prefix(len(train), mode, value), checks=checks)
         return Selection(indices=ranking.indices(mode, value), ranking=ranking, mode=mode, value=float(value))
 
     def rank(self, train_features: SparseFeatures, val_features: SparseFeatures,
-             strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None) -> Ranking:
-        """The order of a strategy from features already at hand (no model needed)."""
+             strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None, checks: bool = True) -> Ranking:
+        """The order of a strategy from features already at hand (no model needed), after the
+        consistency checks they carry (``checks``; ``ranking.checks``)."""
+        from .consistency import checks_for, inputs_of
         from .selection import rank_features
 
-        return rank_features(train_features, val_features, strategy, limit=limit)
+        checked, why = (checks_for(inputs_of(train_features), inputs_of(val_features), self.config.checks)
+                        if checks else (None, "off"))
+        ranking = rank_features(train_features, val_features, strategy, limit=limit,
+                                exclude=None if checked is None else checked.dropped)
+        return attach_checks(ranking, checked, why)
 
     def explain(self, samples: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
                 helps: int = 3):

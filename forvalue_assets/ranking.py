@@ -17,6 +17,7 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, 
     with sample_id, score, normalized, norm) by ``strategy``: from the stored values for raw-mean /
     cosine-mean, from the stored features otherwise (one Ray task per shard and pass when
     ``engine`` says ray, as :func:`stored_scores`)."""
+    from forvalue.consistency import attach_checks
     from forvalue.selection import check_strategy, rank_values
 
     try:
@@ -25,15 +26,18 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, 
         raise Failure(description=str(e)) from e
     ids = scores["sample_id"].to_list()
     values = scores["score"].to_numpy().astype(np.float64)
+    valuator = stored_valuator(cat, feature_store, run["model_id"])
+    val_ids = selection_val_ids(cat, run)   # the part the scores used (a held-out part never selects)
     if strategy in ("raw-mean", "cosine-mean"):
         normalized, norms = (None if scores[c].null_count() else scores[c].to_numpy().astype(np.float64)
                              for c in ("normalized", "norm"))
         if strategy == "cosine-mean" and normalized is None:
             raise Failure(description="these scores were stored without normalized values: re-materialize "
                                       "forvalue_scores")
-        return rank_values(values, normalized, norms, strategy)
-    valuator = stored_valuator(cat, feature_store, run["model_id"])
-    val_ids = selection_val_ids(cat, run)   # the part the scores used (a held-out part never selects)
+        with _missing_features(valuator):   # the checks' values stored beside the features
+            checked, why = valuator.checks_stored(ids, val_ids)
+        return attach_checks(rank_values(values, normalized, norms, strategy,
+                                         exclude=None if checked is None else checked.dropped), checked, why)
     with _missing_features(valuator):   # streamed shard by shard: any store size
         return valuator.rank_stored(ids, val_ids, strategy, limit=limit, engine=_runner_engine(engine, ray, context))
 

@@ -144,14 +144,23 @@ SELECT
 -- name: insert_subset
 INSERT INTO subsets (subset_id, dataset_name, dataset_version, valuation_set, valuation_version,
                      model_id, feature_config_id, score_run_id, mode, value, strategy, n_total,
-                     n_selected, jsonl_path, parquet_path, code_version, dagster_run_id, created_at)
+                     n_selected, jsonl_path, parquet_path, code_version, dagster_run_id, created_at, checks)
 VALUES ($subset_id, $dataset_name, $dataset_version, $valuation_set, $valuation_version,
         $model_id, $feature_config_id, $score_run_id, $mode, $value, $strategy, $n_total,
-        $n_selected, $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at);
+        $n_selected, $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at, $checks);
 
 -- name: insert_subset_samples
 INSERT INTO subset_samples (subset_id, sample_id, rank, score)
 SELECT $subset_id, sample_id, rank, score FROM new_subset_samples;
+
+-- name: insert_subset_checks
+INSERT INTO subset_checks (subset_id, sample_id, check_name, check_value, threshold)
+SELECT $subset_id, sample_id, check_name, check_value, threshold FROM new_subset_checks;
+
+-- name: subset_checks
+-- The samples a subset's consistency checks dropped, least failing first.
+SELECT sample_id, check_name, check_value, threshold FROM subset_checks WHERE subset_id = $subset_id
+ORDER BY check_value / greatest(abs(threshold), 1e-12), sample_id;
 
 -- name: latest_subset
 -- The pair's most recent subset, whatever version or model it came from (what fine-tuning takes).

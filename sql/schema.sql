@@ -168,6 +168,18 @@ CREATE TABLE IF NOT EXISTS subset_samples (
     score       DOUBLE  NOT NULL    -- the sample's For-Value score
 );
 
+-- The training samples a subset's consistency checks dropped (forvalue.consistency), one row each:
+-- which check dropped it, its value and the limit learned from the valuation set. A dropped sample
+-- is never picked by the strategy; it is in subset_samples only when the subset is larger than
+-- what passed.
+CREATE TABLE IF NOT EXISTS subset_checks (
+    subset_id    VARCHAR NOT NULL,
+    sample_id    VARCHAR NOT NULL,
+    check_name   VARCHAR NOT NULL,   -- the first check that failed (grounding)
+    check_value  DOUBLE,             -- its value for the sample (grounding: IFD over the first 48 response tokens)
+    threshold    DOUBLE  NOT NULL    -- the limit: the valuation set's maximum (or quantile)
+);
+
 -- Fine-tuning runs on a subset (filled by the training/MLflow layer).
 CREATE TABLE IF NOT EXISTS training_runs (
     training_run_id  VARCHAR   NOT NULL PRIMARY KEY,
@@ -187,3 +199,4 @@ ALTER TABLE scores ADD COLUMN IF NOT EXISTS norm DOUBLE;
 ALTER TABLE subsets ADD COLUMN IF NOT EXISTS strategy VARCHAR;
 ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS valuation_holdout DOUBLE;
 ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS n_valuation INTEGER;
+ALTER TABLE subsets ADD COLUMN IF NOT EXISTS checks JSON;   -- {check: {threshold, quantile, failed, not_judged}}, or why none ran

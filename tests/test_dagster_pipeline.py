@@ -84,10 +84,18 @@ def test_whole_chain_materializes(platform):
     assert (sub["mode"], sub["n_total"], sub["n_selected"]) == ("drop_lowest_p", 6, 5)
     lines = [json.loads(x) for x in open(sub["jsonl_path"])]
     assert len(lines) == 5 and all(set(x) == {"id", "prompt", "response"} for x in lines)
-    dropped = [r for r in scores if r["rank"] == 6][0]["sample_id"]
     kept = pq.read_table(sub["parquet_path"]).to_pylist()
-    assert dropped not in {r["sample_id"] for r in kept}
     assert [r["rank"] for r in kept] == [1, 2, 3, 4, 5]
+    # the consistency checks ran on the stored values: what they dropped is recorded, and the sample
+    # the cut left out is the one that failed worst
+    drops = cat.subset_checks(sub["subset_id"])
+    summary = json.loads(sub["checks"])["grounding"]
+    assert summary["failed"] == len(drops) >= 1 and {d["check_name"] for d in drops} == {"grounding"}
+    assert all(d["check_value"] > d["threshold"] == pytest.approx(summary["threshold"]) for d in drops)
+    assert {r["sample_id"] for r in scores} - {r["sample_id"] for r in kept} == {drops[-1]["sample_id"]}
+    cmeta = mat_metadata(cur, "curated_subset")
+    assert cmeta["n_dropped_by_checks"] == len(drops)
+    assert cmeta["consistency_checks"].startswith(f"grounding check dropped {len(drops)} of 6")
     assert (platform.root / "subsets" / "t1" / "v1" / "current.jsonl").read_text() == open(sub["jsonl_path"]).read()
 
     # lineage: subset -> scores -> features -> model, datasets, valuation set, Dagster run ids
@@ -241,8 +249,8 @@ def test_blocking_check_holds_back_the_subset(platform):
 
 
 def test_subset_strategies_and_normalized_scores(platform):
+    from forvalue.consistency import rank_checked
     from forvalue.holdout import split
-    from forvalue.selection import rank_features
 
     platform.register("train", "t1", platform.write_jsonl("train", "t1", train_records(10)))
     platform.register("valuation", "v1", platform.write_jsonl("valuation", "v1", val_records(3) + val_records(2, "product")))
@@ -256,7 +264,10 @@ def test_subset_strategies_and_normalized_scores(platform):
     sub = cat.latest_subset("t1", "v1")
     assert sub["strategy"] == "raw-mean"
     kept = pq.read_table(sub["parquet_path"]).to_pylist()
-    assert [r["sample_id"] for r in kept] == [r["sample_id"] for r in scores[:4]]
+    failed = [d["sample_id"] for d in cat.subset_checks(sub["subset_id"])]   # after every passing sample
+    assert len(failed) == json.loads(sub["checks"])["grounding"]["failed"] >= 1
+    order = [r["sample_id"] for r in scores if r["sample_id"] not in failed] + failed
+    assert [r["sample_id"] for r in kept] == order[:4]
     assert cat.subset_lineage(sub["subset_id"])["strategy"] == "raw-mean"
 
     # balanced (the default): the order the library computes from the stored features
@@ -271,7 +282,7 @@ def test_subset_strategies_and_normalized_scores(platform):
     val_ids, held = split(cat.sample_ids(KIND_VALUATION, "v1", sub["valuation_version"]), 20.0)
     assert (len(val_ids), len(held)) == (4, 1)
     assert cat.subset_lineage(sub["subset_id"])["n_valuation"] == 4
-    want = rank_features(fs.store().load(fp, fs.config(), ids), fs.store().load(fp, fs.config(), val_ids), "balanced")
+    want = rank_checked(fs.store().load(fp, fs.config(), ids), fs.store().load(fp, fs.config(), val_ids), "balanced")
     kept = pq.read_table(sub["parquet_path"]).to_pylist()
     assert [r["sample_id"] for r in kept] == [ids[i] for i in want.order[:4]]
     assert [r["rank"] for r in kept] == [1, 2, 3, 4] and {r["strategy"] for r in kept} == {"balanced"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._version import __version__
 from ..errors import DataError
 from . import options as o
@@ -20,6 +22,7 @@ def register(sub, parents) -> None:
     p.add_argument("--explain-tokens", type=int, default=0, metavar="N",
                    help="add each kept sample's N most positive tokens (text, position, contribution) as column "
                         "top_tokens (0: none; one more forward pass over the kept samples)")
+    add_dropped_option(p)
     o.add_store_option(p)
     o.add_selection_options(p)
     o.add_model_options(p)
@@ -27,6 +30,12 @@ def register(sub, parents) -> None:
     o.add_column_options(p)
     o.add_engine_options(p)
     p.set_defaults(func=run_curate)
+
+
+def add_dropped_option(p) -> None:
+    p.add_argument("--dropped", default=None, metavar="FILE",
+                   help="also write the samples the consistency checks dropped (.parquet, .jsonl or .csv): every "
+                        "input column plus check, check_value, threshold, reason, score, normalized")
 
 
 def check_size(mode: str, value: float) -> None:
@@ -54,10 +63,37 @@ def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dic
             row["top_tokens"] = [{"text": t.text, "position": t.position, "contribution": t.contribution}
                                  for t in e.strongest(args.explain_tokens)[0] if t.contribution > 0]
     meta = meta | {"strategy": ranking.strategy, "mode": mode, "value": value, "n_total": len(samples),
-                   "n_selected": len(rows), "code_version": __version__}
+                   "n_selected": len(rows), "code_version": __version__, "checks": ranking.info.get("checks")}
     write_table(rows, out, meta)
     print(f"kept {len(rows)} of {len(samples)} training samples ({ranking.strategy}, {mode.replace('_', '-')} "
           f"{value:g}) -> {args.out}")
+    checked = ranking.checks
+    if checked is None:
+        print(f"consistency checks {ranking.info.get('checks', 'not applied')}")
+        if args.dropped:
+            write_table([], args.dropped, meta)
+        return
+    n_kept = sum(bool(checked.failed[i]) for i in idx)
+    print(f"consistency: {checked.describe()}" + (f"; {n_kept} of them kept (the subset is larger than what "
+                                                  f"passed)" if n_kept else ""))
+    if args.dropped:
+        write_table(dropped_rows(samples, ranking), args.dropped, meta)
+        print(f"dropped samples ({int(checked.failed.sum())}) -> {args.dropped}")
+
+
+def dropped_rows(samples, ranking) -> list[dict]:
+    """One row per sample the checks dropped, least failing first: sample_id, check, check_value,
+    threshold, reason, score, normalized, then the input columns."""
+    from ..curation import table_rows
+
+    checked = ranking.checks
+    drop = checked.dropped
+    rec = checked.records([s.sample_id for s in samples])
+    return table_rows([samples[i] for i in drop], {
+        "check": [r["check"] for r in rec], "check_value": [r["value"] for r in rec],
+        "threshold": [r["threshold"] for r in rec], "reason": [r["reason"] for r in rec],
+        "score": [float(x) for x in ranking.raw[drop]],
+        "normalized": [float(x) if np.isfinite(x) else None for x in ranking.normalized[drop]]})
 
 
 def run_curate(args) -> int:
@@ -65,6 +101,8 @@ def run_curate(args) -> int:
     from ..valuator import Valuator
 
     out = check_out(args.out, inputs=(args.train, args.val))
+    if args.dropped:
+        check_out(args.dropped, inputs=(args.train, args.val, args.out))
     mode, value = o.subset_size(args)
     check_size(mode, value)
     if args.explain_tokens < 0:

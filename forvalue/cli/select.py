@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import options as o
-from .curate import check_size, write_subset
+from .curate import add_dropped_option, check_size, write_subset
 from .output import check_out
 
 
@@ -18,6 +18,7 @@ def register(sub, parents) -> None:
     p.add_argument("--train", required=True, help="the training file that was scored")
     p.add_argument("--out", required=True, help="the kept rows (.parquet, .jsonl or .csv)")
     p.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+    add_dropped_option(p)
     o.add_selection_options(p)
     o.add_engine_options(p)
     o.add_column_options(p)
@@ -29,6 +30,8 @@ def run_select(args) -> int:
     from ..selection import needed_prefix
 
     out = check_out(args.out, inputs=(args.train, args.scores))
+    if args.dropped:
+        check_out(args.dropped, inputs=(args.train, args.scores, args.out))
     engine = o.engine_config(args)
     if args.gpus_per_worker is not None:
         raise o.UsageError("--gpus-per-worker: select runs no model (it reads stored features)")

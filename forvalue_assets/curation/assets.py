@@ -250,6 +250,25 @@ def _histogram(values: np.ndarray, idx: np.ndarray, sub, title: str, path):
     return png
 
 
+def checks_metadata(ranking, dropped: list[dict], idx: np.ndarray) -> dict:
+    """What the consistency checks did: a line per check, how many they dropped (and how many of
+    those the subset still holds, when it is larger than what passed) and the first dropped."""
+    checked = ranking.checks
+    if checked is None:
+        return {"consistency_checks": MetadataValue.text(str(ranking.info.get("checks", "not applied")))}
+    kept = int(checked.failed[idx].sum())
+    rows = "\n".join(f"| {d['sample_id']} | {d['check']} | {d['value']:.3f} | {d['threshold']:.3f} |"
+                     for d in dropped[::-1][:10])
+    out = {"consistency_checks": MetadataValue.text(checked.describe()),
+           "n_dropped_by_checks": MetadataValue.int(len(dropped)),
+           "n_kept_despite_checks": MetadataValue.int(kept)}
+    if dropped:
+        out["dropped_by_checks"] = MetadataValue.md(
+            "Most failing first (all of them: `SELECT * FROM subset_checks WHERE subset_id = ...`)\n\n"
+            "| sample_id | check | value | limit |\n|---|---|---:|---:|\n" + rows)
+    return out
+
+
 def _kept_ends(cat, dataset: str, version: str, ids, values: np.ndarray, ranking, idx: np.ndarray, mode: str):
     """(rank, score, Sample) of the first and last 5 kept, best first (bottom_p keeps the worst
     first): what the tables and explanations show, loaded alone (the subset is never loaded whole)."""
@@ -285,8 +304,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     from forvalue.selection import needed_prefix
 
     t0 = time.perf_counter()
-    dataset, valuation = split_pair(context.partition_key)
-    sub = Subset.resolve(config, curation)
+    (dataset, valuation), sub = split_pair(context.partition_key), Subset.resolve(config, curation)
     cat = catalog.catalog()
     run, scores = _current_scores(cat, feature_store, dataset, valuation)
     ids, values = scores["sample_id"], scores["score"].to_numpy().astype(np.float64)
@@ -308,9 +326,11 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         raise catalog_failure(e) from e
     png_path = folder / f"{stem}.png"
     png = _histogram(values, idx, sub, f"{dataset} vs {valuation}: {sub.label}", png_path)
+    dropped = [] if ranking.checks is None else ranking.checks.records(ids.to_list())
     sid = cat.record_subset(score_run=run, mode=sub.mode, value=sub.value, n_total=len(ids), members=members,
                             jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
-                            dagster_run_id=context.run_id, strategy=sub.strategy)
+                            dagster_run_id=context.run_id, strategy=sub.strategy, checks=ranking.info.get("checks"),
+                            dropped=dropped)
     # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
     atomic_copy(jsonl, folder / "current.jsonl")
     atomic_copy(parquet, folder / "current.parquet")
@@ -330,11 +350,12 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "histogram": md.md_image(png, "scores with the subset cut-off"),
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
         **md.top_bottom_tables(ranked_kept, "kept"),
+        **checks_metadata(ranking, dropped, idx),
         **explanation_metadata(curation, model, feature_store, cat, run["model_id"], valuation,
                                run["valuation_version"], ranked_kept, holdout=run.get("valuation_holdout")),
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
-        "tables": MetadataValue.text("subsets, subset_samples (lineage: subset_lineage view)"),
+        "tables": MetadataValue.text("subsets, subset_samples, subset_checks (lineage: subset_lineage view)"),
         **engine_metadata(ranking.info.get("engine"), ray),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
