@@ -76,7 +76,9 @@ def losses(lm, samples, batch_size):
 
 def overhead(args) -> int:
     """Extraction time with and without the grounding pass (s(A)), on the first ``--overhead``
-    training samples, alternated A/B/A/B in one run (shared machines: both see the same load)."""
+    training samples, alternated A/B/A/B in one run (shared machines: both see the same load); both
+    include the answer check's span and loss (the extraction pass's own), whose tokenization cost is
+    printed beside."""
     from forvalue.features import extract_sparse
     from forvalue.models import load_model
 
@@ -94,6 +96,19 @@ def overhead(args) -> int:
     print(f"| samples | extraction (s) | extraction + grounding pass (s) | ratio |\n|---:|---:|---:|---:|\n"
           f"| {len(samples)} | {plain:.1f} | {with_g:.1f} | {with_g / plain:.2f}x |")
     print(f"# every run: {json.dumps({str(k): [round(x, 1) for x in v] for k, v in times.items()})}")
+    # the answer check's span: the responses tokenized with character offsets (inside both timings
+    # above, in encode_all), against the plain tokenization that came before it
+    from forvalue.features import answer_tokens, render
+
+    texts = [render(s, lm.tokenizer, bd.config.chat_template)[1] for s in samples]
+    t0 = time.perf_counter()
+    for t in texts:
+        lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+    t1 = time.perf_counter()
+    spans = [answer_tokens(lm.tokenizer, t, False)[1] for t in texts]
+    t2 = time.perf_counter()
+    print(f"# responses tokenized: plain {t1 - t0:.3f}s, with the answer span {t2 - t1:.3f}s "
+          f"({sum(x is not None for x in spans)} of {len(texts)} have a computed result)")
     return 0
 
 

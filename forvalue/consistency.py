@@ -13,6 +13,12 @@ valuation sample (``quantile`` 1.0; a lower quantile is stricter).
   default through ``FeatureConfig.checks``). Low: the instruction explains the response. On real
   math (docs/benchmarks.md, "Curation on real data") it separates another problem's solution from a
   matching one with AUC 1.000.
+- ``answer``: the answer's likelihood where the model can judge it: the mean NLL of the tokens of the
+  response's last computed result, the number after its last "=" (``SparseFeatures.losses_answer``,
+  from the extraction pass itself: no extra cost). High: the model did not expect that result. A
+  135M model judges arithmetic weakly (AUC 0.87 for a falsified last result on real math;
+  benchmarks/answer_check_probe.py compares it with the other forward-only answer signals); NaN
+  (not judged) for responses that compute nothing.
 
 A failing sample is *dropped*: the strategy never picks it and it comes after every passing sample
 (least failing first), so a subset of any size keeps a failing sample only after every passing one.
@@ -22,13 +28,16 @@ Samples a check cannot judge (no instruction: plain text; NaN) pass it and are c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-CHECKS = ("grounding",)
-CHECK_INPUTS = ("losses_first", "losses_alone")   # the per-sample values (SparseFeatures fields) the checks read
+CHECKS = ("grounding", "answer")
+NEEDS = {"grounding": ("losses_first", "losses_alone"), "answer": ("losses_answer",)}   # SparseFeatures fields
+CHECK_INPUTS = tuple(dict.fromkeys(f for c in CHECKS for f in NEEDS[c]))   # every per-sample value the checks read
+WHERE = {"grounding": "plain text has no instruction",
+         "answer": "no response ends a computation with '= <number>'"}
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Checked:
     """Every check's result over the training samples (in their order)."""
 
     results: list[CheckResult]
+    skipped: dict = field(default_factory=dict)    # {check: why it did not run}
 
     def __len__(self) -> int:
         return len(self.results[0].values) if self.results else 0
@@ -99,8 +109,8 @@ class Checked:
         return out
 
     def summary(self) -> dict:
-        """{check: {threshold, quantile, failed, not_judged}} (JSON-ready)."""
-        return {r.name: r.summary() for r in self.results}
+        """{check: {threshold, quantile, failed, not_judged}, or why it did not run} (JSON-ready)."""
+        return {r.name: r.summary() for r in self.results} | {c: f"not applied: {why}" for c, why in self.skipped.items()}
 
     def describe(self) -> str:
         """One line per check, as the command line prints it."""
@@ -112,7 +122,7 @@ class Checked:
     def reindexed(self, pos: np.ndarray) -> "Checked":
         """The same results over the samples in another order: new sample ``i`` is old ``pos[i]``."""
         return Checked([CheckResult(r.name, r.values[pos], r.threshold, r.failed[pos], r.quantile)
-                        for r in self.results])
+                        for r in self.results], dict(self.skipped))
 
 
 def ifd(first: np.ndarray, alone: np.ndarray) -> np.ndarray:
@@ -120,56 +130,71 @@ def ifd(first: np.ndarray, alone: np.ndarray) -> np.ndarray:
     return np.asarray(first, np.float64) / np.maximum(np.asarray(alone, np.float64), 1e-12)
 
 
-def inputs_of(features) -> dict[str, np.ndarray] | None:
-    """The checks' per-sample inputs of features (None when they were extracted without them)."""
-    values = {name: getattr(features, name) for name in CHECK_INPUTS}
-    return None if any(v is None for v in values.values()) else values
+def check_values(name: str, inputs: dict) -> np.ndarray:
+    """[n] a check's value per sample from its inputs (higher: less consistent; NaN: not judged)."""
+    if name == "grounding":
+        return ifd(inputs["losses_first"], inputs["losses_alone"])
+    return np.asarray(inputs["losses_answer"], np.float64)
 
 
-def unavailable(train: dict | None, val: dict | None) -> str | None:
-    """Why the checks cannot run on these inputs (None: they can)."""
-    if train is None or val is None:
-        return ("the features carry no consistency values (extracted with checks off, positions 'all', or "
-                "stored before they were kept)")
-    if np.isnan(ifd(val["losses_first"], val["losses_alone"])).all():
-        return "no valuation sample has a grounding value (plain text has no instruction)"
+def inputs_of(features) -> dict[str, np.ndarray | None]:
+    """The checks' per-sample inputs of features (None where they were extracted without one)."""
+    return {name: getattr(features, name) for name in CHECK_INPUTS}
+
+
+def unavailable(name: str, train: dict | None, val: dict | None) -> str | None:
+    """Why check ``name`` cannot run on these inputs (None: it can)."""
+    if any(d is None or d.get(i) is None for d in (train, val) for i in NEEDS[name]):
+        return "the features carry no values for it (extracted with checks off, positions 'all', or stored before it was kept)"
+    if np.isnan(check_values(name, val)).all():
+        return f"no valuation sample has a value ({WHERE[name]})"
     return None
 
 
-def grounding(train: dict, val: dict, quantile: float = 1.0) -> CheckResult:
-    """Training samples less grounded than the valuation set's ``quantile`` fail (NaN never fails)."""
+def threshold_check(name: str, train: dict, val: dict, quantile: float = 1.0) -> CheckResult:
+    """Training samples whose value is above the valuation set's ``quantile`` fail (NaN never fails)."""
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], not {quantile}")
-    v = ifd(val["losses_first"], val["losses_alone"])
-    threshold = float(np.nanquantile(v, quantile))
-    t = ifd(train["losses_first"], train["losses_alone"])
-    return CheckResult("grounding", t, threshold, np.nan_to_num(t, nan=-np.inf) > threshold, quantile)
+    threshold = float(np.nanquantile(check_values(name, val), quantile))
+    t = check_values(name, train)
+    return CheckResult(name, t, threshold, np.nan_to_num(t, nan=-np.inf) > threshold, quantile)
 
 
-def run_checks(train: dict, val: dict, checks: Sequence[str] = CHECKS, *, quantile: float = 1.0) -> Checked:
-    """:class:`Checked` of ``checks`` over the training samples' inputs (:func:`inputs_of`), with
-    thresholds from the valuation samples'."""
+def grounding(train: dict, val: dict, quantile: float = 1.0) -> CheckResult:
+    """Training samples less grounded than the valuation set's ``quantile`` fail."""
+    return threshold_check("grounding", train, val, quantile)
+
+
+def run_checks(train: dict | None, val: dict | None, checks: Sequence[str] = CHECKS, *,
+               quantile: float = 1.0) -> Checked:
+    """:class:`Checked` of those of ``checks`` that can run on the training samples' inputs
+    (:func:`inputs_of`), with thresholds from the valuation samples'; ``skipped`` says why the
+    others did not. ValueError when none can."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
-    why = unavailable(train, val)
-    if why:
-        raise ValueError(why)
-    return Checked([grounding(train, val, quantile) for c in checks if c == "grounding"])
+    skipped = {c: why for c in checks if (why := unavailable(c, train, val))}
+    ran = [threshold_check(c, train, val, quantile) for c in checks if c not in skipped]
+    if not ran:
+        raise ValueError("; ".join(f"{c}: {why}" for c, why in skipped.items()))
+    return Checked(ran, skipped)
 
 
 def checks_for(train: dict | None, val: dict | None, enabled: bool = True) -> tuple[Checked | None, str | None]:
     """(:class:`Checked` or None, why none ran) for a selection: None when ``enabled`` is off
-    (``FeatureConfig.checks``) or the inputs lack the values (a warning says why)."""
+    (``FeatureConfig.checks``) or no check has its values (a warning says why)."""
     import warnings
 
     if not enabled:
         return None, "off (features configured without checks)"
-    why = unavailable(train, val)
-    if why:
-        warnings.warn(f"consistency checks not applied: {why}", RuntimeWarning, stacklevel=3)
-        return None, why
-    return run_checks(train, val), None
+    try:
+        checked = run_checks(train, val)
+    except ValueError as e:
+        warnings.warn(f"consistency checks not applied: {e}", RuntimeWarning, stacklevel=3)
+        return None, str(e)
+    for c, why in checked.skipped.items():
+        warnings.warn(f"consistency check {c} not applied: {why}", RuntimeWarning, stacklevel=3)
+    return checked, None
 
 
 def attach_checks(ranking, checked: Checked | None, why: str | None):
@@ -190,5 +215,5 @@ def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, q
     return attach_checks(rank_features(train, val, strategy, exclude=checked.dropped, **rank_kw), checked, None)
 
 
-__all__ = ["CHECKS", "CHECK_INPUTS", "CheckResult", "Checked", "attach_checks", "checks_for", "grounding", "ifd",
-           "inputs_of", "rank_checked", "run_checks", "unavailable"]
+__all__ = ["CHECKS", "CHECK_INPUTS", "CheckResult", "Checked", "attach_checks", "check_values", "checks_for",
+           "grounding", "ifd", "inputs_of", "rank_checked", "run_checks", "threshold_check", "unavailable"]

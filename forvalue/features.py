@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Iterator, Sequence
@@ -39,6 +40,9 @@ LOGIT_CHUNK_ELEMENTS = 8 * 1024 * 1024
 # instruction: as separating as the whole response on real data, at a fraction of the second pass
 # (docs/benchmarks.md, "Curation on real data").
 GROUNDING_TOKENS = 48
+# The answer check reads the model's loss on a response's last computed result: the number after its
+# last "=" (where the model can judge an answer; docs/benchmarks.md, "Curation on real data").
+ANSWER_RESULT = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class Encoded:
     # when the sample's batch runs, so a dataset's pixels are never all in memory at once.
     extra_shapes: dict = field(default_factory=dict)
     make_extra: Any = None
+    # [start, end) target indices of the tokens of the response's last computed result (the answer
+    # check's span; None: the response has none, or the tokenizer gives no character offsets)
+    answer: tuple[int, int] | None = None
 
     def inputs(self) -> dict:
         """Model inputs beyond ids and mask (built now for lazily encoded VLM samples)."""
@@ -150,6 +157,18 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
 
 def _eos(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def answer_tokens(tokenizer, text: str, special: bool) -> tuple[list[int], tuple[int, int] | None]:
+    """(token ids of ``text``, [start, end) indices of the tokens of its last computed result, the
+    number after its last "=", or None)."""
+    found = list(ANSWER_RESULT.finditer(text))
+    if not found or not getattr(tokenizer, "is_fast", False):
+        return _ids(tokenizer, text, special), None
+    enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    c0, c1 = found[-1].span(1)
+    inside = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < c1 and b > c0]
+    return list(enc["input_ids"]), (inside[0], inside[-1] + 1) if inside else None
 
 
 def render(sample: Sample, tokenizer, chat_template: bool = True) -> tuple[str, str, bool]:
@@ -255,10 +274,11 @@ def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len
     prompt, response, templated = render(sample, tokenizer, config.chat_template)
     if templated:
         p_ids = _ids(tokenizer, prompt, False)
-        r_ids = _ids(tokenizer, response, False)
+        r_ids, span = answer_tokens(tokenizer, response, False)
     else:
         p_ids = _ids(tokenizer, prompt, True) if prompt else []
-        r_ids = _ids(tokenizer, response, not prompt) + _eos(tokenizer)
+        r_ids, span = answer_tokens(tokenizer, response, not prompt)
+        r_ids += _eos(tokenizer)
     ids = p_ids + r_ids
     fld = {"text": "text", "messages": "messages"}.get(sample.kind, "response")
     if len(ids) < 2:
@@ -268,7 +288,8 @@ def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len
     if max_len is not None and len(ids) > max_len:
         raise DataError(sample.source, sample.row, fld,
                         f"{len(ids)} tokens, longer than the model context of {max_len} tokens")
-    return Encoded(index=index, input_ids=ids, response_start=len(p_ids) if prompt else 1)
+    return Encoded(index=index, input_ids=ids, response_start=len(p_ids) if prompt else 1,
+                   answer=None if span is None else (len(p_ids) + span[0], len(p_ids) + span[1]))
 
 
 def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: str = "raise"):
@@ -395,6 +416,8 @@ class Positions:
     S: Any        # [N] long, index within the batch
     n_per_sample: list[int]
     lead: Any = None  # [N] bool: among its sample's first GROUNDING_TOKENS scored positions
+    answer: Any = None  # [N] bool: a token of its sample's last computed result (Encoded.answer)
+    n_answer: list[int] = field(default_factory=list)   # such positions per sample
 
 
 @dataclass
@@ -435,7 +458,13 @@ def scored_positions(lm, batch: list[Encoded], positions: str, compute_dtype) ->
 
     lead = to_device(torch.tensor([i < GROUNDING_TOKENS for c in tg.counts for i in range(c)], dtype=torch.bool),
                      h.device)
-    return Positions(H=H, Y=y, S=b_idx, n_per_sample=tg.counts, lead=lead)
+    spans = [e.answer or (0, 0) for e in batch]
+    answer = [spans[b][0] <= t + 1 < spans[b][1] for b, t in zip(tg.b, tg.t)]   # target index t + 1
+    n_answer = [0] * len(batch)
+    for b, a in zip(tg.b, answer):
+        n_answer[b] += a
+    return Positions(H=H, Y=y, S=b_idx, n_per_sample=tg.counts, lead=lead,
+                     answer=to_device(torch.tensor(answer, dtype=torch.bool), h.device), n_answer=n_answer)
 
 
 class Head:
@@ -481,7 +510,7 @@ def compute_dtype_for(lm):
 
 
 # ----------------------------------------------------------------------------- sparse
-PER_SAMPLE_LOSSES = ("losses", "losses_first", "losses_alone")   # optional [n] arrays of SparseFeatures
+PER_SAMPLE_LOSSES = ("losses", "losses_first", "losses_alone", "losses_answer")   # optional [n] arrays of SparseFeatures
 
 
 @dataclass
@@ -504,6 +533,9 @@ class SparseFeatures:
     # [n] s(A) over that span: the response's first tokens after an empty instruction (the grounding
     # check's denominator, :func:`alone_losses`); None where not computed, NaN for plain text
     losses_alone: np.ndarray | None = None
+    # [n] the mean NLL of the tokens of the response's last computed result (Encoded.answer), from
+    # the same pass: the answer check's value; NaN where the response has none
+    losses_answer: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -615,8 +647,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     ``sample * V + token`` of all N support entries are sorted, a flag marks the first entry of each
     distinct key, and the entries are summed into the slot ``cumsum(flag) - 1``. Returns (sorted
     keys [N], first-of-key flags [N], summed vectors [N, r] whose first ``flags.sum()`` rows are
-    used, emb [B, d], the summed target NLL of each sample [B] and of its first GROUNDING_TOKENS
-    positions [B]); :func:`_compact` makes the rows on the host."""
+    used, emb [B, d], the summed target NLL of each sample [B], of its first GROUNDING_TOKENS
+    positions [B] and of its answer positions [B]); :func:`_compact` makes the rows on the host."""
     import torch
 
     dev = head.W.device  # the last layer and lm_head may sit on different GPUs (device_map="auto")
@@ -632,7 +664,8 @@ def _sparse_batch(pos: Positions, head: Head, k: int, P, B: int):
     emb = torch.zeros((B, H.shape[1]), dtype=H.dtype, device=H.device).index_add_(0, S, H)
     nll_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll)
     lead_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll * pos.lead.to(dev))
-    return keys, first, vec, emb, nll_sum, lead_sum
+    answer_sum = torch.zeros(B, dtype=nll.dtype, device=nll.device).index_add_(0, S, nll * pos.answer.to(dev))
+    return keys, first, vec, emb, nll_sum, lead_sum, answer_sum
 
 
 class _HostCopy:
@@ -738,15 +771,17 @@ def extract_sparse(
     P = None if config.r is None else projection(d, config.r, config.seed, head.W.device, cdt)
     parts = {}
 
-    def finish(batch, n_per_sample, copy: _HostCopy) -> None:
-        keys, first, vec, emb, nll_sum, lead_sum = copy.get()
+    def finish(batch, pos_counts, copy: _HostCopy) -> None:
+        n_per_sample, n_answer = pos_counts
+        keys, first, vec, emb, nll_sum, lead_sum, answer_sum = copy.get()
         rs, tok, vec = _compact(keys, first, vec, head.V)
         emb = emb.copy()
         bounds = np.searchsorted(rs, np.arange(len(batch) + 1))
         for b, e in enumerate(batch):
             sl = slice(bounds[b], bounds[b + 1])
             n = max(1, int(n_per_sample[b]))
-            losses = (float(nll_sum[b]) / n, float(lead_sum[b]) / min(n, GROUNDING_TOKENS))
+            losses = (float(nll_sum[b]) / n, float(lead_sum[b]) / min(n, GROUNDING_TOKENS),
+                      float(answer_sum[b]) / n_answer[b] if n_answer[b] else math.nan)
             parts[e.index] = bound_rows(tok[sl], vec[sl], config) + (emb[b], n_per_sample[b], losses)
 
     pending = None
@@ -755,7 +790,7 @@ def extract_sparse(
         copy = _HostCopy(_sparse_batch(pos, head, config.k, P, len(batch)))
         if pending is not None:
             finish(*pending)
-        pending = (batch, pos.n_per_sample, copy)
+        pending = (batch, (pos.n_per_sample, pos.n_answer), copy)
     if pending is not None:
         finish(*pending)
     order = [e.index for e in sorted(encoded, key=lambda e: e.index)]
@@ -781,6 +816,7 @@ def extract_sparse(
         norms=np.array([parts[i][2] for i in order], dtype=np.float64) if config.bounded else None,
         losses=np.array([parts[i][5][0] for i in order], dtype=np.float64),
         losses_first=np.array([parts[i][5][1] for i in order], dtype=np.float64),
+        losses_answer=np.array([parts[i][5][2] for i in order], dtype=np.float64),
     )
 
 

@@ -24,7 +24,7 @@ from .features import PER_SAMPLE_LOSSES, SparseFeatures
 from .io import atomic_write
 
 
-LOSS_COLUMNS = ("loss", "loss_first", "loss_alone")   # the stored names of PER_SAMPLE_LOSSES
+LOSS_COLUMNS = ("loss", "loss_first", "loss_alone", "loss_answer")   # the stored names of PER_SAMPLE_LOSSES
 
 
 def _samples_table(feats: SparseFeatures, schema_meta: dict):

@@ -163,8 +163,7 @@ class Valuator:
             raise ConfigError("no feature store")
         train, val = (self.store.sample_values(self.fingerprint, self.config, list(ids), CHECK_INPUTS)
                       for ids in (train_ids, val_ids))
-        complete = [None if any(x is None for x in d.values()) else d for d in (train, val)]
-        return checks_for(*complete)
+        return checks_for(train, val)
 
     def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
                     limit: int | None = None, engine=None, checks: bool = True) -> Ranking:

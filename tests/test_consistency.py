@@ -44,9 +44,8 @@ def test_ifd_is_the_ratio_of_the_two_passes(feats):
     train, _ = feats
     assert np.isfinite(train.losses_alone).all() and (train.losses_alone > 0).all()
     np.testing.assert_allclose(ifd(train.losses_first, train.losses_alone), train.losses_first / train.losses_alone)
-    assert inputs_of(replace(train, losses_alone=None)) is None
-    with pytest.raises(ValueError, match="no consistency values"):
-        run_checks(inputs_of(replace(train, losses_alone=None)), inputs_of(feats[1]))
+    with pytest.raises(ValueError, match="grounding: the features carry no values for it"):
+        run_checks(inputs_of(replace(train, losses_alone=None)), inputs_of(feats[1]), ("grounding",))
 
 
 def test_threshold_is_the_valuation_sets_quantile(set_feats):
@@ -74,8 +73,10 @@ def test_failing_samples_go_last_with_their_reason(set_feats, strategy):
     checked = ranking.checks
     assert set(checked.reasons()) == FAILED
     assert checked.reasons()[3] == "grounding: 1.200 > 0.750 (the valuation set's maximum)"
-    assert checked.summary() == {"grounding": {"threshold": pytest.approx(0.75), "quantile": 1.0, "failed": 4,
-                                               "not_judged": 0}}
+    summary = checked.summary()
+    assert summary["grounding"] == {"threshold": pytest.approx(0.75), "quantile": 1.0, "failed": 4, "not_judged": 0}
+    assert summary["answer"] == "not applied: no valuation sample has a value (no response ends a computation " \
+                                "with '= <number>')"   # the tiny records compute nothing
     rows = checked.records(train.sample_ids)
     assert [r["sample_id"] for r in rows] == [train.sample_ids[i] for i in (10, 1, 6, 3)]
     assert rows[-1]["check"] == "grounding" and rows[-1]["value"] == pytest.approx(1.2)
@@ -87,6 +88,25 @@ def test_failing_samples_go_last_with_their_reason(set_feats, strategy):
     assert not set(ranking.indices("top_k", 8)) & FAILED
     assert set(ranking.indices("top_k", 10)) - set(kept) == {10, 1}
     assert list(ranking.indices("bottom_p", 25)) == [3, 6, 1]
+
+
+def test_the_answer_check_drops_unexpected_results_and_says_which_check(set_feats):
+    """Two checks: a sample fails when either does; the reason names the first that failed; a
+    response without a computed result (NaN) is not judged by the answer check."""
+    train, val = set_feats
+    answer = np.array([1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, np.nan, 4.5, 1.0, 1.0])
+    train, val = replace(train, losses_answer=answer), replace(val, losses_answer=np.array([1.0, 2.0, np.nan]))
+    ranking = rank_checked(train, val, "balanced")
+    checked = ranking.checks
+    assert set(np.flatnonzero(checked.failed)) == FAILED | {2, 9}
+    answer_res = next(r for r in checked.results if r.name == "answer")
+    assert answer_res.threshold == 2.0 and answer_res.summary()["not_judged"] == 1
+    reasons = checked.reasons()
+    assert reasons[2] == "answer: 5.000 > 2.000 (the valuation set's maximum)"
+    assert reasons[3].startswith("grounding: ")
+    # least failing first, by the margin over each check's limit relative to it
+    assert list(ranking.order[-6:]) == [10, 1, 6, 3, 9, 2]
+    assert {r["check"] for r in checked.records(train.sample_ids)} == {"grounding", "answer"}
 
 
 def test_a_partial_order_stops_before_the_dropped(set_feats):
@@ -147,5 +167,5 @@ def test_features_without_checks_keep_their_store_and_warn(tiny_lm, tmp_path):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         ranking = Valuator(tiny_lm, on).rank(tf, vf, "balanced")
-    assert ranking.checks is None and "no consistency values" in ranking.info["checks"]
+    assert ranking.checks is None and "grounding: the features carry no values" in ranking.info["checks"]
     assert any("consistency checks not applied" in str(x.message) for x in w)

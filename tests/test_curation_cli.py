@@ -23,10 +23,12 @@ def files(tmp_path):
 
 def test_curate_writes_the_kept_rows_with_every_input_column(tiny_model_dir, files, tmp_path, capsys):
     train, val = files
-    out = tmp_path / "kept.parquet"
+    out, dropped = tmp_path / "kept.parquet", tmp_path / "dropped.jsonl"
     assert main(["curate", "--train", str(train), "--val", str(val), "--model", str(tiny_model_dir),
-                 "--top-p", "25", "--out", str(out), "--store", str(tmp_path / "fs"), "--quiet"]) == 0
-    assert "kept 5 of 20 training samples (balanced, top-p 25)" in capsys.readouterr().out
+                 "--top-p", "25", "--out", str(out), "--store", str(tmp_path / "fs"), "--quiet",
+                 "--dropped", str(dropped)]) == 0
+    printed = capsys.readouterr().out
+    assert "kept 5 of 20 training samples (balanced, top-p 25)" in printed
     table = pq.read_table(out)
     rows = table.to_pylist()
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and {r["strategy"] for r in rows} == {"balanced"}
@@ -38,17 +40,27 @@ def test_curate_writes_the_kept_rows_with_every_input_column(tiny_model_dir, fil
     # the same subset from the library
     from forvalue.data import load_samples
     from forvalue.features import FeatureConfig
+    from forvalue.consistency import rank_checked
     from forvalue.models import load_model
-    from forvalue.selection import select
     from forvalue.store import FeatureStore
 
     lm = load_model(str(tiny_model_dir), device="cpu")
     tr, va = load_samples(train).samples, load_samples(val).samples
     fs = FeatureStore(tmp_path / "fs")
-    idx, ranking = select(fs.load(lm.fingerprint, FeatureConfig(), [s.sample_id for s in tr]),
-                          fs.load(lm.fingerprint, FeatureConfig(), [s.sample_id for s in va]), "top_p", 25)
+    ranking = rank_checked(fs.load(lm.fingerprint, FeatureConfig(), [s.sample_id for s in tr]),
+                           fs.load(lm.fingerprint, FeatureConfig(), [s.sample_id for s in va]), "balanced")
+    idx = ranking.indices("top_p", 25)
     assert [r["sample_id"] for r in rows] == [tr[i].sample_id for i in idx]
     assert np.allclose([r["score"] for r in rows], ranking.raw[idx])
+    # the consistency checks: the summary in the metadata, every dropped sample with its reason
+    n_failed = int(ranking.checks.failed.sum())
+    assert meta["checks"]["grounding"]["failed"] == n_failed >= 1
+    assert f"consistency: grounding check dropped {n_failed} of 20" in printed
+    drops = [json.loads(x) for x in dropped.read_text().splitlines()]
+    assert [d["sample_id"] for d in drops] == [tr[i].sample_id for i in ranking.checks.dropped]
+    assert all(d["check"] == "grounding" and d["check_value"] > d["threshold"] and d["reason"].startswith("grounding: ")
+               and {"prompt", "response", "score"} <= set(d) for d in drops)
+    assert not {d["sample_id"] for d in drops} & {r["sample_id"] for r in rows}
 
     # every strategy and size mode runs; JSONL output is valid JSON lines
     for strategy, size in (("raw-mean", ["--top-k", "3"]), ("max-cosine", ["--drop-lowest-p", "50"]),

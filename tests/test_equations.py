@@ -233,7 +233,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     cdt = F.compute_dtype_for(tiny_lm64)
     head = F.Head(tiny_lm64.model, cdt)
     pos = F.scored_positions(tiny_lm64, list(encs), config.positions, cdt)
-    keys, first, vec, emb, nll_sum, lead_sum = F._sparse_batch(pos, head, config.k, None, len(encs))
+    keys, first, vec, emb, nll_sum, lead_sum, answer_sum = F._sparse_batch(pos, head, config.k, None, len(encs))
     rs, tok, rows = F._compact(keys.numpy(), first.numpy(), vec.numpy(), head.V)
 
     src, toks, coefs = F.position_support(pos.H, pos.Y, head, config.k)
@@ -251,6 +251,8 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     assert np.array_equal(pos.lead.numpy(), within < F.GROUNDING_TOKENS) and not pos.lead.numpy().all()
     ref_lead = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp * pos.lead)
     assert np.allclose(lead_sum.numpy(), ref_lead.numpy(), rtol=1e-6)
+    ref_answer = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp * pos.answer)
+    assert np.allclose(answer_sum.numpy(), ref_answer.numpy(), rtol=1e-6)
     # the batch code has no host synchronisation (on CUDA these would each stall the loop)
     for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.Targets.tensors):
         src_text = inspect.getsource(fn).split('"""')[-1]
@@ -315,3 +317,35 @@ def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path, monke
 
     text = samples_from_records([{"text": "plain words only"}, {"text": "more"}], columns=Columns(text="text")).samples
     assert np.isnan(alone_losses(tiny_lm64, text)).all()
+
+
+@pytest.mark.parametrize("chat_template", [True, False])
+def test_answer_loss_is_the_nll_of_the_last_computed_result(tiny_lm64, tmp_path, chat_template):
+    """The answer check's value: the mean NLL of the tokens of the number after the response's last
+    "=", from the extraction pass itself (no other pass); NaN when the response computes nothing;
+    kept in a stored shard."""
+    from forvalue.features import encode_all, extract_sparse
+    from forvalue.shard_format import read_files, write_files
+
+    records = [{"prompt": "Add them.", "response": "3 + 4 = 7, then 7 * 2 = 14 apples."},
+               {"prompt": "Cost?", "response": "Total = $1,250.5 in all."},
+               {"prompt": "Say hi.", "response": "Hello there!"},
+               {"prompt": "Sum?", "response": "5 + 5 = 10\n#### 10"}]
+    samples = samples_from_records(records).samples
+    cfg = FeatureConfig(chat_template=chat_template)
+    encs, _ = encode_all(tiny_lm64, samples, cfg)
+    decoded = [tiny_lm64.tokenizer.decode(e.input_ids[e.answer[0]:e.answer[1]]) if e.answer else None for e in encs]
+    assert decoded == ["14", "1,250.5", None, "10"]       # the last result after "=", not the #### line
+    feats = extract_sparse(tiny_lm64, samples, cfg, batch_size=3)
+    for e, got in zip(encs, feats.losses_answer):
+        if e.answer is None:
+            assert np.isnan(got)
+            continue
+        ids = torch.tensor([e.input_ids])
+        logp = torch.log_softmax(tiny_lm64.model(input_ids=ids).logits[0].double(), dim=-1)
+        a, b = e.answer
+        want = -np.mean([float(logp[t - 1, e.input_ids[t]]) for t in range(a, b)])
+        assert got == pytest.approx(want, rel=1e-6)
+    files = write_files(tmp_path, "a1", feats, {}, arrow=True)
+    back = read_files(tmp_path, {k: v.name for k, v in files.items()})
+    np.testing.assert_array_equal(back.losses_answer, feats.losses_answer)

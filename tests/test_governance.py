@@ -246,6 +246,16 @@ def test_dropped_samples_and_the_cut_off(audited):
     assert {r["sample_id"] for r in got} == set(ids) - kept and len(got) == 6
     assert {r["user_id"] for r in got} == {ids[s] for s in set(ids) - kept}
     assert all(r["score"] is not None for r in got)      # model A's scores of the pair are still current
+    # which were left out by a consistency check, with the value and limit the catalog recorded
+    checked = {r["sample_id"]: r for r in cat.subset_checks(x)}
+    assert {r["sample_id"] for r in got if r["dropped_by_check"]} == set(checked) and not set(checked) & kept
+    for r in got:
+        if r["dropped_by_check"]:
+            c = checked[r["sample_id"]]
+            assert (r["dropped_by_check"], r["check_value"], r["check_threshold"]) == (
+                c["check_name"], c["check_value"], c["threshold"]) and r["check_value"] > r["check_threshold"]
+    summary = json.loads(cat.query("SELECT checks FROM subsets WHERE subset_id = ?", [x])[0]["checks"])
+    assert summary["grounding"]["failed"] == len(checked) >= 1
     (cut,) = ask(cat, "subset_cutoff", subset_id=x)
     scores = [sc for _, _, sc in rec.subsets[x]["members"]]
     assert (cut["n_total"], cut["n_selected"], cut["n_dropped"], cut["last_kept_rank"]) == (10, 4, 6, 4)
