@@ -136,14 +136,9 @@ def load_records(data: Path, limit: int | None) -> list[dict]:
 # ----------------------------------------------------------------------------- forward pass
 def pad_batch(batch, pad_id: int) -> dict:
     """Right-padded input_ids and attention_mask of a batch of text samples (forvalue.features.Encoded)."""
-    import torch
+    from forvalue.features import pad_ids
 
-    T = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
-    for b, e in enumerate(batch):
-        ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[b, : len(e.input_ids)] = 1
+    ids, mask = pad_ids(batch, pad_id)
     return {"input_ids": ids, "attention_mask": mask}
 
 

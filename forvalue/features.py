@@ -380,7 +380,8 @@ def to_device(t, device):
     return t.to(device)
 
 
-def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
+def pad_ids(batch: Sequence[Encoded], pad_id: int):
+    """(input_ids, attention_mask) [B, T] long tensors of a batch, right-padded with ``pad_id``."""
     import torch
 
     T = max(len(e.input_ids) for e in batch)
@@ -389,6 +390,11 @@ def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     for b, e in enumerate(batch):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         mask[b, : len(e.input_ids)] = 1
+    return ids, mask
+
+
+def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
+    ids, mask = pad_ids(batch, pad_id)
     inputs = {"input_ids": to_device(ids, device), "attention_mask": to_device(mask, device)}
     extras = [e.inputs() for e in batch]
     for key in sorted({k for x in extras for k in x}):

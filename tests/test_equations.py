@@ -254,7 +254,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     ref_answer = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp * pos.answer)
     assert np.allclose(answer_sum.numpy(), ref_answer.numpy(), rtol=1e-6)
     # the batch code has no host synchronisation (on CUDA these would each stall the loop)
-    for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.Targets.tensors):
+    for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.pad_ids, F.Targets.tensors):
         src_text = inspect.getsource(fn).split('"""')[-1]
         for call in (".item(", ".cpu(", ".tolist(", "unique(", ".numpy(", "nonzero("):
             assert call not in src_text, (fn.__name__, call)
