@@ -169,3 +169,19 @@ def test_features_without_checks_keep_their_store_and_warn(tiny_lm, tmp_path):
         ranking = Valuator(tiny_lm, on).rank(tf, vf, "balanced")
     assert ranking.checks is None and "grounding: the features carry no values" in ranking.info["checks"]
     assert any("consistency checks not applied" in str(x.message) for x in w)
+
+
+def test_the_checks_leave_the_features_and_scores_unchanged(tiny_lm64):
+    """The checks add per-sample values beside the features; the vectors, hence every score and the
+    influence benchmarks' AUC / recall, are the same bits with and without them."""
+    from forvalue.scoring import score_features
+
+    train = samples_from_records(make_records(10, seed=11)).samples
+    val = samples_from_records(make_records(3, seed=12, prefix="v")).samples
+    on, off = FeatureConfig(), FeatureConfig(checks=False)
+    got = {c.checks: [extract_sparse(tiny_lm64, s, c, grounding=c.checks) for s in (train, val)] for c in (on, off)}
+    for a, b in zip(got[True], got[False]):
+        for name in ("row_sample", "token_ids", "vectors", "emb", "n_positions", "losses", "losses_first"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert a.losses_alone is not None and b.losses_alone is None
+    np.testing.assert_array_equal(score_features(*got[True]).values, score_features(*got[False]).values)
