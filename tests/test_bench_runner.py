@@ -155,5 +155,13 @@ def test_scale_bench_times_several_strategies_and_valuation_sizes_in_one_run(tmp
                                                           (9, "max-cosine")]
     assert all(r["select_kept"] == 60 and r["select_over_rescore"] > 0 for r in sel)
     assert len({r["order_sha256"] for r in sel}) == 4     # four different selections
+    # --checks: each strategy again after the consistency checks, on the store's per-sample values
+    assert bench_main(["scale", "--samples", "600", "--store", str(tmp_path / "store"), "--rows", "8", "--r", "8",
+                       "--shard-size", "200", "--n-val", "9", "--strategy", "balanced", "--checks", "--json", str(out),
+                       "--quiet"]) == 0
+    plain, checked = json.loads(out.read_text())["results"][0]["selection"]
+    assert (plain["strategy"], checked["strategy"]) == ("balanced", "balanced+checks")
+    assert plain["dropped_by_checks"] == 0 < checked["dropped_by_checks"] < 600 and checked["select_kept"] == 60
+    assert checked["order_sha256"] != plain["order_sha256"]
     with pytest.raises(SystemExit):
         bench_main(["scale", "--samples", "10", "--strategy", "best"])

@@ -63,11 +63,16 @@ def synthetic_features(rng: np.random.Generator, ids: list[str], rows: int, r: i
     from ..features import SparseFeatures
 
     n = len(ids)
+    answer = rng.uniform(0.0, 5.0, n)
+    answer[rng.random(n) < 0.3] = np.nan          # responses that compute nothing
     return SparseFeatures(sample_ids=ids, row_sample=np.repeat(np.arange(n), rows),
                           token_ids=_distinct_tokens(rng, n, rows),
                           vectors=rng.standard_normal((n * rows, r), dtype=np.float32).astype(np.float16),
                           emb=rng.standard_normal((n, d), dtype=np.float32).astype(np.float16),
-                          n_positions=np.full(n, rows, dtype=np.int64))
+                          n_positions=np.full(n, rows, dtype=np.int64),
+                          # the consistency checks' per-sample values, as an extraction stores them
+                          losses=rng.uniform(0.5, 3.0, n), losses_first=rng.uniform(0.5, 3.0, n),
+                          losses_alone=rng.uniform(1.0, 4.0, n), losses_answer=answer)
 
 
 def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_size: int = 4096,
@@ -129,20 +134,31 @@ def _rescore_step(root: str, rows: int, r: int, n_val: int) -> dict:
             "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb()}
 
 
-def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percent: float) -> dict:
+def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percent: float,
+                 checks: bool = False) -> dict:
+    """The first ``percent`` of a strategy's order over the store; ``checks``: after the consistency
+    checks, their per-sample values read from the store's samples files (as Valuator.rank_stored)."""
     import pyarrow.ipc  # noqa: F401
     import torch  # noqa: F401
 
+    from ..consistency import CHECK_INPUTS, inputs_of, run_checks
     from ..feature_source import StoreSource
     from ..selection import needed_prefix, rank_features
     from ..store import FeatureStore
 
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
     t0 = time.perf_counter()
-    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
-    ranking = rank_features(source, val, strategy, limit=needed_prefix(len(source), "top_p", percent))
+    store = FeatureStore(root)
+    source = StoreSource(store, _fingerprint(), _config(rows, r))
+    exclude = None
+    if checks:
+        values = store.sample_values(_fingerprint(), _config(rows, r), source.sample_ids, CHECK_INPUTS)
+        exclude = run_checks(values, inputs_of(val)).dropped
+    ranking = rank_features(source, val, strategy, limit=needed_prefix(len(source), "top_p", percent),
+                            exclude=exclude)
     kept = ranking.indices("top_p", percent)
     return {"seconds": time.perf_counter() - t0, "kept": int(len(kept)), "passes": ranking.info.get("passes", 1),
+            "dropped_by_checks": 0 if exclude is None else int(len(exclude)),
             "refilled_units": ranking.info.get("refilled_units", 0), "peak_rss_mb": _peak_mb(),
             "order_sha256": hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes()).hexdigest()}
 
@@ -156,11 +172,13 @@ def _child(step: str, *args) -> dict:
 
 
 def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | list[int] = 100,
-        shard_size: int = 4096, strategy: str | list[str] | None = None, percent: float = 10.0, log=None) -> dict:
+        shard_size: int = 4096, strategy: str | list[str] | None = None, percent: float = 10.0, log=None,
+        checks: bool = False) -> dict:
     """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring
     against a valuation set of each size in ``n_val`` (and, with ``strategy``, one or more, the
     first ``percent`` of each strategy's order over the store for each valuation set, in the same
-    run: ``selection``, one row per (valuation size, strategy) with its time over the re-scoring's)."""
+    run: ``selection``, one row per (valuation size, strategy) with its time over the re-scoring's;
+    ``checks``: each strategy again after the consistency checks, row ``<strategy>+checks``)."""
     say = log or (lambda msg: None)
     n_vals = [n_val] if isinstance(n_val, int) else list(n_val)
     strategies = [] if not strategy else [strategy] if isinstance(strategy, str) else list(strategy)
@@ -176,11 +194,12 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | l
     for v in n_vals:
         rescores[v] = _child("rescore", str(root), rows, r, v)
         say(f"re-scoring against {v} valuation samples: {rescores[v]['seconds']:.2f} s")
-        for name in strategies:
-            sel = _child("select", str(root), rows, r, v, name, percent)
+        for name, checked in ((s, c) for s in strategies for c in ((False, True) if checks else (False,))):
+            sel = _child("select", str(root), rows, r, v, name, percent, checked)
+            name = name + "+checks" if checked else name
             say(f"{name} top {percent:g}% with {v} valuation samples: {sel['seconds']:.2f} s "
                 f"({sel['seconds'] / rescores[v]['seconds']:.2f}x the re-scoring)")
-            selection.append({"strategy": name, "n_val": v, "percent": percent, "select_seconds": sel["seconds"],
+            selection.append({"strategy": name, "n_val": v, "dropped_by_checks": sel["dropped_by_checks"], "percent": percent, "select_seconds": sel["seconds"],
                               "rescore_seconds": rescores[v]["seconds"],
                               "select_over_rescore": sel["seconds"] / rescores[v]["seconds"],
                               "select_peak_rss_mb": sel["peak_rss_mb"], "select_kept": sel["kept"],

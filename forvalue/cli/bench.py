@@ -104,6 +104,9 @@ def _register_scale(bsub, parents) -> None:
                    help="also time these selection strategies over the streamed store (comma-separated; "
                         f"{', '.join(sorted(STRATEGIES))})")
     p.add_argument("--subset-percent", type=float, default=10.0, help="with --strategy: the share selected")
+    p.add_argument("--checks", action="store_true",
+                   help="with --strategy: time each strategy again after the consistency checks (their per-sample "
+                        "values read from the store, failing samples never picked), in the same run")
     p.add_argument("--json", default=None, metavar="OUT", help="write {'results': [...], 'meta': {...}} here")
     p.set_defaults(func=run_scale)
 
@@ -305,7 +308,8 @@ def run_scale(args) -> int:
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="forvalue-scale-") as tmp:
         res = run(args.samples, root=args.store or tmp, rows=args.rows, r=args.r, n_val=args.n_val,
-                  shard_size=args.shard_size, strategy=args.strategy, percent=args.subset_percent, log=log)
+                  shard_size=args.shard_size, strategy=args.strategy, percent=args.subset_percent, log=log,
+                  checks=args.checks)
     print(f"| samples | bytes/sample | read s | rescore s | rescore/read | rescore peak RSS MB |\n|---|---|---|---|---|---|\n"
           f"| {res['samples']} | {res['bytes_per_sample']:.0f} | {res['read_seconds']:.2f} | "
           f"{res['rescore_seconds']:.2f} | {res['rescore_over_read']:.2f} | {res['rescore_peak_rss_mb']:.0f} |")
