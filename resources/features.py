@@ -11,7 +11,8 @@ from ._fields import config_class, dataclass_fields
 # the feature config's fields (forvalue.features.FeatureConfig) and the variable that sets each
 FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FORVALUE_RANK",
                "seed": "FORVALUE_SEED", "chat_template": "FORVALUE_CHAT_TEMPLATE", "max_length": "FORVALUE_MAX_LENGTH",
-               "store_dtype": "FORVALUE_STORE_DTYPE", "energy": "FORVALUE_ENERGY", "max_rows": "FORVALUE_MAX_ROWS"}
+               "store_dtype": "FORVALUE_STORE_DTYPE", "energy": "FORVALUE_ENERGY", "max_rows": "FORVALUE_MAX_ROWS",
+               "checks": "FORVALUE_CHECKS"}
 
 
 def _DEFAULT():
@@ -34,7 +35,8 @@ class _FeatureStore(ConfigurableResource):
                    max_length=env_int("FORVALUE_MAX_LENGTH", None),
                    store_dtype=env_str("FORVALUE_STORE_DTYPE", default.store_dtype),
                    energy=env_float("FORVALUE_ENERGY", default.energy),
-                   max_rows=env_int("FORVALUE_MAX_ROWS", default.max_rows) or None)
+                   max_rows=env_int("FORVALUE_MAX_ROWS", default.max_rows) or None,
+                   checks=env_bool("FORVALUE_CHECKS", default.checks))
 
     def config(self):
         """The library's ``FeatureConfig`` of these fields."""
