@@ -54,6 +54,23 @@ class Selection:
                      "norm": pl.Series(r.norm[idx], dtype=pl.Float64)})
         return pl.DataFrame(cols)
 
+    def dropped(self, train: Sequence[Sample]):
+        """The samples the consistency checks dropped, least failing first, as a polars DataFrame:
+        index, sample_id, source, row, check (the first that failed), value, threshold, reason
+        (empty when no check ran: ``ranking.info["checks"]`` says why)."""
+        import polars as pl
+
+        schema = {"index": pl.Int64, "sample_id": pl.String, "source": pl.String, "row": pl.Int64,
+                  "check": pl.String, "value": pl.Float64, "threshold": pl.Float64, "reason": pl.String}
+        checked = self.ranking.checks
+        if checked is None:
+            return pl.DataFrame(schema=schema)
+        recs = checked.records([s.sample_id for s in train])
+        return pl.DataFrame([{"index": int(i), "sample_id": r["sample_id"], "source": train[i].source,
+                              "row": train[i].row, "check": r["check"], "value": r["value"],
+                              "threshold": r["threshold"], "reason": r["reason"]}
+                             for i, r in zip(checked.dropped, recs)], schema=schema)
+
 
 class Valuator:
     """For-Value with one model and one feature configuration.

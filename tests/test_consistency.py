@@ -146,6 +146,13 @@ def test_store_serves_the_checks_and_the_streamed_order_matches(tiny_lm, tmp_pat
     assert list(streamed.order) == list(mem.order)
     assert streamed.checks.reasons() == mem.checks.reasons()
     assert streamed.info["checks"] == mem.info["checks"]
+    sel = v.select(train, val, "top_k", 5)
+    frame = sel.dropped(train)
+    assert frame["index"].to_list() == list(mem.checks.dropped) and frame["sample_id"].to_list() == [
+        train[i].sample_id for i in mem.checks.dropped]
+    assert (frame["value"] > frame["threshold"]).all() and frame["row"].to_list() == [
+        train[i].row for i in mem.checks.dropped]
+    assert not set(sel.indices) & set(frame["index"].to_list())
     off = v.rank(tf, vf, "balanced", checks=False)
     assert off.checks is None and off.info["checks"].startswith("not applied")
     assert set(off.order[:len(ids) - mem.checks.failed.sum()]) != set(mem.order[:len(ids) - mem.checks.failed.sum()])
