@@ -98,8 +98,14 @@ def test_select_from_scores_matches_curate_and_needs_the_store(tiny_model_dir, f
         a, b = pq.read_table(sel_out).to_pylist(), pq.read_table(cur_out).to_pylist()
         assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
         assert [r["rank"] for r in a] == list(range(1, 8))
-    raw = pq.read_table(tmp_path / "sel-raw-mean.parquet").to_pylist()
-    assert [r["sample_id"] for r in raw] == [r["sample_id"] for r in rows[:7]]
+    # raw-mean from the table alone still applies the checks, from the store the table records
+    dropped = tmp_path / "dropped.jsonl"
+    assert main(["select", "--scores", str(scores), "--train", str(train), "--strategy", "raw-mean", "--top-k", "7",
+                 "--out", str(tmp_path / "sel-raw-mean.parquet"), "--dropped", str(dropped), "--quiet"]) == 0
+    raw = pq.read_table(tmp_path / "sel-raw-mean.parquet")
+    failed = {json.loads(x)["sample_id"] for x in dropped.read_text().splitlines()}
+    assert json.loads(raw.schema.metadata[b"forvalue"])["checks"]["grounding"]["failed"] == len(failed) >= 1
+    assert [r["sample_id"] for r in raw.to_pylist()] == [r["sample_id"] for r in rows if r["sample_id"] not in failed][:7]
 
     # scores without a store: the sorting strategies still work, the pairwise ones say what to do
     bare = tmp_path / "bare.parquet"
@@ -111,8 +117,9 @@ def test_select_from_scores_matches_curate_and_needs_the_store(tiny_model_dir, f
     err = capsys.readouterr().err
     assert f"{bare}: no feature store recorded; strategy balanced orders by pairwise cosine" in err and not out.exists()
     assert main(["select", "--scores", str(bare), "--train", str(train), "--strategy", "cosine-mean", "--top-k", "3",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--out", str(out)]) == 0
     assert len(pq.read_table(out)) == 3
+    assert "consistency checks not applied: the scores table records no feature store" in capsys.readouterr().out
     # a JSONL scores table has no metadata
     jl = _write(tmp_path / "scores.jsonl", rows)
     assert main(["select", "--scores", str(jl), "--train", str(train), "--top-k", "3", "--out", str(out)]) == 2
