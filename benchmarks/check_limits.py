@@ -1,0 +1,72 @@
+"""The consistency checks' limits side by side, on the check values a `forvalue curate` run stored:
+each combination of grounding and answer limits (the valuation set's maximum or a quantile), the
+strategy's top 10% counted per label (no model, no forward pass).
+
+    .venv/bin/python benchmarks/check_limits.py --data DATA --store STORE --kind-column kind --clean clean
+    .venv/bin/python benchmarks/check_limits.py --data MIXED --store STORE2 --kind-column noise --clean none
+
+``DATA`` holds train.jsonl and val.jsonl (with the label column), ``STORE`` the feature store the
+curate run wrote (one model and feature configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _limit(q: float | None) -> str:
+    return "none" if q is None else "max" if q >= 1 else f"q{q:g}"
+
+
+def main(argv=None) -> int:
+    from forvalue.consistency import Checked, inputs_of, threshold_check
+    from forvalue.data import load_samples
+    from forvalue.features import FeatureConfig
+    from forvalue.models import ModelFingerprint
+    from forvalue.selection import rank_features
+    from forvalue.store import FeatureStore
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--kind-column", default="kind")
+    ap.add_argument("--clean", default="clean")
+    ap.add_argument("--strategy", default="balanced")
+    ap.add_argument("--fraction", type=float, default=0.10)
+    args = ap.parse_args(argv)
+    train = load_samples(args.data / "train.jsonl").samples
+    val = load_samples(args.data / "val.jsonl").samples
+    kinds = np.array([json.loads(x)[args.kind_column] for x in (args.data / "train.jsonl").read_text().splitlines()
+                      if x.strip()])
+    store = FeatureStore(args.store)
+    (folder,) = store.folders()
+    info = json.loads(next(folder.glob("shard-*.json")).read_text())
+    fp, cfg = ModelFingerprint.from_dict(info["model"]), FeatureConfig.from_dict(info["feature_config"])
+    tf = store.load(fp, cfg, [s.sample_id for s in train])
+    vf = store.load(fp, cfg, [s.sample_id for s in val])
+    ti, vi = inputs_of(tf), inputs_of(vf)
+    k = round(args.fraction * len(train))
+    print(f"| grounding limit | answer limit | clean share of the top {k} | kept per kind | clean dropped | dropped |\n"
+          "|---|---|---:|---|---:|---:|")
+    for qg in (1.0, 0.95, 0.9):
+        for qa in (None, 1.0, 0.95, 0.9):
+            checked = Checked([threshold_check("grounding", ti, vi, qg)]
+                              + ([threshold_check("answer", ti, vi, qa)] if qa else []))
+            order = rank_features(tf, vf, args.strategy, exclude=checked.dropped, limit=k).order
+            top = collections.Counter(kinds[order[:k]])
+            print(f"| {_limit(qg)} | {_limit(qa)} | {top[args.clean] / k:.3f} | "
+                  f"{', '.join(f'{a} {b}' for a, b in sorted(top.items()))} | "
+                  f"{int((kinds[checked.failed] == args.clean).sum())} | {int(checked.failed.sum())} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
