@@ -149,6 +149,13 @@ def remove_stale_tmp(folder: Path, claims: dict[str, set[str]]) -> list[Path]:
     return removed
 
 
+def _plain_name(name) -> bool:
+    """A data file's manifest entry: a plain file name of the shard's own folder (no folder part, no
+    absolute path, no '..'), as the store writes them."""
+    return (isinstance(name, str) and name.startswith("shard-") and "/" not in name and "\\" not in name
+            and "\0" not in name and Path(name).name == name)
+
+
 def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[dict | None, str | None]:
     """(manifest, None) for an intact shard, else (manifest or None, what is wrong). The quick check
     (every read) wants both files present with the recorded sizes; ``deep`` also compares sha256
@@ -162,9 +169,14 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
         return None, None if not manifest.exists() else "manifest unreadable"
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
         return None, f"manifest unreadable ({type(e).__name__})"
+    bad = [files[k] for k in ("rows", "samples") if not _plain_name(files[k])]
+    if bad:   # never follow it: None, so that setting the shard aside moves the manifest only
+        return None, f"manifest damaged: file entry {bad[0]!r} is not a file name in the shard's folder"
     sums = info.get("checksums", {})
     for key in ("rows", "samples"):
         path = folder / files[key]
+        if path.is_symlink():
+            return None, f"{files[key]} is a link, not a file written by the store"
         if not path.is_file():
             return info, f"{files[key]} is missing"
         want = sums.get(key)

@@ -165,6 +165,37 @@ def test_verify_and_compact(tiny_lm, tmp_path, capsys):
     assert main(["store", "verify", "--store", str(tmp_path / "nothing")]) == 2
 
 
+@pytest.mark.parametrize("entry", ["absolute", "parent", "link"])
+def test_a_manifest_never_reaches_outside_the_store(tiny_lm, tmp_path, capsys, entry):
+    """A manifest whose file entry is an absolute path or climbs out of the folder, or a data file
+    replaced by a link to an outside file: the shard is damaged, only its manifest is set aside, and
+    compaction, verification and reading never move, delete or read the outside file."""
+    store = FeatureStore(tmp_path / "fs")
+    samples = samples_from_records(make_records(6)).samples
+    store.ensure(tiny_lm, samples, shard_size=3)
+    folder = _folder(tmp_path / "fs")
+    manifest = sorted(folder.glob("shard-*.json"))[0]
+    info = json.loads(manifest.read_text())
+    outside = tmp_path / "V" / info["files"]["rows"]   # the shard's rows file: sizes, checksums and format match
+    outside.parent.mkdir()
+    outside.write_bytes((folder / info["files"]["rows"]).read_bytes())
+    original = outside.read_bytes()
+    if entry == "link":
+        (folder / info["files"]["rows"]).unlink()
+        (folder / info["files"]["rows"]).symlink_to(outside)
+    else:
+        info["files"]["rows"] = str(outside) if entry == "absolute" else os.path.relpath(outside, folder)
+        manifest.write_text(json.dumps(info))
+    assert main(["store", "verify", "--store", str(tmp_path / "fs")]) == 1
+    assert main(["store", "compact", "--store", str(tmp_path / "fs")]) == 0
+    capsys.readouterr()
+    assert outside.read_bytes() == original                        # not moved, not deleted
+    assert not manifest.exists() and len(list((folder / "damaged").glob("*/shard-*.json"))) == 1
+    # the 3 samples of the damaged shard are computed again; the other 3 are read from the store
+    res = store.ensure(tiny_lm, samples, shard_size=3)
+    assert (res.computed, res.reused) == (3, 3) and outside.read_bytes() == original
+
+
 CONCURRENT = """
 import sys
 from forvalue.cli import main
