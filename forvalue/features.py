@@ -76,7 +76,8 @@ class FeatureConfig:
         if self.k < 0:
             raise ConfigError("k (top tokens) must be >= 0")
         if self.r is not None and self.r < 1:
-            raise ConfigError("r must be >= 1 or None")
+            raise ConfigError(f"r (the projection width) must be >= 1, or 0 on the command line for every dimension; "
+                              f"got {self.r}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length must be >= 2 tokens (or None for the model context)")
         if self.checks and self.positions != "response":   # grounding compares response losses
