@@ -7,6 +7,7 @@ on any failure the temporary file is removed and the old file is left as it was.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -15,14 +16,32 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (reading it with os.umask means setting it, which
+    other threads would see), else set and restored once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` with a temporary path next to ``path``, then rename it to ``path``."""
+    """Call ``write(tmp)`` with a temporary path next to ``path``, then rename it to ``path``. The
+    file gets the mode a plain ``open`` would give it (0666 less the umask: a team's shared store
+    stays readable to the team), not the 0600 of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -53,6 +72,7 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

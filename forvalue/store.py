@@ -42,7 +42,7 @@ from .features import BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseF
 from .io import atomic_write_text
 from .shard_format import read_files, read_sample_values, write_files
 from .store_safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
-                           quarantine, remove_stale_tmp, take_claim)
+                           no_permission, quarantine, remove_stale_tmp, take_claim)
 
 DEFAULT_SHARD_SIZE = 512
 
@@ -191,6 +191,8 @@ class FeatureStore:
                 continue
             try:
                 ids, values = read_sample_values(folder, info["files"], fields)
+            except PermissionError as e:
+                raise no_permission(Path(e.filename or folder), e) from None
             except Exception as e:   # a damaged file, as _read_shard
                 manifest = folder / f"shard-{info['shard_id']}.json"
                 self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
@@ -216,6 +218,8 @@ class FeatureStore:
         """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
         try:
             return read_files(folder, info["files"])
+        except PermissionError as e:
+            raise no_permission(Path(e.filename or folder), e) from None
         except Exception as e:   # pyarrow raises several types for a damaged file
             manifest = folder / f"shard-{info['shard_id']}.json"
             self._set_aside(folder, manifest, info, f"unreadable data file: {e}")

@@ -149,6 +149,13 @@ def remove_stale_tmp(folder: Path, claims: dict[str, set[str]]) -> list[Path]:
     return removed
 
 
+def no_permission(path: Path, e: OSError | None) -> StoreError:
+    """The one-line error of a store file this user may not read (the store is left as it is)."""
+    return StoreError(f"{path}: no permission to read it ({e.strerror if e else 'permission denied'}); the store "
+                      f"belongs to another user or was written with a strict umask: ask its owner to make it "
+                      f"readable (chmod -R g+rX) or use a store of your own (--store)")
+
+
 def _plain_name(name) -> bool:
     """A data file's manifest entry: a plain file name of the shard's own folder (no folder part, no
     absolute path, no '..'), as the store writes them."""
@@ -165,6 +172,8 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
         files = info["files"]
         ids = info["sample_ids"]
         assert isinstance(ids, list) and {"rows", "samples"} <= set(files)
+    except PermissionError as e:   # someone else's store: not damage, and never a reason to move it
+        raise no_permission(manifest, e) from None
     except FileNotFoundError:
         return None, None if not manifest.exists() else "manifest unreadable"
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
@@ -179,6 +188,8 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
             return None, f"{files[key]} is a link, not a file written by the store"
         if not path.is_file():
             return info, f"{files[key]} is missing"
+        if not os.access(path, os.R_OK):
+            raise no_permission(path, None)
         want = sums.get(key)
         if want and path.stat().st_size != want["size"]:
             return info, f"{files[key]} has {path.stat().st_size} bytes, the manifest records {want['size']}"
@@ -209,4 +220,4 @@ def quarantine(folder: Path, manifest: Path, info: dict | None, reason: str) -> 
 
 
 __all__ = ["FolderLock", "Claim", "take_claim", "live_claims", "claimed_tmp", "remove_stale_tmp", "damaged_shard",
-           "quarantine", "file_digest", "LOCKS", "DAMAGED"]
+           "no_permission", "quarantine", "file_digest", "LOCKS", "DAMAGED"]

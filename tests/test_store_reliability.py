@@ -196,6 +196,52 @@ def test_a_manifest_never_reaches_outside_the_store(tiny_lm, tmp_path, capsys, e
     assert (res.computed, res.reused) == (3, 3) and outside.read_bytes() == original
 
 
+def test_a_shared_store_follows_the_umask_and_a_permission_problem_is_not_damage(tiny_lm, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Files get the mode a plain open would (0666 less the umask), so a team's store is readable to
+    the team; a file this user may not read stops with one line naming it, and nothing is set aside."""
+    import stat
+    from pathlib import Path
+
+    from forvalue import io as fio
+    from forvalue.errors import StoreError
+
+    samples = samples_from_records(make_records(4)).samples
+    for mask, want in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(mask)
+        fio._umask.cache_clear()
+        try:
+            store = FeatureStore(tmp_path / f"fs{mask:o}")
+            store.ensure(tiny_lm, samples, shard_size=2)
+        finally:
+            os.umask(old)
+            fio._umask.cache_clear()
+        files = [p for p in _folder(tmp_path / f"fs{mask:o}").glob("shard-*")]
+        assert len(files) == 6 and {stat.S_IMODE(p.stat().st_mode) for p in files} == {want}
+    # a manifest, then a data file, this user may not read (simulated: the tests may run as root)
+    folder = _folder(tmp_path / "fs22")
+    manifest = sorted(folder.glob("shard-*.json"))[0]
+    real_read = Path.read_text
+
+    def denied(self, *a, **k):
+        if self == manifest:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(StoreError, match=f"{manifest}: no permission to read it"):
+        FeatureStore(tmp_path / "fs22").load(tiny_lm.fingerprint, FeatureConfig())
+    assert main(["store", "verify", "--store", str(tmp_path / "fs22")]) == 2
+    assert capsys.readouterr().err.count("no permission to read it") == 1
+    monkeypatch.setattr(Path, "read_text", real_read)
+    rows = folder / json.loads(manifest.read_text())["files"]["rows"]
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != rows and real_access(p, mode))
+    with pytest.raises(StoreError, match=f"{rows}: no permission to read it"):
+        FeatureStore(tmp_path / "fs22").load(tiny_lm.fingerprint, FeatureConfig())
+    assert manifest.exists() and rows.exists() and not (folder / "damaged").exists()
+
+
 CONCURRENT = """
 import sys
 from forvalue.cli import main
