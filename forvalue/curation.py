@@ -94,18 +94,26 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     return out, meta
 
 
-def _stored_checks(train: Sequence[Sample], meta: dict, root, file: str):
-    """(Checked or None, why none) of the consistency values stored beside the features the scores
-    table records (a table without a store or a record of its features: none, with the reason)."""
+def _stored_valuator(meta: dict, root):
+    """A model-less Valuator over the features a scores table records (None when it records no
+    model, features, valuation set or store)."""
     from .features import FeatureConfig
     from .models import ModelFingerprint
     from .store import FeatureStore
     from .valuator import Valuator
 
     if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta or not root:
+        return None
+    return Valuator.from_store(FeatureStore(root), ModelFingerprint.from_dict(meta["model"]),
+                               FeatureConfig.from_dict(meta["feature_config"]))
+
+
+def _stored_checks(train: Sequence[Sample], meta: dict, root, file: str):
+    """(Checked or None, why none) of the consistency values stored beside the features the scores
+    table records (a table without a store or a record of its features: none, with the reason)."""
+    v = _stored_valuator(meta, root)
+    if v is None:
         return None, "the scores table records no feature store (score with --store to a .parquet file)"
-    cfg = FeatureConfig.from_dict(meta["feature_config"])
-    v = Valuator.from_store(FeatureStore(root), ModelFingerprint.from_dict(meta["model"]), cfg)
     try:
         return v.checks_stored([s.sample_id for s in train], meta["val_ids"])
     except KeyError as e:
@@ -117,10 +125,6 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
     """Order ``train`` (the scored training file's samples) by ``strategy``, from a scores table and,
     for the pairwise strategies, the features in the store the table records (or ``store``), read
     here or one Ray task per shard (``engine``, :class:`forvalue.engines.EngineConfig`)."""
-    from .features import FeatureConfig
-    from .models import ModelFingerprint
-    from .store import FeatureStore
-
     check_strategy(strategy)
     file = str(scores_path)
     scores, meta = read_scores_table(scores_path)
@@ -148,11 +152,8 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
         raise DataError(file, None, None, f"no record of the model, features and valuation set; {hint}")
     if not root:
         raise DataError(file, None, None, f"no feature store recorded; {hint}")
-    from .valuator import Valuator
-
-    fp, cfg = ModelFingerprint.from_dict(meta["model"]), FeatureConfig.from_dict(meta["feature_config"])
     try:   # streamed shard by shard: any store size
-        return Valuator.from_store(FeatureStore(root), fp, cfg).rank_stored(
+        return _stored_valuator(meta, root).rank_stored(
             [s.sample_id for s in train], meta["val_ids"], strategy, limit=limit, engine=engine)
     except KeyError as e:
         raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}; {hint}") from None

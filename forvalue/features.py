@@ -735,12 +735,8 @@ def alone_losses(lm, samples: Sequence[Sample], config: FeatureConfig = FeatureC
     for batch in length_batches(encoded, batch_size):
         pos = scored_positions(lm, batch, "response", cdt)
         H, Y, S = pos.H.to(head.W.device), pos.Y.to(head.W.device), pos.S.to(head.W.device)
-        total = torch.zeros(len(batch), dtype=torch.float64, device=H.device)
-        for sl in head.chunks(H.shape[0]):
-            logits = head.logits(H[sl])
-            nll = torch.logsumexp(logits, dim=-1) - logits.gather(1, Y[sl][:, None])[:, 0]
-            total.index_add_(0, S[sl], nll.double())
-            del logits
+        nll = position_support(H, Y, head, 0, with_nll=True)[3]
+        total = torch.zeros(len(batch), dtype=torch.float64, device=H.device).index_add_(0, S, nll.double())
         total = total.cpu().numpy()
         for b, e in enumerate(batch):
             if pos.n_per_sample[b]:

@@ -8,8 +8,9 @@
   sample's index in the shard), token_id, vector; ``shard-<id>.samples.arrow``: sample_id,
   n_positions, n_rows, norm, emb, and ``loss`` (the mean NLL per scored position from the
   extraction pass; absent in shards written before it was kept), ``loss_first`` (the same over the
-  first 48 response tokens) and ``loss_alone`` (s(A) over those tokens, when the extraction
-  computed the grounding check).
+  first 48 response tokens), ``loss_alone`` (s(A) over those tokens, when the extraction
+  computed the grounding check) and ``loss_answer`` (the loss of the response's last computed
+  result; the consistency checks read these, forvalue/consistency.py).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 """
@@ -153,7 +154,6 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
         n_positions=_np(per.column("n_positions")).astype(np.int64),
         # ||G|| per sample; shards written before it was stored get it from their rows
         norms=_np(per.column("norm")) if "norm" in per.column_names else None,
-        # s(A|Q) of the extraction pass; shards written before it was stored have none
         # the per-sample losses (s(A|Q), over the first tokens, alone); shards written before have none
         **{a: _np(per.column(c)) if c in per.column_names else None for a, c in zip(PER_SAMPLE_LOSSES, LOSS_COLUMNS)},
     )

@@ -185,7 +185,6 @@ class FeatureStore:
         folder = self.folder(fingerprint, config)
         pos = {s: i for i, s in enumerate(sample_ids)}
         out = {f: np.full(len(sample_ids), np.nan) for f in fields}
-        found = 0
         for info in self.shard_infos(fingerprint, config):
             if not pos.keys() & set(info["sample_ids"]):
                 continue
@@ -199,7 +198,6 @@ class FeatureStore:
                 raise StoreError(f"{manifest}: damaged shard moved aside ({e})") from None
             where = np.array([pos.get(s, -1) for s in ids], dtype=np.int64)
             hit = where >= 0
-            found += int(hit.sum())
             for f in fields:
                 if out[f] is None:
                     continue

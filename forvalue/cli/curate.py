@@ -88,7 +88,7 @@ def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dic
         if args.dropped:
             write_table([], args.dropped, meta)
         return
-    n_kept = sum(bool(checked.failed[i]) for i in idx)
+    n_kept = int(checked.failed[idx].sum())
     print(f"consistency: {checked.describe()}" + (f"; {n_kept} of them kept (the subset is larger than what "
                                                   f"passed)" if n_kept else ""))
     if args.dropped:
