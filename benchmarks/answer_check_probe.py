@@ -2,10 +2,10 @@
 tell a clean GSM8K solution from one whose final number is wrong?
 
 This is the comparison of "answer likelihood" signals for the issue "correctness-aware curation". The
-grounding check IFD (forvalue/consistency.py) catches another problem's solution but not a wrong final
+grounding check IFD (forvalue/curation/consistency.py) catches another problem's solution but not a wrong final
 number, since the rest of the solution still fits the question. The candidates here look at how much
 probability the model gives to the written answer. They are all computed from one forward pass per sample,
-the same pass as forvalue's valuation loss (``forvalue.evaluate.evaluate_loss``). The sample is rendered
+the same pass as forvalue's valuation loss (``forvalue.training.evaluate.evaluate_loss``). The sample is rendered
 with the chat template, scored at ``positions="response"``, and the hidden state at t-1 predicts token t.
 So every per-token NLL here is one term of that loss.
 
@@ -135,8 +135,8 @@ def load_records(data: Path, limit: int | None) -> list[dict]:
 
 # ----------------------------------------------------------------------------- forward pass
 def pad_batch(batch, pad_id: int) -> dict:
-    """Right-padded input_ids and attention_mask of a batch of text samples (forvalue.features.Encoded)."""
-    from forvalue.features import pad_ids
+    """Right-padded input_ids and attention_mask of a batch of text samples (forvalue.valuation.features.Encoded)."""
+    from forvalue.valuation.features import pad_ids
 
     ids, mask = pad_ids(batch, pad_id)
     return {"input_ids": ids, "attention_mask": mask}
@@ -146,10 +146,10 @@ def forward(recs: list[dict], batch_size: int, threads: int):
     """One forward pass per sample (length-bucketed batches): per-token data over the response tokens."""
     import torch
 
-    from forvalue.data import samples_from_records
-    from forvalue.features import (FeatureConfig, base_model_of, encode_all, length_batches, lm_head_of,
-                                   render, targets)
-    from forvalue.models import load_model
+    from forvalue.data.samples import samples_from_records
+    from forvalue.valuation.features import (FeatureConfig, base_model_of, encode_all, length_batches, lm_head_of, render,
+                                             targets)
+    from forvalue.models.loading import load_model
 
     torch.set_num_threads(threads)
     lm = load_model("default", device="cpu", dtype="float32")
@@ -232,9 +232,9 @@ def response_texts(per_tok: list[dict], recs: list[dict] | None) -> list[str]:
         return [r["response"] for r in recs]
     from transformers import AutoTokenizer
 
-    from forvalue.data import Sample
-    from forvalue.features import render
-    from forvalue.models import ensure_default_model
+    from forvalue.data.samples import Sample
+    from forvalue.valuation.features import render
+    from forvalue.models.loading import ensure_default_model
 
     tok = AutoTokenizer.from_pretrained(str(ensure_default_model()))
     _, rendered, templated = render(Sample(sample_id="x", prompt="Q", response="RESPONSE"), tok, True)

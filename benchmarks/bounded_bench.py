@@ -48,7 +48,7 @@ def run(args) -> int:
 
     from forvalue.benchmarks.bounded import run_task
     from forvalue.benchmarks.runner import machine_info
-    from forvalue.models import load_model
+    from forvalue.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,7 +74,7 @@ def draws(args) -> int:
 
     from forvalue.benchmarks.bounded import projection_draws
     from forvalue.benchmarks.runner import machine_info
-    from forvalue.models import load_model
+    from forvalue.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,7 +31,7 @@ KEYED = ("dagster_run_id VARCHAR, PRIMARY KEY (dataset_name, valuation_set, feat
 
 
 def _keyed_scores(cat) -> None:
-    from forvalue.catalog import sql_dir
+    from forvalue.catalog.db import sql_dir
 
     cat.init()
     ddl = (sql_dir() / "schema.sql").read_text()
@@ -45,7 +45,7 @@ def _keyed_scores(cat) -> None:
 def step(path: str, n: int, keyed: bool) -> dict:
     import numpy as np
 
-    from forvalue.catalog import Catalog
+    from forvalue.catalog.db import Catalog
 
     cat = Catalog(path)
     if keyed:

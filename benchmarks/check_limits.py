@@ -27,12 +27,12 @@ def _limit(q: float | None) -> str:
 
 
 def main(argv=None) -> int:
-    from forvalue.consistency import Checked, inputs_of, threshold_check
-    from forvalue.data import load_samples
-    from forvalue.features import FeatureConfig
-    from forvalue.models import ModelFingerprint
-    from forvalue.selection import rank_features
-    from forvalue.store import FeatureStore
+    from forvalue.curation.consistency import Checked, inputs_of, threshold_check
+    from forvalue.data.samples import load_samples
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.models.loading import ModelFingerprint
+    from forvalue.curation.selection import rank_features
+    from forvalue.store.feature_store import FeatureStore
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path)

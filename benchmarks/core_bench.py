@@ -71,10 +71,10 @@ def _sync(device):
 def plain_forward(lm, batches):
     import torch
 
-    from forvalue.features import _collate
+    from forvalue.valuation.features import collate
 
     for batch in batches:
-        inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device)
+        inputs = collate(batch, lm.tokenizer.pad_token_id, lm.device)
         with torch.inference_mode():
             logits = lm.model(**inputs).logits
         del logits
@@ -85,8 +85,8 @@ def probe(args) -> int:
     """Peak memory of one (mode, batch, seq) cell in this fresh process; prints bytes."""
     import torch
 
-    from forvalue.features import Encoded, FeatureConfig, base_model_of, extract_sparse, _collate
-    from forvalue.models import load_model
+    from forvalue.valuation.features import Encoded, FeatureConfig, base_model_of, extract_sparse, collate
+    from forvalue.models.loading import load_model
 
     mode, B, T = args.probe.split(",")
     B, T = int(B), int(T)
@@ -100,10 +100,10 @@ def probe(args) -> int:
         plain_forward(lm, [encs])
     elif mode == "body":
         with torch.inference_mode():
-            base_model_of(lm.model)(**_collate(encs, lm.tokenizer.pad_token_id, lm.device), use_cache=False)
+            base_model_of(lm.model)(**collate(encs, lm.tokenizer.pad_token_id, lm.device), use_cache=False)
         _sync(lm.device)
     else:
-        from forvalue.data import Sample
+        from forvalue.data.samples import Sample
 
         extract_sparse(lm, [Sample(sample_id=f"s{i}", text="x") for i in range(B)], FeatureConfig(positions="all"),
                        encoded=encs, batch_size=B)
@@ -117,10 +117,10 @@ def main() -> int:
     import torch
 
     from forvalue.benchmarks.tasks import make_task
-    from forvalue.data import Columns, samples_from_records
-    from forvalue.features import FeatureConfig, encode_all, extract_sparse, length_batches
-    from forvalue.models import load_model
-    from forvalue.scoring import sparse_scores
+    from forvalue.data.samples import Columns, samples_from_records
+    from forvalue.valuation.features import FeatureConfig, encode_all, extract_sparse, length_batches
+    from forvalue.models.loading import load_model
+    from forvalue.valuation.scoring import sparse_scores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")

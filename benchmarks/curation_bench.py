@@ -53,7 +53,7 @@ def _log(msg: str) -> None:
 def _model(args):
     import torch
 
-    from forvalue.models import load_model
+    from forvalue.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def _labels(records):
 def stage_select(args) -> None:
     from forvalue.benchmarks.curation import (curation_data, curation_set, method_orders, random_metrics,
                                               selection_metrics)
-    from forvalue.store import FeatureStore
+    from forvalue.store.feature_store import FeatureStore
 
     out = RESULTS / f"curation-select{args.suffix}.json"
     rows = _rows(out)
@@ -130,11 +130,11 @@ def stage_finetune(args) -> None:
     import numpy as np
 
     from forvalue.benchmarks.curation import curation_data, curation_set, method_orders
-    from forvalue.evaluate import EvalConfig
-    from forvalue.finetune import TrainConfig, finetune
+    from forvalue.training.evaluate import EvalConfig
+    from forvalue.training.finetune import TrainConfig, finetune
     from forvalue.metrics import clean_share, coverage
-    from forvalue.selection import DEFAULT_STRATEGY
-    from forvalue.store import FeatureStore
+    from forvalue.curation.selection import DEFAULT_STRATEGY
+    from forvalue.store.feature_store import FeatureStore
 
     out = RESULTS / f"curation-finetune-{args.set}{args.suffix}.json"
     rows = _rows(out)
@@ -238,7 +238,7 @@ def report(args) -> str:
 
 def main(argv=None) -> int:
     from forvalue.benchmarks.curation import CURATION_METHODS, CURATION_SETS
-    from forvalue.selection import STRATEGIES
+    from forvalue.curation.selection import STRATEGIES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=["select", "mislabeled", "finetune", "report"])

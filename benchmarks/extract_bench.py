@@ -36,7 +36,7 @@ def padding_waste(lengths: list[int], batch_size: int, *, bucketed: bool) -> flo
 def _samples(kind: str, n: int):
     from forvalue.benchmarks.bounded import long_records
     from forvalue.benchmarks.tasks import make_task
-    from forvalue.data import Columns, samples_from_records
+    from forvalue.data.samples import Columns, samples_from_records
 
     if kind == "short":
         tr, _ = make_task("math-reason", 0, n_train_per_class=max(1, n // 10), n_val_per_class=1)
@@ -48,7 +48,7 @@ def _samples(kind: str, n: int):
 def throughput(lm, samples, batch_size: int, repeat: int) -> dict:
     import torch
 
-    from forvalue.features import FeatureConfig, _collate, encode_all, extract_sparse, length_batches
+    from forvalue.valuation.features import FeatureConfig, collate, encode_all, extract_sparse, length_batches
 
     config = FeatureConfig(positions="all")
     encoded, _ = encode_all(lm, samples, config)
@@ -56,7 +56,7 @@ def throughput(lm, samples, batch_size: int, repeat: int) -> dict:
     batches = length_batches(encoded, batch_size)
 
     def plain(batch):
-        inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device)
+        inputs = collate(batch, lm.tokenizer.pad_token_id, lm.device)
         with torch.inference_mode():
             logits = lm.model(**inputs).logits
         del logits
@@ -103,8 +103,8 @@ def main() -> int:
     import torch
 
     from forvalue.benchmarks.runner import machine_info
-    from forvalue.features import FeatureConfig, encode_all
-    from forvalue.models import load_model
+    from forvalue.valuation.features import FeatureConfig, encode_all
+    from forvalue.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,13 +16,13 @@ selection never saw, and reports the valuation-set loss beside it.
    a run without an evaluation set: ``--n-eval-per-class 0`` gives the old setup.)
 2. Every training sample is featurized with For-Value (``sparse``, response positions, the bundled
    default model) together with the valuation set; features are cached in ``--store``. The
-   selection strategy ``--selection`` (:data:`forvalue.selection.STRATEGIES`, default
+   selection strategy ``--selection`` (:data:`forvalue.curation.selection.STRATEGIES`, default
    ``balanced``) orders the training samples from those features
-   (:func:`forvalue.selection.rank_features`); ``raw-mean`` is the raw For-Value score. The
+   (:func:`forvalue.curation.selection.rank_features`); ``raw-mean`` is the raw For-Value score. The
    evaluation set is never featurized.
 3. For every seed and strategy (top / random / bottom p% of that order, same k; ``full``: every
    training sample), a LoRA fine-tune with the same steps, batch size and hyper-parameters
-   (:func:`forvalue.finetune.compare_strategies`), then evaluation on the held-out evaluation set
+   (:func:`forvalue.training.finetune.compare_strategies`), then evaluation on the held-out evaluation set
    (``val_loss``: mean NLL per response token, on ``--loss-limit`` evenly spaced samples; and, unless
    ``--no-accuracy``, accuracy: greedy decoding, exact match of the final number, on
    ``--accuracy-limit`` evenly spaced samples), and the loss of the same fine-tuned model on the
@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forvalue.selection import DEFAULT_STRATEGY, STRATEGIES as SELECTIONS  # noqa: E402  (numpy only)
+from forvalue.curation.selection import DEFAULT_STRATEGY, STRATEGIES as SELECTIONS  # noqa: E402  (numpy only)
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None, int]:
@@ -176,15 +176,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from forvalue.benchmarks.tasks import make_task
-    from forvalue.data import samples_from_records
-    from forvalue.evaluate import EvalConfig, evaluate
-    from forvalue.features import FeatureConfig
-    from forvalue.finetune import (STRATEGIES, TrainConfig, compare_strategies, run_evaluation, select_subset,
-                                   subset_size)
-    from forvalue.holdout import EvalSet, from_valuation
-    from forvalue.models import load_model
-    from forvalue.store import FeatureStore
-    from forvalue.tracking import Tracker, subset_digest
+    from forvalue.data.samples import samples_from_records
+    from forvalue.training.evaluate import EvalConfig, evaluate
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.training.finetune import (STRATEGIES, TrainConfig, compare_strategies, run_evaluation, select_subset,
+                                            subset_size)
+    from forvalue.data.holdout import EvalSet, from_valuation
+    from forvalue.models.loading import load_model
+    from forvalue.store.feature_store import FeatureStore
+    from forvalue.training.tracking import Tracker, subset_digest
     from forvalue.valuator import Valuator
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

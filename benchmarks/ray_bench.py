@@ -46,14 +46,14 @@ sys.path.insert(0, str(ROOT))
 
 def _samples(n: int):
     from forvalue.benchmarks.tasks import make_task
-    from forvalue.data import Columns, samples_from_records
+    from forvalue.data.samples import Columns, samples_from_records
 
     tr, _ = make_task("math-reason", 0, n_train_per_class=max(1, -(-n // 10)), n_val_per_class=1)
     return samples_from_records(tr[:n], columns=Columns(text="text")).samples
 
 
 def in_process(model, samples, config, root: Path, shard_size: int) -> dict:
-    from forvalue.store import FeatureStore
+    from forvalue.store.feature_store import FeatureStore
 
     t0 = time.perf_counter()
     lm = model.load()
@@ -80,9 +80,9 @@ def on_ray(model, samples, config, root: Path, shard_size: int, workers: int) ->
 
 def read_file(path: Path, segment_bytes: int) -> list[dict]:
     """Time to the first batch of samples the actors can take, and to the last, for both readers."""
-    from forvalue.data import Columns
+    from forvalue.data.samples import Columns
     from forvalue.engines import EngineConfig
-    from forvalue.engines.ray_features import _file_dataset
+    from forvalue.engines.ray_features import file_dataset
     from forvalue.engines.ray_read import datasource, plan
     from forvalue.engines.ray_session import import_ray, ray_session
 
@@ -91,7 +91,7 @@ def read_file(path: Path, segment_bytes: int) -> list[dict]:
         ray = import_ray()
         # the driver reads, checks, hashes and pickles every row into the object store before the run
         t0 = time.perf_counter()
-        ds, _, _ = _file_dataset(ray, path, cols, "raise", EngineConfig(engine="ray", workers=2), 2048)
+        ds, _, _ = file_dataset(ray, path, cols, "raise", EngineConfig(engine="ray", workers=2), 2048)
         total = time.perf_counter() - t0
         n = ds.count()
         out.append({"reader": "this process (driver)", "first_batch_s": round(total, 2), "total_s": round(total, 2),
@@ -114,17 +114,17 @@ def read_file(path: Path, segment_bytes: int) -> list[dict]:
 def store_passes(root: Path, n: int, n_val: int, workers: list[int]) -> list[dict]:
     import numpy as np
 
-    from forvalue.benchmarks.scale import _config, _fingerprint, build_store, synthetic_features
+    from forvalue.benchmarks.scale import synthetic_config, synthetic_fingerprint, build_store, synthetic_features
     from forvalue.engines import EngineConfig
     from forvalue.engines.runner import part_runner
-    from forvalue.feature_source import StoreSource
-    from forvalue.scoring import source_values
-    from forvalue.selection import needed_prefix, rank_features
-    from forvalue.store import FeatureStore
+    from forvalue.valuation.feature_source import StoreSource
+    from forvalue.valuation.scoring import source_values
+    from forvalue.curation.selection import needed_prefix, rank_features
+    from forvalue.store.feature_store import FeatureStore
 
     rows, r = 64, 128
     build_store(root, n, rows=rows, r=r, shard_size=4096)
-    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
+    source = StoreSource(FeatureStore(root), synthetic_fingerprint(), synthetic_config(rows, r))
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
     limit = needed_prefix(n, "top_p", 10)
     out, ref = [], None
@@ -167,8 +167,8 @@ def main(argv=None) -> int:
     if args.parts == "read":
         return _main_read(args)
 
-    from forvalue.features import FeatureConfig
-    from forvalue.models import ModelConfig
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.models.loading import ModelConfig
 
     model = ModelConfig(model=args.model, device="cpu", batch_size=args.batch_size)
     config = FeatureConfig(positions="all")

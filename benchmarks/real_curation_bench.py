@@ -79,8 +79,8 @@ def overhead(args) -> int:
     training samples, alternated A/B/A/B in one run (shared machines: both see the same load); both
     include the answer check's span and loss (the extraction pass's own), whose tokenization cost is
     printed beside."""
-    from forvalue.features import extract_sparse
-    from forvalue.models import load_model
+    from forvalue.valuation.features import extract_sparse
+    from forvalue.models.loading import load_model
 
     bd, _ = load(Path(args.data))
     samples = bd.train[:args.overhead]
@@ -98,7 +98,7 @@ def overhead(args) -> int:
     print(f"# every run: {json.dumps({str(k): [round(x, 1) for x in v] for k, v in times.items()})}")
     # the answer check's span: the responses tokenized with character offsets (inside both timings
     # above, in encode_all), against the plain tokenization that came before it
-    from forvalue.features import answer_tokens, render
+    from forvalue.valuation.features import answer_tokens, render
 
     texts = [render(s, lm.tokenizer, bd.config.chat_template)[1] for s in samples]
     t0 = time.perf_counter()
@@ -133,8 +133,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.overhead:
         return overhead(args)
-    from forvalue.models import load_model
-    from forvalue.store import FeatureStore
+    from forvalue.models.loading import load_model
+    from forvalue.store.feature_store import FeatureStore
     from forvalue.valuator import Valuator
 
     bd, rec = load(Path(args.data))

@@ -60,7 +60,7 @@ BROKEN_KINDS = ("other_response", "truncated", "wrong_answer", "near_empty")
 NEAR_EMPTY = ("I don't know.", "The answer is", "Let me think.", "See above.", "Yes.", "N/A", "...",
               "It depends.", "Good question!", "The answer is below.")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from forvalue.catalog import content_hash as sha256  # noqa: E402  (sha256 of a file's bytes)
+from forvalue.catalog.db import content_hash as sha256  # noqa: E402  (sha256 of a file's bytes)
 
 ANSWER = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 

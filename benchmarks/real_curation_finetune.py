@@ -15,20 +15,20 @@ matched to the pool on ``id``, and k = its number of rows.
 Training sets, for every seed (``--seeds``):
 
 - ``curated``: the kept rows (the same for every seed);
-- ``random``: k rows of the whole pool, drawn with the seed (:func:`forvalue.finetune.select_subset`);
+- ``random``: k rows of the whole pool, drawn with the seed (:func:`forvalue.training.finetune.select_subset`);
 - ``full``: the whole pool (same steps, so it sees 30 x 8 = 240 draws of it);
 - ``clean``: k rows of kind ``clean`` only, drawn with the seed (an oracle filter).
 
-Each is a LoRA fine-tune with the library defaults (:class:`forvalue.finetune.TrainConfig`: 30
+Each is a LoRA fine-tune with the library defaults (:class:`forvalue.training.finetune.TrainConfig`: 30
 steps, batch 8, lr 1e-3, rank 8, all linear layers; the seed sets LoRA init and data order, so
 the sets of one seed share both) of the bundled default model (SmolLM2-135M-Instruct) through
 :func:`forvalue.finetune.finetune` (no tracking); the adapter is loaded back merged into a copy of
-the base model (:func:`forvalue.finetune.load_finetuned`) and evaluated on eval.jsonl:
+the base model (:func:`forvalue.training.finetune.load_finetuned`) and evaluated on eval.jsonl:
 
 (a) eval loss: mean NLL per response token over the set (:func:`forvalue.evaluate.evaluate`, loss
     only; the library's valuation loss);
 (b) answer-token accuracy, forward only (teacher forcing): the prompt rendered with the chat
-    template as the library renders it (:func:`forvalue.features.encode`), the gold response; the
+    template as the library renders it (:func:`forvalue.valuation.features.encode`), the gold response; the
     answer tokens are the tokens of the text after the last ``#### `` of the gold response; per
     sample, the share of them that the argmax of the model's next-token logits predicts exactly
     given everything before it. Reported: the mean over samples (``answer_token_acc``) and the
@@ -81,7 +81,7 @@ def log(*a) -> None:
 
 # ----------------------------------------------------------------------------- data
 def load_sets(data: Path, kept_path: Path):
-    from forvalue.data import load_samples
+    from forvalue.data.samples import load_samples
 
     train = load_samples(data / "train.jsonl").samples
     ev = load_samples(data / "eval.jsonl").samples
@@ -118,7 +118,7 @@ def write_fake_kept(data: Path, out: Path, n: int, seed: int = 123) -> None:
 
 
 def training_indices(name: str, seed: int, train, curated: np.ndarray) -> np.ndarray:
-    from forvalue.finetune import select_subset
+    from forvalue.training.finetune import select_subset
 
     n, k = len(train), len(curated)
     if name == "curated":
@@ -144,7 +144,7 @@ def kind_mix(train, idx) -> dict[str, int]:
 def answer_layout(lm, samples):
     """Per sample: (input ids as training encodes them, response start, answer token positions,
     answer text, the Encoded)."""
-    from forvalue.features import FeatureConfig, encode, render
+    from forvalue.valuation.features import FeatureConfig, encode, render
 
     tok = lm.tokenizer
     cfg = FeatureConfig(positions="response", chat_template=True)
@@ -182,7 +182,7 @@ def answer_accuracy(lm, layout, batch_size: int = 8, check_loss: bool = False) -
     against the library's eval loss)."""
     import torch
 
-    from forvalue.features import base_model_of, lm_head_of
+    from forvalue.valuation.features import base_model_of, lm_head_of
 
     model = lm.model
     body, head = base_model_of(model), lm_head_of(model)
@@ -230,7 +230,7 @@ def accuracy_from_logits(layout, calls: list, batch_size: int) -> dict | None:
     (captured by a hook on lm_head): its batches are ``length_batches(encoded, batch_size)`` and each
     head call covers ``targets(batch, "response")`` in order. None when the captured calls do not
     have that layout (then a separate forward pass is used)."""
-    from forvalue.features import length_batches, targets
+    from forvalue.valuation.features import length_batches, targets
 
     batches = length_batches([l[4] for l in layout], batch_size)
     if len(calls) != len(batches):
@@ -255,8 +255,8 @@ def evaluate_model(lm, ev, layout, check_loss: bool = False, answer_pass: str = 
     """(a) the library's eval loss; (b) answer-token accuracy from the same forward pass (argmax of
     the logits it computes, ``answer_pass="hook"``) or from a separate one (``"separate"``; also
     the fallback)."""
-    from forvalue.evaluate import EvalConfig, evaluate
-    from forvalue.features import lm_head_of
+    from forvalue.training.evaluate import EvalConfig, evaluate
+    from forvalue.valuation.features import lm_head_of
 
     t0 = time.perf_counter()
     ecfg = EvalConfig(accuracy=False)
@@ -390,7 +390,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from forvalue.finetune import SubsetInfo, TrainConfig, finetune, load_finetuned, load_base
+    from forvalue.training.finetune import SubsetInfo, TrainConfig, finetune, load_finetuned, load_base
 
     if args.fake_kept:
         write_fake_kept(args.data, args.kept, args.fake_kept)

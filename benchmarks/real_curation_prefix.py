@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from benchmarks.real_curation_bench import KINDS, auc, load
     from forvalue.baselines.filters import response_losses
-    from forvalue.features import without_instruction
-    from forvalue.models import load_model
+    from forvalue.valuation.features import without_instruction
+    from forvalue.models.loading import load_model
 
     bd, rec = load(Path(args.data))
     kinds = np.array([r["kind"] for r in rec["train"]])
@@ -69,10 +69,10 @@ def main(argv=None) -> int:
     failed = ifd > threshold
     print(f"threshold (valuation max) {threshold:.3f}; dropped per kind: "
           f"{ {k: int(failed[kinds == k].sum()) for k in KINDS} }")
-    if args.store:   # the strategies after the check (forvalue.consistency.rank_checked), features from the store
+    if args.store:   # the strategies after the check (forvalue.curation.consistency.rank_checked), features from the store
         from benchmarks.real_curation_bench import kept_by_kind
-        from forvalue.consistency import rank_checked
-        from forvalue.store import FeatureStore
+        from forvalue.curation.consistency import rank_checked
+        from forvalue.store.feature_store import FeatureStore
         from forvalue.valuator import Valuator
 
         v = Valuator(lm, bd.config, store=FeatureStore(args.store), batch_size=8)

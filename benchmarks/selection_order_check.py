@@ -35,9 +35,9 @@ def _real(work: str, stage: str) -> dict:
     import pickle
 
     from forvalue.benchmarks.curation import curation_set
-    from forvalue.data import samples_from_records
-    from forvalue.features import FeatureConfig
-    from forvalue.store import FeatureStore
+    from forvalue.data.samples import samples_from_records
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.store.feature_store import FeatureStore
     from forvalue.valuator import Valuator
 
     tr, va = curation_set("mixed")
@@ -58,7 +58,7 @@ def _synthetic(n: int, float64: bool) -> dict:
     import numpy as np
 
     from forvalue.benchmarks.scale import synthetic_features
-    from forvalue.selection import needed_prefix, rank_features
+    from forvalue.curation.selection import needed_prefix, rank_features
 
     train = synthetic_features(np.random.default_rng(0), [f"s{i}" for i in range(n)], 64, 128)
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(100)], 64, 128)

@@ -29,9 +29,9 @@ DATASET, VALUATION = "bench_train", "bench_val"
 
 
 def _settings(store_root: str, rows: int, r: int):
-    from forvalue.benchmarks.scale import _config, _fingerprint
+    from forvalue.benchmarks.scale import synthetic_config, synthetic_fingerprint
 
-    return _fingerprint(), _config(rows, r)
+    return synthetic_fingerprint(), synthetic_config(rows, r)
 
 
 def build(root: Path, store_root: str, n: int, n_val: int, rows: int, r: int) -> None:
@@ -39,11 +39,11 @@ def build(root: Path, store_root: str, n: int, n_val: int, rows: int, r: int) ->
     import numpy as np
 
     from forvalue.benchmarks.scale import synthetic_features
-    from forvalue.catalog import KIND_DATASET, KIND_VALUATION, Catalog
-    from forvalue.data import Sample
-    from forvalue.feature_source import StoreSource
-    from forvalue.scoring import source_values
-    from forvalue.store import FeatureStore
+    from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, Catalog
+    from forvalue.data.samples import Sample
+    from forvalue.valuation.feature_source import StoreSource
+    from forvalue.valuation.scoring import source_values
+    from forvalue.store.feature_store import FeatureStore
 
     cat = Catalog(root / "catalog.duckdb")
     fp, cfg = _settings(store_root, rows, r)

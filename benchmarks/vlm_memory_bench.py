@@ -40,10 +40,10 @@ def main() -> int:
     import numpy as np
     from PIL import Image
 
-    from forvalue.data import Columns, samples_from_records
-    from forvalue.features import FeatureConfig, encode_all, extract_sparse
-    from forvalue.models import from_objects
-    from forvalue.tiny import build_tiny_qwen2vl
+    from forvalue.data.samples import Columns, samples_from_records
+    from forvalue.valuation.features import FeatureConfig, encode_all, extract_sparse
+    from forvalue.models.loading import from_objects
+    from tiny import build_tiny_qwen2vl
 
     side = args.image_size
     model, processor = build_tiny_qwen2vl(None, seed=0, patch_size=args.patch_size, max_pixels=side * side)

@@ -6,12 +6,12 @@ The library never imports Dagster; heavy imports (torch, transformers) happen in
 """
 
 from ._version import __version__
-from .data import Columns, Sample, load_samples
+from .data.samples import Columns, Sample, load_samples
 from .errors import ConfigError, DataError, ForValueError, ModelError
-from .features import FeatureConfig, SparseFeatures
-from .models import ModelConfig
-from .selection import DEFAULT_STRATEGY, STRATEGIES, Ranking
-from .store import FeatureStore
+from .valuation.features import FeatureConfig, SparseFeatures
+from .models.loading import ModelConfig
+from .curation.selection import DEFAULT_STRATEGY, STRATEGIES, Ranking
+from .store.feature_store import FeatureStore
 from .valuator import Selection, Valuator
 
 __all__ = ["Valuator", "Selection", "FeatureConfig", "ModelConfig", "Columns", "Sample", "load_samples",

@@ -9,19 +9,19 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import Sample
+from .data.samples import Sample
 from .errors import ConfigError
-from .features import FeatureConfig, SparseFeatures
-from .models import ModelConfig
-from .consistency import attach_checks
-from .selection import DEFAULT_STRATEGY, Ranking
-from .store import DEFAULT_SHARD_SIZE, EnsureResult, FeatureStore
+from .valuation.features import FeatureConfig, SparseFeatures
+from .models.loading import ModelConfig
+from .curation.consistency import attach_checks
+from .curation.selection import DEFAULT_STRATEGY, Ranking
+from .store.feature_store import DEFAULT_SHARD_SIZE, EnsureResult, FeatureStore
 
 
 @dataclass
 class Selection:
     """A curated subset: ``indices`` into the training samples, in the strategy's order (bottom_p:
-    least valuable first), and the full :class:`forvalue.selection.Ranking` behind it."""
+    least valuable first), and the full :class:`forvalue.curation.selection.Ranking` behind it."""
 
     indices: np.ndarray
     ranking: Ranking
@@ -88,7 +88,7 @@ class Valuator:
     and ranks (``rank``) what a model with that fingerprint stored (``stored``).
 
     ``model`` is a spec (``"default"``, a folder, a ``.gguf`` file, a hub id), a
-    :class:`forvalue.models.ModelConfig` or an already loaded model; it is loaded on first use.
+    :class:`forvalue.models.loading.ModelConfig` or an already loaded model; it is loaded on first use.
 
         v = Valuator("default", store=".forvalue/features")
         sel = v.select(train, val, "top_p", 10)
@@ -139,15 +139,15 @@ class Valuator:
 
     def stored_source(self, sample_ids: Sequence[str] | None = None):
         """The stored features of ``sample_ids`` (or of every stored sample) as a
-        :class:`forvalue.feature_source.StoreSource`: read shard by shard, never all at once."""
-        from .feature_source import StoreSource
+        :class:`forvalue.valuation.feature_source.StoreSource`: read shard by shard, never all at once."""
+        from .valuation.feature_source import StoreSource
 
         if self.store is None:
             raise ConfigError("no feature store")
         return StoreSource(self.store, self.fingerprint, self.config, sample_ids)
 
     def score_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], *, engine=None):
-        """:class:`forvalue.scoring.ScoreResult` (sparse: raw, normalized, norm) of the stored
+        """:class:`forvalue.valuation.scoring.ScoreResult` (sparse: raw, normalized, norm) of the stored
         training features against the stored valuation features, streamed shard by shard, in the
         order of ``train_ids``; KeyError when some features are missing. ``engine``
         (:class:`forvalue.engines.EngineConfig`): ray scores one Ray task per shard (what that run did
@@ -155,7 +155,7 @@ class Valuator:
         import time
 
         from .engines.runner import part_runner
-        from .scoring import ScoreResult, source_values
+        from .valuation.scoring import ScoreResult, source_values
 
         t0 = time.perf_counter()
         source = self.stored_source(train_ids)
@@ -163,16 +163,16 @@ class Valuator:
         with part_runner(engine) as runner:
             raw, normalized, norms = source_values(source, val, runner=runner)
         pos = _positions(source.sample_ids, train_ids)
-        info = {"streamed": True, "shards": len(source._shards)} | _engine_info(runner)
+        info = {"streamed": True, "shards": len(source.shards)} | _engine_info(runner)
         return ScoreResult(values=raw[pos], matrix=None, method="sparse", config=self.config, train_ids=list(train_ids),
                            val_ids=list(val_ids), seconds=time.perf_counter() - t0, info=info,
                            normalized=normalized[pos], norms=norms[pos])
 
     def checks_stored(self, train_ids: Sequence[str], val_ids: Sequence[str]):
-        """(:class:`forvalue.consistency.Checked` over ``train_ids`` in that order, or None; why none
+        """(:class:`forvalue.curation.consistency.Checked` over ``train_ids`` in that order, or None; why none
         ran): the consistency checks from the per-sample values stored beside the features (the
         vectors are not read)."""
-        from .consistency import CHECK_INPUTS, checks_for
+        from .curation.consistency import CHECK_INPUTS, checks_for
 
         if not self.config.checks:
             return checks_for(None, None, False)
@@ -188,9 +188,9 @@ class Valuator:
         indices into ``train_ids`` (exact ties may break in store order). ``engine``: ray runs every
         pass over the store one Ray task per shard (the same order; ``info["engine"]``). ``checks``:
         the consistency checks stored with the features drop failing samples first
-        (``ranking.checks``; :mod:`forvalue.consistency`)."""
+        (``ranking.checks``; :mod:`forvalue.curation.consistency`)."""
         from .engines.runner import part_runner
-        from .selection import rank_features
+        from .curation.selection import rank_features
 
         checked, why = self.checks_stored(train_ids, val_ids) if checks else (None, "off")
         source = self.stored_source(train_ids)
@@ -211,7 +211,7 @@ class Valuator:
         if self.store is not None:
             return self.store.ensure(self.lm, samples, self.config, batch_size=self.batch_size, shard_size=shard_size,
                                      progress=progress, extra=extra)
-        from .features import extract_sparse
+        from .valuation.features import extract_sparse
 
         feats = extract_sparse(self.lm, samples, self.config, batch_size=self.batch_size, progress=progress,
                                grounding=self.config.checks)
@@ -219,26 +219,26 @@ class Valuator:
 
     def score(self, train: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
               pairwise: bool = False, exact_vocab: str = "union", progress: bool = False):
-        """:class:`forvalue.scoring.ScoreResult` of every training sample against the valuation set."""
-        from .scoring import score
+        """:class:`forvalue.valuation.scoring.ScoreResult` of every training sample against the valuation set."""
+        from .valuation.scoring import score
 
         return score(self.lm, train, val, method=method, config=self.config, pairwise=pairwise,
                      batch_size=self.batch_size, exact_vocab=exact_vocab, store=self.store, progress=progress)
 
     def score_features(self, train_features: SparseFeatures, val_features: SparseFeatures, *,
                        method: str = "sparse", pairwise: bool = False):
-        """:class:`forvalue.scoring.ScoreResult` from features at hand (no model): sparse or emb."""
-        from .scoring import score_features
+        """:class:`forvalue.valuation.scoring.ScoreResult` from features at hand (no model): sparse or emb."""
+        from .valuation.scoring import score_features
 
         return score_features(train_features, val_features, method=method, config=self.config, pairwise=pairwise)
 
     def select(self, train: Sequence[Sample], val: Sequence[Sample], mode: str = "top_p", value: float = 10, *,
                strategy: str = DEFAULT_STRATEGY, progress: bool = False, checks: bool = True) -> Selection:
         """A curated subset: ``mode`` top_k, top_p, drop_lowest_p or bottom_p with ``value`` (k or a
-        percentage) of the order of ``strategy`` (:mod:`forvalue.selection`), after the consistency
-        checks (:mod:`forvalue.consistency`; on when the feature configuration computes them):
+        percentage) of the order of ``strategy`` (:mod:`forvalue.curation.selection`), after the consistency
+        checks (:mod:`forvalue.curation.consistency`; on when the feature configuration computes them):
         samples they drop come after every other one (``selection.ranking.checks`` says why)."""
-        from .selection import needed_prefix
+        from .curation.selection import needed_prefix
 
         tf = self.featurize(train, progress=progress).features
         vf = self.featurize(val, progress=progress).features
@@ -249,8 +249,8 @@ class Valuator:
              strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None, checks: bool = True) -> Ranking:
         """The order of a strategy from features already at hand (no model needed), after the
         consistency checks they carry (``checks``; ``ranking.checks``)."""
-        from .consistency import checks_for, inputs_of
-        from .selection import rank_features
+        from .curation.consistency import checks_for, inputs_of
+        from .curation.selection import rank_features
 
         checked, why = (checks_for(inputs_of(train_features), inputs_of(val_features), self.config.checks)
                         if checks else (None, "off"))
@@ -260,8 +260,8 @@ class Valuator:
 
     def explain(self, samples: Sequence[Sample], val: Sequence[Sample], *, method: str = "sparse",
                 helps: int = 3):
-        """:class:`forvalue.explain.Explanation` of each of ``samples`` against the valuation set."""
-        from .explain import explain
+        """:class:`forvalue.valuation.explain.Explanation` of each of ``samples`` against the valuation set."""
+        from .valuation.explain import explain
 
         tf = self.featurize(samples).features
         vf = self.featurize(val).features

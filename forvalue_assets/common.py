@@ -11,8 +11,8 @@ import warnings
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AutomationCondition, Failure, MetadataValue
 
 import forvalue
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION
-from forvalue.data import DataError
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION
+from forvalue.data.samples import DataError
 
 OWNERS = ["team:data-curation"]
 CODE_VERSION = forvalue.__version__

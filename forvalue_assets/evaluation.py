@@ -1,5 +1,5 @@
 """Which valuation samples the selection uses and which samples evaluate its subsets (shared by the
-curation and fine-tuning domains; the rules live in forvalue/holdout.py).
+curation and fine-tuning domains; the rules live in forvalue/data/holdout.py).
 
 - Scoring a pair: when ``<incoming>/eval/<valuation set>.*`` exists, the whole valuation set selects;
   otherwise the curation resource's ``eval_holdout`` percent of it is held out by a hash split and
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from dagster import Failure, MetadataValue
 
-from forvalue.catalog import KIND_VALUATION, CatalogError
-from forvalue.data import DataError
+from forvalue.catalog.db import KIND_VALUATION, CatalogError
+from forvalue.data.samples import DataError
 
 from .common import catalog_failure, data_failure
 from .settings import EVAL_SUBDIR, find_incoming_file
@@ -29,7 +29,7 @@ def eval_file(valuation: str) -> Path | None:
 
 def scoring_holdout(curation, valuation: str) -> float:
     """The percent of ``valuation`` to hold out when scoring now: 0 when an evaluation file exists."""
-    from forvalue.holdout import check_percent
+    from forvalue.data.holdout import check_percent
 
     if eval_file(valuation) is not None:
         return 0.0
@@ -41,18 +41,18 @@ def scoring_holdout(curation, valuation: str) -> float:
 
 def selection_val_ids(cat, run: dict) -> list[str]:
     """The valuation samples a score run scored against (its selection part)."""
-    from forvalue.holdout import selection_ids
+    from forvalue.data.holdout import selection_ids
 
     ids = cat.sample_ids(KIND_VALUATION, run["valuation_set"], run["valuation_version"])
     return selection_ids(ids, run.get("valuation_holdout"))
 
 
 def evaluation_set(cat, subset_id: str, log=None):
-    """The :class:`forvalue.holdout.EvalSet` that evaluates fine-tunes of subset ``subset_id``;
+    """The :class:`forvalue.data.holdout.EvalSet` that evaluates fine-tunes of subset ``subset_id``;
     its warnings go to ``log`` (a Dagster logger)."""
-    from forvalue.catalog import columns_of, content_hash
-    from forvalue.data import load_samples
-    from forvalue.holdout import from_file, from_valuation, selection_ids
+    from forvalue.catalog.db import columns_of, content_hash
+    from forvalue.data.samples import load_samples
+    from forvalue.data.holdout import from_file, from_valuation, selection_ids
 
     lin = cat.subset_lineage(subset_id)
     if lin is None:
@@ -66,7 +66,7 @@ def evaluation_set(cat, subset_id: str, log=None):
     if path is None:
         ev = from_valuation(val, name=valuation, version=version, holdout=holdout)
     else:   # read with the valuation set's column mapping
-        from forvalue.catalog import from_json
+        from forvalue.catalog.db import from_json
 
         info = cat.current_set(KIND_VALUATION, valuation, version=version) or {}
         try:

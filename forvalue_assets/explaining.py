@@ -1,9 +1,9 @@
 """Explanations in the UI: the top and bottom samples of a score or a subset with their strongest
-tokens marked (forvalue.explain; shared by the curation assets)."""
+tokens marked (forvalue.valuation.explain; shared by the curation assets)."""
 
 from dagster import MetadataValue
 
-from forvalue.catalog import KIND_VALUATION
+from forvalue.catalog.db import KIND_VALUATION
 from resources import CurationResource, FeatureStoreResource, ModelResource
 
 from . import metadata as md
@@ -14,7 +14,7 @@ def explanation_metadata(curation: CurationResource, model: ModelResource, featu
                          holdout: float | None = None) -> dict:
     """``{"explanations": Markdown}`` for the first and last ``n`` of ``ranked`` ((rank, score,
     Sample), best first), against the part of the valuation set the scores used (``holdout``: the
-    percent held out, forvalue.holdout), or ``{}`` when the curation resource turns explanations off."""
+    percent held out, forvalue.data.holdout), or ``{}`` when the curation resource turns explanations off."""
     if not curation.explain or not ranked:
         return {}
     from forvalue.valuator import Valuator
@@ -25,7 +25,7 @@ def explanation_metadata(curation: CurationResource, model: ModelResource, featu
             f"No explanations: the scores come from model {md.escape_md(model_id)}, the platform's model is now "
             f"{md.escape_md(lm.fingerprint.id)}; re-materialize the features with the current model.")}
     shown = list(ranked[:n]) + (list(ranked[-n:]) if len(ranked) > n else [])
-    from forvalue.holdout import held_out
+    from forvalue.data.holdout import held_out
 
     val = cat.load_samples(KIND_VALUATION, valuation, valuation_version)
     out = held_out([s.sample_id for s in val], holdout or 0.0)

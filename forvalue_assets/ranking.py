@@ -17,8 +17,8 @@ def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, 
     with sample_id, score, normalized, norm) by ``strategy``: from the stored values for raw-mean /
     cosine-mean, from the stored features otherwise (one Ray task per shard and pass when
     ``engine`` says ray, as :func:`stored_scores`)."""
-    from forvalue.consistency import attach_checks
-    from forvalue.selection import check_strategy, rank_values
+    from forvalue.curation.consistency import attach_checks
+    from forvalue.curation.selection import check_strategy, rank_values
 
     try:
         check_strategy(strategy)
@@ -70,7 +70,7 @@ def _runner_engine(engine, ray, context):
 
 
 def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, context=None):
-    """(:class:`forvalue.scoring.ScoreResult`, what the Ray run did as a dict, or None): the sparse
+    """(:class:`forvalue.valuation.scoring.ScoreResult`, what the Ray run did as a dict, or None): the sparse
     scores of stored features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`,
     streamed), one Ray task per shard when ``engine`` (an EngineResource) says ray (``ray``: the
     step's Ray resource, connected here); a clear failure when some features are missing."""

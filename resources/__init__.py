@@ -1,8 +1,8 @@
 """Dagster ConfigurableResources for the ForValue platform.
 
 - ``ModelResource``: which model computes features (``default``, a folder, a .gguf file or a hub id);
-- ``DuckDBStoreResource``: the DuckDB catalog (``forvalue.catalog.Catalog``) and the subset exports;
-- ``FeatureStoreResource``: the Parquet feature store (``forvalue.store.FeatureStore``) and the
+- ``DuckDBStoreResource``: the DuckDB catalog (``forvalue.catalog.db.Catalog``) and the subset exports;
+- ``FeatureStoreResource``: the Parquet feature store (``forvalue.store.feature_store.FeatureStore``) and the
   feature config that keys it;
 - ``CurationResource``: the default subset (mode, value, strategy) of ``curated_subset``;
 - ``FinetuneResource``: fine-tuning defaults (steps); ``MLflowResource`` (``resources/mlflow.py``):

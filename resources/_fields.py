@@ -1,7 +1,7 @@
 """Dagster config fields built from the library's configuration dataclasses.
 
-Each library config (``forvalue.features.FeatureConfig``, ``forvalue.models.ModelConfig``,
-``forvalue.data.Columns``, ``forvalue.finetune.TrainConfig``, ``forvalue.evaluate.EvalConfig``)
+Each library config (``forvalue.valuation.features.FeatureConfig``, ``forvalue.models.loading.ModelConfig``,
+``forvalue.data.samples.Columns``, ``forvalue.training.finetune.TrainConfig``, ``forvalue.training.evaluate.EvalConfig``)
 declares its fields once, with their defaults and help text (``forvalue.config.opt``). The resources
 and run configs of the platform take those fields from there: :func:`config_class` makes a Dagster
 ``Config`` / ``ConfigurableResource`` class whose fields are the dataclass's (same names, types,

@@ -22,7 +22,7 @@ class CurationResource(ConfigurableResource):
                                                           "no evaluation file incoming/eval/<valuation set>.* exists "
                                                           "when the pair is scored: the selection scores against the "
                                                           "rest, fine-tune evaluations use the held-out part "
-                                                          "(forvalue.holdout); 0: none. Env: FORVALUE_EVAL_HOLDOUT")
+                                                          "(forvalue.data.holdout); 0: none. Env: FORVALUE_EVAL_HOLDOUT")
     explain: bool = Field(default=True, description="show the top and bottom samples with their strongest tokens "
                                                     "marked (loads the model in the scoring and curation runs for "
                                                     "10 samples). Env: FORVALUE_EXPLAIN")

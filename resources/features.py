@@ -8,7 +8,7 @@ from pydantic import Field
 from ._env import env_bool, env_float, env_int, env_str
 from ._fields import config_class, dataclass_fields
 
-# the feature config's fields (forvalue.features.FeatureConfig) and the variable that sets each
+# the feature config's fields (forvalue.valuation.features.FeatureConfig) and the variable that sets each
 FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FORVALUE_RANK",
                "seed": "FORVALUE_SEED", "chat_template": "FORVALUE_CHAT_TEMPLATE", "max_length": "FORVALUE_MAX_LENGTH",
                "store_dtype": "FORVALUE_STORE_DTYPE", "energy": "FORVALUE_ENERGY", "max_rows": "FORVALUE_MAX_ROWS",
@@ -16,7 +16,7 @@ FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FO
 
 
 def _DEFAULT():
-    from forvalue.features import FeatureConfig
+    from forvalue.valuation.features import FeatureConfig
 
     return FeatureConfig()
 
@@ -40,23 +40,23 @@ class _FeatureStore(ConfigurableResource):
 
     def config(self):
         """The library's ``FeatureConfig`` of these fields."""
-        from forvalue.features import FeatureConfig
+        from forvalue.valuation.features import FeatureConfig
 
         return FeatureConfig(**{name: getattr(self, name) for name in FEATURE_ENV})
 
     def store(self):
-        from forvalue.store import FeatureStore
+        from forvalue.store.feature_store import FeatureStore
 
         return FeatureStore(self.root)
 
 
 def _feature_fields():
-    from forvalue.features import FeatureConfig
+    from forvalue.valuation.features import FeatureConfig
 
     return dataclass_fields(FeatureConfig, env=FEATURE_ENV)
 
 
 FeatureStoreResource = config_class(
     "FeatureStoreResource", _FeatureStore,
-    "Wraps ``forvalue.store.FeatureStore``; features are keyed by model fingerprint + the feature config, "
-    "whose fields are forvalue.features.FeatureConfig's.", _feature_fields())
+    "Wraps ``forvalue.store.feature_store.FeatureStore``; features are keyed by model fingerprint + the feature config, "
+    "whose fields are forvalue.valuation.features.FeatureConfig's.", _feature_fields())

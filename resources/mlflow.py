@@ -2,7 +2,7 @@
 
 The tracking URI is explicit: the ``tracking_uri`` field, else FORVALUE_MLFLOW_URI, else
 MLFLOW_TRACKING_URI (e.g. an ``http://`` server), else ``sqlite:///<working dir>/.forvalue/mlflow.db``
-(resolved by ``forvalue.tracking.resolve_tracking_uri``; MLflow 3's file store is not used).
+(resolved by ``forvalue.training.tracking.resolve_tracking_uri``; MLflow 3's file store is not used).
 Imports neither mlflow, torch nor transformers at import time.
 """
 
@@ -15,7 +15,7 @@ from ._env import env_var_or
 
 
 class MLflowResource(ConfigurableResource):
-    """Wraps ``forvalue.tracking.Tracker`` (an MlflowClient with an explicit tracking URI)."""
+    """Wraps ``forvalue.training.tracking.Tracker`` (an MlflowClient with an explicit tracking URI)."""
 
     tracking_uri: str = Field(default="", description="MLflow tracking URI; empty: FORVALUE_MLFLOW_URI, "
                                                       "MLFLOW_TRACKING_URI, else sqlite:///<cwd>/.forvalue/mlflow.db")
@@ -30,19 +30,19 @@ class MLflowResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> "MLflowResource":
         """Each variable that is set becomes an ``EnvVar`` (resolved when a run starts); the tracking
-        URI stays empty here and is resolved by ``forvalue.tracking`` when a run tracks."""
+        URI stays empty here and is resolved by ``forvalue.training.tracking`` when a run tracks."""
         return cls(tracking_uri="", experiment=env_var_or("FORVALUE_MLFLOW_EXPERIMENT", "forvalue-finetune"),
                    ui_url=env_var_or("FORVALUE_MLFLOW_UI", ""),
                    output_dir=env_var_or("FORVALUE_FINETUNE_DIR", ".forvalue/finetune"))
 
     def tracker(self):
-        """A ``forvalue.tracking.Tracker`` for this store and experiment."""
-        from forvalue.tracking import Tracker
+        """A ``forvalue.training.tracking.Tracker`` for this store and experiment."""
+        from forvalue.training.tracking import Tracker
 
         return Tracker(self.tracking_uri or None, experiment=self.experiment,
                        artifact_location=self.artifact_location or None, ui_url=self.ui_url or None)
 
     def resolved_uri(self) -> str:
-        from forvalue.tracking import resolve_tracking_uri
+        from forvalue.training.tracking import resolve_tracking_uri
 
         return resolve_tracking_uri(self.tracking_uri or None)

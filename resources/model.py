@@ -1,4 +1,4 @@
-"""ModelResource: the model that computes For-Value features (fields: forvalue.models.ModelConfig)."""
+"""ModelResource: the model that computes For-Value features (fields: forvalue.models.loading.ModelConfig)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ class _Model(ConfigurableResource):
 
     def settings(self):
         """The library's ``ModelConfig`` of these fields."""
-        from forvalue.models import ModelConfig
+        from forvalue.models.loading import ModelConfig
 
         return ModelConfig(**{name: getattr(self, name) for name in MODEL_ENV})
 
     def load(self):
-        """The ``forvalue.models.LoadedModel``, loaded once per process (torch and transformers are
+        """The ``forvalue.models.loading.LoadedModel``, loaded once per process (torch and transformers are
         imported here, not at import)."""
         cfg = self.settings()
         key = (cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
@@ -40,12 +40,12 @@ class _Model(ConfigurableResource):
 
 
 def _model_fields():
-    from forvalue.models import ModelConfig
+    from forvalue.models.loading import ModelConfig
 
     return dataclass_fields(ModelConfig, env=MODEL_ENV)
 
 
 ModelResource = config_class(
     "ModelResource", _Model,
-    "A model spec for ``forvalue.models.load_model`` (fields: forvalue.models.ModelConfig); loaded once per "
+    "A model spec for ``forvalue.models.loading.load_model`` (fields: forvalue.models.loading.ModelConfig); loaded once per "
     "process, on first use.", _model_fields())

@@ -11,7 +11,7 @@ from ._env import env_str
 
 
 class DuckDBStoreResource(ConfigurableResource):
-    """Wraps ``forvalue.catalog.Catalog`` (schema and queries from sql/)."""
+    """Wraps ``forvalue.catalog.db.Catalog`` (schema and queries from sql/)."""
 
     path: str = Field(default=".forvalue/forvalue.duckdb", description="DuckDB catalog file. Env: FORVALUE_DB")
     export_dir: str = Field(default=".forvalue/subsets", description="folder for curated subsets (JSONL, Parquet, PNG). Env: FORVALUE_SUBSETS")
@@ -27,7 +27,7 @@ class DuckDBStoreResource(ConfigurableResource):
                    memory_limit=env_str("FORVALUE_DUCKDB_MEMORY", "1GB"))
 
     def catalog(self):
-        from forvalue.catalog import Catalog
+        from forvalue.catalog.db import Catalog
 
         return Catalog(Path(self.path), lock_timeout=self.lock_timeout, memory_limit=self.memory_limit or None)
 

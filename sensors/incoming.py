@@ -45,7 +45,7 @@ from dagster import (
     sensor,
 )
 
-from forvalue.catalog import NAME_RE, content_hash
+from forvalue.catalog.db import NAME_RE, content_hash
 from forvalue.io import atomic_copy
 from forvalue_assets.ingest.jobs import register_training_job, register_valuation_job
 from forvalue_assets.partitions import training_datasets, valuation_sets

@@ -1,4 +1,4 @@
--- Fine-tune and eval runs in the ForValue catalog. Loaded by forvalue/finetune_catalog.py,
+-- Fine-tune and eval runs in the ForValue catalog. Loaded by forvalue/catalog/finetune_runs.py,
 -- which runs the `schema` block once per catalog file (every statement idempotent) and takes the
 -- other blocks as named queries ($name parameters, always bound).
 -- Every fine-tune run is a row of `training_runs` (sql/schema.sql); `finetune_details` extends it
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS eval_runs (
     created_at              TIMESTAMP NOT NULL
 );
 
--- What every evaluation was computed on (forvalue/holdout.py): eval_source 'file' (an evaluation
+-- What every evaluation was computed on (forvalue/data/holdout.py): eval_source 'file' (an evaluation
 -- file: eval_set its path, eval_version its sha256), 'holdout' (the hash-split part of the valuation
 -- set the selection never scored against: eval_holdout percent) or 'valuation' (the valuation set
 -- that chose the subset: eval_seen_by_selection true, its losses favour the curated subset).

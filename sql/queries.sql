@@ -1,4 +1,4 @@
--- ForValue catalog queries. forvalue.catalog loads this file and splits it at "-- name: <query>"
+-- ForValue catalog queries. forvalue.catalog.db loads this file and splits it at "-- name: <query>"
 -- lines; parameters are DuckDB named parameters ($name), bound by the driver, never formatted in.
 -- Tables named new_* are Arrow tables the catalog registers for the length of one statement.
 

@@ -1,5 +1,5 @@
 -- ForValue catalog: the tables of docs/design.md, with primary keys.
--- Loaded by forvalue.catalog.Catalog.init(); every statement is idempotent (IF NOT EXISTS).
+-- Loaded by forvalue.catalog.db.Catalog.init(); every statement is idempotent (IF NOT EXISTS).
 -- Every row carries the ids that produced it (set versions, model fingerprint, feature config,
 -- code version, Dagster run id) so the views in views.sql can answer "where did this come from".
 -- No foreign keys: DuckDB forbids updating or deleting referenced rows, which the transactional
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS samples (
     set_kind        VARCHAR   NOT NULL CHECK (set_kind IN ('dataset', 'valuation_set')),
     set_name        VARCHAR   NOT NULL,
     set_version     VARCHAR   NOT NULL,
-    sample_id       VARCHAR   NOT NULL,   -- content hash (forvalue.data.content_id)
+    sample_id       VARCHAR   NOT NULL,   -- content hash (forvalue.data.samples.content_id)
     row_number      INTEGER,              -- 1-based row in the source file
     user_id         VARCHAR,              -- the file's own id column, if any
     kind            VARCHAR   NOT NULL,   -- prompt_response, messages, text
@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS subsets (
     score_run_id       VARCHAR   NOT NULL,
     mode               VARCHAR   NOT NULL CHECK (mode IN ('top_k', 'top_p', 'bottom_p', 'drop_lowest_p')),
     value              DOUBLE    NOT NULL,
-    strategy           VARCHAR,              -- selection strategy (forvalue.selection); NULL: raw-mean
+    strategy           VARCHAR,              -- selection strategy (forvalue.curation.selection); NULL: raw-mean
     n_total            INTEGER   NOT NULL,
     n_selected         INTEGER   NOT NULL,
     jsonl_path         VARCHAR   NOT NULL,
@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS subset_samples (
     score       DOUBLE  NOT NULL    -- the sample's For-Value score
 );
 
--- The training samples a subset's consistency checks dropped (forvalue.consistency), one row each:
+-- The training samples a subset's consistency checks dropped (forvalue.curation.consistency), one row each:
 -- which check dropped it, its value and the limit learned from the valuation set. A dropped sample
 -- is never picked by the strategy; it is in subset_samples only when the subset is larger than
 -- what passed.

@@ -1,4 +1,4 @@
--- ForValue catalog views. Loaded after schema.sql by forvalue.catalog.Catalog.init();
+-- ForValue catalog views. Loaded after schema.sql by forvalue.catalog.db.Catalog.init();
 -- CREATE OR REPLACE, so a new release updates them in place.
 
 -- The current (most recently registered) version of every training dataset.

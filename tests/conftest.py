@@ -18,7 +18,7 @@ def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama + char tokenizer saved as a model folder (safetensors)."""
-    from forvalue.tiny import build_tiny_text_model
+    from tiny import build_tiny_text_model
 
     folder = tmp_path_factory.mktemp("tiny-model")
     build_tiny_text_model(folder, seed=0)
@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    from forvalue.models import load_model
+    from forvalue.models.loading import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
@@ -36,8 +36,8 @@ def tiny_lm(tiny_model_dir):
 def tiny_lm64():
     import torch
 
-    from forvalue.models import from_objects
-    from forvalue.tiny import build_tiny_text_model
+    from forvalue.models.loading import from_objects
+    from tiny import build_tiny_text_model
 
     model, tok = build_tiny_text_model(None, seed=1, dtype=torch.float64)
     return from_objects(model, tok, name="tiny64")

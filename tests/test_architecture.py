@@ -104,3 +104,85 @@ def test_one_atomic_write_helper():
             if re.search(r"os\.replace\(|\.replace\((tmp|dst|path)\)|mkstemp\(", text):
                 offenders.append(str(p.relative_to(ROOT)))
     assert offenders == []
+
+
+def _package_of(module: str, mods: dict[str, Path]) -> str:
+    """The room a module lives in: a sub-package of forvalue (forvalue.store, forvalue.valuation, ...),
+    a top-level module of forvalue on its own (forvalue.valuator, forvalue.errors), or one of the other
+    top-level packages (forvalue_assets, resources, sensors) as a whole."""
+    parts = module.split(".")
+    if parts[0] != "forvalue":
+        return parts[0]
+    if len(parts) == 1:
+        return "forvalue"
+    sub = ".".join(parts[:2])
+    return sub if mods[sub].name == "__init__.py" else sub
+
+
+def _package_graph() -> dict[str, dict[str, list[str]]]:
+    mods = _modules()
+    graph: dict[str, dict[str, list[str]]] = {}
+    for m, p in mods.items():
+        a = _package_of(m, mods)
+        graph.setdefault(a, {})
+        for t in _imports(m, p, mods):
+            b = _package_of(t, mods)
+            if a != b and not (a == "forvalue" and m == "forvalue"):   # the public API's re-exports
+                graph[a].setdefault(b, []).append(f"{m} -> {t}")
+    return graph
+
+
+def test_no_import_cycle_between_packages():
+    """Sub-packages (and the top-level packages) depend one way: data and models at the bottom, then
+    valuation, store, curation, catalog, training, engines, the front door (valuator), the CLI, and the
+    Dagster layer on top."""
+    graph = _package_graph()
+    cycles = _cycles({a: set(bs) for a, bs in graph.items()})
+    assert cycles == [], [(c, {a: {b: graph[a][b] for b in graph[a] if b in c} for a in c}) for c in cycles]
+
+
+def _defined_names(paths) -> set[str]:
+    """Every function, class, and assigned name or attribute in ``paths``."""
+    names = set()
+    for p in paths:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+            for t in targets:
+                for leaf in ast.walk(t):
+                    if isinstance(leaf, ast.Attribute):
+                        names.add(leaf.attr)
+                    elif isinstance(leaf, ast.Name):
+                        names.add(leaf.id)
+    return names
+
+
+def test_no_private_name_used_across_packages():
+    """A name that starts with an underscore is used only inside the package that defines it: no
+    ``from other_package import _helper``, no ``obj._method()`` of another package's object. The
+    benchmark scripts count as a package of their own (they call the public API only)."""
+    mods = _modules()
+    for p in (ROOT / "benchmarks").glob("*.py"):
+        mods[f"benchmarks.{p.stem}"] = p
+    rooms: dict[str, list[Path]] = {}
+    for m, p in mods.items():
+        rooms.setdefault(_package_of(m, mods), []).append(p)
+    defined = {room: _defined_names(paths) for room, paths in rooms.items()}
+    offenders = []
+    for m, p in mods.items():
+        room = _package_of(m, mods)
+        base = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and node.attr not in defined[room]:
+                offenders.append(f"{m}:{node.lineno} uses .{node.attr}")
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            mod = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else (node.module or "")
+            if mod in mods and _package_of(mod, mods) != room:
+                offenders += [f"{m} imports {mod}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert offenders == []

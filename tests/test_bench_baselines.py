@@ -9,9 +9,9 @@ from forvalue.baselines import (LoraSettings, datainf, finetune_lora, hessian_fr
 from forvalue.baselines.gradients import LoraGradients
 from forvalue.baselines.lora import sample_losses
 from forvalue.benchmarks.runner import task_data
-from forvalue.features import encode_all
-from forvalue.models import from_objects
-from forvalue.tiny import build_tiny_text_model
+from forvalue.valuation.features import encode_all
+from forvalue.models.loading import from_objects
+from tiny import build_tiny_text_model
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,9 +11,9 @@ from forvalue.cli.bench import main as bench_main
 from forvalue.benchmarks.runner import (ALL_METHODS, markdown_table, parse_methods, run_influence, run_mislabeled,
                                         run_noise, speedups, task_data)
 from forvalue.benchmarks.tasks import make_task
-from forvalue.features import encode_all
-from forvalue.models import from_objects
-from forvalue.tiny import build_tiny_text_model
+from forvalue.valuation.features import encode_all
+from forvalue.models.loading import from_objects
+from tiny import build_tiny_text_model
 
 KEYS = {"method", "auc_mean", "auc_std", "recall_mean", "recall_std", "seconds"}
 LORA = LoraSettings(epochs=2, batch_size=4, lr=1e-3)

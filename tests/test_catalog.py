@@ -1,4 +1,4 @@
-"""forvalue.catalog: the DuckDB catalog loaded from sql/*.sql (no Dagster involved)."""
+"""forvalue.catalog.db: the DuckDB catalog loaded from sql/*.sql (no Dagster involved)."""
 
 import json
 import re
@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from forvalue import catalog as cat
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, Catalog, CatalogError
-from forvalue.data import samples_from_records
-from forvalue.features import FeatureConfig
-from forvalue.models import ModelFingerprint
+from forvalue.catalog import db as cat
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, Catalog, CatalogError
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.features import FeatureConfig
+from forvalue.models.loading import ModelFingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_schema_comes_from_sql_files(catalog):
 
 
 def test_no_ddl_in_python():
-    files = [ROOT / "forvalue" / "catalog.py", *(ROOT / "forvalue_assets").rglob("*.py"),
+    files = [*(ROOT / "forvalue" / "catalog").rglob("*.py"), *(ROOT / "forvalue_assets").rglob("*.py"),
              *(ROOT / "resources").rglob("*.py"), *(ROOT / "sensors").rglob("*.py")]
     for f in files:
         text = f.read_text()
@@ -224,7 +224,7 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
                            train_feature_run_id=tf, val_feature_run_id=vf, dagster_run_id="r-score")
     run = catalog.latest_score_run("d", "v", cfg.id)
     idx = cat.subset_indices(values, "top_k", 2)
-    from forvalue.scoring import rank
+    from forvalue.valuation.scoring import rank
     ranks = rank(values)
     members = [(ids[i], int(ranks[i]), float(values[i])) for i in idx]
     jsonl, parquet = cat.export_subset(catalog, KIND_DATASET, "d", "dv", members, tmp_path / "out", "subset")
@@ -347,8 +347,8 @@ def test_concurrent_writers_to_one_catalog(tmp_path):
     script = textwrap.dedent("""
         import sys, numpy as np
         sys.path.insert(0, sys.argv[3])
-        from forvalue.catalog import Catalog, KIND_DATASET
-        from forvalue.data import samples_from_records
+        from forvalue.catalog.db import Catalog, KIND_DATASET
+        from forvalue.data.samples import samples_from_records
         from tests.conftest import make_records
         cat, who = Catalog(sys.argv[1], lock_timeout=120), sys.argv[2]
         for i in range(6):
@@ -368,8 +368,8 @@ def test_concurrent_writers_to_one_catalog(tmp_path):
 
 
 def test_streamed_registration_matches_the_in_memory_one(catalog, tmp_path):
-    from forvalue.data import Columns, DataError
-    from forvalue.stream import iter_batches
+    from forvalue.data.samples import Columns, DataError
+    from forvalue.data.stream import iter_batches
 
     recs = records(7) + [records(1)[0] | {"id": "dup"}]                 # same content as row 1
     path = tmp_path / "s.jsonl"

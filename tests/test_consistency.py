@@ -1,4 +1,4 @@
-"""The consistency checks (forvalue/consistency.py): thresholded on the valuation set, failing samples
+"""The consistency checks (forvalue/curation/consistency.py): thresholded on the valuation set, failing samples
 never picked by the strategy and ordered last with the reason recorded, the passing ones in the
 strategy's own order; the same through the feature store, streamed, as in memory."""
 
@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from forvalue.consistency import Checked, grounding, ifd, inputs_of, rank_checked, run_checks
-from forvalue.data import samples_from_records
-from forvalue.features import FeatureConfig, extract_sparse
-from forvalue.selection import STRATEGIES, rank_features
-from forvalue.store import FeatureStore
+from forvalue.curation.consistency import Checked, grounding, ifd, inputs_of, rank_checked, run_checks
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.features import FeatureConfig, extract_sparse
+from forvalue.curation.selection import STRATEGIES, rank_features
+from forvalue.store.feature_store import FeatureStore
 from forvalue.valuator import Valuator
 from tests.conftest import make_records
 
@@ -181,7 +181,7 @@ def test_features_without_checks_keep_their_store_and_warn(tiny_lm, tmp_path):
 def test_the_checks_leave_the_features_and_scores_unchanged(tiny_lm64):
     """The checks add per-sample values beside the features; the vectors, hence every score and the
     influence benchmarks' AUC / recall, are the same bits with and without them."""
-    from forvalue.scoring import score_features
+    from forvalue.valuation.scoring import score_features
 
     train = samples_from_records(make_records(10, seed=11)).samples
     val = samples_from_records(make_records(3, seed=12, prefix="v")).samples

@@ -38,11 +38,11 @@ def test_curate_writes_the_kept_rows_with_every_input_column(tiny_model_dir, fil
     assert (meta["strategy"], meta["mode"], meta["value"], meta["n_selected"]) == ("balanced", "top_p", 25.0, 5)
 
     # the same subset from the library
-    from forvalue.data import load_samples
-    from forvalue.features import FeatureConfig
-    from forvalue.consistency import rank_checked
-    from forvalue.models import load_model
-    from forvalue.store import FeatureStore
+    from forvalue.data.samples import load_samples
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.curation.consistency import rank_checked
+    from forvalue.models.loading import load_model
+    from forvalue.store.feature_store import FeatureStore
 
     lm = load_model(str(tiny_model_dir), device="cpu")
     tr, va = load_samples(train).samples, load_samples(val).samples

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, Catalog
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, Catalog
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
 
@@ -194,9 +194,9 @@ def test_failed_run_leaves_previous_scores(platform, monkeypatch):
     assert (cat.count("score_runs"), cat.count("subsets")) == (runs, subsets)
 
     # 2. the scores come out NaN: refused before anything is written
-    import forvalue.scoring
+    import forvalue.valuation.scoring
 
-    monkeypatch.setattr(forvalue.scoring, "source_values", lambda source, vf, **kw: (np.full(len(source), np.nan),) * 3)
+    monkeypatch.setattr(forvalue.valuation.scoring, "source_values", lambda source, vf, **kw: (np.full(len(source), np.nan),) * 3)
     res = platform.curate("t1", "v1", raise_on_error=False)
     assert not res.success
     failures = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -249,8 +249,8 @@ def test_blocking_check_holds_back_the_subset(platform):
 
 
 def test_subset_strategies_and_normalized_scores(platform):
-    from forvalue.consistency import rank_checked
-    from forvalue.holdout import split
+    from forvalue.curation.consistency import rank_checked
+    from forvalue.data.holdout import split
 
     platform.register("train", "t1", platform.write_jsonl("train", "t1", train_records(10)))
     platform.register("valuation", "v1", platform.write_jsonl("valuation", "v1", val_records(3) + val_records(2, "product")))

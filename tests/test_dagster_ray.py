@@ -61,7 +61,7 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         (mat,) = [m for m in res.get_asset_materialization_events() if m.asset_key == AssetKey("forvalue_scores")]
         meta = {k: v.value for k, v in mat.materialization.metadata.items()}
         assert meta["engine"] == "ray" and meta["workers"] == 2 and meta["ray_cluster"] == "LocalRay"
-        from forvalue.holdout import split
+        from forvalue.data.holdout import split
         from forvalue.valuator import Valuator
 
         cat = p.catalog()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
-from forvalue.catalog import KIND_DATASET
+from forvalue.catalog.db import KIND_DATASET
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
 from sensors import incoming_files, nightly_curation

@@ -13,7 +13,7 @@ from forvalue_assets.testing import platform_for_test
 
 @pytest.fixture(scope="module")
 def vlm_dir(tmp_path_factory):
-    from forvalue.tiny import build_tiny_vlm
+    from tiny import build_tiny_vlm
 
     d = tmp_path_factory.mktemp("tiny-vlm-dagster")
     build_tiny_vlm(d, seed=0)

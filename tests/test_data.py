@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forvalue.data import Columns, DataError, load_samples, samples_from_records
+from forvalue.data.samples import Columns, DataError, load_samples, samples_from_records
 
 RECS = [
     {"id": "a", "prompt": "What is 2+2?", "response": "4", "source": "x"},
@@ -153,7 +153,7 @@ def test_skip_mode_counts_and_reasons(tmp_path):
 
 
 def test_too_long_sample_names_row(tmp_path, tiny_lm):
-    from forvalue.features import FeatureConfig, encode_all
+    from forvalue.valuation.features import FeatureConfig, encode_all
 
     p = write_jsonl(tmp_path / "d.jsonl", [RECS[0], {"prompt": "x" * 50, "response": "y" * 600}])
     samples = load_samples(p).samples

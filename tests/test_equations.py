@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from forvalue.data import samples_from_records
-from forvalue.features import FeatureConfig, dense_batches, encode_all, position_terms
-from forvalue.scoring import score
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.features import FeatureConfig, dense_batches, encode_all, position_terms
+from forvalue.valuation.scoring import score
 from tests.conftest import make_records
 
 
@@ -90,7 +90,7 @@ def test_dense_G_is_the_lm_head_gradient(tiny_lm64):
 
 
 def test_hidden_state_is_lm_head_input(tiny_lm):
-    from forvalue.features import hidden_states, lm_head_of
+    from forvalue.valuation.features import hidden_states, lm_head_of
 
     lm = tiny_lm
     (enc,), _ = encode_all(lm, _samples(1), FeatureConfig())
@@ -204,8 +204,8 @@ def test_scored_positions_follow_config(tiny_lm):
 def test_sparse_pairwise_chunking_does_not_change_scores(tiny_lm, monkeypatch):
     """Pairwise sparse scoring gathers [rows, n_val, r] per chunk; a memory cap that forces
     one-row chunks gives the same matrix."""
-    import forvalue.scoring as scoring
-    from forvalue.features import extract_sparse
+    import forvalue.valuation.scoring as scoring
+    from forvalue.valuation.features import extract_sparse
 
     train, val = _samples(6, 21, "t"), _samples(3, 22, "v")
     config = FeatureConfig()
@@ -226,7 +226,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
 
     import torch
 
-    from forvalue import features as F
+    from forvalue.valuation import features as F
 
     config = FeatureConfig(positions="all", k=5, r=None)
     (encs), _ = F.encode_all(tiny_lm64, _samples(4, 31, "u"), config)
@@ -254,7 +254,7 @@ def test_sync_free_sparse_batch_equals_the_unique_reduction(tiny_lm64):
     ref_answer = torch.zeros(len(encs), dtype=torch.float64).index_add_(0, pos.S, -logp * pos.answer)
     assert np.allclose(answer_sum.numpy(), ref_answer.numpy(), rtol=1e-6)
     # the batch code has no host synchronisation (on CUDA these would each stall the loop)
-    for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F._collate, F.pad_ids, F.Targets.tensors):
+    for fn in (F._sparse_batch, F.position_support, F.scored_positions, F.hidden_states, F.collate, F.pad_ids, F.Targets.tensors):
         src_text = inspect.getsource(fn).split('"""')[-1]
         for call in (".item(", ".cpu(", ".tolist(", "unique(", ".numpy(", "nonzero("):
             assert call not in src_text, (fn.__name__, call)
@@ -265,9 +265,9 @@ def test_extraction_pass_gives_each_samples_loss_and_the_store_keeps_it(tiny_lm6
     """The sparse extraction's per-sample loss is the mean NLL over the scored positions (for
     response positions: s(A|Q) of the SFT loss, what a consistency check compares), the same at any
     batch size, and survives the feature store."""
-    from forvalue.evaluate import evaluate_loss
-    from forvalue.features import extract_sparse
-    from forvalue.store import FeatureStore
+    from forvalue.training.evaluate import evaluate_loss
+    from forvalue.valuation.features import extract_sparse
+    from forvalue.store.feature_store import FeatureStore
     from forvalue.valuator import Valuator
 
     samples = samples_from_records(make_records(9, seed=3)).samples
@@ -284,12 +284,12 @@ def test_extraction_pass_gives_each_samples_loss_and_the_store_keeps_it(tiny_lm6
 def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path, monkeypatch):
     """``grounding``: s(A), the response's loss after an empty instruction, as the evaluation loss of
     the instruction-less sample; NaN for plain text; both losses kept in a stored shard."""
-    from forvalue.evaluate import evaluate_loss
-    from forvalue.features import alone_losses, extract_sparse, without_instruction
-    from forvalue.shard_format import read_files, write_files
+    from forvalue.training.evaluate import evaluate_loss
+    from forvalue.valuation.features import alone_losses, extract_sparse, without_instruction
+    from forvalue.store.shard_format import read_files, write_files
 
-    from forvalue import features as F
-    from forvalue.features import encode_all
+    from forvalue.valuation import features as F
+    from forvalue.valuation.features import encode_all
 
     monkeypatch.setattr(F, "GROUNDING_TOKENS", 12)   # the tiny model's responses are short
     GROUNDING_TOKENS = F.GROUNDING_TOKENS
@@ -313,7 +313,7 @@ def test_grounding_pass_gives_the_response_alone_loss(tiny_lm64, tmp_path, monke
     np.testing.assert_array_equal(back.losses_alone, feats.losses_alone)
     np.testing.assert_array_equal(back.losses, feats.losses)
     np.testing.assert_array_equal(back.losses_first, feats.losses_first)
-    from forvalue.data import Columns
+    from forvalue.data.samples import Columns
 
     text = samples_from_records([{"text": "plain words only"}, {"text": "more"}], columns=Columns(text="text")).samples
     assert np.isnan(alone_losses(tiny_lm64, text)).all()
@@ -324,8 +324,8 @@ def test_answer_loss_is_the_nll_of_the_last_computed_result(tiny_lm64, tmp_path,
     """The answer check's value: the mean NLL of the tokens of the number after the response's last
     "=", from the extraction pass itself (no other pass); NaN when the response computes nothing;
     kept in a stored shard."""
-    from forvalue.features import encode_all, extract_sparse
-    from forvalue.shard_format import read_files, write_files
+    from forvalue.valuation.features import encode_all, extract_sparse
+    from forvalue.store.shard_format import read_files, write_files
 
     records = [{"prompt": "Add them.", "response": "3 + 4 = 7, then 7 * 2 = 14 apples."},
                {"prompt": "Cost?", "response": "Total = $1,250.5 in all."},

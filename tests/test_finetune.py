@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forvalue.data import DataError, samples_from_records
-from forvalue.evaluate import (EvalConfig, evaluate, evaluate_accuracy, evaluate_loss, last_number, parse_extractor,
-                               reference_answer, response_nll)
-from forvalue.features import FeatureConfig, encode_all
-from forvalue.finetune import (FinetuneError, TrainConfig, finetune, load_finetuned, select_subset, subset_size)
-from forvalue.models import from_objects, load_model, state_dict_hash
-from forvalue.tiny import build_tiny_text_model
+from forvalue.data.samples import DataError, samples_from_records
+from forvalue.training.evaluate import (EvalConfig, evaluate, evaluate_accuracy, evaluate_loss, last_number,
+                                        parse_extractor, reference_answer, response_nll)
+from forvalue.valuation.features import FeatureConfig, encode_all
+from forvalue.training.finetune import (FinetuneError, TrainConfig, finetune, load_finetuned, select_subset,
+                                        subset_size)
+from forvalue.models.loading import from_objects, load_model, state_dict_hash
+from tiny import build_tiny_text_model
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +78,7 @@ def test_loss_is_on_exactly_the_tokens_forvalue_scores(tiny_lm):
     """response_nll == the HF causal-LM loss with labels masked outside Encoded.target_range."""
     import torch
 
-    from forvalue.data import Columns
+    from forvalue.data.samples import Columns
 
     samples = samples_from_records([
         {"prompt": "What is 2 plus 3?", "response": "It is 5."},
@@ -163,7 +164,7 @@ def test_accuracy_on_a_hand_made_set_with_known_answers(memorized):
 
 def test_accuracy_errors_name_file_row_and_field(memorized):
     base = memorized[0]
-    from forvalue.data import Columns
+    from forvalue.data.samples import Columns
 
     text = samples_from_records([{"text": "just text 3"}], source="plain.jsonl", columns=Columns(text="text")).samples
     with pytest.raises(DataError, match=r"plain.jsonl, row 1, field 'text': plain-text samples have no prompt"):
@@ -296,7 +297,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
 
 def test_cli_finetune_top_p_uses_the_default_selection(tiny_model_dir, tmp_path, capsys):
     from forvalue.cli import main as forvalue_main
-    from forvalue.finetune import read_meta, subset_digest
+    from forvalue.training.finetune import read_meta, subset_digest
     from forvalue.cli import main
 
     rows = [{"id": f"t{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(10)]

@@ -9,8 +9,8 @@ import pytest
 from dagster import AssetKey, Definitions
 from mlflow.tracking import MlflowClient
 
-from forvalue.finetune_catalog import FinetuneCatalog
-from forvalue.holdout import held_out
+from forvalue.catalog.finetune_runs import FinetuneCatalog
+from forvalue.data.holdout import held_out
 from forvalue_assets.assets import ALL_ASSETS
 from forvalue_assets.checks import ALL_CHECKS
 from forvalue_assets.curation.jobs import curation_job
@@ -120,7 +120,7 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert (p["score_run_id"], p["train_feature_run_id"], p["val_feature_run_id"], p["scoring_model_id"],
             p["valuation_version"]) == (lineage["score_run_id"], lineage["train_feature_run_id"],
                                         lineage["val_feature_run_id"], lineage["model_id"], lineage["valuation_version"])
-    assert t["forvalue.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
+    assert t["forvalue.curation.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
     assert t["forvalue.dagster_run_url"] == f"http://127.0.0.1:3000/runs/{res.run_id}"
     assert (p["eval_source"], p["eval_holdout"], p["n_eval"], t["forvalue.eval_source"]) == ("holdout", "20.0", "1",
                                                                                           "holdout")
@@ -215,7 +215,7 @@ def test_an_evaluation_file_evaluates_and_the_whole_valuation_set_selects(platfo
     assert md["comparison"].startswith(f"Evaluated on evaluation file {path.resolve()} (4 samples, 1 sample also in")
     rows = cat.query("SELECT * FROM finetune_comparisons WHERE comparison_id = ?", [md["comparison_id"]])
     assert {r["strategy"] for r in rows} == {"base", "top", "random", "full"}
-    from forvalue.catalog import content_hash
+    from forvalue.catalog.db import content_hash
 
     assert {(r["eval_source"], r["eval_version"], r["n_eval"]) for r in rows} == {("file", content_hash(path), 4)}
     client = MlflowClient(tracking_uri=platform.mlflow_uri)

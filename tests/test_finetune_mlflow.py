@@ -6,11 +6,11 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from forvalue.data import samples_from_records
-from forvalue.evaluate import EvalConfig
-from forvalue.finetune import SubsetInfo, TrainConfig, finetune, run_evaluation
-from forvalue.tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, Tracker, TrackingError, default_tracking_uri,
-                               resolve_tracking_uri, subset_digest)
+from forvalue.data.samples import samples_from_records
+from forvalue.training.evaluate import EvalConfig
+from forvalue.training.finetune import SubsetInfo, TrainConfig, finetune, run_evaluation
+from forvalue.training.tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, Tracker, TrackingError, default_tracking_uri,
+                                        resolve_tracking_uri, subset_digest)
 
 
 @pytest.fixture(autouse=True)

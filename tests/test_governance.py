@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 
-from forvalue.catalog import content_hash
-from forvalue.data import samples_from_records
+from forvalue.catalog.db import content_hash
+from forvalue.data.samples import samples_from_records
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
 from resources import CurationResource
@@ -99,8 +99,8 @@ class Record:
 def audited(tmp_path_factory, tiny_model_dir):
     import torch
 
-    from forvalue.models import load_model
-    from forvalue.tiny import build_tiny_text_model
+    from forvalue.models.loading import load_model
+    from tiny import build_tiny_text_model
 
     root = tmp_path_factory.mktemp("governance")
     model_b = root / "model-b"

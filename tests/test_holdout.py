@@ -1,12 +1,12 @@
-"""The evaluation-set rules (forvalue/holdout.py): a hash split that depends on content ids only,
+"""The evaluation-set rules (forvalue/data/holdout.py): a hash split that depends on content ids only,
 evaluation files minus what the selection saw, and the warnings users get."""
 
 import random
 
 import pytest
 
-from forvalue.data import samples_from_records
-from forvalue.holdout import MIN_PART, from_file, from_valuation, held_out, part_warnings, split
+from forvalue.data.samples import samples_from_records
+from forvalue.data.holdout import MIN_PART, from_file, from_valuation, held_out, part_warnings, split
 
 
 def ids(n, prefix="s"):

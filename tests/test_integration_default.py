@@ -44,7 +44,7 @@ def test_forvalue_score_with_the_default_model(tmp_path):
 
 
 def test_default_model_loads_from_cache_with_a_stable_fingerprint():
-    from forvalue.models import ensure_default_model, load_model
+    from forvalue.models.loading import ensure_default_model, load_model
 
     folder = ensure_default_model()
     assert (folder / "model.safetensors").exists() and (folder / "forvalue_model.json").exists()

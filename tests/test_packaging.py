@@ -37,7 +37,7 @@ def test_installed_wheel_finds_its_sql(tmp_path):
     assert "forvalue/data/demo_train.jsonl" in names and "forvalue_assets/dagster.yaml" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import forvalue.catalog as c, pathlib, sys; d = c.sql_dir(); "
+    code = ("import forvalue.catalog.db as c, pathlib, sys; d = c.sql_dir(); "
             "assert str(d).startswith(sys.argv[1]), d; "
             "cat = c.Catalog(pathlib.Path(sys.argv[1]) / 'x.duckdb'); cat.init(); print(cat.count('datasets'))")
     res = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); exec({code!r})",

@@ -1,12 +1,12 @@
-"""The pairwise kernel (forvalue.pairwise) behind every pairwise selection strategy, against a dense
+"""The pairwise kernel (forvalue.valuation.pairwise) behind every pairwise selection strategy, against a dense
 float64 reference, and the fast selection path's order against the dense definition of each strategy."""
 
 import numpy as np
 import pytest
 
-import forvalue.pairwise as pairwise
-import forvalue.selection as sel
-from forvalue.features import SparseFeatures
+import forvalue.valuation.pairwise as pairwise
+import forvalue.curation.selection as sel
+from forvalue.valuation.features import SparseFeatures
 from test_selection import dense_round_robin
 
 VOCAB = 300
@@ -121,7 +121,7 @@ def test_candidates_merge_in_any_order():
 def test_the_selection_pass_gives_the_scoring_values(strategy):
     """The pairwise strategies compute the set-mean values in their own pass over the features (the
     rows converted once for both): the same raw, normalized and norm as scoring."""
-    from forvalue.scoring import source_values
+    from forvalue.valuation.scoring import source_values
 
     train, val = zipf_features(300, seed=8), zipf_features(20, seed=9, prefix="v")
     raw, normalized, norm = source_values(train, val)

@@ -19,12 +19,12 @@ import pytest
 
 pytest.importorskip("ray")
 
-from forvalue.data import samples_from_records  # noqa: E402
+from forvalue.data.samples import samples_from_records  # noqa: E402
 from forvalue.engines import EngineConfig  # noqa: E402
 from forvalue.errors import ConfigError  # noqa: E402
-from forvalue.features import FeatureConfig  # noqa: E402
-from forvalue.models import ModelConfig  # noqa: E402
-from forvalue.store import FeatureStore  # noqa: E402
+from forvalue.valuation.features import FeatureConfig  # noqa: E402
+from forvalue.models.loading import ModelConfig  # noqa: E402
+from forvalue.store.feature_store import FeatureStore  # noqa: E402
 from tests.conftest import make_records  # noqa: E402
 
 CFG = FeatureConfig(k=4, r=8)
@@ -168,8 +168,8 @@ def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny
 
 def _synthetic_store(tmp_path, n_shards_of=16):
     """Synthetic clustered features with noise (tests.test_selection) in a bounded store of several shards."""
-    from forvalue.features import SparseFeatures
-    from forvalue.models import ModelFingerprint
+    from forvalue.valuation.features import SparseFeatures
+    from forvalue.models.loading import ModelFingerprint
     from tests.test_selection import synthetic
 
     train, _, _ = synthetic([40, 25, 15, 10], noisy_share=0.3, seed=3)
@@ -188,7 +188,7 @@ def _synthetic_store(tmp_path, n_shards_of=16):
 def test_selection_by_shard_on_ray_gives_the_in_process_order(local_ray, tmp_path, monkeypatch, strategy):
     """Every pass of a strategy over the store (scores, candidate lists and their refills, the dense
     finish, max-cosine keys) as one Ray task per shard: the order of the in-process run, exactly."""
-    import forvalue.selection as sel
+    import forvalue.curation.selection as sel
     from forvalue.valuator import Valuator
 
     store, fp, cfg, train_ids, val_ids = _synthetic_store(tmp_path)       # 90 samples in 6 shards
@@ -293,7 +293,7 @@ def test_cli_engine_options_are_checked_before_any_work(argv, message, tiny_mode
 def test_cli_features_on_ray_stream_the_file_and_skip_or_stop_at_bad_rows(local_ray, tiny_model_dir, tmp_path,
                                                                           capsys):
     from forvalue.cli import main
-    from forvalue.data import load_samples
+    from forvalue.data.samples import load_samples
 
     data = _jsonl(tmp_path / "d.jsonl", make_records(6))      # rows 2 and 5 are 68 tokens long, the others < 60
     with data.open("a") as f:
@@ -453,7 +453,7 @@ def test_a_shard_task_whose_worker_dies_is_retried_and_counted(local_ray, tmp_pa
     from ray import cloudpickle
 
     from forvalue.engines.ray_parts import RayPartRunner
-    from forvalue.feature_source import StoreSource
+    from forvalue.valuation.feature_source import StoreSource
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module
     try:
@@ -479,7 +479,7 @@ def test_a_large_file_is_read_inside_ray_with_its_row_numbers(local_ray, tiny_mo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from forvalue.data import load_samples
+    from forvalue.data.samples import load_samples
     from forvalue.engines.ray_features import featurize_file
     from forvalue.engines.ray_read import plan
     from forvalue.errors import DataError

@@ -1,12 +1,12 @@
-"""Selection strategies (forvalue.selection) on synthetic sparse features with known clusters and noise."""
+"""Selection strategies (forvalue.curation.selection) on synthetic sparse features with known clusters and noise."""
 
 import numpy as np
 import pytest
 
-import forvalue.pairwise as pairwise
-import forvalue.selection as sel
-from forvalue.features import SparseFeatures
-from forvalue.scoring import sparse_scores
+import forvalue.valuation.pairwise as pairwise
+import forvalue.curation.selection as sel
+from forvalue.valuation.features import SparseFeatures
+from forvalue.valuation.scoring import sparse_scores
 
 
 def synthetic(n_per_cluster, *, n_clusters=4, r=8, noisy_share=0.0, seed=0, prefix="s", big=None):
@@ -175,10 +175,10 @@ def test_a_store_read_shard_by_shard_ranks_as_features_in_memory(tmp_path, monke
     """The strategies over a feature store streamed shard by shard (StoreSource: memory-mapped
     bounded shards, small blocks so the round-robin refills its lists from several passes) give the
     order and values of the same features in memory."""
-    from forvalue.feature_source import StoreSource
-    from forvalue.features import FeatureConfig
-    from forvalue.models import ModelFingerprint
-    from forvalue.store import FeatureStore
+    from forvalue.valuation.feature_source import StoreSource
+    from forvalue.valuation.features import FeatureConfig
+    from forvalue.models.loading import ModelFingerprint
+    from forvalue.store.feature_store import FeatureStore
 
     train, _, _ = synthetic([40, 25, 15, 10], noisy_share=0.3, seed=3)
     val, _, _ = synthetic(3, seed=9, prefix="v")
@@ -191,7 +191,7 @@ def test_a_store_read_shard_by_shard_ranks_as_features_in_memory(tmp_path, monke
     wanted = half.sample_ids[5:]          # a subset of what is stored, in another order
     wanted = wanted[::2] + wanted[1::2]
     source = StoreSource(store, fp, cfg, wanted)
-    assert sorted(source.sample_ids) == sorted(wanted) and len(source._shards) == 6
+    assert sorted(source.sample_ids) == sorted(wanted) and len(source.shards) == 6
     monkeypatch.setattr(sel, "BLOCK_BYTES", 8 * 4 * 12)   # 12 training samples per block
     monkeypatch.setattr(sel, "LIST_FACTOR", 1)           # short candidate lists: refills
     streamed = sel.rank_features(source, val, strategy)

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from forvalue.cli import main
-from forvalue.data import samples_from_records
-from forvalue.features import FeatureConfig, extract_sparse
-from forvalue.scoring import rank, select
-from forvalue.store import FeatureStore
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.features import FeatureConfig, extract_sparse
+from forvalue.valuation.scoring import rank, select
+from forvalue.store.feature_store import FeatureStore
 from tests.conftest import make_records
 
 
@@ -54,12 +54,12 @@ def test_store_computes_only_missing(tiny_lm, tmp_path):
 
 
 def test_interrupted_extraction_leaves_no_half_shard_and_rerun_completes(tiny_lm, tmp_path, monkeypatch):
-    import forvalue.store as store_mod
+    import forvalue.store.feature_store as store_mod
 
     store = FeatureStore(tmp_path / "fs")
     samples = samples_from_records(make_records(9)).samples
     assert len({s.sample_id for s in samples}) == 9
-    import forvalue.shard_format as shard_format
+    import forvalue.store.shard_format as shard_format
 
     real_write = store_mod.FeatureStore.write_shard
     calls = {"n": 0}
@@ -103,9 +103,9 @@ def test_cli_score_writes_ranked_table_with_input_columns(tiny_model_dir, tmp_pa
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
     assert "scored 8 training samples" in capsys.readouterr().out
     # same numbers as the library call
-    from forvalue.models import load_model
-    from forvalue.scoring import score
-    from forvalue.data import load_samples
+    from forvalue.models.loading import load_model
+    from forvalue.valuation.scoring import score
+    from forvalue.data.samples import load_samples
 
     lm = load_model(str(tiny_model_dir), device="cpu")
     res = score(lm, load_samples(train).samples, load_samples(val).samples)
@@ -160,7 +160,7 @@ def test_rank_and_select():
 
 def test_float16_overflow_stops_naming_the_sample():
     from forvalue.errors import ConfigError
-    from forvalue.features import HALF_MAX, _check_half_range
+    from forvalue.valuation.features import HALF_MAX, _check_half_range
 
     vectors = np.ones((5, 4), np.float32)
     emb = np.ones((3, 2), np.float32)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from forvalue.cli import main
-from forvalue.data import samples_from_records
-from forvalue.features import FeatureConfig
-from forvalue.store import FeatureStore
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.features import FeatureConfig
+from forvalue.store.feature_store import FeatureStore
 from tests.conftest import make_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def _env():
 
 KILL_DURING_WRITE = """
 import os, signal, sys
-import forvalue.shard_format as shard_format
+import forvalue.store.shard_format as shard_format
 real = shard_format.atomic_write
 calls = {"n": 0}
 def dying(path, write):
@@ -276,7 +276,7 @@ root, model, data = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 # A fast machine finishes 40 tiny samples before the parent's kill lands: after its second shard the run
 # stalls (the parent kills it there), so the kill always falls in the middle of the run.
 import time
-from forvalue.store import FeatureStore
+from forvalue.store.feature_store import FeatureStore
 _write, _count = FeatureStore.write_shard, [0]
 def write_shard(self, *args, **kwargs):
     out = _write(self, *args, **kwargs)

@@ -5,8 +5,8 @@ import pytest
 
 import forvalue
 from forvalue import FeatureConfig, Valuator
-from forvalue.data import samples_from_records
-from forvalue.scoring import score
+from forvalue.data.samples import samples_from_records
+from forvalue.valuation.scoring import score
 from tests.conftest import make_records
 
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from forvalue.data import Columns, DataError, load_samples, samples_from_records
-from forvalue.features import FeatureConfig, dense_batches, encode_all, hidden_states, lm_head_of
-from forvalue.scoring import score
+from forvalue.data.samples import Columns, DataError, load_samples, samples_from_records
+from forvalue.valuation.features import FeatureConfig, dense_batches, encode_all, hidden_states, lm_head_of
+from forvalue.valuation.scoring import score
 
 
 ARCHS = ["llava", "qwen2vl", "idefics3", "mllama"]
 
 
 def _builder(arch):
-    from forvalue.tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
+    from tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
 
     return {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl, "idefics3": build_tiny_idefics3,
             "mllama": build_tiny_mllama}[arch]
@@ -37,14 +37,14 @@ def vlm_dir(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def vlm(vlm_dir):
     """Loaded from its folder like any user model (AutoModelForImageTextToText + processor)."""
-    from forvalue.models import load_model
+    from forvalue.models.loading import load_model
 
     return load_model(str(vlm_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module", params=ARCHS)
 def vlm64(request):
-    from forvalue.models import from_objects
+    from forvalue.models.loading import from_objects
 
     model, processor = _builder(request.param)(None, seed=1, dtype=torch.float64)
     return from_objects(model, processor.tokenizer, name=f"tiny-{request.param}-64", processor=processor)
@@ -160,7 +160,7 @@ def test_vlm_sparse_full_support_equals_full(vlm64):
 
 
 def test_vlm_stored_features_match(vlm, tmp_path):
-    from forvalue.store import FeatureStore
+    from forvalue.store.feature_store import FeatureStore
 
     train, val = vlm_samples(4, seed=7), vlm_samples(2, seed=8)
     store = FeatureStore(tmp_path / "fs")
@@ -217,7 +217,7 @@ def test_vlm_training_losses_see_the_image(vlm):
     """The LoRA baselines' per-sample losses and the fine-tuning/eval NLL batch the image inputs
     too: same text, different images -> different losses."""
     from forvalue.baselines.lora import sample_losses
-    from forvalue.evaluate import response_nll
+    from forvalue.training.evaluate import response_nll
 
     recs = [{"prompt": "What is the object in the image?", "response": "It is a cat", "image": png(c, shape=s)}
             for c, s in [((250, 0, 0), None), ((0, 0, 250), (255, 255, 0))]]

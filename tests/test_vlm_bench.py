@@ -12,7 +12,7 @@ from forvalue.benchmarks.vlm import make_vlm_mislabeled, make_vlm_style, run_vlm
 
 @pytest.fixture(scope="module", params=["llava", "qwen2vl", "idefics3", "mllama"])
 def vlm_dir(request, tmp_path_factory):
-    from forvalue.tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
+    from tiny import build_tiny_idefics3, build_tiny_mllama, build_tiny_qwen2vl, build_tiny_vlm
 
     d = tmp_path_factory.mktemp(f"tiny-{request.param}-bench")
     builders = {"llava": build_tiny_vlm, "qwen2vl": build_tiny_qwen2vl, "idefics3": build_tiny_idefics3,

@@ -36,7 +36,7 @@ def score_gradient_methods(lm, train, val, *, methods: Sequence[str] = ("hessian
     """Fine-tune LoRA on ``train`` (samples), take per-sample gradients of ``train`` and ``val`` and
     value with each method. The shared cost (encoding, fine-tuning, gradients) is added to every
     method's ``seconds``: each number is what running that method alone would cost."""
-    from ..features import FeatureConfig, encode_all
+    from ..valuation.features import FeatureConfig, encode_all
 
     config = config or FeatureConfig(positions="all")
     bad = [m for m in methods if m not in GRADIENT_METHODS]

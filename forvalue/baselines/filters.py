@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import Sample
-from ..features import without_instruction
+from ..data.samples import Sample
+from ..valuation.features import without_instruction
 
 FILTERS = ("perplexity", "ifd")
 
@@ -26,7 +26,7 @@ FILTERS = ("perplexity", "ifd")
 def response_losses(lm, samples: Sequence[Sample], *, chat_template: bool = True, max_length: int | None = None,
                     batch_size: int = 8) -> np.ndarray:
     """[n] mean NLL per response token of each sample, s(A|Q)."""
-    from ..evaluate import evaluate_loss
+    from ..training.evaluate import evaluate_loss
 
     res = evaluate_loss(lm, list(samples), chat_template=chat_template, positions="response",
                         max_length=max_length, batch_size=batch_size)

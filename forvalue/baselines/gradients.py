@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..features import Encoded, length_batches
+from ..valuation.features import Encoded, length_batches
 from .lora import LoraModel, sample_losses
 
 

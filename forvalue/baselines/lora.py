@@ -3,7 +3,7 @@
 The gradient baselines (Hessian-free / TracIn at the last checkpoint, DataInf, HyperINF) value data
 with per-sample gradients of a LoRA adapter fine-tuned on the training set, as in DataInf (Kwon et
 al. 2024). The loss is the mean next-token NLL over the *same scored positions* as For-Value:
-samples are encoded with :func:`forvalue.features.encode_all` and every target in
+samples are encoded with :func:`forvalue.valuation.features.encode_all` and every target in
 ``Encoded.target_range(positions)`` counts, so ``positions="all"`` / ``"response"`` mean the same
 thing for every method.
 
@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ..config import opt
-from ..evaluate import response_nll
-from ..features import Encoded, _collate, length_batches
-from ..training import epoch_batches, sample_mean_loss, train_loop
+from ..training.evaluate import response_nll
+from ..valuation.features import Encoded, collate, length_batches
+from ..training.loop import epoch_batches, sample_mean_loss, train_loop
 
 
 @dataclass(frozen=True)
@@ -82,15 +82,10 @@ def attach_lora(model, settings: LoraSettings = LoraSettings()):
         return get_peft_model(base, cfg), base
 
 
-def collate(batch: Sequence[Encoded], pad_id: int, device, dtype=None):
-    """Right-padded ids and mask of ``batch``, plus VLM image inputs (cast to ``dtype``)."""
-    return _collate(batch, pad_id, device, dtype)
-
-
 def sample_losses(causal_lm, batch: Sequence[Encoded], positions: str, pad_id: int, device):
     """Per-sample mean NLL over the scored positions of ``batch``: a differentiable tensor [B].
 
-    :func:`forvalue.evaluate.response_nll` (the one next-token loss; logits only at scored
+    :func:`forvalue.training.evaluate.response_nll` (the one next-token loss; logits only at scored
     positions, no batch x sequence x vocabulary tensor) divided by each sample's target count."""
     sums, counts = response_nll(causal_lm, batch, positions, pad_id, device)
     return sums / counts.to(sums.dtype)
@@ -99,7 +94,7 @@ def sample_losses(causal_lm, batch: Sequence[Encoded], positions: str, pad_id: i
 def finetune_lora(lm, encoded: Sequence[Encoded], positions: str = "all",
                   settings: LoraSettings = LoraSettings(), *, progress: bool = False) -> LoraModel:
     """Fine-tune a fresh LoRA adapter on ``encoded`` (AdamW, linear warm-up and decay, seeded shuffle,
-    no gradient clipping; loss: the mean of the per-sample mean NLLs) with :func:`forvalue.training.train_loop`.
+    no gradient clipping; loss: the mean of the per-sample mean NLLs) with :func:`forvalue.training.loop.train_loop`.
 
     Returns the trained adapter in eval mode; ``seconds`` is the wall time of copy + training."""
     import torch
@@ -124,5 +119,5 @@ def finetune_lora(lm, encoded: Sequence[Encoded], positions: str = "all",
                      seconds=time.perf_counter() - t0, losses=losses)
 
 
-__all__ = ["LoraSettings", "LoraModel", "attach_lora", "finetune_lora", "sample_losses", "collate",
+__all__ = ["LoraSettings", "LoraModel", "attach_lora", "finetune_lora", "sample_losses",
            "length_batches"]

@@ -2,7 +2,7 @@
 
 For each task and scored positions the sparse features are extracted once per top-k at the widest
 projection (``R_MAX``), unbounded and in float32; every stored form is then derived from them
-exactly as the feature extraction would store it (:func:`forvalue.features.bound_rows`, then the
+exactly as the feature extraction would store it (:func:`forvalue.valuation.features.bound_rows`, then the
 cast), scored pairwise against the valuation set the same way, and written as a real shard to
 measure its bytes on disk. A width ``r < R_MAX`` takes the first ``r`` columns of the widest
 projection: those are a Gaussian projection of width ``r`` (scaled by sqrt(R_MAX / r), which no
@@ -82,7 +82,7 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
     positions), pruned and cast as stored. Seed 0 is what the product stores."""
     import torch
 
-    from ..features import FeatureConfig, projection
+    from ..valuation.features import FeatureConfig, projection
     from .runner import encode_labels, labels_of
     from ..valuator import Valuator
 
@@ -108,8 +108,8 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
 
 def _stored(feats, vectors: np.ndarray, cfg):
     """``feats`` with its rows replaced by ``vectors`` (projected as ``cfg.r`` says), then pruned per
-    sample and cast as ``cfg`` stores them (:func:`forvalue.features.bound_rows`)."""
-    from ..features import SparseFeatures, bound_rows
+    sample and cast as ``cfg`` stores them (:func:`forvalue.valuation.features.bound_rows`)."""
+    from ..valuation.features import SparseFeatures, bound_rows
 
     bounds = np.searchsorted(feats.row_sample, np.arange(len(feats) + 1))
     parts = [bound_rows(feats.token_ids[bounds[i]:bounds[i + 1]], vectors[bounds[i]:bounds[i + 1]], cfg)
@@ -124,7 +124,7 @@ def _stored(feats, vectors: np.ndarray, cfg):
 
 def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None):
     """The stored form of full float32 features under a configuration (see the module doc)."""
-    from ..features import FeatureConfig
+    from ..valuation.features import FeatureConfig
 
     cfg = FeatureConfig(r=r, store_dtype=store_dtype, energy=energy, max_rows=max_rows)
     return _stored(feats, feats.vectors[:, :r] * np.float32(np.sqrt(R_MAX / r)), cfg), cfg
@@ -132,7 +132,7 @@ def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None)
 
 def stored_bytes(feats, cfg) -> int:
     """Bytes on disk of ``feats`` as one shard of the stored format ``cfg`` selects."""
-    from ..shard_format import write_files
+    from ..store.shard_format import write_files
 
     with tempfile.TemporaryDirectory() as tmp:
         files = write_files(Path(tmp), "x", feats, {"feature_config_id": cfg.id}, arrow=cfg.bounded)
@@ -141,7 +141,7 @@ def stored_bytes(feats, cfg) -> int:
 
 def evaluate(train, val, ytr, yva) -> dict:
     from ..metrics import auc_recall
-    from ..scoring import sparse_scores
+    from ..valuation.scoring import sparse_scores
 
     m = auc_recall(sparse_scores(train, val, pairwise=True), ytr, yva)
     return {"auc": float(m["auc_mean"]), "recall": float(m["recall_mean"])}

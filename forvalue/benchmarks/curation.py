@@ -7,7 +7,7 @@ the valuation set is always clean.
 
 Methods (:func:`method_orders`), each ordering every training sample, best first:
 
-- the For-Value selection strategies of :mod:`forvalue.selection` (one forward pass, shared);
+- the For-Value selection strategies of :mod:`forvalue.curation.selection` (one forward pass, shared);
 - the cheap filters of :mod:`forvalue.baselines.filters` (``perplexity``, ``ifd``);
 - the gradient baselines (``hessian-free``, ``datainf``, ``hyperinf``) ranked by their mean value
   over the valuation set, as their papers rank.
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..metrics import clean_share, coverage, order_clean_auc
-from ..selection import STRATEGIES
+from ..curation.selection import STRATEGIES
 from .noise import NOISE_KINDS, make_noise_corpus
 from .runner import GRADIENT_METHODS, BenchData, build_data
 

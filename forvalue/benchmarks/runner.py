@@ -11,7 +11,7 @@ and returns a list of result dicts (one per method), ready for :func:`markdown_t
 - noise: ``detection_rate`` and ``clean_auc`` against a clean valuation set, plus AUC/recall with
   pseudo-label = same class and clean.
 
-Methods: For-Value ``sparse``, ``exact``, ``full-vocab``, ``emb`` (:func:`forvalue.scoring.score`) and the
+Methods: For-Value ``sparse``, ``exact``, ``full-vocab``, ``emb`` (:func:`forvalue.valuation.scoring.score`) and the
 gradient baselines ``hessian-free``, ``datainf``, ``hyperinf`` (:mod:`forvalue.baselines`).
 
 ``seconds`` is end-to-end wall time of one method after the model is loaded (loading is the same for
@@ -37,10 +37,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..baselines.influence import GRADIENT_METHODS
-from ..data import Columns, Sample, samples_from_records
-from ..features import FeatureConfig
+from ..data.samples import Columns, Sample, samples_from_records
+from ..valuation.features import FeatureConfig
 from ..metrics import auc_recall, auc_recall_from_pseudo, detection_rate, roc_auc
-from ..scoring import SCORING_METHODS as FORVALUE_METHODS
+from ..valuation.scoring import SCORING_METHODS as FORVALUE_METHODS
 
 ALL_METHODS = FORVALUE_METHODS + GRADIENT_METHODS
 DEFAULT_METHODS = ("sparse", "exact", "emb", "hessian-free", "datainf")
@@ -67,7 +67,7 @@ def resolve_model(model: Any = "default", device: str = "auto", dtype: str = "au
     """A LoadedModel from a spec (``default``, a folder, ...); LoadedModel objects pass through."""
     if hasattr(model, "model") and hasattr(model, "tokenizer"):
         return model
-    from ..models import load_model
+    from ..models.loading import load_model
 
     return load_model(str(model), device=device, dtype=dtype)
 
@@ -178,7 +178,7 @@ def value_matrices(lm, data: BenchData, methods: Sequence[str], *, batch_size: i
                    method_kwargs: dict | None = None, log=None, warmup: bool = True) -> dict[str, dict]:
     """{method: {"matrix": [n_val, n_train], "seconds": float, "info": dict}} for every method.
     For-Value goes through :class:`forvalue.Valuator` (features, then scores)."""
-    from ..scoring import emb_scores, sparse_scores
+    from ..valuation.scoring import emb_scores, sparse_scores
     from ..valuator import Valuator
 
     methods = parse_methods(methods)
@@ -187,7 +187,7 @@ def value_matrices(lm, data: BenchData, methods: Sequence[str], *, batch_size: i
     say = log or (lambda msg: None)
     cfg = data.config
     if warmup:   # one small forward pass first, so lazy initialisation is charged to no method
-        from ..features import encode_all, hidden_states
+        from ..valuation.features import encode_all, hidden_states
 
         enc, _ = encode_all(lm, data.val[:2], cfg)
         hidden_states(lm, enc)

@@ -11,8 +11,8 @@ then times, each step in a fresh process so that its peak memory is its own:
   selection strategy's order over the store, streamed the same way, timed against the re-scoring
   with the same valuation set in the same run.
 - ``rescore``: the set-mean values (raw, normalized, norm) of every stored sample against a new
-  valuation set, streamed shard by shard (:func:`forvalue.scoring.source_values` over a
-  :class:`forvalue.feature_source.StoreSource`).
+  valuation set, streamed shard by shard (:func:`forvalue.valuation.scoring.source_values` over a
+  :class:`forvalue.valuation.feature_source.StoreSource`).
 
 Reported: ``rescore_seconds``, ``read_seconds``, their ratio, ``bytes_per_sample`` (on disk) and the
 peak RSS of each step.
@@ -34,14 +34,14 @@ VOCAB = 49152
 D_HIDDEN = 576
 
 
-def _fingerprint():
-    from ..models import ModelFingerprint
+def synthetic_fingerprint():
+    from ..models.loading import ModelFingerprint
 
     return ModelFingerprint(name="synthetic", weights_hash="0" * 64, dtype="float16")
 
 
-def _config(rows: int, r: int):
-    from ..features import FeatureConfig
+def synthetic_config(rows: int, r: int):
+    from ..valuation.features import FeatureConfig
 
     return FeatureConfig(store_dtype="float16", energy=0.99, max_rows=rows, r=r)
 
@@ -60,7 +60,7 @@ def _distinct_tokens(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
 
 
 def synthetic_features(rng: np.random.Generator, ids: list[str], rows: int, r: int, d: int = D_HIDDEN):
-    from ..features import SparseFeatures
+    from ..valuation.features import SparseFeatures
 
     n = len(ids)
     answer = rng.uniform(0.0, 5.0, n)
@@ -78,10 +78,10 @@ def synthetic_features(rng: np.random.Generator, ids: list[str], rows: int, r: i
 def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_size: int = 4096,
                 seed: int = 0, log=None) -> Path:
     """A synthetic store of ``n`` samples (skipped when it is there already); returns its folder."""
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
 
     store = FeatureStore(root)
-    fp, cfg = _fingerprint(), _config(rows, r)
+    fp, cfg = synthetic_fingerprint(), synthetic_config(rows, r)
     folder = store.folder(fp, cfg)
     have = len(store.manifests(fp, cfg))
     want = (n + shard_size - 1) // shard_size
@@ -89,7 +89,7 @@ def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_
     meta = {"model": fp.to_dict(), "feature_config": cfg.to_dict(), "feature_config_id": cfg.id}
     for k in range(have, want):
         ids = [f"s{i:09d}" for i in range(k * shard_size, min(n, (k + 1) * shard_size))]
-        store._write_shard(folder, synthetic_features(np.random.default_rng([seed, k]), ids, rows, r), meta)
+        store.write_shard_file(folder, synthetic_features(np.random.default_rng([seed, k]), ids, rows, r), meta)
         if log and (k + 1) % 25 == 0:
             log(f"built {k + 1}/{want} shards")
     del rng
@@ -102,10 +102,10 @@ def _peak_mb() -> float:
 
 def _read_step(root: str, rows: int, r: int) -> dict:
     """One plain read of every byte of the store's shard files (into one reused buffer)."""
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
 
     store = FeatureStore(root)
-    fp, cfg = _fingerprint(), _config(rows, r)
+    fp, cfg = synthetic_fingerprint(), synthetic_config(rows, r)
     folder = store.folder(fp, cfg)
     files = [folder / f for info in store.shard_infos(fp, cfg) for f in info["files"].values()]
     buf = bytearray(max(p.stat().st_size for p in files))
@@ -121,13 +121,13 @@ def _rescore_step(root: str, rows: int, r: int, n_val: int) -> dict:
     import pyarrow.ipc  # noqa: F401  (imports are not charged to the re-scoring)
     import torch  # noqa: F401
 
-    from ..feature_source import StoreSource
-    from ..scoring import source_values
-    from ..store import FeatureStore
+    from ..valuation.feature_source import StoreSource
+    from ..valuation.scoring import source_values
+    from ..store.feature_store import FeatureStore
 
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
     t0 = time.perf_counter()
-    source = StoreSource(FeatureStore(root), _fingerprint(), _config(rows, r))
+    source = StoreSource(FeatureStore(root), synthetic_fingerprint(), synthetic_config(rows, r))
     raw, normalized, norm = source_values(source, val)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "samples": len(source), "finite": bool(np.isfinite(raw).all()),
@@ -141,18 +141,18 @@ def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percen
     import pyarrow.ipc  # noqa: F401
     import torch  # noqa: F401
 
-    from ..consistency import CHECK_INPUTS, inputs_of, run_checks
-    from ..feature_source import StoreSource
-    from ..selection import needed_prefix, rank_features
-    from ..store import FeatureStore
+    from ..curation.consistency import CHECK_INPUTS, inputs_of, run_checks
+    from ..valuation.feature_source import StoreSource
+    from ..curation.selection import needed_prefix, rank_features
+    from ..store.feature_store import FeatureStore
 
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
     t0 = time.perf_counter()
     store = FeatureStore(root)
-    source = StoreSource(store, _fingerprint(), _config(rows, r))
+    source = StoreSource(store, synthetic_fingerprint(), synthetic_config(rows, r))
     exclude = None
     if checks:
-        values = store.sample_values(_fingerprint(), _config(rows, r), source.sample_ids, CHECK_INPUTS)
+        values = store.sample_values(synthetic_fingerprint(), synthetic_config(rows, r), source.sample_ids, CHECK_INPUTS)
         exclude = run_checks(values, inputs_of(val)).dropped
     ranking = rank_features(source, val, strategy, limit=needed_prefix(len(source), "top_p", percent),
                             exclude=exclude)

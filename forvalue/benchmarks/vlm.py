@@ -122,8 +122,8 @@ def make_vlm_mislabeled(seed: int = 0, n_train: int = 40, n_val: int = 10, flip_
 
 # ----------------------------------------------------------------------------- runners
 def _bench_data(name, train, val, positions, k, r, seed):
-    from ..data import Columns, samples_from_records
-    from ..features import FeatureConfig
+    from ..data.samples import Columns, samples_from_records
+    from ..valuation.features import FeatureConfig
     from .runner import BenchData
 
     cols = Columns(image="image")

@@ -14,9 +14,9 @@ import sys
 import time
 
 from ..config import add_options, from_args
-from ..features import FeatureConfig
+from ..valuation.features import FeatureConfig
 from ..io import atomic_write_text
-from ..models import ModelConfig
+from ..models.loading import ModelConfig
 
 
 def _lora_settings():
@@ -87,7 +87,7 @@ def register(sub, parents) -> argparse.ArgumentParser:
 
 
 def _register_scale(bsub, parents) -> None:
-    from ..selection import STRATEGIES
+    from ..curation.selection import STRATEGIES
 
     p = bsub.add_parser("scale", parents=parents,
                         help="re-scoring a synthetic feature store of N samples: seconds, plain read, bytes, peak RSS")
@@ -122,7 +122,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _strategy_list(text: str) -> list[str]:
-    from ..selection import STRATEGIES
+    from ..curation.selection import STRATEGIES
 
     names = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in names if x not in STRATEGIES]
@@ -155,7 +155,7 @@ def _register_vlm(bsub, parents) -> None:
 
 # ----------------------------------------------------------------------------- runs
 def _read(path: str) -> list[dict]:
-    from ..data import DataError, read_records
+    from ..data.samples import DataError, read_records
 
     _, rows = read_records(path)
     out = []

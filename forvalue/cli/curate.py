@@ -42,7 +42,7 @@ def check_size(mode: str, value: float) -> None:
     """The subset size options, checked before any work (a percentage in 0-100, a whole k >= 0), and
     refused when they keep nothing whatever the data (an empty subset is never what was meant)."""
     from ..errors import ConfigError
-    from ..selection import subset_count
+    from ..curation.selection import subset_count
 
     flag = f"--{mode.replace('_', '-')}"
     try:
@@ -56,7 +56,7 @@ def check_size(mode: str, value: float) -> None:
 def check_count(n: int, mode: str, value: float, source) -> None:
     """Refuse a size that keeps none of the ``n`` training samples (before any forward pass)."""
     from ..errors import ConfigError
-    from ..selection import subset_count
+    from ..curation.selection import subset_count
 
     if subset_count(n, mode, value) == 0:
         raise ConfigError(f"--{mode.replace('_', '-')} {value:g} keeps no sample of the {n} in {source}; give a "
@@ -65,7 +65,7 @@ def check_count(n: int, mode: str, value: float, source) -> None:
 
 def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict, explain=None) -> None:
     """Write the kept rows; ``explain(kept samples) -> explanations`` adds their top tokens."""
-    from ..curation import subset_rows
+    from .scores_table import subset_rows
 
     try:
         idx = ranking.indices(mode, value)
@@ -99,7 +99,7 @@ def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dic
 def dropped_rows(samples, ranking) -> list[dict]:
     """One row per sample the checks dropped, least failing first: sample_id, check, check_value,
     threshold, reason, score, normalized, then the input columns."""
-    from ..curation import table_rows
+    from .scores_table import table_rows
 
     checked = ranking.checks
     drop = checked.dropped
@@ -112,7 +112,7 @@ def dropped_rows(samples, ranking) -> list[dict]:
 
 
 def run_curate(args) -> int:
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
 
     out = check_out(args.out, inputs=(args.train, args.val))
@@ -150,8 +150,8 @@ def _curate_ray(args, out, engine, mcfg, fcfg, root, mode: str, value: float) ->
     strategy's passes over the stored training features run one Ray task per shard. This process
     loads the model only for --explain-tokens."""
     from ..engines.ray_session import ray_session
-    from ..selection import needed_prefix
-    from ..store import FeatureStore
+    from ..curation.selection import needed_prefix
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
     from .features import check_ray_store, ray_featurize_sets
 

@@ -22,9 +22,9 @@ def _short(s, width: int = 90) -> str:
 
 
 def run(args) -> int:
-    from ..data import load_samples
+    from ..data.samples import load_samples
     from ..demo import demo_paths
-    from ..scoring import normalize_method, rank
+    from ..valuation.scoring import normalize_method, rank
     from ..valuator import Valuator
 
     method = normalize_method(args.method)

@@ -33,7 +33,7 @@ def register(sub, parents) -> None:
 
 
 def run(args) -> int:
-    from ..finetune import run_evaluation
+    from ..training.finetune import run_evaluation
 
     o.set_threads(args)
     out = check_out(args.out) if args.out else None

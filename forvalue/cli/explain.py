@@ -53,7 +53,7 @@ def find(samples, wanted: list[str], file: str) -> list:
 
 
 def run(args) -> int:
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
     from .output import check_out
 

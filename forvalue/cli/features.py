@@ -20,7 +20,7 @@ def register(sub, parents) -> None:
 
 
 def run(args) -> int:
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
 
     if args.shard_size < 1:

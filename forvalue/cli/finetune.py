@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..config import Deprecated, add_options, from_args
-from ..finetune import TrainConfig
+from ..training.finetune import TrainConfig
 from . import options as o
 from .options import UsageError
 
@@ -25,7 +25,7 @@ def add_tracking_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
-    from ..models import ModelConfig
+    from ..models.loading import ModelConfig
 
     g = p.add_argument_group("compute")
     add_options(g, ModelConfig, include=("device",))
@@ -35,7 +35,7 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_options(p: argparse.ArgumentParser, *, accuracy_default: bool) -> None:
-    from ..evaluate import EvalConfig
+    from ..training.evaluate import EvalConfig
 
     g = p.add_argument_group("evaluation")
     if accuracy_default:
@@ -47,7 +47,7 @@ def add_eval_options(p: argparse.ArgumentParser, *, accuracy_default: bool) -> N
 
 
 def eval_config(args, *, chat_template: bool, max_length):
-    from ..evaluate import EvalConfig, parse_extractor
+    from ..training.evaluate import EvalConfig, parse_extractor
 
     parse_extractor(args.extractor)  # fail early on a bad pattern
     return from_args(EvalConfig, args, accuracy=args.accuracy, answer_field=args.answer_field or None,
@@ -57,13 +57,13 @@ def eval_config(args, *, chat_template: bool, max_length):
 def tracker(args):
     if args.no_track:
         return None
-    from ..tracking import Tracker
+    from ..training.tracking import Tracker
 
     return Tracker(args.tracking_uri, experiment=args.experiment)
 
 
 def register(sub, parents) -> None:
-    from ..selection import DEFAULT_STRATEGY, STRATEGIES
+    from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
 
     p = sub.add_parser("finetune", parents=parents, help="fine-tune a causal LM on a (curated) subset, tracked in MLflow",
                        description="Supervised fine-tuning (loss on response tokens only) on a subset chosen by "
@@ -95,7 +95,7 @@ def register(sub, parents) -> None:
                         "raw-mean and cosine-mean need only the scores table, the others the feature store it records")
     g.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
     g = p.add_argument_group("training")
-    from ..models import ModelConfig
+    from ..models.loading import ModelConfig
 
     add_options(g, ModelConfig, include=("model",))
     m = g.add_mutually_exclusive_group()
@@ -137,11 +137,11 @@ def choose(args) -> tuple[str, int | None, float | None]:
 
 def _subset(args, train, strategy: str, k, p):
     """(indices, the selection strategy or None) of the fine-tuning subset."""
-    from ..finetune import select_subset, subset_size
+    from ..training.finetune import select_subset, subset_size
 
     order, selection = None, None
     if strategy in ("top", "bottom"):
-        from ..curation import ranking_from_scores
+        from .scores_table import ranking_from_scores
 
         if not args.subset_scores:
             raise UsageError(f"forvalue finetune: strategy {strategy} needs --subset-scores (the output of "
@@ -154,7 +154,7 @@ def _subset(args, train, strategy: str, k, p):
 
 
 def run(args) -> int:
-    from ..finetune import SubsetInfo, finetune
+    from ..training.finetune import SubsetInfo, finetune
 
     o.set_threads(args)
     strategy, k, p = choose(args)
@@ -176,14 +176,14 @@ def run(args) -> int:
 
 
 def _evaluation(args, selected: bool):
-    """The :class:`forvalue.holdout.EvalSet` of the final evaluation (None without --eval/--val).
+    """The :class:`forvalue.data.holdout.EvalSet` of the final evaluation (None without --eval/--val).
     Samples the selection saw (the valuation ids --subset-scores records) are left out; --val made
     of nothing else (or with no record of them) is evaluated whole and marked as seen by the
     selection. Its warnings are printed."""
     import sys
 
-    from ..catalog import content_hash
-    from ..holdout import from_file, from_valuation
+    from ..catalog.db import content_hash
+    from ..data.holdout import from_file, from_valuation
 
     path = args.eval or args.val
     if not path:
@@ -192,7 +192,7 @@ def _evaluation(args, selected: bool):
     name, version = str(Path(path).resolve()), content_hash(path) if Path(path).is_file() else "folder"
     seen = None
     if selected:
-        from ..curation import read_scores_table
+        from .scores_table import read_scores_table
 
         seen = read_scores_table(args.subset_scores)[1].get("val_ids")
     seen_set = set(seen or ())

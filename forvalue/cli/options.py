@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..config import add_options, from_args
-from ..data import Columns, LoadedData, load_samples
+from ..data.samples import Columns, LoadedData, load_samples
 from ..errors import ConfigError, DataError
-from ..features import FeatureConfig
-from ..models import ModelConfig
+from ..valuation.features import FeatureConfig
+from ..models.loading import ModelConfig
 
 
 class UsageError(ConfigError):
@@ -127,7 +127,7 @@ SIZE_FLAGS = (("top_k", "--top-k"), ("top_p", "--top-p"), ("drop_lowest_p", "--d
 
 
 def add_selection_options(p: argparse.ArgumentParser) -> None:
-    from ..selection import DEFAULT_STRATEGY, STRATEGIES
+    from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
 
     g = p.add_argument_group("selection")
     size = g.add_mutually_exclusive_group(required=True)
@@ -168,7 +168,7 @@ def load_data(path: str, args) -> LoadedData:
 
 def drop_unencodable(lm, data: LoadedData, config: FeatureConfig, on_error: str) -> list:
     """Apply the length check (and tokenization errors) with the same raise/skip rule as reading."""
-    from ..features import encode_all
+    from ..valuation.features import encode_all
 
     _, skipped = encode_all(lm, data.samples, config, on_error=on_error)
     if not skipped:

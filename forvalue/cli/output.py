@@ -94,7 +94,7 @@ def _flat(rows: list[dict]) -> list[dict]:
 
 def score_rows(samples, values, ranks, extra: dict | None = None) -> list[dict]:
     """Rows of ``forvalue score``: sample_id, score, rank, the ``extra`` columns, the input columns."""
-    from ..curation import table_rows
+    from .scores_table import table_rows
 
     cols = {"score": [float(v) for v in values], "rank": [int(r) for r in ranks]}
     for name, arr in (extra or {}).items():

@@ -28,8 +28,8 @@ def register(sub, parents) -> None:
 
 
 def run(args) -> int:
-    from ..scoring import normalize_method, rank
-    from ..store import FeatureStore
+    from ..valuation.scoring import normalize_method, rank
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
 
     out = check_out(args.out, inputs=(args.train, args.val))
@@ -65,8 +65,8 @@ def _run_ray(args, out, engine, mcfg, fcfg, root, method) -> int:
     """--engine ray: the missing features of both sets computed and stored by the Ray actors, then
     the stored training features scored one Ray task per shard (this process loads no model)."""
     from ..engines.ray_session import ray_session
-    from ..scoring import rank
-    from ..store import FeatureStore
+    from ..valuation.scoring import rank
+    from ..store.feature_store import FeatureStore
     from ..valuator import Valuator
     from .features import check_ray_store, ray_featurize_sets
 

@@ -26,8 +26,8 @@ def register(sub, parents) -> None:
 
 
 def run_select(args) -> int:
-    from ..curation import ranking_from_scores
-    from ..selection import needed_prefix
+    from .scores_table import ranking_from_scores
+    from ..curation.selection import needed_prefix
 
     out = check_out(args.out, inputs=(args.train, args.scores))
     if args.dropped:

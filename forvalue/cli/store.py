@@ -31,7 +31,7 @@ def register(sub, parents) -> None:
 
 def _store(args):
     from ..errors import ConfigError
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
 
     root = check_folder(args.store or o.default_store(), "feature store")
     if not root.is_dir():

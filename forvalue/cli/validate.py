@@ -1,7 +1,7 @@
 """``forvalue validate``: stream a data file, count its rows, show the first bad ones.
 
 Exit status 0 when every row is a usable sample, 2 when a row is bad (or a needed column is missing
-everywhere, or the file has no rows). Memory stays flat however long the file is (forvalue/stream.py).
+everywhere, or the file has no rows). Memory stays flat however long the file is (forvalue/data/stream.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def register(sub, parents) -> None:
 
 
 def run(args) -> int:
-    from ..stream import validate
+    from ..data.stream import validate
 
     if args.batch_rows < 1 or args.show < 0:
         raise ConfigError("--batch-rows must be >= 1 and --show >= 0")

@@ -2,7 +2,7 @@
 
 The samples become a Ray dataset of pickled samples; ``map_batches`` streams batches of ``shard_size``
 samples through a fixed pool of :class:`FeatureActor` (``compute=ActorPoolStrategy``): each actor
-loads the model once and writes each batch through :class:`forvalue.store.FeatureStore`, so the
+loads the model once and writes each batch through :class:`forvalue.store.feature_store.FeatureStore`, so the
 shards and manifests are those of the in-process engine. Exactly once: every batch is computed under
 the store's claims (a sample already stored is skipped, one claimed by a live writer is waited for,
 and a dead writer's claim frees itself with its process), so a retried batch (a killed actor's, which
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import DataError, ForValueError
-from ..features import FeatureConfig
-from ..models import ModelConfig, ModelFingerprint
-from ..store import DEFAULT_SHARD_SIZE
+from ..valuation.features import FeatureConfig
+from ..models.loading import ModelConfig, ModelFingerprint
+from ..store.feature_store import DEFAULT_SHARD_SIZE
 from . import EngineConfig, EngineStats
 from .ray_session import EngineError, import_ray, start, stop
 
@@ -65,8 +65,8 @@ class FeatureActor:
                  extra: dict | None, threads: int, device_map: str | None, attempts=None):
         import torch
 
-        from ..models import load_model
-        from ..store import FeatureStore
+        from ..models.loading import load_model
+        from ..store.feature_store import FeatureStore
 
         torch.set_num_threads(max(1, threads))
         mc = ModelConfig(**model)
@@ -81,7 +81,7 @@ class FeatureActor:
 
     def __call__(self, batch: dict) -> dict:
         from ..errors import DataError
-        from ..features import encode_all
+        from ..valuation.features import encode_all
 
         t0 = time.perf_counter()
         samples = list({s.sample_id: s for s in (pickle.loads(b) for b in batch["sample"] if len(b))}.values())
@@ -103,7 +103,7 @@ class FeatureActor:
         bad = {id(s) for s, _ in skipped}
         todo = [s for s in samples if id(s) not in bad]
         # the store's claim loop: stored ids skipped, ids claimed by a live writer waited for
-        computed, written = self.store._compute(self.lm, self.folder, todo, encoded, self.config, self.batch_size,
+        computed, written = self.store.compute_claimed(self.lm, self.folder, todo, encoded, self.config, self.batch_size,
                                                 max(1, len(todo)), False, self.extra) if todo else (0, [])
         n_rows = sum(json.loads(p.read_text())["n_rows"] for p in written)
         return self._row(key, len(samples), computed, len(todo) - computed, skipped, written, n_rows, t0)
@@ -175,16 +175,16 @@ def featurize_file(model: ModelConfig, path: str | Path, config: FeatureConfig, 
     is read inside Ray (:mod:`forvalue.engines.ray_read`: one read task per segment, streaming into
     the actors as they work); a bad row then stops the run when a worker reaches it
     (``on_error="raise"``; the batches stored before stay valid) or is skipped and reported
-    (``"skip"``). Other files are streamed in batches by this process (forvalue.stream), which holds
+    (``"skip"``). Other files are streamed in batches by this process (forvalue.data.stream), which holds
     one batch at a time while the rest waits in Ray's object store; a bad row stops the run before
     any work."""
-    from ..data import Columns
+    from ..data.samples import Columns
     from .ray_read import SEGMENT_BYTES, plan
 
     columns = columns or Columns()
     cut = plan(path, segment_bytes or SEGMENT_BYTES)
     if cut is None:     # small, CSV, a JSON array or a HF folder: streamed by this process
-        return _featurize(lambda ray, size: _file_dataset(ray, path, columns, on_error, engine, size),
+        return _featurize(lambda ray, size: file_dataset(ray, path, columns, on_error, engine, size),
                           model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
     res = _featurize(lambda ray, size: _segments_dataset(ray, path, cut, columns, engine, size),
                      model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
@@ -219,10 +219,10 @@ def _items_dataset(ray, samples: list, engine: EngineConfig, shard_size: int):
     return ds, shard_size, []
 
 
-def _file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard_size: int):
+def file_dataset(ray, path, columns, on_error: str, engine: EngineConfig, shard_size: int):
     """(dataset, batch size, rows skipped while reading) of a data file, read batch by batch into Ray's
     object store as Arrow tables of pickled samples."""
-    from ..stream import iter_batches
+    from ..data.stream import iter_batches
     from .ray_read import sample_table
 
     refs, n, skipped = [], 0, []
@@ -299,7 +299,7 @@ def _run(session, model, dataset, config, root, engine, shard_size, on_error, ex
     fingerprint = ModelFingerprint.from_dict(json.loads(fp)) if fp else None
     folder = None
     if fingerprint is not None:
-        from ..store import FeatureStore
+        from ..store.feature_store import FeatureStore
 
         folder = FeatureStore(root).folder(fingerprint, config)
     stats = EngineStats(engine="ray", workers=engine.workers, processes=len(pids), batches=batches,

@@ -2,9 +2,9 @@
 
 Scoring (the set-mean values) and every pass of the selection strategies (max-cosine keys, the
 round-robin's candidate lists and its dense finish) are maps over the parts of a
-:class:`forvalue.feature_source.FeatureSource` merged by the caller (:mod:`forvalue.selection`,
-:func:`forvalue.scoring.source_values`). :class:`RayPartRunner` runs such a map as one Ray task per
-shard of a :class:`forvalue.feature_source.StoreSource` (a task whose worker died is run again, up to
+:class:`forvalue.valuation.feature_source.FeatureSource` merged by the caller (:mod:`forvalue.curation.selection`,
+:func:`forvalue.valuation.scoring.source_values`). :class:`RayPartRunner` runs such a map as one Ray task per
+shard of a :class:`forvalue.valuation.feature_source.StoreSource` (a task whose worker died is run again, up to
 three times, and counted): the shared arguments (the valuation set's
 token table or units, the mask of samples taken) are put in Ray's object store once per pass, each
 task reads its shard itself (memory-mapped for the bounded format) from the store folder every
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..feature_source import FeatureSource, PartRunner, StoreSource, read_shard_part
+from ..valuation.feature_source import FeatureSource, PartRunner, StoreSource, read_shard_part
 from . import EngineStats
 from .ray_session import RaySession, import_ray
 
@@ -28,7 +28,7 @@ from .ray_session import RaySession, import_ray
 def _run_part(root: str, folder: str, info: dict, ids: list[str], start: int, fn: Callable[..., Any], *shared):
     import torch
 
-    from ..store import FeatureStore
+    from ..store.feature_store import FeatureStore
 
     torch.set_num_threads(1)
     part = read_shard_part(FeatureStore(root), Path(folder), info, ids)
@@ -61,7 +61,7 @@ class RayPartRunner(PartRunner):
         # damaged shard) is not retried
         task = ray.remote(num_cpus=self.task_cpus, max_retries=0)(_run_part)
         refs = [ray.put(x) for x in shared]
-        root, folder = str(Path(source.store.root).resolve()), str(source._folder)
+        root, folder = str(Path(source.store.root).resolve()), str(source.folder)
         plan, pending = source.plan(within), {}
 
         def submit(part: tuple[int, dict, list[str]], attempt: int) -> None:

@@ -4,12 +4,12 @@ never holds the file's samples.
 
 - JSONL (one object per line): the driver cuts the file into segments of about ``segment_bytes`` at
   line ends, counting the lines before each (a byte scan, no parsing): every read task knows the row
-  number of its first line, so a bad row is named by file and row as in :func:`forvalue.data.load_samples`.
+  number of its first line, so a bad row is named by file and row as in :func:`forvalue.data.samples.load_samples`.
 - Parquet: segments of whole row groups, their first rows from the file's metadata.
 - CSV (a quoted field may hold a line end), a JSON array and Hugging Face folders: not cut; the
   driver streams them (:func:`forvalue.engines.ray_features.featurize_file`).
 
-Each read task turns its rows into samples (:func:`forvalue.stream.to_batch`) and yields Arrow
+Each read task turns its rows into samples (:func:`forvalue.data.stream.to_batch`) and yields Arrow
 tables with a ``sample`` column (the pickled sample) and an ``error`` column (a bad row's file, row,
 field and reason as JSON), which the feature actors stop on or report as skipped.
 """
@@ -21,7 +21,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import Columns, DataError, _detect_format
+from ..data.samples import Columns, DataError, detect_format
 
 SEGMENT_BYTES = 64 * 2**20
 READ_BLOCK_BYTES = 4 * 2**20   # Ray Data gathers a read task's output into blocks up to 128 MB by default
@@ -97,7 +97,7 @@ def plan(path: str | Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[str, lis
     p = Path(path)
     if not p.exists():
         raise DataError(str(p), None, None, "file not found")
-    fmt = _detect_format(p)
+    fmt = detect_format(p)
     if fmt == "jsonl":
         with open(p, "rb") as fh:
             if p.suffix.lower() == ".json" and fh.read(64).lstrip()[:1] == b"[":
@@ -112,7 +112,7 @@ def plan(path: str | Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[str, lis
 
 def _jsonl_rows(file: str, seg: Segment, batch_rows: int):
     """Batches of (row number, dict or error) of a JSONL segment, parsed as they are read."""
-    from ..stream import json_line
+    from ..data.stream import json_line
 
     with open(file, "rb") as fh:
         fh.seek(seg.start)
@@ -151,7 +151,7 @@ def _parquet_rows(file: str, seg: Segment, batch_rows: int):
 def read_segment(file: str, fmt: str, seg: Segment, columns: Columns, batch_rows: int):
     """Arrow tables (:func:`sample_table`) of one segment, about ``batch_rows`` rows each, yielded as
     the segment is read."""
-    from ..stream import to_batch
+    from ..data.stream import to_batch
 
     reader = _jsonl_rows if fmt == "jsonl" else _parquet_rows
     try:

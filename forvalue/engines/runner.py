@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..feature_source import LOCAL_RUNNER
+from ..valuation.feature_source import LOCAL_RUNNER
 from . import EngineConfig
 from .ray_parts import RayPartRunner
 from .ray_session import start, stop

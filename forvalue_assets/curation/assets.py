@@ -3,7 +3,7 @@
 - ``forvalue_scores`` (group valuation, pool ``duckdb``): the ``scores`` table for the pair, from
   stored features only, replaced in one transaction.
 - ``curated_subset`` (group curation, pool ``duckdb``): top-k / top-p% / bottom-p% / drop-the-lowest-p%
-  of the order of a selection strategy (default ``balanced``, see forvalue/selection.py), exported
+  of the order of a selection strategy (default ``balanced``, see forvalue/curation/selection.py), exported
   as JSONL and Parquet and recorded in ``subsets``. Its defaults come from the ``curation``
   resource (``CurationResource``); a run's config overrides any of them.
 """
@@ -17,10 +17,10 @@ import numpy as np
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
-from forvalue.holdout import part_warnings, split
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
+from forvalue.data.holdout import part_warnings, split
 from forvalue.io import atomic_copy, atomic_write_bytes
-from forvalue.selection import STRATEGIES
+from forvalue.curation.selection import STRATEGIES
 from dagster_ray import RayResource
 from resources import CurationResource, DuckDBStoreResource, EngineResource, FeatureStoreResource, ModelResource
 
@@ -92,7 +92,7 @@ def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.
 def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource,
                     feature_store: FeatureStoreResource, model: ModelResource,
                     curation: CurationResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
-    from forvalue.scoring import rank
+    from forvalue.valuation.scoring import rank
 
     t0 = time.perf_counter()
     dataset, valuation = split_pair(context.partition_key)
@@ -300,8 +300,8 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
                    model: ModelResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
     import pyarrow as pa
 
-    from forvalue.catalog import export_subset
-    from forvalue.selection import needed_prefix
+    from forvalue.catalog.db import export_subset
+    from forvalue.curation.selection import needed_prefix
 
     t0 = time.perf_counter()
     (dataset, valuation), sub = split_pair(context.partition_key), Subset.resolve(config, curation)

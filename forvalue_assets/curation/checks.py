@@ -4,7 +4,7 @@ downstream assets waits for them. They read the catalog read-only."""
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from forvalue.catalog import KIND_DATASET, CatalogError, expected_subset_size
+from forvalue.catalog.db import KIND_DATASET, CatalogError, expected_subset_size
 from resources import DuckDBStoreResource, FeatureStoreResource
 
 from ..common import check_failure

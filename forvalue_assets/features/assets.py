@@ -1,6 +1,6 @@
 """Features: ``training_features`` / ``valuation_features`` (group features, pool ``model``): sparse
 features as feature-store shards; only sample ids missing for this model and feature config are
-computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog.py).
+computed. The one short catalog write of a feature run waits for the lock (forvalue/catalog/db.py).
 
 The ``engine`` resource chooses where: in the run's process (``local``) or on a Ray Data actor pool
 (``ray``) on the ``ray`` resource (dagster-ray: LocalRay, a cluster address or KubeRay), which then
@@ -10,8 +10,8 @@ import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
-from forvalue.data import DataError
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.data.samples import DataError
 from dagster_ray import RayResource
 
 from resources import DuckDBStoreResource, EngineResource, FeatureStoreResource, ModelResource

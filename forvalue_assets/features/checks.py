@@ -4,7 +4,7 @@ read-only."""
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
 from resources import DuckDBStoreResource, FeatureStoreResource
 
 from ..common import KIND_LABEL, check_failure

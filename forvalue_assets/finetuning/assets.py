@@ -27,8 +27,8 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from forvalue.catalog import KIND_DATASET, CatalogError
-from forvalue.data import DataError
+from forvalue.catalog.db import KIND_DATASET, CatalogError
+from forvalue.data.samples import DataError
 from resources import DuckDBStoreResource, FeatureStoreResource, FinetuneResource, ModelResource
 from resources.mlflow import MLflowResource
 
@@ -44,7 +44,7 @@ GROUP = "finetune"
 
 # ----------------------------------------------------------------------------- helpers
 def _tags(context: AssetExecutionContext, dataset: str, valuation: str) -> dict:
-    from forvalue.tracking import TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_PARTITION
+    from forvalue.training.tracking import TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_PARTITION
 
     return {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET_KEY: context.asset_key.to_user_string(),
             TAG_PARTITION: str(context.partition_key), "forvalue.dataset": dataset,
@@ -58,7 +58,7 @@ def _subset_info(context: AssetExecutionContext, cat, sub: dict, k: int, name: s
     when ``FORVALUE_DAGSTER_URL`` names the webserver."""
     import os
 
-    from forvalue.finetune import SubsetInfo
+    from forvalue.training.finetune import SubsetInfo
 
     lin = cat.subset_lineage(sub["subset_id"]) or {}
     lineage = {key: lin.get(key) for key in ("score_run_id", "train_feature_run_id", "val_feature_run_id",
@@ -85,7 +85,7 @@ def _subset_inputs(context: AssetExecutionContext, catalog: DuckDBStoreResource)
     """(dataset, valuation, catalog, finetune catalog, latest subset row, training samples, evaluation
     set) of the partition's (dataset, valuation set) pair; catalog errors fail the asset. The
     evaluation set is data the selection never saw where there is any (forvalue_assets/evaluation.py)."""
-    from forvalue.finetune_catalog import FinetuneCatalog
+    from forvalue.catalog.finetune_runs import FinetuneCatalog
 
     dataset, valuation = split_pair(context.partition_key)
     cat = catalog.catalog()
@@ -155,7 +155,7 @@ def _md_predictions(preds: list[dict], n: int = 10) -> str:
 
 def config_eval_loss_only(feature_config):
     """The fine-tune run's own evaluation: loss and perplexity on the evaluation set (eval_run adds accuracy)."""
-    from forvalue.evaluate import EvalConfig
+    from forvalue.training.evaluate import EvalConfig
 
     return EvalConfig(accuracy=False, chat_template=feature_config.chat_template, max_length=feature_config.max_length)
 
@@ -183,8 +183,8 @@ def config_dtype(model: ModelResource) -> str:
 def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                  mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
-    from forvalue.finetune import FinetuneError
-    from forvalue.finetune import finetune as run_finetune
+    from forvalue.training.finetune import FinetuneError
+    from forvalue.training.finetune import finetune as run_finetune
 
     t0 = time.perf_counter()
     dataset, valuation, cat, fcat, sub, samples, ev = _subset_inputs(context, catalog)
@@ -275,9 +275,9 @@ def _adapter(tracker, tr: dict, tmp: str) -> tuple[Path, str]:
 def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: ModelResource,
              catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
              mlflow: MLflowResource) -> MaterializeResult:
-    from forvalue.finetune import FinetuneError
-    from forvalue.finetune import run_evaluation
-    from forvalue.finetune_catalog import FinetuneCatalog
+    from forvalue.training.finetune import FinetuneError
+    from forvalue.training.finetune import run_evaluation
+    from forvalue.catalog.finetune_runs import FinetuneCatalog
 
     t0 = time.perf_counter()
     dataset, valuation = split_pair(context.partition_key)
@@ -416,7 +416,7 @@ def _md_runs(rows: list[dict]) -> str:
 def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig, model: ModelResource,
                         catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                         mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
-    from forvalue.finetune import FinetuneError, compare_strategies, markdown_table
+    from forvalue.training.finetune import FinetuneError, compare_strategies, markdown_table
 
     t0 = time.perf_counter()
     dataset, valuation, cat, fcat, sub, samples, ev = _subset_inputs(context, catalog)

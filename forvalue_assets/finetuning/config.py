@@ -16,7 +16,7 @@ class _Train(Config):
 
     def train_config(self, feature_config, *, default_steps: int = 30, **overrides):
         """The library's TrainConfig; tokenisation follows the feature store's config."""
-        from forvalue.finetune import TrainConfig
+        from forvalue.training.finetune import TrainConfig
 
         return TrainConfig(**{name: getattr(self, name) for name in TRAIN_FIELDS},
                            steps=default_steps if self.steps is None else self.steps,
@@ -26,7 +26,7 @@ class _Train(Config):
 
 class _Eval(Config):
     def eval_config(self, feature_config, *, accuracy: bool | None = None):
-        from forvalue.evaluate import EvalConfig
+        from forvalue.training.evaluate import EvalConfig
 
         values = {name: getattr(self, name) for name in EVAL_FIELDS}
         values.update(accuracy=self.accuracy if accuracy is None else accuracy,
@@ -35,26 +35,26 @@ class _Eval(Config):
         return EvalConfig(**values, chat_template=feature_config.chat_template, max_length=feature_config.max_length)
 
 
-# the fields of forvalue.finetune.TrainConfig / forvalue.evaluate.EvalConfig a run may set
+# the fields of forvalue.training.finetune.TrainConfig / forvalue.training.evaluate.EvalConfig a run may set
 TRAIN_FIELDS = ("method", "batch_size", "lr", "seed", "lora_r", "lora_alpha", "lora_targets", "lora_layers")
 EVAL_FIELDS = ("accuracy", "extractor", "answer_field", "max_new_tokens", "loss_limit", "accuracy_limit")
 
 
 def _train_fields():
-    from forvalue.finetune import TrainConfig
+    from forvalue.training.finetune import TrainConfig
 
     return dataclass_fields(TrainConfig, include=TRAIN_FIELDS)
 
 
 def _eval_fields():
-    from forvalue.evaluate import EvalConfig
+    from forvalue.training.evaluate import EvalConfig
 
     return dataclass_fields(EvalConfig, include=EVAL_FIELDS)
 
 
-TrainFields = config_class("TrainFields", _Train, "Fine-tuning hyper-parameters (forvalue.finetune.TrainConfig).",
+TrainFields = config_class("TrainFields", _Train, "Fine-tuning hyper-parameters (forvalue.training.finetune.TrainConfig).",
                            _train_fields())
-EvalFields = config_class("EvalFields", _Eval, "Evaluation settings (forvalue.evaluate.EvalConfig).", _eval_fields())
+EvalFields = config_class("EvalFields", _Eval, "Evaluation settings (forvalue.training.evaluate.EvalConfig).", _eval_fields())
 
 
 class FinetuneRunConfig(TrainFields):

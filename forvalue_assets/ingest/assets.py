@@ -8,8 +8,8 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from forvalue.catalog import KIND_DATASET, KIND_VALUATION, CatalogError
-from forvalue.data import Columns, DataError
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.data.samples import Columns, DataError
 from resources import DuckDBStoreResource
 from resources._fields import config_class, dataclass_fields
 
@@ -29,12 +29,12 @@ RegisterConfig = config_class(
     "RegisterConfig", _Register,
     "How to read the file of a dataset or valuation set. The incoming-folder sensor fills ``path``; launched "
     "by hand, the newest incoming/<train|valuation>/<partition>.* is used. The column fields are "
-    "forvalue.data.Columns'.", dataclass_fields(Columns))
+    "forvalue.data.samples.Columns'.", dataclass_fields(Columns))
 
 
 def _source_path(name: str, kind: str, config: RegisterConfig) -> Path:
     """The file to register: ``config.path``, else the newest incoming file named ``name``."""
-    from forvalue.catalog import check_name
+    from forvalue.catalog.db import check_name
 
     try:
         check_name(name, f"{KIND_LABEL[kind]} name")
@@ -60,8 +60,8 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
               kind: str) -> MaterializeResult:
     from dataclasses import fields
 
-    from forvalue.catalog import content_hash, file_format
-    from forvalue.stream import iter_batches
+    from forvalue.catalog.db import content_hash, file_format
+    from forvalue.data.stream import iter_batches
 
     t0 = time.perf_counter()
     name = context.partition_key

@@ -10,7 +10,7 @@ tokens) of coef * <h_k P, mean valuation row of that token>; summed over positio
 sparse score (the rows of G are those terms summed per token). For ``emb`` it is <h_k, mean_v emb_v>.
 For ``exact`` and ``full-vocab`` it is h_k . (Gbar[y_k] - sum_u p_k[u] Gbar[u]) with Gbar the mean
 valuation gradient on the method's vocabulary (``exact``: the tokens of the explained and the
-valuation samples, as :func:`forvalue.scoring.score` with the same samples).
+valuation samples, as :func:`forvalue.valuation.scoring.score` with the same samples).
 
 The valuation samples a sample "helps most" are ranked by the pairwise value of the stored
 representation (sparse, or emb for ``emb``).
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import Sample
+from ..data.samples import Sample
 from .features import FeatureConfig, SparseFeatures
 
 EXPLAIN_METHODS = ("sparse", "emb", "exact", "full-vocab")

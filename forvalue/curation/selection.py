@@ -24,7 +24,7 @@ Every strategy orders all training samples, best first; a subset is a prefix of 
 top-p%, all but the lowest p%) or its reversed tail (bottom-p%).
 
 Cost. The pairwise strategies need every unit's cosine with every training sample: one r-wide dot
-per (training row, unit row) pair that shares a token (:mod:`forvalue.pairwise`: BLAS products for
+per (training row, unit row) pair that shares a token (:mod:`forvalue.valuation.pairwise`: BLAS products for
 the tokens most units hold, a sampled sparse product for the rest), about P x (shared-token share)
 x rows x r multiply-adds; this bounds selection time, and grows with the number of units P. The
 balanced strategy's smoothed units are sums of 3 valuation samples: their products are the same
@@ -53,9 +53,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, ThreadedPartRunner, _csr, as_source,
-                             ordered, take_indices)
-from .features import SparseFeatures
+from ..valuation.feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, ThreadedPartRunner, csr, as_source,
+                                        ordered, take_indices)
+from ..valuation.features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
     "balanced": "round-robin over valuation units in farthest-point order, cosine smoothed over the 3 "
@@ -115,7 +115,7 @@ class Ranking:
     norm: np.ndarray             # [n] ||G_i|| of the stored features
     key: np.ndarray | None = None  # [n] the value the strategy sorts by, for the sorting strategies
     info: dict = field(default_factory=dict)
-    # the consistency checks applied before the strategy (forvalue.consistency.Checked): the samples
+    # the consistency checks applied before the strategy (forvalue.curation.consistency.Checked): the samples
     # they dropped come last; None: no check ran
     checks: Any = None
 
@@ -179,7 +179,7 @@ def aggregate(f: SparseFeatures, groups: list[np.ndarray], weights: np.ndarray,
     (``member_weights[u][k]``, when given, replaces ``weights`` for member k of group u)."""
     import torch
 
-    offsets = _csr(f)
+    offsets = csr(f)
     sizes = np.array([len(m) for m in groups], dtype=np.int64)
     members = np.concatenate([np.asarray(m, dtype=np.int64) for m in groups]) if len(groups) else np.zeros(0, np.int64)
     unit_of = np.repeat(np.arange(len(groups)), sizes)
@@ -220,7 +220,7 @@ class Units:
     only (each with its own few tokens) and smoothing costs P x m additions per training sample."""
 
     def __init__(self, feats: SparseFeatures, mix: tuple[np.ndarray, np.ndarray] | None = None):
-        from .pairwise import PairTable
+        from ..valuation.pairwise import PairTable
 
         self.feats = ordered(feats)
         self.table = PairTable(self.feats, max_bytes=TABLE_BYTES)
@@ -250,26 +250,26 @@ class Units:
 
     def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray, mean=None):
         """[units, len(chunk)] float32 cosine of every unit with every sample of ``chunk`` (0 for a zero
-        G); with ``mean`` (a :class:`forvalue.scoring.MeanTable` of the valuation set these units come
+        G); with ``mean`` (a :class:`forvalue.valuation.scoring.MeanTable` of the valuation set these units come
         from), (cosines, the chunk's [n] set-mean values) from the same rows read once."""
         import torch
 
-        from .feature_source import kernel_threads
-        from .scoring import _torch_threads
+        from ..valuation.feature_source import kernel_threads
+        from ..valuation.scoring import torch_threads
 
         shared = mean is not None and self.table.covers(mean)
         dots, raw = self.table.dots_tensor(chunk, mean if shared else None)   # [chunk, base], reused buffer
         if mean is not None and not shared:
             raw = mean.raw(chunk)
         out = torch.empty((len(self), len(chunk)), dtype=torch.float32)
-        with _torch_threads(kernel_threads()):
+        with torch_threads(kernel_threads()):
             if self.mix is None:
                 out.copy_(dots.T)
             else:   # smoothed unit u = sum_k weights[u, k] base[near[u, k]]: rows of the transposed dots
                 near, weights = (torch.from_numpy(x) for x in self.mix)
-                base = self.table._scratch("base_t", dots.numel(), torch.float32).view(dots.shape[1], dots.shape[0])
+                base = self.table.scratch("base_t", dots.numel(), torch.float32).view(dots.shape[1], dots.shape[0])
                 base.copy_(dots.T)
-                tmp = self.table._scratch("mix", out.numel(), torch.float32).view(out.shape)
+                tmp = self.table.scratch("mix", out.numel(), torch.float32).view(out.shape)
                 torch.index_select(base, 0, near[:, 0], out=out)
                 out.mul_(weights[:, :1])
                 for k in range(1, near.shape[1]):
@@ -294,7 +294,7 @@ def part_blocks(units: Units, part: SparseFeatures, start: int, subset: np.ndarr
     values of those samples)."""
     norms = part.sample_norms()
     c = units.chunk_size()
-    offsets = None if subset is None else _csr(part)
+    offsets = None if subset is None else csr(part)
     for a in range(0, len(part) if subset is None else len(subset), c):
         if subset is None:
             b = min(len(part), a + c)
@@ -425,7 +425,7 @@ def _part_candidates(part: SparseFeatures, start: int, units: Units, taken: np.n
                      theta: np.ndarray, table=None):
     """One part's candidates for every unit of ``units`` (samples not yet ``taken`` that may be among
     the unit's best ``length``; ``theta``: the thresholds known when the part starts), and with
-    ``table`` (a :class:`forvalue.scoring.MeanTable`) the part's set-mean values too, read once."""
+    ``table`` (a :class:`forvalue.valuation.scoring.MeanTable`) the part's set-mean values too, read once."""
     found, raw = [], np.zeros(len(part))
     for idx, block, *part_raw in part_blocks(units, part, start, mean=table):
         if part_raw:
@@ -588,18 +588,18 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
                   progress: Callable[[str], None] | None = None, runner: PartRunner | None = None,
                   exclude: np.ndarray | None = None) -> Ranking:
     """Order the training samples by ``strategy`` from their sparse features and the valuation
-    set's. ``train``: features in memory, or a :class:`forvalue.feature_source.FeatureSource` (a
+    set's. ``train``: features in memory, or a :class:`forvalue.valuation.feature_source.FeatureSource` (a
     feature store read shard by shard: positions are in its ``sample_ids`` order). ``limit``: only
     the first ``limit`` positions are needed (the round-robin strategies stop there); None orders
     every sample. ``runner``: where the passes over the training features run (default: here, part
     after part; :class:`forvalue.engines.ray_parts.RayPartRunner`: one Ray task per shard); the
     order does not depend on it. ``exclude``: training indices (positions of ``train``) that the
     strategy never picks, ordered after every other sample in the given order (samples a
-    consistency check dropped, :mod:`forvalue.consistency`); the values of every sample are still
+    consistency check dropped, :mod:`forvalue.curation.consistency`); the values of every sample are still
     computed in the same passes."""
     import time
 
-    from .scoring import mean_table, source_values
+    from ..valuation.scoring import mean_table, source_values
 
     check_strategy(strategy)
     if len(train) == 0 or len(val) == 0:

@@ -3,9 +3,9 @@
 JSONL, CSV and Parquet are read through polars lazy scans (``scan_lines``, ``scan_csv``,
 ``scan_parquet``) collected in batches of ``batch_rows`` rows; Hugging Face folders through their
 Arrow stream files, batch by batch. Each batch turns into samples (the same validation as
-:func:`forvalue.data.load_samples`, row numbers included) and bad rows, and is then dropped, so
+:func:`forvalue.data.samples.load_samples`, row numbers included) and bad rows, and is then dropped, so
 memory stays flat however long the file is. Validation (:func:`validate`), registration into the
-catalog (:meth:`forvalue.catalog.Catalog.register_stream`) and ``forvalue validate`` use this path.
+catalog (:meth:`forvalue.catalog.db.Catalog.register_stream`) and ``forvalue validate`` use this path.
 
 A CSV file that polars cannot parse (an unterminated quote, a row with extra values) is read again
 with Python's csv module, streamed too, for the row numbers of its errors.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .data import Columns, DataError, Sample, _detect_format, record_to_sample
+from .samples import Columns, DataError, Sample, detect_format, record_to_sample
 
 BATCH_ROWS = 20_000
 
@@ -121,7 +121,7 @@ def _python_csv_rows(path: Path, batch_rows: int, skip: int = 0) -> Iterator[lis
 def _hf_rows(path: Path, batch_rows: int) -> Iterator[list[tuple[int, dict]]]:
     import pyarrow as pa
 
-    from .data import _hf_data_files
+    from .samples import _hf_data_files
 
     row = 0
     for f in _hf_data_files(path):
@@ -143,11 +143,11 @@ def raw_batches(path: str | Path, *, batch_rows: int = BATCH_ROWS) -> Iterator[l
     p = Path(path)
     if not p.exists():
         raise DataError(str(p), None, None, "file not found")
-    fmt = _detect_format(p)
+    fmt = detect_format(p)
     try:
         if fmt == "jsonl":
             if p.suffix.lower() == ".json" and p.read_bytes()[:64].lstrip()[:1] == b"[":
-                from .data import read_records
+                from .samples import read_records
 
                 yield read_records(p)[1]          # a JSON array is one document: read whole
                 return

@@ -1,15 +1,15 @@
 """Supervised fine-tuning of a causal LM on a (curated) subset, and tracked evaluation runs.
 
 - Loss on response tokens only, and exactly the tokens For-Value scores: samples are encoded with
-  :func:`forvalue.features.encode_all` (same chat template rendering) and the loss covers target
+  :func:`forvalue.valuation.features.encode_all` (same chat template rendering) and the loss covers target
   indices ``Encoded.target_range("response")``, hidden state t-1 predicting token t.
 - LoRA (peft) by default, full fine-tuning with ``method="full"``; seeded (LoRA init, data order,
   random subsets); the GPU is used when present (``device="auto"``).
 - The caller's model is never modified: a spec is loaded fresh, a ``LoadedModel`` is deep-copied.
 - Outputs are safetensors only: a LoRA run writes a peft adapter folder (``adapter_config.json`` +
-  ``adapter_model.safetensors``), a full run a model folder that ``forvalue.models.load_model`` reads;
+  ``adapter_model.safetensors``), a full run a model folder that ``forvalue.models.loading.load_model`` reads;
   both carry ``forvalue_finetune.json`` (base model, fingerprint, config, subset, MLflow run).
-- With a :class:`forvalue.tracking.Tracker` each run is an MLflow run (see that module).
+- With a :class:`forvalue.training.tracking.Tracker` each run is an MLflow run (see that module).
 
 Subsets (:func:`select_subset`): ``top`` / ``bottom`` (k highest / lowest For-Value scores),
 ``random`` (k drawn with the seed) and ``full`` (every sample).
@@ -31,15 +31,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import opt
-from .data import Sample
-from .errors import FinetuneError  # noqa: F401  (re-exported)
+from ..config import opt
+from ..data.samples import Sample
+from ..errors import FinetuneError  # noqa: F401  (re-exported)
 from .evaluate import EvalConfig, EvalResult, evaluate, evaluate_loss, with_model
-from .features import FeatureConfig, encode_all
-from .io import atomic_dir, atomic_write_text
+from ..valuation.features import FeatureConfig, encode_all
+from ..io import atomic_dir, atomic_write_text
 from .tracking import (TAG_ASSET_KEY, TAG_DAGSTER_RUN, TAG_FINETUNE_RUN, TAG_PARTITION, Tracker, file_sha256,
                        subset_digest)
-from .training import Step, cycled_batches, token_mean_loss, train_loop
+from .loop import Step, cycled_batches, token_mean_loss, train_loop
 
 STRATEGIES = ("top", "random", "bottom", "full")
 TRAINING_METHODS = ("lora", "full")
@@ -131,9 +131,9 @@ def subset_size(n: int, *, k: int | None = None, p: float | None = None) -> int:
 def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k: int | None = None,
                   p: float | None = None, seed: int = 0, order: np.ndarray | None = None) -> np.ndarray:
     """Indices of a training subset. top/bottom: the first / last k of ``order`` (the order of a
-    selection strategy, :mod:`forvalue.selection`), or of ``values`` sorted (stable) when no order is
+    selection strategy, :mod:`forvalue.curation.selection`), or of ``values`` sorted (stable) when no order is
     given; random draws k without replacement with ``seed``; full takes all n."""
-    from .scoring import select
+    from ..valuation.scoring import select
 
     if strategy not in STRATEGIES:
         raise FinetuneError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
@@ -182,7 +182,7 @@ class SubsetInfo:
 # ----------------------------------------------------------------------------- models
 def load_base(model, *, device: str = "auto", dtype: str | Any = "auto", trust_remote_code: bool = False):
     """A private, trainable copy of the base model: a spec is loaded fresh, a LoadedModel deep-copied."""
-    from .models import load_model
+    from ..models.loading import load_model
 
     if isinstance(model, (str, os.PathLike)):
         lm = load_model(str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -360,7 +360,7 @@ def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInf
 
 # ----------------------------------------------------------------------------- fine-tune: train
 def _train(prep: _Prepared, config: TrainConfig, val, run, progress: bool) -> tuple[list[dict], dict]:
-    """The training loop (:func:`forvalue.training.train_loop`): token-weighted response NLL,
+    """The training loop (:func:`forvalue.training.loop.train_loop`): token-weighted response NLL,
     gradients clipped at ``max_grad_norm``; per step a history record (logged to ``run``) and,
     every ``eval_every`` steps, the valuation loss. Returns (history, train metrics)."""
     lm, net = prep.lm, prep.net
@@ -507,7 +507,7 @@ def finetune(
     ``dtype`` None: the loader's default (fp32 on CPU, bf16 on GPU) for LoRA, float32 for full
     fine-tuning (AdamW on bf16 weights loses small updates).
 
-    ``evaluation``: what ``val`` is (:meth:`forvalue.holdout.EvalSet.params`: its source, name,
+    ``evaluation``: what ``val`` is (:meth:`forvalue.data.holdout.EvalSet.params`: its source, name,
     version, hold-out), logged as params and ``forvalue.eval_*`` tags."""
     t0 = time.perf_counter()
     train = list(train)
@@ -546,7 +546,7 @@ def load_finetuned(path: str | Path, *, base=None, device: str = "auto", dtype: 
                    trust_remote_code: bool = False):
     """A LoadedModel from a fine-tune output: a LoRA adapter folder (merged into a fresh copy of its
     base model: ``base``, else the base recorded in forvalue_finetune.json) or a full model folder."""
-    from .models import ModelError, ModelFingerprint, load_model
+    from ..models.loading import ModelError, ModelFingerprint, load_model
 
     folder = Path(path)
     if not folder.is_dir():
@@ -610,8 +610,8 @@ def run_evaluation(
     """Evaluate ``model`` (spec or LoadedModel; with ``adapter``, a fine-tune output folder on top
     of it, or alone when ``model`` is None) and log an MLflow eval run, a child of the fine-tune
     run (``finetune_run_id``, default: the one recorded in the adapter's forvalue_finetune.json).
-    ``evaluation``: what ``samples`` are (:meth:`forvalue.holdout.EvalSet.params`), logged as params."""
-    from .models import load_model
+    ``evaluation``: what ``samples`` are (:meth:`forvalue.data.holdout.EvalSet.params`), logged as params."""
+    from ..models.loading import load_model
 
     samples = list(samples)
     if not samples:
@@ -790,7 +790,7 @@ def compare_strategies(
     """Fine-tune the same budget (steps, batch size, hyper-parameters) on each strategy's subset of
     ``train`` (top / random / bottom k of ``order``, the order of the selection strategy
     ``selection``, or by ``values`` when no order is given; or the full set) for every seed, and
-    evaluate each on ``val`` (``evaluation``: what it is, :meth:`forvalue.holdout.EvalSet.params`,
+    evaluate each on ``val`` (``evaluation``: what it is, :meth:`forvalue.data.holdout.EvalSet.params`,
     logged on every run). ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
     With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
     train, val = list(train), list(val)

@@ -2,7 +2,7 @@
 
 Rows go into the platform's ``training_runs`` table (sql/schema.sql) plus the tables and the
 ``training_run_lineage`` view of ``sql/finetune.sql`` (its ``schema`` block, created with the rest of
-the catalog). Queries are the catalog's named queries (``forvalue.catalog.Catalog.execute``): one
+the catalog). Queries are the catalog's named queries (``forvalue.catalog.db.Catalog.execute``): one
 loader, one parameter binding, one transaction per write; values are always bound parameters.
 """
 
@@ -12,14 +12,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ._version import __version__
-from .catalog import Catalog, to_json, utcnow
+from .._version import __version__
+from .db import Catalog, to_json, utcnow
 
 _EVAL_COLUMNS = ("eval_source", "eval_set", "eval_version", "eval_holdout", "eval_seen_by_selection")
 
 
 def _eval_values(evaluation: dict | None) -> dict:
-    """The eval_* columns of a row from :meth:`forvalue.holdout.EvalSet.params` (all NULL without one)."""
+    """The eval_* columns of a row from :meth:`forvalue.data.holdout.EvalSet.params` (all NULL without one)."""
     return {c: (evaluation or {}).get(c) for c in _EVAL_COLUMNS}
 
 @dataclass
@@ -44,7 +44,7 @@ class FinetuneCatalog:
                             tracking_uri: str | None = None, experiment_id: str | None = None,
                             dagster_run_id: str | None = None, dagster_asset_key: str | None = None,
                             status: str = "finished", evaluation: dict | None = None) -> str:
-        """Record a ``forvalue.finetune.FinetuneResult`` (training_runs + finetune_details + the
+        """Record a ``forvalue.training.finetune.FinetuneResult`` (training_runs + finetune_details + the
         samples it trained on in training_samples, one transaction); ``evaluation``: what its final
         evaluation ran on (EvalSet.params())."""
         import pyarrow as pa

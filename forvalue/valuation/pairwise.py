@@ -107,16 +107,16 @@ class PairTable:
 
     def dots_tensor(self, part, mean=None):
         """(:meth:`dots` as a torch tensor in a buffer this table reuses, valid until its next call;
-        with ``mean``, a :class:`forvalue.scoring.MeanTable` whose tokens this table holds, also the
+        with ``mean``, a :class:`forvalue.valuation.scoring.MeanTable` whose tokens this table holds, also the
         samples' [n] float64 set-mean values, from the same converted rows). Only the rows whose
         token some unit holds are read."""
         import torch
 
         from .feature_source import kernel_threads
-        from .scoring import _torch, _torch_threads
+        from .scoring import _torch, torch_threads
 
         n, P = len(part), self.n_units
-        out = self._scratch("out", n * P).view(n, P).zero_()
+        out = self.scratch("out", n * P).view(n, P).zero_()
         raw = None if mean is None else torch.zeros(n, dtype=torch.float64)
         if part.n_rows and part.vectors.shape[1] != self.r:
             raise ValueError("training and valuation features have different widths (r)")
@@ -145,14 +145,14 @@ class PairTable:
             else:                                                            # one sample longer than a chunk
                 k = np.searchsorted(starts, c, side="right")
                 cuts.append(int(starts[k]) if k < len(starts) else len(hit))
-        with _torch_threads(kernel_threads()):
+        with torch_threads(kernel_threads()):
             for r0, r1 in zip(cuts[:-1], cuts[1:]):
                 x = self._buffer(r1 - r0)
-                half = self._scratch("gather", (r1 - r0) * self.r, vectors.dtype).view(r1 - r0, self.r)
+                half = self.scratch("gather", (r1 - r0) * self.r, vectors.dtype).view(r1 - r0, self.r)
                 torch.index_select(vectors, 0, hit_t[r0:r1], out=half)
                 x.copy_(half)
                 if mean is not None:
-                    g = self._scratch("mean", (r1 - r0) * self.r).view(r1 - r0, self.r)
+                    g = self.scratch("mean", (r1 - r0) * self.r).view(r1 - r0, self.r)
                     torch.index_select(mean.table.to(self.tdt), 0, mpos[r0:r1], out=g)
                     raw.index_add_(0, torch.from_numpy(owner[r0:r1]), g.mul_(x).sum(1).to(torch.float64))
                 dense = np.flatnonzero(kind[r0:r1] == 2)
@@ -162,9 +162,9 @@ class PairTable:
         return out, (None if raw is None else raw.numpy())
 
     def _buffer(self, rows: int):
-        return self._scratch("rows", max(rows, ROW_CHUNK) * self.r)[:rows * self.r].view(rows, self.r)
+        return self.scratch("rows", max(rows, ROW_CHUNK) * self.r)[:rows * self.r].view(rows, self.r)
 
-    def _scratch(self, name: str, size: int, dtype=None):
+    def scratch(self, name: str, size: int, dtype=None):
         """A flat buffer of at least ``size`` elements kept between calls (fresh memory costs page
         faults on every call), one per thread."""
         import torch

@@ -10,7 +10,7 @@
   extraction pass; absent in shards written before it was kept), ``loss_first`` (the same over the
   first 48 response tokens), ``loss_alone`` (s(A) over those tokens, when the extraction
   computed the grounding check) and ``loss_answer`` (the loss of the response's last computed
-  result; the consistency checks read these, forvalue/consistency.py).
+  result; the consistency checks read these, forvalue/curation/consistency.py).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import PER_SAMPLE_LOSSES, SparseFeatures
-from .io import atomic_write
+from ..valuation.features import PER_SAMPLE_LOSSES, SparseFeatures
+from ..io import atomic_write
 
 
 LOSS_COLUMNS = ("loss", "loss_first", "loss_alone", "loss_answer")   # the stored names of PER_SAMPLE_LOSSES

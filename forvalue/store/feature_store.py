@@ -3,7 +3,7 @@
 Layout: ``<root>/<model-slug>-<model hash>/<feature config id>/`` holds, per shard, a rows file (one
 row per (sample, token): the sample, token_id, vector of r floats), a samples file (one row per
 sample: sample_id, n_positions, n_rows, norm = ||G||, the denominator of cosine selection, emb of d
-floats) (forvalue/shard_format.py: Parquet in the first format, memory-mapped Arrow in the bounded
+floats) (forvalue/store/shard_format.py: Parquet in the first format, memory-mapped Arrow in the bounded
 one), and
 - ``shard-<id>.json``: the manifest, written last, with the size and sha256 of both files. A shard
   exists only once its manifest does, so an interrupted run leaves nothing half-written that a
@@ -36,13 +36,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .errors import StoreError
-from .features import BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseFeatures, encode_all, extract_sparse
-from .io import atomic_write_text
+from .._version import __version__
+from ..errors import StoreError
+from ..valuation.features import (BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseFeatures, encode_all,
+                                  extract_sparse)
+from ..io import atomic_write_text
 from .shard_format import read_files, read_sample_values, write_files
-from .store_safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
-                           no_permission, quarantine, remove_stale_tmp, take_claim)
+from .safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
+                     no_permission, quarantine, remove_stale_tmp, take_claim)
 
 DEFAULT_SHARD_SIZE = 512
 
@@ -121,11 +122,11 @@ class FeatureStore:
             "feature_config": config.to_dict(),
             "feature_config_id": config.id,
         } | (extra or {})
-        return self._write_shard(self.folder(fingerprint, config), feats, meta)
+        return self.write_shard_file(self.folder(fingerprint, config), feats, meta)
 
     @staticmethod
-    def _write_shard(folder: Path, feats: SparseFeatures, meta: dict) -> Path:
-        """Write one shard: its two data files (forvalue/shard_format.py: Parquet for the first
+    def write_shard_file(folder: Path, feats: SparseFeatures, meta: dict) -> Path:
+        """Write one shard: its two data files (forvalue/store/shard_format.py: Parquet for the first
         format, memory-mapped Arrow for the bounded one), then the manifest (the commit point)."""
         folder.mkdir(parents=True, exist_ok=True)
         shard_id = hashlib.sha256("\n".join(feats.sample_ids).encode()).hexdigest()[:16]
@@ -150,7 +151,7 @@ class FeatureStore:
         for info in self.shard_infos(fingerprint, config):
             if want is not None and not want.intersection(info["sample_ids"]):
                 continue
-            parts.append(self._read_shard(folder, info))
+            parts.append(self.read_shard(folder, info))
         if not parts:
             if sample_ids:
                 raise KeyError(f"no stored features for model {fingerprint.id} and config {config.id}")
@@ -170,7 +171,7 @@ class FeatureStore:
             ids = [s for s in info["sample_ids"] if s not in seen and (want is None or s in want)]
             if not ids:
                 continue
-            feats = self._read_shard(folder, info)
+            feats = self.read_shard(folder, info)
             if len(ids) != len(feats):
                 feats = feats.select(ids)
             seen.update(ids)
@@ -192,7 +193,7 @@ class FeatureStore:
                 ids, values = read_sample_values(folder, info["files"], fields)
             except PermissionError as e:
                 raise no_permission(Path(e.filename or folder), e) from None
-            except Exception as e:   # a damaged file, as _read_shard
+            except Exception as e:   # a damaged file, as read_shard
                 manifest = folder / f"shard-{info['shard_id']}.json"
                 self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
                 raise StoreError(f"{manifest}: damaged shard moved aside ({e})") from None
@@ -212,7 +213,7 @@ class FeatureStore:
                            f"{config.id}, e.g. {next(iter(pos))}")
         return out
 
-    def _read_shard(self, folder: Path, info: dict) -> SparseFeatures:
+    def read_shard(self, folder: Path, info: dict) -> SparseFeatures:
         """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
         try:
             return read_files(folder, info["files"])
@@ -276,7 +277,7 @@ class FeatureStore:
                 infos = self._infos(folder, deep=True)
                 if not infos:
                     continue
-                parts = [self._read_shard(folder, info) for info in infos]
+                parts = [self.read_shard(folder, info) for info in infos]
                 allf = SparseFeatures.concat(parts)
                 ids = list(dict.fromkeys(allf.sample_ids))
                 report["folders"] += 1
@@ -284,7 +285,7 @@ class FeatureStore:
                 report["duplicates_removed"] += len(allf) - len(ids)
                 report["samples"] += len(ids)
                 unique = allf.select(ids)
-                new = {self._write_shard(folder, unique.select(ids[i:i + shard_size]), infos[0]).name
+                new = {self.write_shard_file(folder, unique.select(ids[i:i + shard_size]), infos[0]).name
                        for i in range(0, len(ids), shard_size)}
                 report["shards_after"] += len(new)
                 for info in infos:   # the old shards: manifest first, then its files
@@ -315,7 +316,7 @@ class FeatureStore:
             todo = [s for sid, s in unique.items() if sid not in have]
             # Validate (tokenize, length-check) everything before writing anything.
             encoded, _ = encode_all(lm, todo, config)
-            computed, written = self._compute(lm, folder, todo, encoded, config, batch_size, shard_size, progress,
+            computed, written = self.compute_claimed(lm, folder, todo, encoded, config, batch_size, shard_size, progress,
                                               extra)
             try:
                 feats = self.load(fp, config, ids)
@@ -327,7 +328,7 @@ class FeatureStore:
                                 shards_written=written)
         raise AssertionError("unreachable")
 
-    def _compute(self, lm, folder: Path, todo: list, encoded: list, config: FeatureConfig, batch_size: int,
+    def compute_claimed(self, lm, folder: Path, todo: list, encoded: list, config: FeatureConfig, batch_size: int,
                  shard_size: int, progress: bool, extra: dict | None) -> tuple[int, list[Path]]:
         """Compute the features of ``todo`` shard by shard, each under a claim; samples another
         writer holds are waited for. Returns (samples computed here, shards written)."""

@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import StoreError
+from ..errors import StoreError
 
 try:
     import fcntl

@@ -4,7 +4,7 @@ or from a scores table written by ``forvalue score``, and build the rows of the 
 A scores table (Parquet) carries in its schema metadata what produced it: the model fingerprint,
 the feature configuration, the valuation sample ids and the feature store. That is enough to order
 the same samples by any strategy later without a forward pass: the sorting strategies read the
-table's columns, the pairwise ones (:data:`forvalue.selection.PAIRWISE_STRATEGIES`) load the
+table's columns, the pairwise ones (:data:`forvalue.curation.selection.PAIRWISE_STRATEGIES`) load the
 stored features.
 """
 
@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .consistency import attach_checks
-from .data import DataError, Sample
-from .selection import PAIRWISE_STRATEGIES, Ranking, check_strategy, rank_features, rank_values
+from ..curation.consistency import attach_checks
+from ..data.samples import DataError, Sample
+from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy, rank_features, rank_values
 
 
 def table_rows(samples: Sequence[Sample], columns: dict[str, Sequence]) -> list[dict]:
@@ -58,7 +58,7 @@ def subset_rows(samples: Sequence[Sample], ranking: Ranking, indices: np.ndarray
 def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     """(sample_id -> {"score", "normalized", "norm"}, metadata) of a ``forvalue score`` table
     (Parquet, JSONL or CSV; only Parquet carries metadata). Bad rows stop with file, row and field."""
-    from .data import read_records
+    from ..data.samples import read_records
 
     _, rows = read_records(path)
     file = str(path)
@@ -97,10 +97,10 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
 def _stored_valuator(meta: dict, root):
     """A model-less Valuator over the features a scores table records (None when it records no
     model, features, valuation set or store)."""
-    from .features import FeatureConfig
-    from .models import ModelFingerprint
-    from .store import FeatureStore
-    from .valuator import Valuator
+    from ..valuation.features import FeatureConfig
+    from ..models.loading import ModelFingerprint
+    from ..store.feature_store import FeatureStore
+    from ..valuator import Valuator
 
     if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta or not root:
         return None

@@ -1,7 +1,7 @@
 """Evaluate a (fine-tuned) causal LM on a valuation set: loss, perplexity and task accuracy.
 
 - Valuation loss: mean negative log-likelihood per *response token* (the tokens For-Value scores
-  and the SFT loss trains on, :meth:`forvalue.features.Encoded.target_range`), over the whole set
+  and the SFT loss trains on, :meth:`forvalue.valuation.features.Encoded.target_range`), over the whole set
   (token-weighted); perplexity = exp(loss).
 - Accuracy: greedy decoding from the rendered prompt (chat template as in training), an answer
   extractor applied to the generated text, exact match against the reference answer: the
@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from .config import opt
-from .data import DataError, Sample
-from .errors import ConfigError
-from .features import FeatureConfig, base_model_of, encode_all, lm_head_of, render
+from ..config import opt
+from ..data.samples import DataError, Sample
+from ..errors import ConfigError
+from ..valuation.features import FeatureConfig, base_model_of, encode_all, lm_head_of, render
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "</s>")
@@ -116,15 +116,15 @@ def _causal_lm(model):
 def response_nll(model, batch, positions: str, pad_id: int, device):
     """Summed NLL over the target tokens of each sample of a batch of Encoded: ([B] sums, [B] counts),
     as torch tensors (differentiable when grad is enabled). Hidden state t-1 predicts token t
-    (:func:`forvalue.features.targets`, as in For-Value's features); logits are computed only at
+    (:func:`forvalue.valuation.features.targets`, as in For-Value's features); logits are computed only at
     target positions. The one next-token loss of evaluation, fine-tuning and the gradient baselines."""
     import torch
 
-    from .features import _collate, targets
+    from ..valuation.features import collate, targets
 
     lm_model = _causal_lm(model)
     tg = targets(batch, positions)
-    inputs = _collate(batch, pad_id, device, next(lm_model.parameters()).dtype)   # ids, mask, image inputs
+    inputs = collate(batch, pad_id, device, next(lm_model.parameters()).dtype)   # ids, mask, image inputs
     h = base_model_of(lm_model)(**inputs, use_cache=False).last_hidden_state
     b_idx, t_idx, y = tg.tensors(h.device)
     head = lm_head_of(lm_model)
@@ -152,7 +152,7 @@ def evaluate_loss(lm, samples: Sequence[Sample], *, chat_template: bool = True, 
     """Valuation loss and perplexity of ``lm`` (a LoadedModel, or anything with .model/.tokenizer/.device)."""
     import torch
 
-    from .features import length_batches
+    from ..valuation.features import length_batches
 
     if not samples:
         raise ValueError("no samples to evaluate")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .config import opt
-from .errors import DataError  # noqa: F401  (re-exported: forvalue.data.DataError)
+from ..config import opt
+from ..errors import DataError  # noqa: F401  (re-exported: forvalue.data.samples.DataError)
 
 SUPPORTED = "JSONL (.jsonl/.json), Parquet (.parquet), CSV (.csv) or a Hugging Face save_to_disk folder"
 
@@ -135,7 +135,7 @@ def content_id(sample: Sample) -> str:
 
 
 # ----------------------------------------------------------------------------- readers
-def _detect_format(path: Path) -> str:
+def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             return "hf"
@@ -281,7 +281,7 @@ def read_records(path: str | Path, *, split: str | None = None) -> tuple[list[st
     p = Path(path)
     if not p.exists():
         raise DataError(str(p), None, None, "file not found")
-    fmt = _detect_format(p)
+    fmt = detect_format(p)
     try:
         if fmt == "jsonl":
             return None, list(_read_jsonl(p))

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import opt
-from .errors import ConfigError, ModelError  # noqa: F401  (ModelError re-exported)
-from .io import atomic_dir, atomic_write_text
+from ..config import opt
+from ..errors import ConfigError, ModelError  # noqa: F401  (ModelError re-exported)
+from ..io import atomic_dir, atomic_write_text
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"

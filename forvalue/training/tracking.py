@@ -13,7 +13,7 @@ MLflow >= 3.13 no longer accepts the plain file store, so a bare ``*.db`` path b
 and a folder path is refused with a message. With a sqlite store, artifacts (adapters) go to
 ``<folder of the db>/mlartifacts/<experiment id>`` unless an artifact location is given.
 
-Run layout (what a fine-tune run carries, see :mod:`forvalue.finetune`): params (model fingerprint,
+Run layout (what a fine-tune run carries, see :mod:`forvalue.training.finetune`): params (model fingerprint,
 subset id and digest, strategy, k, seed, hyper-parameters), per-step metrics, final metrics, the
 subset as a dataset input (context ``training``) whose digest is the subset digest, the adapter as
 artifacts under ``adapter/``, and tags (``forvalue.*``: Dagster run id, asset key, partition).
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
-from .errors import TrackingError  # noqa: F401  (re-exported)
+from ..errors import TrackingError  # noqa: F401  (re-exported)
 
 ENV_URIS = ("FORVALUE_MLFLOW_URI", "MLFLOW_TRACKING_URI")
 DEFAULT_EXPERIMENT = "forvalue-finetune"

@@ -16,14 +16,14 @@ import numpy as np
 from .features import FeatureConfig, SparseFeatures
 
 
-def _csr(f: SparseFeatures) -> np.ndarray:
+def csr(f: SparseFeatures) -> np.ndarray:
     """Row offsets of each sample (rows are contiguous per sample, in sample order)."""
     return np.searchsorted(f.row_sample, np.arange(len(f) + 1))
 
 
 def take_indices(f: SparseFeatures, idx: np.ndarray, offsets: np.ndarray | None = None) -> SparseFeatures:
     """Samples ``idx`` (positions, in that order) of features whose rows are in sample order."""
-    offsets = _csr(f) if offsets is None else offsets
+    offsets = csr(f) if offsets is None else offsets
     counts = offsets[idx + 1] - offsets[idx]
     rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
     return SparseFeatures(
@@ -72,36 +72,36 @@ class StoreSource(FeatureSource):
 
     def __init__(self, store, fingerprint, config: FeatureConfig, sample_ids: Sequence[str] | None = None):
         self.store, self.fingerprint, self.config = store, fingerprint, config
-        self._folder = store.folder(fingerprint, config)
+        self.folder = store.folder(fingerprint, config)
         want = None if sample_ids is None else set(sample_ids)
         seen: set[str] = set()
-        self._shards: list[tuple[dict, list[str]]] = []
+        self.shards: list[tuple[dict, list[str]]] = []
         for info in store.shard_infos(fingerprint, config):
             ids = [s for s in info["sample_ids"] if s not in seen and (want is None or s in want)]
             if ids:
                 seen.update(ids)
-                self._shards.append((info, ids))
+                self.shards.append((info, ids))
         if want is not None and len(seen) != len(want):
             missing = [s for s in sample_ids if s not in seen]
             raise KeyError(f"{len(missing)} samples have no stored features for model {fingerprint.id} and config "
                            f"{config.id}, e.g. {missing[0]}")
-        self.sample_ids = [s for _, ids in self._shards for s in ids]
-        self._starts = np.cumsum([0] + [len(ids) for _, ids in self._shards])
+        self.sample_ids = [s for _, ids in self.shards for s in ids]
+        self._starts = np.cumsum([0] + [len(ids) for _, ids in self.shards])
 
     def _read(self, k: int) -> SparseFeatures:
-        info, ids = self._shards[k]
-        return read_shard_part(self.store, self._folder, info, ids)
+        info, ids = self.shards[k]
+        return read_shard_part(self.store, self.folder, info, ids)
 
     def _keep(self, within: np.ndarray | None) -> list[int]:
         if within is None:
-            return list(range(len(self._shards)))
+            return list(range(len(self.shards)))
         return np.unique(np.searchsorted(self._starts, np.asarray(within), side="right") - 1).tolist()
 
     def plan(self, within: np.ndarray | None = None) -> list[tuple[int, dict, list[str]]]:
         """(position of the first sample, shard info, sample ids) of every part (or of those holding
         one of ``within``), in order: what a worker elsewhere needs to read one part
         (:func:`read_shard_part`)."""
-        return [(int(self._starts[k]), *self._shards[k]) for k in self._keep(within)]
+        return [(int(self._starts[k]), *self.shards[k]) for k in self._keep(within)]
 
     def parts(self, within: np.ndarray | None = None):
         for k in self._keep(within):
@@ -110,7 +110,7 @@ class StoreSource(FeatureSource):
 
 def read_shard_part(store, folder, info: dict, ids: list[str]) -> SparseFeatures:
     """The features of ``ids`` (in shard order) from one shard of a store folder, rows in sample order."""
-    feats = ordered(store._read_shard(folder, info))
+    feats = ordered(store.read_shard(folder, info))
     return feats if len(ids) == len(feats) else feats.select(ids)
 
 
@@ -142,7 +142,7 @@ class ThreadedPartRunner(PartRunner):
     (torch and numpy release the GIL in their kernels): the per-part work that runs on one core
     (index building, partial sorts, the Python between kernels) overlaps with the other part's.
     Results come back in part order. A kernel that keeps buffers between calls keeps one set per
-    thread (:class:`forvalue.pairwise.PairTable`)."""
+    thread (:class:`forvalue.valuation.pairwise.PairTable`)."""
 
     name = "local"
 

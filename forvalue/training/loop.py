@@ -1,4 +1,4 @@
-"""The one training loop: supervised fine-tuning (:mod:`forvalue.finetune`) and the LoRA fine-tuning
+"""The one training loop: supervised fine-tuning (:mod:`forvalue.training.finetune`) and the LoRA fine-tuning
 of the gradient baselines (:mod:`forvalue.baselines.lora`) both step through :func:`train_loop`.
 
 What differs between callers is passed in, so each keeps its own numerics:
@@ -6,8 +6,8 @@ What differs between callers is passed in, so each keeps its own numerics:
 - the batch order, an iterator of index lists: :func:`cycled_batches` (fine-tuning: a fixed batch
   size over epochs of seeded numpy permutations) or :func:`epoch_batches` (baselines: seeded torch
   permutations, a shorter last batch per epoch);
-- the loss, built on :func:`forvalue.evaluate.response_nll` (hidden state t-1 predicts token t, the
-  targets of :func:`forvalue.features.targets`): :func:`token_mean_loss` (fine-tuning: NLL summed
+- the loss, built on :func:`forvalue.training.evaluate.response_nll` (hidden state t-1 predicts token t, the
+  targets of :func:`forvalue.valuation.features.targets`): :func:`token_mean_loss` (fine-tuning: NLL summed
   over the batch / its target tokens) or :func:`sample_mean_loss` (baselines: mean of the
   per-sample mean NLLs);
 - the optimizer and its learning-rate schedule, gradient clipping (fine-tuning clips, the
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .evaluate import response_nll
-from .features import Encoded
+from ..valuation.features import Encoded
 
 # A loss function: a batch of encoded samples -> (differentiable scalar loss, target tokens in the batch).
 LossFn = Callable[[Sequence[Encoded]], "tuple[Any, int]"]

@@ -9,7 +9,7 @@ valuation sample (``quantile`` 1.0; a lower quantile is stricter).
 - ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first GROUNDING_TOKENS (48)
   response tokens: the response's loss with its instruction (the extraction pass's own
   ``SparseFeatures.losses_first``) over its loss after an empty instruction (``losses_alone``, a
-  light second pass of :func:`forvalue.features.extract_sparse` with ``grounding=True``, on by
+  light second pass of :func:`forvalue.valuation.features.extract_sparse` with ``grounding=True``, on by
   default through ``FeatureConfig.checks``). Low: the instruction explains the response. On real
   math (docs/benchmarks.md, "Curation on real data") it separates another problem's solution from a
   matching one with AUC 1.000.
@@ -206,9 +206,9 @@ def attach_checks(ranking, checked: Checked | None, why: str | None):
 
 
 def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, quantile: float = 1.0, **rank_kw):
-    """The :class:`forvalue.selection.Ranking` of in-memory features by ``strategy`` after the
+    """The :class:`forvalue.curation.selection.Ranking` of in-memory features by ``strategy`` after the
     checks (``ranking.checks``: the :class:`Checked`); ``rank_kw`` goes to
-    :func:`forvalue.selection.rank_features`."""
+    :func:`forvalue.curation.selection.rank_features`."""
     from .selection import rank_features
 
     checked = run_checks(inputs_of(train), inputs_of(val), checks, quantile=quantile)

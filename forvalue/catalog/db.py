@@ -36,12 +36,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .data import DataError, Sample
-from .errors import CatalogError, ConfigError  # noqa: F401  (CatalogError re-exported)
-from .io import atomic_write
+from .._version import __version__
+from ..data.samples import DataError, Sample
+from ..errors import CatalogError, ConfigError  # noqa: F401  (CatalogError re-exported)
+from ..io import atomic_write
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"   # the project's sql/ in a source checkout
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"   # the project's sql/ in a source checkout
 KIND_DATASET = "dataset"
 KIND_VALUATION = "valuation_set"
 KINDS = (KIND_DATASET, KIND_VALUATION)
@@ -463,7 +463,7 @@ class Catalog:
     def register_stream(self, kind: str, name: str, version: str, source_path: str | Path, batches, *,
                         on_error: str = "raise", column_mapping: dict | None = None, fmt: str | None = None,
                         dagster_run_id: str | None = None, keep: int = 20, before_commit=None) -> Registration:
-        """Register a file batch by batch (``batches``: :class:`forvalue.stream.Batch` objects), in one
+        """Register a file batch by batch (``batches``: :class:`forvalue.data.stream.Batch` objects), in one
         transaction: the batches stream into a staging table (DuckDB spills it past its memory limit),
         each dropped from memory once read; DuckDB finds
         repeated ids and content. A bad row stops the registration (``on_error="raise"``) or is
@@ -559,7 +559,7 @@ class Catalog:
 
     def fingerprint(self, model_id: str):
         """The ModelFingerprint recorded for ``model_id``."""
-        from .models import ModelFingerprint
+        from ..models.loading import ModelFingerprint
 
         m = self.model(model_id)
         if m is None:
@@ -594,11 +594,11 @@ class Catalog:
         """Replace the scores of (dataset, valuation set, feature config, model) in one transaction.
         ``normalized`` (cosine with the mean valuation gradient) and ``norms`` (||G||) are kept next
         to the raw value so that SQL users can re-rank. ``valuation_holdout``: the percent of the
-        valuation set held out for evaluation (forvalue.holdout), ``n_valuation`` the samples scored
+        valuation set held out for evaluation (forvalue.data.holdout), ``n_valuation`` the samples scored
         against."""
         import pyarrow as pa
 
-        from .scoring import rank as rank_of
+        from ..valuation.scoring import rank as rank_of
 
         values = np.asarray(values, dtype=np.float64)
         if len(values) != len(sample_ids):
@@ -659,7 +659,7 @@ class Catalog:
         """Record a subset (and its members: sample_id, rank in the strategy's order, score; an Arrow
         table or (sample_id, rank, score) tuples) in one transaction, with the consistency checks'
         summary (``checks``, or why none ran) and every sample they dropped (``dropped``: rows of
-        :meth:`forvalue.consistency.Checked.records`)."""
+        :meth:`forvalue.curation.consistency.Checked.records`)."""
         import pyarrow.compute as pc
 
         if mode not in SUBSET_MODES:
@@ -718,7 +718,7 @@ class _StagingStream:
         return pa.RecordBatchReader.from_batches(schema, self._arrow_batches())
 
     def _arrow_batches(self):
-        from .stream import needed_columns
+        from ..data.stream import needed_columns
 
         first = True
         try:
@@ -765,16 +765,16 @@ def samples_table(kind: str, name: str, version: str, rows: Sequence[Sample]):
 
 
 def columns_of(mapping: dict | None):
-    """The :class:`forvalue.data.Columns` of a registered set's ``column_mapping``."""
-    from .data import Columns
+    """The :class:`forvalue.data.samples.Columns` of a registered set's ``column_mapping``."""
+    from ..data.samples import Columns
 
     return Columns(**{k: v for k, v in (mapping or {}).items() if k in Columns.__dataclass_fields__})
 
 
 # ----------------------------------------------------------------------------- subsets on disk
 def subset_indices(values: np.ndarray, mode: str, value: float) -> np.ndarray:
-    """Indices of a subset, most valuable first (forvalue.scoring.select semantics)."""
-    from .scoring import select
+    """Indices of a subset, most valuable first (forvalue.valuation.scoring.select semantics)."""
+    from ..valuation.scoring import select
 
     if mode not in SUBSET_MODES:
         raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import Sample
-from .errors import ConfigError
+from ..data.samples import Sample
+from ..errors import ConfigError
 from .features import FeatureConfig, SparseFeatures, dense_batches, encode_all, extract_sparse
 
 SCORING_METHODS = ("sparse", "exact", "full-vocab", "emb")
@@ -72,7 +72,7 @@ class ScoreResult:
 
 # ----------------------------------------------------------------------------- sparse
 @contextlib.contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
     """torch's intra-op threads set to ``n`` for the block (restored after)."""
     import torch
 
@@ -177,7 +177,7 @@ class MeanTable:
         self.dt = torch.float64 if dtype == np.float64 else torch.float32
         self.vt, inv = np.unique(val.token_ids, return_inverse=True)
         self.r = val.vectors.shape[1]
-        with _torch_threads(1):   # small ops: thread start-up costs more than it saves
+        with torch_threads(1):   # small ops: thread start-up costs more than it saves
             vvec = _torch(val.vectors).to(self.dt)
             # one more row of zeros at the end: where tokens absent from the valuation set point
             self.table = torch.zeros((len(self.vt) + 1, self.r), dtype=self.dt).index_add_(0, _torch(inv), vvec)
@@ -224,7 +224,7 @@ class MeanTable:
                 out.index_add_(0, owner[i:i + m], d.to(torch.float64))
             return out
 
-        with _torch_threads(1):
+        with torch_threads(1):
             if workers == 1:
                 return part(0).numpy()
             return sum(_pool().map(part, range(workers))).numpy()
@@ -249,10 +249,10 @@ def _part_values(part: SparseFeatures, start: int, table: MeanTable):
 
 
 def source_values(source, val: SparseFeatures, *, runner=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw, normalized, norm) of every sample of a :class:`forvalue.feature_source.FeatureSource`
+    """(raw, normalized, norm) of every sample of a :class:`forvalue.valuation.feature_source.FeatureSource`
     (positions in its order) against the valuation features ``val``, read part by part (a feature
     store: one shard at a time; memory: the shard and the results). ``runner``: where the parts run
-    (:class:`forvalue.feature_source.PartRunner`; default here, one after the other)."""
+    (:class:`forvalue.valuation.feature_source.PartRunner`; default here, one after the other)."""
     from .feature_source import LOCAL_RUNNER, as_source
 
     source = as_source(source)

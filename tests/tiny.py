@@ -138,13 +138,13 @@ def build_tiny_qwen2vl(folder: str | Path | None = None, *, seed: int = 0, hidde
 
     The processor has no video part (transformers' video processors need torchvision). Saved to
     ``folder`` as model + tokenizer + image processor + ``processor_config.json``;
-    :func:`forvalue.models.load_model` loads it through its image-only processor fallback when
+    :func:`forvalue.models.loading.load_model` loads it through its image-only processor fallback when
     torchvision is missing. Returns (model, processor)."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from .models import image_only_processor_class
+    from forvalue.models.loading import image_only_processor_class
 
     tok = build_tokenizer(chat_template=True)
     vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]

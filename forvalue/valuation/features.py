@@ -28,9 +28,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .config import opt
-from .data import DataError, Sample
-from .errors import ConfigError
+from ..config import opt
+from ..data.samples import DataError, Sample
+from ..errors import ConfigError
 
 FEATURE_VERSION = "1"      # full rows, float32
 BOUNDED_VERSION = "2"      # rows pruned to an energy share and a cap, and/or float16 vectors
@@ -214,7 +214,7 @@ def _vlm_turns(sample: Sample, n_images: int) -> tuple[list[dict], dict]:
 def encode_vlm(sample: Sample, index: int, processor, config: FeatureConfig, max_len: int | None) -> Encoded:
     """Image + text sample through the model's processor; scored positions are the answer tokens
     after the images and the question."""
-    from .data import load_image
+    from ..data.samples import load_image
 
     tokenizer = getattr(processor, "tokenizer", processor)
     images = [load_image(sample, j) for j in range(len(sample.images))]
@@ -259,7 +259,7 @@ def _image_inputs(enc) -> dict:
 
 def _rebuild_image_inputs(sample: Sample, processor, text: str, kw: dict, ids: list[int]) -> dict:
     """The image inputs of an encoded VLM sample, processed again from its images."""
-    from .data import load_image
+    from ..data.samples import load_image
 
     images = [load_image(sample, j) for j in range(len(sample.images))] or None
     enc = processor(text=[text], images=images, **kw)
@@ -295,7 +295,7 @@ def encode(sample: Sample, index: int, tokenizer, config: FeatureConfig, max_len
 
 def encode_all(lm, samples: Sequence[Sample], config: FeatureConfig, on_error: str = "raise"):
     """Encode samples; returns (encoded list, [(sample, DataError)] skipped)."""
-    from .models import max_context
+    from ..models.loading import max_context
 
     limit = config.max_length or max_context(lm)
     out, skipped = [], []
@@ -394,7 +394,7 @@ def pad_ids(batch: Sequence[Encoded], pad_id: int):
     return ids, mask
 
 
-def _collate(batch: list[Encoded], pad_id: int, device, dtype=None):
+def collate(batch: list[Encoded], pad_id: int, device, dtype=None):
     ids, mask = pad_ids(batch, pad_id)
     inputs = {"input_ids": to_device(ids, device), "attention_mask": to_device(mask, device)}
     extras = [e.inputs() for e in batch]
@@ -408,7 +408,7 @@ def hidden_states(lm, batch: list[Encoded]):
     """Last hidden states (input of lm_head) of a right-padded batch: [B, T, d]."""
     import torch
 
-    inputs = _collate(batch, lm.tokenizer.pad_token_id, lm.device, lm.dtype)
+    inputs = collate(batch, lm.tokenizer.pad_token_id, lm.device, lm.dtype)
     with torch.inference_mode():
         out = base_model_of(lm.model)(**inputs, use_cache=False)
     return out.last_hidden_state
