@@ -14,39 +14,36 @@ from .evaluation import selection_val_ids
 def subset_ranking(cat, feature_store: FeatureStoreResource, run: dict, scores, strategy: str,
                    limit: int | None = None, *, engine=None, ray=None, context=None):
     """The order of a score run's training samples (``scores``: its stored scores, a polars frame
-    with sample_id, score, normalized, norm) by ``strategy``: from the stored values for raw-mean /
-    cosine-mean, from the stored features otherwise (one Ray task per shard and pass when
-    ``engine`` says ray, as :func:`stored_scores`)."""
-    from forvalue.curation.consistency import attach_checks
-    from forvalue.curation.selection import check_strategy, rank_values
+    with sample_id, score, normalized, norm) by ``strategy``
+    (:meth:`forvalue.Valuator.rank_scores`): from the stored values for raw-mean / cosine-mean, from
+    the stored features otherwise (one Ray task per shard and pass when ``engine`` says ray)."""
+    from forvalue.curation.selection import PAIRWISE_STRATEGIES, check_strategy
 
     try:
         check_strategy(strategy)
     except ValueError as e:
         raise Failure(description=str(e)) from e
-    ids = scores["sample_id"].to_list()
-    values = scores["score"].to_numpy().astype(np.float64)
-    valuator = stored_valuator(cat, feature_store, run["model_id"])
+    if strategy == "cosine-mean" and scores["normalized"].null_count():
+        raise Failure(description="these scores were stored without normalized values: re-materialize "
+                                  "forvalue_scores")
+    values = {c: None if scores[c].null_count() else scores[c].to_numpy().astype(np.float64)
+              for c in ("score", "normalized", "norm")}
+    if strategy not in PAIRWISE_STRATEGIES:   # the sorting strategies read no features: no Ray
+        engine = None
+    valuator = stored_valuator(cat, feature_store, run["model_id"], engine=engine, ray=ray, context=context)
     val_ids = selection_val_ids(cat, run)   # the part the scores used (a held-out part never selects)
-    if strategy in ("raw-mean", "cosine-mean"):
-        normalized, norms = (None if scores[c].null_count() else scores[c].to_numpy().astype(np.float64)
-                             for c in ("normalized", "norm"))
-        if strategy == "cosine-mean" and normalized is None:
-            raise Failure(description="these scores were stored without normalized values: re-materialize "
-                                      "forvalue_scores")
-        with _missing_features(valuator):   # the checks' values stored beside the features
-            checked, why = valuator.checks_stored(ids, val_ids)
-        return attach_checks(rank_values(values, normalized, norms, strategy,
-                                         exclude=None if checked is None else checked.dropped), checked, why)
-    with _missing_features(valuator):   # streamed shard by shard: any store size
-        return valuator.rank_stored(ids, val_ids, strategy, limit=limit, engine=_runner_engine(engine, ray, context))
+    with _missing_features(valuator), valuator.session():   # streamed shard by shard: any store size
+        return valuator.rank_scores(scores["sample_id"].to_list(), val_ids, strategy, scores=values["score"],
+                                    normalized=values["normalized"], norms=values["norm"], limit=limit)
 
 
-def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str):
-    """A model-less :class:`forvalue.Valuator` over the features ``model_id`` stored."""
+def stored_valuator(cat, feature_store: FeatureStoreResource, model_id: str, *, engine=None, ray=None, context=None):
+    """A model-less :class:`forvalue.Valuator` over the features ``model_id`` stored, on the step's
+    engine (``engine``: an EngineResource; on ray the step's Ray resource ``ray`` is connected here)."""
     from forvalue.valuator import Valuator
 
-    return Valuator.from_store(feature_store.store(), cat.fingerprint(model_id), feature_store.config())
+    return Valuator.from_store(feature_store.store(), cat.fingerprint(model_id), feature_store.config(),
+                               engine=_engine(engine, ray, context))
 
 
 @contextmanager
@@ -59,7 +56,7 @@ def _missing_features(valuator):
                                   f"features") from e
 
 
-def _runner_engine(engine, ray, context):
+def _engine(engine, ray, context):
     """The EngineConfig of a step (None: in-process); with ray, the step's Ray resource connected."""
     if engine is None or engine.engine != "ray":
         return None
@@ -69,13 +66,12 @@ def _runner_engine(engine, ray, context):
     return engine.config()
 
 
-def stored_scores(valuator, train_ids, val_ids, *, engine=None, ray=None, context=None):
-    """(:class:`forvalue.valuation.scoring.ScoreResult`, what the Ray run did as a dict, or None): the sparse
-    scores of stored features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`,
-    streamed), one Ray task per shard when ``engine`` (an EngineResource) says ray (``ray``: the
-    step's Ray resource, connected here); a clear failure when some features are missing."""
-    with _missing_features(valuator):
-        res = valuator.score_stored(train_ids, val_ids, engine=_runner_engine(engine, ray, context))
+def stored_scores(valuator, train_ids, val_ids):
+    """(:class:`forvalue.valuation.scoring.ScoreResult`, what the Ray run did as a dict, or None): the
+    sparse scores of stored features in the order of ``train_ids`` (:meth:`forvalue.Valuator.score_stored`,
+    streamed, on the valuator's engine); a clear failure when some features are missing."""
+    with _missing_features(valuator), valuator.session():
+        res = valuator.score_stored(train_ids, val_ids)
     return res, res.info.get("engine")
 
 

@@ -157,8 +157,8 @@ def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny
     store.ensure(lm, val, CFG, shard_size=4)
     tid, vid = [s.sample_id for s in train][::-1], [s.sample_id for s in val]
     ref = Valuator.from_store(store, lm.fingerprint, CFG).score_stored(tid, vid)
-    got = Valuator.from_store(store, lm.fingerprint, CFG).score_stored(tid, vid, engine=EngineConfig(engine="ray",
-                                                                                                   workers=2))
+    got = Valuator.from_store(store, lm.fingerprint, CFG, engine=EngineConfig(engine="ray", workers=2)).score_stored(
+        tid, vid)
     stats = got.info["engine"]
     np.testing.assert_allclose(got.values, ref.values, rtol=1e-6)
     np.testing.assert_allclose(got.normalized, ref.normalized, rtol=1e-6)
@@ -198,7 +198,8 @@ def test_selection_by_shard_on_ray_gives_the_in_process_order(local_ray, tmp_pat
     monkeypatch.setattr(sel, "LIST_EXTRA", 1)
     v = Valuator.from_store(store, fp, cfg)
     here = v.rank_stored(wanted, val_ids, strategy, limit=60)
-    ray_ = v.rank_stored(wanted, val_ids, strategy, limit=60, engine=EngineConfig(engine="ray", workers=2))
+    ray_ = Valuator.from_store(store, fp, cfg, engine=EngineConfig(engine="ray", workers=2)).rank_stored(
+        wanted, val_ids, strategy, limit=60)
     assert np.array_equal(ray_.order, here.order)
     assert len(here.order) == (60 if strategy in ("balanced", "round-robin") else len(wanted))
     np.testing.assert_array_equal(ray_.raw, here.raw)

@@ -112,9 +112,6 @@ def dropped_rows(samples, ranking) -> list[dict]:
 
 
 def run_curate(args) -> int:
-    from ..store.feature_store import FeatureStore
-    from ..valuator import Valuator
-
     out = check_out(args.out, inputs=(args.train, args.val))
     if args.dropped:
         check_out(args.dropped, inputs=(args.train, args.val, args.out))
@@ -124,53 +121,33 @@ def run_curate(args) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--explain-tokens must be >= 0, got {args.explain_tokens}")
-    engine = o.engine_config(args)
-    # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
-    mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
-    root = o.store_root(args)
-    if engine.is_ray:
-        return _curate_ray(args, out, engine, mcfg, fcfg, root, mode, value)
-    train = o.load_data(args.train, args)
-    val = o.load_data(args.val, args)
-    v = Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None)
+    v = o.valuator(args, o.store_root(args))
+    train, val = o.load_data(args.train, args), o.load_data(args.val, args)
     check_count(len(train.samples), mode, value, args.train)
-    tr = o.drop_unencodable(v.lm, train, v.config, args.on_error)
-    va = o.drop_unencodable(v.lm, val, v.config, args.on_error)
-    selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)
+    with v.session():   # on Ray: one connection for the actor pool and the strategy's passes
+        prep = o.prepare(v, args, train, val)
+        tr, va = prep.sets
+        selection = v.select(tr, va, mode, value, strategy=args.strategy, progress=not args.quiet)
     o.report_store(v.store)
-    meta = {"model": v.lm.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
+    ranking = selection.ranking
+    meta = {"model": v.fingerprint.to_dict(), "method": "sparse", "feature_config": v.config.to_dict(),
             "feature_config_id": v.config.id, "train": str(args.train), "val": str(args.val), "n_val": len(va)}
-    explain = (lambda kept: v.explain(kept, va)) if args.explain_tokens else None
-    write_subset(args, out, tr, selection.ranking, mode, value, meta, explain)
+    if prep.run is not None:
+        meta["engine"] = {"features": prep.run.stats.to_dict(), "selection": ranking.info.get("engine")}
+    write_subset(args, out, tr, ranking, mode, value, meta, _explainer(args, v, va))
+    line = o.engine_line(prep, ranking.info.get("engine"), "selection")
+    if line:
+        print(line)
     return 0
 
 
-def _curate_ray(args, out, engine, mcfg, fcfg, root, mode: str, value: float) -> int:
-    """--engine ray: both sets' missing features computed and stored by one Ray actor pool, then the
-    strategy's passes over the stored training features run one Ray task per shard. This process
-    loads the model only for --explain-tokens."""
-    from ..engines.ray_session import ray_session
-    from ..curation.selection import needed_prefix
-    from ..store.feature_store import FeatureStore
-    from ..valuator import Valuator
-    from .features import check_ray_store, ray_featurize_sets
+def _explainer(args, v, va):
+    """``explain(kept samples)`` for --explain-tokens (None without it): one more forward pass in this
+    process (on Ray too, with the model checked against this machine)."""
+    if not args.explain_tokens:
+        return None
+    if v.engine.is_ray:
+        from ..valuator import Valuator
 
-    check_ray_store(root)
-    with ray_session(engine.ray_address):
-        tr, va, fp, feats = ray_featurize_sets(args, engine, mcfg, fcfg, root)
-        ranking = Valuator.from_store(FeatureStore(root), fp, fcfg).rank_stored(
-            [s.sample_id for s in tr], [s.sample_id for s in va], args.strategy,
-            limit=needed_prefix(len(tr), mode, value), engine=engine)
-    meta = {"model": fp.to_dict(), "method": "sparse", "feature_config": fcfg.to_dict(), "feature_config_id": fcfg.id,
-            "train": str(args.train), "val": str(args.val), "n_val": len(va),
-            "engine": {"features": feats.stats.to_dict(), "selection": ranking.info.get("engine")}}
-    explain = None
-    if args.explain_tokens:
-        v = Valuator(o.checked_configs(args)[0], fcfg, store=FeatureStore(root))
-        explain = lambda kept: v.explain(kept, va)   # noqa: E731
-    write_subset(args, out, tr, ranking, mode, value, meta, explain)
-    e = ranking.info.get("engine")
-    if e:
-        print(f"ray: {engine.workers} workers; {feats.computed} features computed; selection {e['batches']} shard "
-              f"tasks, {e['rows_per_s']:.0f} stored samples read/s")
-    return 0
+        v = Valuator(o.checked_configs(args)[0], v.config, store=v.store)
+    return lambda kept: v.explain(kept, va)

@@ -20,35 +20,23 @@ def register(sub, parents) -> None:
 
 
 def run(args) -> int:
-    from ..store.feature_store import FeatureStore
-    from ..valuator import Valuator
-
     if args.shard_size < 1:
         raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
-    engine = o.engine_config(args)
-    # on Ray the device is the actors' (a driver without a GPU may run actors that have one)
-    mcfg, fcfg = (o.model_config(args), o.feature_config(args)) if engine.is_ray else o.checked_configs(args)
-    store = FeatureStore(check_folder(args.out, "feature store"))
-    if engine.is_ray:
-        return _run_ray(args, engine, mcfg, fcfg, store)
+    v = o.valuator(args, str(check_folder(args.out, "feature store")))
+    if v.engine.is_ray:   # the file streamed into Ray (this process holds one batch, loads no model)
+        return _report_ray(args, v.featurize_file(args.data, columns=o.columns(args), shard_size=args.shard_size,
+                                                  on_error=args.on_error, progress=not args.quiet))
     data = o.load_data(args.data, args)
-    v = Valuator(mcfg, fcfg, store=store)
-    samples = o.drop_unencodable(v.lm, data, v.config, args.on_error)
+    samples = o.prepare(v, args, data).sets[0]
     res = v.featurize(samples, shard_size=args.shard_size, progress=not args.quiet)
-    o.report_store(store)
+    o.report_store(v.store)
     print(f"{len(samples)} samples: {res.computed} computed, {res.reused} already stored "
-          f"({res.features.n_rows} rows) in {store.folder(v.lm.fingerprint, v.config)}")
+          f"({res.features.n_rows} rows) in {v.store.folder(v.fingerprint, v.config)}")
     return 0
 
 
-def _run_ray(args, engine, mcfg, fcfg, store) -> int:
-    """On Ray: the file is streamed batch by batch into Ray's object store (this process holds one
-    batch), the actors load the model (this process does not), check their samples' lengths with
-    --on-error's rule and store their shards."""
-    from ..engines.ray_features import featurize_file
-
-    res = featurize_file(mcfg, args.data, fcfg, store.root, engine, columns=o.columns(args),
-                         shard_size=args.shard_size, on_error=args.on_error, progress=not args.quiet)
+def _report_ray(args, res) -> int:
+    """The terminal report of a Ray feature run: skipped rows and samples, what was computed."""
     st = res.stats
     report_skipped(args.data, st.skipped)
     kept = res.samples - sum(1 for sid, _ in st.skipped if sid is not None)
@@ -71,27 +59,3 @@ def report_skipped(path, skipped) -> None:
             print(f"  {reason}", file=sys.stderr)
         if len(skipped) > 20:
             print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
-
-
-def check_ray_store(root) -> None:
-    if root is None:
-        raise o.UsageError("--engine ray keeps the features in a store: drop --no-store")
-
-
-def ray_featurize_sets(args, engine, mcfg, fcfg, root):
-    """--engine ray with --train / --val: the missing features of both sets computed and stored by one
-    Ray actor pool (this process loads no model; call inside a ``ray_session``, after
-    :func:`check_ray_store`). Returns (training samples, valuation samples, both without the skipped
-    ones; the model fingerprint; the run)."""
-    from ..engines.ray_features import featurize
-
-    train, val = o.load_data(args.train, args), o.load_data(args.val, args)
-    feats = featurize(mcfg, train.samples + val.samples, fcfg, root, engine, on_error=args.on_error,
-                      progress=not args.quiet)
-    report_skipped(f"{train.path} / {val.path}", feats.stats.skipped)
-    skip = {sid for sid, _ in feats.stats.skipped}
-    tr = [s for s in train.samples if s.sample_id not in skip]
-    va = [s for s in val.samples if s.sample_id not in skip]
-    if not tr or not va:
-        raise DataError(train.path if not tr else val.path, None, None, "no samples left after skipping")
-    return tr, va, feats.fingerprint, feats

@@ -166,21 +166,48 @@ def load_data(path: str, args) -> LoadedData:
     return data
 
 
-def drop_unencodable(lm, data: LoadedData, config: FeatureConfig, on_error: str) -> list:
-    """Apply the length check (and tokenization errors) with the same raise/skip rule as reading."""
-    from ..valuation.features import encode_all
+def valuator(args, root: str | None):
+    """The command's :class:`forvalue.Valuator`: its model, features, feature store (``root``) and
+    engine. On Ray the device is the actors' (a driver without a GPU may run actors that have one);
+    locally the options are checked against this machine before any data is read."""
+    from ..store.feature_store import FeatureStore
+    from ..valuator import Valuator
 
-    _, skipped = encode_all(lm, data.samples, config, on_error=on_error)
-    if not skipped:
-        return data.samples
-    bad = {id(s) for s, _ in skipped}
-    print(f"{data.path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
-    for s, e in skipped[:20]:
-        print(f"  {e}", file=sys.stderr)
-    kept = [s for s in data.samples if id(s) not in bad]
-    if not kept:
-        raise DataError(data.path, None, None, "no samples left after skipping")
-    return kept
+    engine = engine_config(args)
+    if engine.is_ray and root is None:
+        raise UsageError("--engine ray keeps the features in a store: drop --no-store")
+    mcfg, fcfg = (model_config(args), feature_config(args)) if engine.is_ray else checked_configs(args)
+    return Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None, engine=engine)
+
+
+def prepare(v, args, *data: LoadedData):
+    """:meth:`forvalue.Valuator.prepare` of the command's files (on Ray their missing features are
+    computed and stored here), each file's samples the model cannot take reported (--on-error skip)
+    or stopping the command (raise)."""
+    prep = v.prepare(*(d.samples for d in data), on_error=getattr(args, "on_error", "raise"),
+                     progress=not getattr(args, "quiet", False), sources=[d.path for d in data])
+    for d, skipped, kept in zip(data, prep.skipped, prep.sets):
+        if skipped:
+            print(f"{d.path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
+            for _, reason in skipped[:20]:
+                print(f"  {reason}", file=sys.stderr)
+            if len(skipped) > 20:
+                print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+        if not kept:
+            raise DataError(d.path, None, None, "no samples left after skipping")
+    return prep
+
+
+def engine_line(prep, ranking_info: dict | None, what: str) -> str | None:
+    """The terminal line of a Ray run (None locally): the actor pool, what it computed, and the
+    passes over the store (``what``: scoring or selection)."""
+    if prep.run is None:
+        return None
+    st, e = prep.run.stats, ranking_info or {}
+    line = f"ray: {st.workers} workers; {prep.run.computed} features computed"
+    if e:
+        line += f"; {what} {e['batches']} shard tasks, {e['rows_per_s']:.0f} stored samples read/s"
+    return line
 
 
 def report_store(store) -> None:
@@ -199,5 +226,6 @@ def set_threads(args) -> None:
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
            "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
-           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "drop_unencodable", "report_store",
+           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "valuator", "prepare", "engine_line",
+           "report_store",
            "set_threads"]

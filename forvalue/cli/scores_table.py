@@ -17,9 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..curation.consistency import attach_checks
 from ..data.samples import DataError, Sample
-from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy, rank_features, rank_values
+from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy
 
 
 def table_rows(samples: Sequence[Sample], columns: dict[str, Sequence]) -> list[dict]:
@@ -94,37 +93,26 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     return out, meta
 
 
-def _stored_valuator(meta: dict, root):
-    """A model-less Valuator over the features a scores table records (None when it records no
-    model, features, valuation set or store)."""
-    from ..valuation.features import FeatureConfig
+def _valuator(meta: dict, root, engine):
+    """The model-less Valuator over the features a scores table records (a store-less one when it
+    records no model, features, valuation set or store: the sorting strategies still run)."""
     from ..models.loading import ModelFingerprint
     from ..store.feature_store import FeatureStore
+    from ..valuation.features import FeatureConfig
     from ..valuator import Valuator
 
     if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta or not root:
-        return None
+        return Valuator(None, FeatureConfig())
     return Valuator.from_store(FeatureStore(root), ModelFingerprint.from_dict(meta["model"]),
-                               FeatureConfig.from_dict(meta["feature_config"]))
-
-
-def _stored_checks(train: Sequence[Sample], meta: dict, root, file: str):
-    """(Checked or None, why none) of the consistency values stored beside the features the scores
-    table records (a table without a store or a record of its features: none, with the reason)."""
-    v = _stored_valuator(meta, root)
-    if v is None:
-        return None, "the scores table records no feature store (score with --store to a .parquet file)"
-    try:
-        return v.checks_stored([s.sample_id for s in train], meta["val_ids"])
-    except KeyError as e:
-        raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}") from None
+                               FeatureConfig.from_dict(meta["feature_config"]), engine=engine)
 
 
 def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strategy: str, *,
                         store: str | Path | None = None, limit: int | None = None, engine=None) -> Ranking:
-    """Order ``train`` (the scored training file's samples) by ``strategy``, from a scores table and,
-    for the pairwise strategies, the features in the store the table records (or ``store``), read
-    here or one Ray task per shard (``engine``, :class:`forvalue.engines.EngineConfig`)."""
+    """Order ``train`` (the scored training file's samples) by ``strategy`` from a scores table
+    (:meth:`forvalue.Valuator.rank_scores`): the sorting strategies from its columns, the pairwise ones
+    from the features in the store the table records (or ``store``), read here or one Ray task per
+    shard (``engine``, :class:`forvalue.engines.EngineConfig`)."""
     check_strategy(strategy)
     file = str(scores_path)
     scores, meta = read_scores_table(scores_path)
@@ -135,28 +123,26 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
                         f"{len(missing)} of {len(train)} training samples have no score, e.g. {s.source} row {s.row} "
                         f"(sample_id {s.sample_id}); score this training file with `forvalue score`")
     col = {k: [scores[s.sample_id][k] for s in train] for k in ("score", "normalized", "norm")}
-    root = store or meta.get("store")
-    if strategy not in PAIRWISE_STRATEGIES:
-        if strategy == "cosine-mean" and None in col["normalized"]:
-            raise DataError(file, None, "normalized", "missing: strategy cosine-mean needs the normalized column of "
-                                                       "`forvalue score --method sparse`")
-        arr = {k: None if None in v else np.array(v, dtype=np.float64) for k, v in col.items()}
-        checked, why = _stored_checks(train, meta, root, file)
-        ranking = rank_values(arr["score"], arr["normalized"], arr["norm"], strategy,
-                              exclude=None if checked is None else checked.dropped)
-        return attach_checks(ranking, checked, why)
-    hint = (f"strategy {strategy} orders by pairwise cosine and needs the stored features: score with "
-            "`forvalue score --store DIR` to a .parquet file (it records the store), or choose --strategy "
-            "raw-mean or cosine-mean")
-    if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta:
-        raise DataError(file, None, None, f"no record of the model, features and valuation set; {hint}")
-    if not root:
-        raise DataError(file, None, None, f"no feature store recorded; {hint}")
+    arr = {k: None if None in v else np.array(v, dtype=np.float64) for k, v in col.items()}
+    if strategy == "cosine-mean" and arr["normalized"] is None:
+        raise DataError(file, None, "normalized", "missing: strategy cosine-mean needs the normalized column of "
+                                                   "`forvalue score --method sparse`")
+    v = _valuator(meta, store or meta.get("store"), engine)
+    if strategy in PAIRWISE_STRATEGIES and v.store is None:
+        hint = (f"strategy {strategy} orders by pairwise cosine and needs the stored features: score with "
+                "`forvalue score --store DIR` to a .parquet file (it records the store), or choose --strategy "
+                "raw-mean or cosine-mean")
+        what = "no feature store recorded" if meta.get("model") and meta.get("feature_config") and "val_ids" in meta \
+            else "no record of the model, features and valuation set"
+        raise DataError(file, None, None, f"{what}; {hint}")
     try:   # streamed shard by shard: any store size
-        return _stored_valuator(meta, root).rank_stored(
-            [s.sample_id for s in train], meta["val_ids"], strategy, limit=limit, engine=engine)
+        with v.session():
+            return v.rank_scores([s.sample_id for s in train], meta.get("val_ids", []), strategy, scores=arr["score"],
+                                 normalized=arr["normalized"], norms=arr["norm"], limit=limit,
+                                 no_store="the scores table records no feature store (score with --store to a "
+                                          ".parquet file)")
     except KeyError as e:
-        raise DataError(file, None, None, f"features missing from the store {root}: {e.args[0]}; {hint}") from None
+        raise DataError(file, None, None, f"features missing from the store {v.store.root}: {e.args[0]}") from None
 
 
 __all__ = ["table_rows", "subset_rows", "read_scores_table", "ranking_from_scores"]

@@ -158,19 +158,20 @@ def _unwrap(e: BaseException) -> BaseException | None:
 
 def featurize(model: ModelConfig, samples: Sequence, config: FeatureConfig, store_root: str | Path,
               engine: EngineConfig, *, shard_size: int = DEFAULT_SHARD_SIZE, on_error: str = "raise",
-              extra: dict | None = None, progress: bool = False, num_cpus: float | None = None) -> RayFeatureResult:
+              extra: dict | None = None, progress: bool = False, num_cpus: float | None = None,
+              session=None) -> RayFeatureResult:
     """Compute and store the features of ``samples`` missing from the store at ``store_root`` on a
-    Ray actor pool of ``engine.workers`` (a local Ray started for the run unless ``engine.ray_address``
-    or an initialised Ray is there)."""
+    Ray actor pool of ``engine.workers``: in ``session`` (a :class:`forvalue.engines.ray_session.RaySession`
+    the caller holds), else a local Ray started for the run or the cluster at ``engine.ray_address``."""
     unique = list({s.sample_id: s for s in samples}.values())
     return _featurize(lambda ray, size: _items_dataset(ray, unique, engine, size), model, config, store_root, engine,
-                      shard_size, on_error, extra, progress, num_cpus)
+                      shard_size, on_error, extra, progress, num_cpus, session)
 
 
 def featurize_file(model: ModelConfig, path: str | Path, config: FeatureConfig, store_root: str | Path,
                    engine: EngineConfig, *, columns=None, shard_size: int = DEFAULT_SHARD_SIZE,
                    on_error: str = "raise", extra: dict | None = None, progress: bool = False,
-                   num_cpus: float | None = None, segment_bytes: int | None = None) -> RayFeatureResult:
+                   num_cpus: float | None = None, segment_bytes: int | None = None, session=None) -> RayFeatureResult:
     """:func:`featurize` of a data file. A JSONL or Parquet file larger than ``segment_bytes`` (64 MB)
     is read inside Ray (:mod:`forvalue.engines.ray_read`: one read task per segment, streaming into
     the actors as they work); a bad row then stops the run when a worker reaches it
@@ -185,24 +186,29 @@ def featurize_file(model: ModelConfig, path: str | Path, config: FeatureConfig, 
     cut = plan(path, segment_bytes or SEGMENT_BYTES)
     if cut is None:     # small, CSV, a JSON array or a HF folder: streamed by this process
         return _featurize(lambda ray, size: file_dataset(ray, path, columns, on_error, engine, size),
-                          model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+                          model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus, session)
     res = _featurize(lambda ray, size: _segments_dataset(ray, path, cut, columns, engine, size),
-                     model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus)
+                     model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus, session)
     if not res.computed + res.reused:
         raise DataError(str(path), None, None, f"no usable samples ({len(res.stats.skipped)} skipped)")
     return res
 
 
-def _featurize(dataset, model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus):
+def _featurize(dataset, model, config, store_root, engine, shard_size, on_error, extra, progress, num_cpus,
+               session=None):
+    """One actor-pool run in ``session`` (kept running), or in a session started and stopped here."""
     if shard_size < 1:
         raise ForValueError(f"shard_size must be >= 1, got {shard_size}")
     t0 = time.perf_counter()
-    session = start(engine.ray_address, num_cpus=num_cpus)
+    own = session is None
+    if own:
+        session = start(engine.ray_address, num_cpus=num_cpus)
     try:
         return _run(session, model, dataset, config, Path(store_root).resolve(), engine, shard_size, on_error,
                     extra, progress, t0)
     finally:
-        stop(session)
+        if own:
+            stop(session)
 
 
 def _batch_size(n: int, engine: EngineConfig, shard_size: int) -> int:

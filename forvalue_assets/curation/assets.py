@@ -107,10 +107,10 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
     val_ids, eval_ids = split(all_val_ids, holdout)
     for warning in part_warnings(len(val_ids), len(eval_ids)) if eval_ids else ():
         context.log.warning(f"valuation set {valuation}: {warning}")
-    valuator = stored_valuator(cat, feature_store, inp["model_id"])   # stored features only: no model load
+    # stored features only (no model load), on Ray one task per shard when the engine says so
+    valuator = stored_valuator(cat, feature_store, inp["model_id"], engine=engine, ray=ray, context=context)
     t_score = time.perf_counter()
-    # streamed shard by shard (any store size), on Ray one task per shard when the engine says so
-    res, stats = stored_scores(valuator, train_ids, val_ids, engine=engine, ray=ray, context=context)
+    res, stats = stored_scores(valuator, train_ids, val_ids)   # streamed shard by shard: any store size
     values, normalized, norms = res.values, res.normalized, res.norms
     score_s = time.perf_counter() - t_score
     bad = int((~np.isfinite(values)).sum())

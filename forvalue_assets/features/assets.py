@@ -32,6 +32,10 @@ from ..partitions import training_datasets, valuation_sets
 
 def _features(context: AssetExecutionContext, kind: str, model: ModelResource, feature_store: FeatureStoreResource,
               catalog: DuckDBStoreResource, engine: EngineResource, ray: RayResource) -> MaterializeResult:
+    """The missing features of a set, computed and stored by :meth:`forvalue.Valuator.featurize` on the
+    step's engine: here (the model loaded in this process) or on a Ray actor pool (the actors load it)."""
+    from forvalue.valuator import Valuator
+
     t0 = time.perf_counter()
     name = context.partition_key
     cat = catalog.catalog()
@@ -40,33 +44,52 @@ def _features(context: AssetExecutionContext, kind: str, model: ModelResource, f
         samples = cat.load_samples(kind, name, info["version"])
     except CatalogError as e:
         raise catalog_failure(e) from e
-    if engine.engine == "ray":
-        return _features_on_ray(context, kind, info, samples, model, feature_store, cat, engine, ray, t0)
-    from forvalue.valuator import Valuator
+    cfg, store, on_ray = feature_store.config(), feature_store.store(), engine.engine == "ray"
+    t_start = time.perf_counter()
+    if on_ray:
+        from resources.ray import connect
 
-    cfg = feature_store.config()
-    store = feature_store.store()
-    t_load = time.perf_counter()
-    lm = model.load()
-    load_s = time.perf_counter() - t_load
+        connect(ray, context)
+    lm = None if on_ray else model.load()
+    start_s = time.perf_counter() - t_start
+    valuator = Valuator(model.settings() if on_ray else lm, cfg, store, batch_size=model.batch_size,
+                        engine=engine.config() if on_ray else None)
     t_ext = time.perf_counter()
-    valuator = Valuator(lm, cfg, store, batch_size=model.batch_size)
     try:
         res = valuator.featurize(samples, shard_size=feature_store.shard_size, extra=_shard_extra(context, kind, info))
     except DataError as e:
         raise data_failure(e) from e
     extract_s = time.perf_counter() - t_ext
-    common = _record_run(context, cat, kind, info, model, cfg, lm.fingerprint, len(samples), res,
-                         store.folder(lm.fingerprint, cfg), t0)
-    context.log.info(f"{KIND_LABEL[kind]} {name}: {res.computed} samples computed, {res.reused} reused")
+    fp = valuator.fingerprint
+    common = _record_run(context, cat, kind, info, model, cfg, fp, len(samples), res, store.folder(fp, cfg), t0)
+    where = f" on Ray ({res.stats.workers} workers)" if on_ray else ""
+    context.log.info(f"{KIND_LABEL[kind]} {name}{where}: {res.computed} samples computed, {res.reused} reused")
     return MaterializeResult(metadata={
         **common,
-        "feature_rows": MetadataValue.int(int(res.features.n_rows)),
-        "seconds_model_load": MetadataValue.float(round(load_s, 3)),
-        "seconds_extract": MetadataValue.float(round(extract_s, 3)),
-        "engine": MetadataValue.text("local"),
+        **(_ray_metadata(res, ray, start_s) if on_ray else {
+            "feature_rows": MetadataValue.int(int(res.features.n_rows)),
+            "seconds_model_load": MetadataValue.float(round(start_s, 3)),
+            "seconds_extract": MetadataValue.float(round(extract_s, 3)),
+            "engine": MetadataValue.text("local")}),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
+
+
+def _ray_metadata(res, ray: RayResource, connect_s: float) -> dict:
+    """What a Ray feature run reports: the cluster, the actor pool and how it went."""
+    st = res.stats
+    return {
+        "feature_rows_written": MetadataValue.int(res.n_rows),
+        "engine": MetadataValue.text("ray"),
+        "ray_cluster": MetadataValue.text(ray.name),
+        "workers": MetadataValue.int(st.workers),
+        "worker_processes": MetadataValue.int(st.processes),
+        "rows_per_s": MetadataValue.float(round(st.rows_per_s, 2)),
+        "retried_tasks": MetadataValue.int(st.retried_tasks),
+        "batches": MetadataValue.int(st.batches),
+        "seconds_ray_connect": MetadataValue.float(round(connect_s, 3)),
+        "seconds_extract": MetadataValue.float(round(st.seconds, 3)),
+    }
 
 
 def _shard_extra(context: AssetExecutionContext, kind: str, info: dict) -> dict:
@@ -96,44 +119,6 @@ def _record_run(context: AssetExecutionContext, cat, kind: str, info: dict, mode
         "feature_run_id": MetadataValue.text(run_id),
         "tables": MetadataValue.text("models, feature_runs"),
     }
-
-
-def _features_on_ray(context: AssetExecutionContext, kind: str, info: dict, samples: list, model: ModelResource,
-                     feature_store: FeatureStoreResource, cat, engine: EngineResource, ray: RayResource,
-                     t0: float) -> MaterializeResult:
-    """The features on a Ray actor pool: the actors load the model and store the shards; this process
-    loads no model."""
-    from forvalue.engines.ray_features import featurize
-    from resources.ray import connect
-
-    name = context.partition_key
-    cfg = feature_store.config()
-    t_connect = time.perf_counter()
-    connect(ray, context)
-    connect_s = time.perf_counter() - t_connect
-    try:
-        res = featurize(model.settings(), samples, cfg, feature_store.store().root, engine.config(),
-                        shard_size=feature_store.shard_size, extra=_shard_extra(context, kind, info))
-    except DataError as e:
-        raise data_failure(e) from e
-    st = res.stats
-    common = _record_run(context, cat, kind, info, model, cfg, res.fingerprint, len(samples), res, res.folder, t0)
-    context.log.info(f"{KIND_LABEL[kind]} {name} on Ray ({st.workers} workers): {res.computed} samples computed, "
-                     f"{res.reused} reused, {st.retried_tasks} retried tasks")
-    return MaterializeResult(metadata={
-        **common,
-        "feature_rows_written": MetadataValue.int(res.n_rows),
-        "engine": MetadataValue.text("ray"),
-        "ray_cluster": MetadataValue.text(ray.name),
-        "workers": MetadataValue.int(st.workers),
-        "worker_processes": MetadataValue.int(st.processes),
-        "rows_per_s": MetadataValue.float(round(st.rows_per_s, 2)),
-        "retried_tasks": MetadataValue.int(st.retried_tasks),
-        "batches": MetadataValue.int(st.batches),
-        "seconds_ray_connect": MetadataValue.float(round(connect_s, 3)),
-        "seconds_extract": MetadataValue.float(round(st.seconds, 3)),
-        "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
-    })
 
 
 @asset(
