@@ -1,4 +1,4 @@
-"""Bounded features: bytes stored per sample against AUC and recall (forvalue.benchmarks.bounded).
+"""Bounded features: bytes stored per sample against AUC and recall (benchmarks/bounded_sets.py).
 
     .venv/bin/python benchmarks/bounded_bench.py run     [--tasks sentence,math,math-reason,math-long]
                                                           [--positions all,response] [--ks 8,32]
@@ -46,7 +46,7 @@ def _save(doc: dict) -> None:
 def run(args) -> int:
     import torch
 
-    from forvalue.benchmarks.bounded import run_task
+    from bounded_sets import run_task
     from forvalue.benchmarks.runner import machine_info
     from forvalue.models.loading import load_model
 
@@ -72,7 +72,7 @@ def run(args) -> int:
 def draws(args) -> int:
     import torch
 
-    from forvalue.benchmarks.bounded import projection_draws
+    from bounded_sets import projection_draws
     from forvalue.benchmarks.runner import machine_info
     from forvalue.models.loading import load_model
 
@@ -92,7 +92,7 @@ def draws(args) -> int:
 
 
 def report(args) -> int:
-    from forvalue.benchmarks.bounded import best_rows, markdown
+    from bounded_sets import best_rows, markdown
 
     doc = _load()
     results = doc["results"]

@@ -75,7 +75,7 @@ def _labels(records):
 
 # ----------------------------------------------------------------------------- stages
 def stage_select(args) -> None:
-    from forvalue.benchmarks.curation import (curation_data, curation_set, method_orders, random_metrics,
+    from curation_sets import (curation_data, curation_set, method_orders, random_metrics,
                                               selection_metrics)
     from forvalue.store.feature_store import FeatureStore
 
@@ -102,7 +102,7 @@ def stage_select(args) -> None:
 
 
 def stage_mislabeled(args) -> None:
-    from forvalue.benchmarks.curation import method_orders
+    from curation_sets import method_orders
     from forvalue.benchmarks.runner import build_data
     from forvalue.benchmarks.tasks import make_mislabeled
     from forvalue.metrics import clean_share, order_clean_auc
@@ -129,7 +129,7 @@ def stage_mislabeled(args) -> None:
 def stage_finetune(args) -> None:
     import numpy as np
 
-    from forvalue.benchmarks.curation import curation_data, curation_set, method_orders
+    from curation_sets import curation_data, curation_set, method_orders
     from forvalue.training.evaluate import EvalConfig
     from forvalue.training.finetune import TrainConfig, finetune
     from forvalue.metrics import clean_share, coverage
@@ -237,7 +237,7 @@ def report(args) -> str:
 
 
 def main(argv=None) -> int:
-    from forvalue.benchmarks.curation import CURATION_METHODS, CURATION_SETS
+    from curation_sets import CURATION_METHODS, CURATION_SETS
     from forvalue.curation.selection import STRATEGIES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -34,7 +34,7 @@ def padding_waste(lengths: list[int], batch_size: int, *, bucketed: bool) -> flo
 
 
 def _samples(kind: str, n: int):
-    from forvalue.benchmarks.bounded import long_records
+    from bounded_sets import long_records
     from forvalue.benchmarks.tasks import make_task
     from forvalue.data.samples import Columns, samples_from_records
 

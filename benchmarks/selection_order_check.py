@@ -34,7 +34,7 @@ def _real(work: str, stage: str) -> dict:
     """``extract``: the mixed set's features into ``work``/store; else the strategies' whole orders."""
     import pickle
 
-    from forvalue.benchmarks.curation import curation_set
+    from curation_sets import curation_set
     from forvalue.data.samples import samples_from_records
     from forvalue.valuation.features import FeatureConfig
     from forvalue.store.feature_store import FeatureStore
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import numpy as np
 
-    from forvalue.benchmarks.curation import curation_set, selection_metrics
+    from curation_sets import curation_set, selection_metrics
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ def main() -> int:
     from forvalue.data.samples import Columns, samples_from_records
     from forvalue.valuation.features import FeatureConfig, encode_all, extract_sparse
     from forvalue.models.loading import from_objects
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the random test models
     from tiny import build_tiny_qwen2vl
 
     side = args.image_size

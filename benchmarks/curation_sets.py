@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..metrics import clean_share, coverage, order_clean_auc
-from ..curation.selection import STRATEGIES
-from .noise import NOISE_KINDS, make_noise_corpus
-from .runner import GRADIENT_METHODS, BenchData, build_data
+from forvalue.metrics import clean_share, coverage, order_clean_auc
+from forvalue.curation.selection import STRATEGIES
+from forvalue.benchmarks.noise import NOISE_KINDS, make_noise_corpus
+from forvalue.benchmarks.runner import GRADIENT_METHODS, BenchData, build_data
 
 CURATION_SETS: dict[str, tuple[str, ...]] = {"mixed": NOISE_KINDS, **{k: (k,) for k in NOISE_KINDS}, "clean": ()}
 FILTER_METHODS = ("perplexity", "ifd")
@@ -59,8 +59,8 @@ def method_orders(lm, data: BenchData, methods: Sequence[str], *, store=None, ba
     For-Value strategies share one feature extraction (through ``store`` when given; its time is
     charged to each strategy). ``loss_cache`` (sample_id -> s(A|Q)) lets sets that share samples
     share the filters' first forward pass."""
-    from ..baselines.filters import filter_values
-    from ..valuator import Valuator
+    from forvalue.baselines.filters import filter_values
+    from forvalue.valuator import Valuator
 
     say = log or (lambda msg: None)
     bad = [m for m in methods if m not in CURATION_METHODS]
@@ -86,7 +86,7 @@ def method_orders(lm, data: BenchData, methods: Sequence[str], *, store=None, ba
         cache = loss_cache if loss_cache is not None else {}
         missing = [s for s in data.train if s.sample_id not in cache]
         if missing:
-            from ..baselines.filters import response_losses
+            from forvalue.baselines.filters import response_losses
 
             for s, v in zip(missing, response_losses(lm, missing, chat_template=data.config.chat_template,
                                                      batch_size=batch_size)):
@@ -97,7 +97,7 @@ def method_orders(lm, data: BenchData, methods: Sequence[str], *, store=None, ba
         out[m] = {"order": np.argsort(-values, kind="stable"), "seconds": time.perf_counter() - t0}
     gm = [m for m in methods if m in GRADIENT_METHODS]
     if gm:
-        from .runner import value_matrices
+        from forvalue.benchmarks.runner import value_matrices
 
         mats = value_matrices(lm, data, gm, batch_size=batch_size, lora=lora, log=log, warmup=False)
         for m, res in mats.items():

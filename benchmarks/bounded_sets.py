@@ -36,7 +36,7 @@ GRID = tuple([(r, "float32", 1.0, None) for r in (64, 128, 256)]
 def long_records(seed: int = 0, per_sample: int = 8, n_train_per_class: int = 30,
                  n_val_per_class: int = 5) -> tuple[list[dict], list[dict]]:
     """``math-long``: each record is ``per_sample`` solved math-reason problems of one class."""
-    from .tasks import make_task
+    from forvalue.benchmarks.tasks import make_task
 
     tr, va = make_task("math-reason", seed, n_train_per_class=n_train_per_class * per_sample,
                        n_val_per_class=n_val_per_class * per_sample)
@@ -61,7 +61,7 @@ def long_records(seed: int = 0, per_sample: int = 8, n_train_per_class: int = 30
 def bench_data(task: str, positions: str, *, k: int, seed: int = 0, r: int | None = R_MAX):
     """The benchmark's samples and labels (:class:`forvalue.benchmarks.runner.BenchData`), with a
     feature config that keeps every row in float32 (the stored forms are derived from it)."""
-    from .runner import build_data, task_data
+    from forvalue.benchmarks.runner import build_data, task_data
 
     if task == "math-long":
         tr, va = long_records(seed)
@@ -82,9 +82,9 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
     positions), pruned and cast as stored. Seed 0 is what the product stores."""
     import torch
 
-    from ..valuation.features import FeatureConfig, projection
-    from .runner import encode_labels, labels_of
-    from ..valuator import Valuator
+    from forvalue.valuation.features import FeatureConfig, projection
+    from forvalue.benchmarks.runner import encode_labels, labels_of
+    from forvalue.valuator import Valuator
 
     say = log or (lambda msg: None)
     data = bench_data(task, positions, k=k, r=None)
@@ -109,7 +109,7 @@ def projection_draws(lm, task: str, positions: str, *, k: int = 8, rs: Sequence[
 def _stored(feats, vectors: np.ndarray, cfg):
     """``feats`` with its rows replaced by ``vectors`` (projected as ``cfg.r`` says), then pruned per
     sample and cast as ``cfg`` stores them (:func:`forvalue.valuation.features.bound_rows`)."""
-    from ..valuation.features import SparseFeatures, bound_rows
+    from forvalue.valuation.features import SparseFeatures, bound_rows
 
     bounds = np.searchsorted(feats.row_sample, np.arange(len(feats) + 1))
     parts = [bound_rows(feats.token_ids[bounds[i]:bounds[i + 1]], vectors[bounds[i]:bounds[i + 1]], cfg)
@@ -124,7 +124,7 @@ def _stored(feats, vectors: np.ndarray, cfg):
 
 def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None):
     """The stored form of full float32 features under a configuration (see the module doc)."""
-    from ..valuation.features import FeatureConfig
+    from forvalue.valuation.features import FeatureConfig
 
     cfg = FeatureConfig(r=r, store_dtype=store_dtype, energy=energy, max_rows=max_rows)
     return _stored(feats, feats.vectors[:, :r] * np.float32(np.sqrt(R_MAX / r)), cfg), cfg
@@ -132,7 +132,7 @@ def derive(feats, r: int, store_dtype: str, energy: float, max_rows: int | None)
 
 def stored_bytes(feats, cfg) -> int:
     """Bytes on disk of ``feats`` as one shard of the stored format ``cfg`` selects."""
-    from ..store.shard_format import write_files
+    from forvalue.store.shard_format import write_files
 
     with tempfile.TemporaryDirectory() as tmp:
         files = write_files(Path(tmp), "x", feats, {"feature_config_id": cfg.id}, arrow=cfg.bounded)
@@ -140,8 +140,8 @@ def stored_bytes(feats, cfg) -> int:
 
 
 def evaluate(train, val, ytr, yva) -> dict:
-    from ..metrics import auc_recall
-    from ..valuation.scoring import sparse_scores
+    from forvalue.metrics import auc_recall
+    from forvalue.valuation.scoring import sparse_scores
 
     m = auc_recall(sparse_scores(train, val, pairwise=True), ytr, yva)
     return {"auc": float(m["auc_mean"]), "recall": float(m["recall_mean"])}
@@ -150,9 +150,9 @@ def evaluate(train, val, ytr, yva) -> dict:
 def run_task(lm, task: str, positions: str, *, ks: Sequence[int] = (8, 32), grid=GRID, exact: bool = True,
              batch_size: int = 8, log=None) -> dict:
     """Every stored form of ``grid`` at each top-k, with exact's AUC and recall as the reference."""
-    from ..metrics import auc_recall
-    from ..valuator import Valuator
-    from .runner import encode_labels, labels_of
+    from forvalue.metrics import auc_recall
+    from forvalue.valuator import Valuator
+    from forvalue.benchmarks.runner import encode_labels, labels_of
 
     say = log or (lambda msg: None)
     out: dict = {"task": task, "positions": positions, "rows": []}
