@@ -12,11 +12,12 @@ from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
 from forvalue.data.samples import Columns, DataError
 from resources import DuckDBStoreResource
 from resources._fields import config_class, dataclass_fields
+from sensors.settings import TRAIN_SUBDIR, VALUATION_SUBDIR, incoming_root
 
 from .. import metadata as md
 from ..common import CODE_VERSION, DUCKDB_POOL, KIND_LABEL, OWNERS, catalog_failure, data_failure
 from ..partitions import training_datasets, valuation_sets
-from ..settings import TRAIN_SUBDIR, VALUATION_SUBDIR, find_incoming_file, incoming_root
+from ..settings import find_incoming_file
 
 
 class _Register(Config):
