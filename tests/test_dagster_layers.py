@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("forvalue_assets", "resources", "sensors")
 DOMAINS = ("ingest", "features", "curation", "finetuning")
-# Modules that may import the definitions: the in-process test platform and the re-export shims
-# are above it; definitions itself is the top.
+# Modules that may import the definitions: the in-process test platform is above it; definitions
+# itself is the top.
 MAY_IMPORT_DEFINITIONS = {"forvalue_assets.testing", "forvalue_assets.definitions"}
 MAX_FUNCTION_LINES = 80
 
@@ -87,8 +87,6 @@ def test_imports_are_one_way_and_acyclic():
             if module.startswith(f"forvalue_assets.{domain}"):
                 others = {d for d in deps for o in DOMAINS if o != domain and d.startswith(f"forvalue_assets.{o}")}
                 assert not others, f"{module} imports another domain: {others}"
-                shims = {"forvalue_assets.assets", "forvalue_assets.checks", "forvalue_assets.finetune_assets"}
-                assert not deps & shims, f"{module} imports a compatibility module"
 
 
 def test_no_function_longer_than_the_limit():
@@ -125,8 +123,7 @@ class Spy(type(os.environ)):
         return super().__iter__()
 
 os.environ.__class__ = Spy
-import forvalue_assets.definitions, forvalue_assets.testing, forvalue_assets.serve, forvalue_assets.assets
-import forvalue_assets.checks, forvalue_assets.finetune_assets, sensors, resources, resources.mlflow
+import forvalue_assets.definitions, forvalue_assets.testing, forvalue_assets.serve, sensors, resources, resources.mlflow
 assert not reads, reads
 os.environ["FORVALUE_SUBSET_MODE"] = "top_k"
 forvalue_assets.definitions.build_definitions()   # the configuration step does read it

@@ -37,7 +37,7 @@ from ..common import CURATED_SUBSET, MODEL_POOL, AssetDefaults, catalog_failure,
 from ..evaluation import evaluation_metadata, evaluation_set
 from ..partitions import dataset_pairs, split_pair
 from ..ranking import subset_ranking
-from .config import ComparisonConfig, EvalRunConfig, FinetuneRunConfig
+from .config import ComparisonConfig, EvalFields, TrainFields
 
 # Every fine-tuning asset: group finetune, pool model, one partition per (training dataset, valuation
 # set) pair; launched, never automated.
@@ -177,7 +177,7 @@ def config_dtype(model: ModelResource) -> str:
                 "evaluation file, else the held-out part of the valuation set). Recorded in DuckDB "
                 "`training_runs` / `finetune_details` / `training_samples`.",
 )
-def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
+def finetune_run(context: AssetExecutionContext, config: TrainFields, model: ModelResource,
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                  mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
     from forvalue.training.finetune import FinetuneError
@@ -263,7 +263,7 @@ def _adapter(tracker, tr: dict, tmp: str) -> tuple[Path, str]:
                 "perplexity and task accuracy (greedy decoding, answer extractor, exact match). An MLflow run that "
                 "is a child of the fine-tune run; recorded in DuckDB `eval_runs` with what it evaluated on.",
 )
-def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: ModelResource,
+def eval_run(context: AssetExecutionContext, config: EvalFields, model: ModelResource,
              catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
              mlflow: MLflowResource) -> MaterializeResult:
     from forvalue.training.finetune import FinetuneError
