@@ -1,5 +1,6 @@
 """What every domain of the Dagster layer shares: owners, code version, pools, the automation
-condition, the asset keys, and the Failure / check-result builders.
+condition, ``AssetDefaults`` (each domain's ``@asset`` defaults), the asset keys, and the Failure /
+check-result builders.
 
 Domains refer to each other's assets by these keys (``deps=[TRAINING_DATASET]``,
 ``AssetSelection.assets(...)``), never by importing another domain, so the layers stay one-way:
@@ -7,8 +8,18 @@ shared modules <- domains <- definitions.
 """
 
 import warnings
+from dataclasses import dataclass
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AutomationCondition, Failure, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    AutomationCondition,
+    Failure,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+)
 
 import forvalue
 from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION
@@ -22,6 +33,28 @@ MODEL_POOL = "model"
 # Keep derived assets current: run when an upstream partition updates, never on missing or
 # in-progress inputs, and never past a failed blocking check upstream.
 AUTOMATION = AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
+
+
+@dataclass(frozen=True)
+class AssetDefaults:
+    """What every asset of one domain shares: its group and pool, and where the whole domain agrees its
+    kinds, partitions and automation condition; owners and code version are the platform's.
+    ``DEFAULTS.asset(...)`` is ``@asset`` with them, so an asset states only what is special to it
+    (an argument it passes wins over the default)."""
+
+    group: str
+    pool: str
+    kinds: frozenset[str] = frozenset()
+    partitions_def: PartitionsDefinition | None = None
+    automation_condition: AutomationCondition | None = None
+
+    def asset(self, **kwargs):
+        """The ``@asset`` decorator with this domain's defaults under ``kwargs``."""
+        defaults = {"group_name": self.group, "pool": self.pool, "owners": OWNERS, "code_version": CODE_VERSION,
+                    "kinds": set(self.kinds) or None, "partitions_def": self.partitions_def,
+                    "automation_condition": self.automation_condition}
+        return asset(**{**{k: v for k, v in defaults.items() if v is not None}, **kwargs})
+
 
 KIND_LABEL = {KIND_DATASET: "training dataset", KIND_VALUATION: "valuation set"}
 

@@ -5,7 +5,8 @@
     curation    forvalue_scores, curated_subset; their checks; job curation
     finetuning  finetune_run, eval_run, finetune_comparison; jobs finetune_and_eval, compare_subsets
 
-plus the sensors and the schedule (``sensors/``) and the resources (``resources/``).
+plus the sensors and the schedule (``sensors/``'s factories, given the jobs and partitions they
+target) and the resources (``resources/``).
 
 Nothing here runs at import. ``build_definitions()`` is the one configuration step: it builds the
 resources from environment variables over embedded defaults (docs/platform.md, "Configuration")
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import dagster as dg
-from dagster import Definitions
+from dagster import Definitions, ScheduleDefinition, SensorDefinition
 
 from resources import (
     CurationResource,
@@ -31,10 +32,12 @@ from resources import (
     ray_resource_from_env,
 )
 from resources.mlflow import MLflowResource
-from sensors import ALL_SCHEDULES, build_sensors
+from sensors import CurationPairs, IncomingTarget, automation_sensor_def, incoming_sensor, nightly_curation_schedule
+from sensors.settings import DEFAULT_SENSOR_INTERVAL, sensor_interval
 
 from . import curation, features, finetuning, ingest
-from .settings import sensor_interval
+from .common import TRAINING_DATASET, TRAINING_FEATURES, VALUATION_FEATURES, VALUATION_SET
+from .partitions import pair_key, training_datasets, valuation_sets
 
 DOMAINS = (ingest, features, curation, finetuning)
 
@@ -58,9 +61,23 @@ def default_resources() -> dict:
     }
 
 
+def platform_sensors(interval: int = DEFAULT_SENSOR_INTERVAL) -> list[SensorDefinition]:
+    """``incoming_files`` (files run the ingest registration jobs) and ``forvalue_automation``,
+    ticking every ``interval`` seconds."""
+    training = IncomingTarget(ingest.register_training_job, training_datasets, TRAINING_DATASET.to_user_string())
+    valuation = IncomingTarget(ingest.register_valuation_job, valuation_sets, VALUATION_SET.to_user_string())
+    return [incoming_sensor(training, valuation, interval), automation_sensor_def(interval)]
+
+
+def platform_schedules() -> list[ScheduleDefinition]:
+    """``nightly_curation``: the ``curation`` job for every pair whose features exist."""
+    pairs = CurationPairs(training_datasets, valuation_sets, TRAINING_FEATURES, VALUATION_FEATURES, pair_key)
+    return [nightly_curation_schedule(curation.curation_job, pairs)]
+
+
 def build_definitions(resources: Mapping[str, object] | None = None) -> Definitions:
     """The platform's Definitions; ``resources`` replaces the environment-built ones (tests)."""
-    platform = Definitions(sensors=build_sensors(sensor_interval()), schedules=ALL_SCHEDULES,
+    platform = Definitions(sensors=platform_sensors(sensor_interval()), schedules=platform_schedules(),
                            resources={**default_resources(), **(resources or {})})
     return Definitions.merge(*(domain_definitions(d) for d in DOMAINS), platform)
 

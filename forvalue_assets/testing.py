@@ -26,10 +26,10 @@ from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_
 from forvalue.io import atomic_write_text
 from resources import (CurationResource, DuckDBStoreResource, EngineResource, FeatureStoreResource, FinetuneResource,
                        ModelResource, ray_resource_from_env)
+from sensors.settings import TRAIN_SUBDIR, VALUATION_SUBDIR
 
 from .definitions import build_definitions
 from .partitions import pair_key, training_datasets, valuation_sets
-from .settings import TRAIN_SUBDIR, VALUATION_SUBDIR
 
 JOBS = {TRAIN_SUBDIR: ("register_training_dataset", "training_dataset", training_datasets),
         VALUATION_SUBDIR: ("register_valuation_set", "valuation_set", valuation_sets)}

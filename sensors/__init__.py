@@ -1,26 +1,19 @@
-"""Sensors and schedules of the ForValue platform (all running by default):
+"""Sensors and schedules of the ForValue platform (all running by default), built by factories
+that take what they target (``forvalue_assets/definitions.py`` passes the jobs and partitions):
 
-- ``incoming_files``: watches incoming/train/ and incoming/valuation/ and registers new or changed files;
-- ``forvalue_automation``: evaluates the assets' automation conditions (features, scores and
-  subsets follow their inputs);
-- ``nightly_curation``: re-scores and re-curates every (dataset, valuation set) pair at 02:00 UTC.
+- ``incoming_sensor(training, valuation, interval)``: the ``incoming_files`` sensor, which watches
+  incoming/train/ and incoming/valuation/ and registers new or changed files;
+- ``automation_sensor_def(interval)``: the ``forvalue_automation`` sensor, which evaluates the
+  assets' automation conditions (features, scores and subsets follow their inputs);
+- ``nightly_curation_schedule(job, pairs)``: the ``nightly_curation`` schedule, which re-scores and
+  re-curates every (dataset, valuation set) pair at 02:00 UTC.
 
-``build_sensors(interval)`` makes both sensors with a tick interval (``build_definitions`` reads
-FORVALUE_SENSOR_INTERVAL); ``incoming_files`` / ``automation_sensor`` are the same with the default
-interval, for tests and direct use.
+``settings`` holds what only the sensors decide (the incoming folder and its layout, demo seeding,
+settle time, link following, the tick interval). This package never imports ``forvalue_assets``.
 """
 
-from .automation import automation_sensor, automation_sensor_def
-from .incoming import incoming_files, incoming_sensor
-from .schedules import nightly_curation
+from .automation import automation_sensor_def
+from .incoming import IncomingTarget, incoming_sensor
+from .schedules import CurationPairs, nightly_curation_schedule
 
-ALL_SENSORS = [incoming_files, automation_sensor]
-ALL_SCHEDULES = [nightly_curation]
-
-
-def build_sensors(interval: int) -> list:
-    return [incoming_sensor(interval), automation_sensor_def(interval)]
-
-
-__all__ = ["ALL_SCHEDULES", "ALL_SENSORS", "automation_sensor", "automation_sensor_def", "build_sensors",
-           "incoming_files", "incoming_sensor", "nightly_curation"]
+__all__ = ["CurationPairs", "IncomingTarget", "automation_sensor_def", "incoming_sensor", "nightly_curation_schedule"]

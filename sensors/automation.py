@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from forvalue_assets.settings import DEFAULT_SENSOR_INTERVAL
+from .settings import DEFAULT_SENSOR_INTERVAL
 
 
 def automation_sensor_def(interval: int = DEFAULT_SENSOR_INTERVAL) -> AutomationConditionSensorDefinition:
@@ -16,6 +16,3 @@ def automation_sensor_def(interval: int = DEFAULT_SENSOR_INTERVAL) -> Automation
         description="Keeps features, scores and curated subsets current: materializes a partition when its "
                     "inputs update (AutomationCondition.eager, after blocking checks upstream pass).",
     )
-
-
-automation_sensor = automation_sensor_def()

@@ -29,11 +29,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from dagster import (
     AssetKey,
     AssetObservation,
     DefaultSensorStatus,
+    DynamicPartitionsDefinition,
     MetadataValue,
     RunRequest,
     SensorDefinition,
@@ -47,23 +49,27 @@ from dagster import (
 
 from forvalue.catalog.db import NAME_RE, content_hash
 from forvalue.io import atomic_copy
-from forvalue_assets.ingest.jobs import register_training_job, register_valuation_job
-from forvalue_assets.partitions import training_datasets, valuation_sets
-from forvalue_assets.settings import (
+
+from .settings import (
     DEFAULT_SENSOR_INTERVAL,
     INCOMING_SUFFIXES,
-    follow_links,
     TRAIN_SUBDIR,
     VALUATION_SUBDIR,
+    follow_links,
     incoming_root,
     seed_demo,
     settle_seconds,
 )
 
-TARGETS = {
-    TRAIN_SUBDIR: (register_training_job, training_datasets, "training_dataset"),
-    VALUATION_SUBDIR: (register_valuation_job, valuation_sets, "valuation_set"),
-}
+
+@dataclass(frozen=True)
+class IncomingTarget:
+    """What the files of one incoming subfolder become: a partition of ``partitions`` named by the
+    file stem, and a run of ``job`` whose asset ``asset`` takes the file's ``path`` and
+    ``content_hash`` as its config."""
+    job: Any    # a JobDefinition, or what define_asset_job returns
+    partitions: DynamicPartitionsDefinition
+    asset: str
 
 
 @dataclass
@@ -205,7 +211,10 @@ def seed_demo_files(root: Path) -> list[Path]:
     return out
 
 
-def evaluate(context: SensorEvaluationContext, root: Path | None = None) -> SensorResult:
+def evaluate(context: SensorEvaluationContext, targets: Mapping[str, IncomingTarget],
+             root: Path | None = None) -> SensorResult:
+    """One tick: seed the demo data into a missing folder, then register what changed (``targets``:
+    subfolder -> its target)."""
     root = root or incoming_root()
     if not root.exists():
         if seed_demo():
@@ -220,35 +229,38 @@ def evaluate(context: SensorEvaluationContext, root: Path | None = None) -> Sens
                            follow_links=follow_links())
     run_requests, adds = [], {TRAIN_SUBDIR: [], VALUATION_SUBDIR: []}
     for ch in changes:
-        job, parts, asset_name = TARGETS[ch.subdir]
-        if not context.instance.has_dynamic_partition(parts.name, ch.name) and ch.name not in adds[ch.subdir]:
+        target = targets[ch.subdir]
+        new_name = not context.instance.has_dynamic_partition(target.partitions.name, ch.name)
+        if new_name and ch.name not in adds[ch.subdir]:
             adds[ch.subdir].append(ch.name)
         digest = ch.digest or ""
         run_requests.append(RunRequest(
             run_key=f"{ch.key}/{digest[:16] or 'unreadable'}/{ch.stamp}",
-            job_name=job.name,
+            job_name=target.job.name,
             partition_key=ch.name,
-            run_config={"ops": {asset_name: {"config": {"path": str(ch.path.resolve()), "content_hash": digest}}}},
+            run_config={"ops": {target.asset: {"config": {"path": str(ch.path.resolve()), "content_hash": digest}}}},
             tags={"forvalue/source": str(ch.path), "forvalue/content_hash": digest or "unreadable"},
         ))
-        context.log.info(f"{ch.path}: content {digest[:12] or '(unreadable)'} -> {job.name}[{ch.name}]")
-    partition_requests = [TARGETS[sub][1].build_add_request(names) for sub, names in adds.items() if names]
+        context.log.info(f"{ch.path}: content {digest[:12] or '(unreadable)'} -> {target.job.name}[{ch.name}]")
+    partition_requests = [targets[sub].partitions.build_add_request(names) for sub, names in adds.items() if names]
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,
-        asset_events=rejected_observations(root, previous.get("rejected", {}), cursor.get("rejected", {})),
+        asset_events=rejected_observations(root, previous.get("rejected", {}), cursor.get("rejected", {}), targets),
         cursor=json.dumps(cursor, sort_keys=True),
         skip_reason=None if run_requests else f"no new or changed files in {root}",
     )
 
 
-def rejected_observations(root: Path, before: dict, now: dict) -> list[AssetObservation]:
-    """When the set of files the sensor cannot use changes: an observation on ``training_dataset`` /
-    ``valuation_set`` with a table of those files and why (the asset's page in the UI shows it)."""
+def rejected_observations(root: Path, before: dict, now: dict,
+                          targets: Mapping[str, IncomingTarget]) -> list[AssetObservation]:
+    """When the set of files the sensor cannot use changes: an observation on the target asset of
+    their subfolder (``training_dataset`` / ``valuation_set``) with a table of those files and why
+    (the asset's page in the UI shows it)."""
     if before == now:
         return []
     out = []
-    for subdir, (_, _, asset_name) in TARGETS.items():
+    for subdir, target in targets.items():
         folder = str(root / subdir)
         mine = sorted((p, r) for p, r in now.items() if str(Path(p).parent) == folder)
         was = sorted((p, r) for p, r in before.items() if str(Path(p).parent) == folder)
@@ -258,7 +270,7 @@ def rejected_observations(root: Path, before: dict, now: dict) -> list[AssetObse
             records=[TableRecord({"file": p, "reason": r}) for p, r in mine],
             schema=TableSchema(columns=[TableColumn("file", "string"), TableColumn("reason", "string")]))
         out.append(AssetObservation(
-            asset_key=AssetKey(asset_name),
+            asset_key=AssetKey(target.asset),
             description=(f"{len(mine)} file(s) in {folder} cannot be registered" if mine else
                          f"every file in {folder} can be registered again"),
             metadata={"rejected_files": table, "rejected_count": MetadataValue.int(len(mine)),
@@ -266,14 +278,18 @@ def rejected_observations(root: Path, before: dict, now: dict) -> list[AssetObse
     return out
 
 
-def incoming_sensor(interval: int = DEFAULT_SENSOR_INTERVAL) -> SensorDefinition:
-    """The ``incoming_files`` sensor, ticking every ``interval`` seconds (``build_definitions``
-    passes FORVALUE_SENSOR_INTERVAL). The folder, demo seeding and settle time are read from the
-    environment at each tick (FORVALUE_INCOMING, FORVALUE_DEMO, FORVALUE_SETTLE_SECONDS)."""
+def incoming_sensor(training: IncomingTarget, valuation: IncomingTarget,
+                    interval: int = DEFAULT_SENSOR_INTERVAL) -> SensorDefinition:
+    """The ``incoming_files`` sensor: files in incoming/train/ go to ``training``, files in
+    incoming/valuation/ to ``valuation``; it ticks every ``interval`` seconds (``build_definitions``
+    passes FORVALUE_SENSOR_INTERVAL). The folder, demo seeding, settle time and link following are
+    read from the environment at each tick (FORVALUE_INCOMING, FORVALUE_DEMO, FORVALUE_SETTLE_SECONDS,
+    FORVALUE_INCOMING_FOLLOW_LINKS)."""
+    targets = {TRAIN_SUBDIR: training, VALUATION_SUBDIR: valuation}
 
     @sensor(
         name="incoming_files",
-        jobs=[register_training_job, register_valuation_job],
+        jobs=[training.job, valuation.job],
         minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
         description="Registers new or changed files in incoming/train/ and incoming/valuation/ (JSONL or Parquet; "
@@ -281,9 +297,6 @@ def incoming_sensor(interval: int = DEFAULT_SENSOR_INTERVAL) -> SensorDefinition
                     "High-water-mark cursor; run keys from content hashes.",
     )
     def incoming_files(context: SensorEvaluationContext) -> SensorResult:
-        return evaluate(context)
+        return evaluate(context, targets)
 
     return incoming_files
-
-
-incoming_files = incoming_sensor()

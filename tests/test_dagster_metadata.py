@@ -59,14 +59,14 @@ def test_sample_lists_are_tables_with_the_text_as_it_is():
 
 
 def test_finetune_steps_default_comes_from_the_resource(monkeypatch):
-    from forvalue_assets.finetuning.config import FinetuneRunConfig
+    from forvalue_assets.finetuning.config import TrainFields
 
     monkeypatch.setenv("FORVALUE_FT_STEPS", "7")
     fcfg = FeatureStoreResource().config()
     steps = FinetuneResource.from_env().steps
     assert steps == 7 and FinetuneResource().steps == 30
-    assert FinetuneRunConfig().train_config(fcfg, default_steps=steps).steps == 7
-    assert FinetuneRunConfig(steps=3).train_config(fcfg, default_steps=steps).steps == 3
+    assert TrainFields().train_config(fcfg, default_steps=steps).steps == 7
+    assert TrainFields(steps=3).train_config(fcfg, default_steps=steps).steps == 3
 
 
 def _event_metadata(result, key):

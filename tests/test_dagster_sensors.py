@@ -12,10 +12,15 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
 from forvalue.catalog.db import KIND_DATASET
+from forvalue_assets.definitions import platform_schedules, platform_sensors
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
-from sensors import incoming_files, nightly_curation
 from sensors.incoming import load_cursor, scan
+
+# The sensor and the schedule as the code location builds them (sensors/ factories, given the ingest
+# and curation jobs and partitions).
+(incoming_files,) = [s for s in platform_sensors() if s.name == "incoming_files"]
+(nightly_curation,) = platform_schedules()
 
 
 def write_jsonl(path, rows):

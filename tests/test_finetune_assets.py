@@ -11,15 +11,16 @@ from mlflow.tracking import MlflowClient
 
 from forvalue.catalog.finetune_runs import FinetuneCatalog
 from forvalue.data.holdout import held_out
-from forvalue_assets.assets import ALL_ASSETS
-from forvalue_assets.checks import ALL_CHECKS
+from forvalue_assets import curation, features, finetuning, ingest
 from forvalue_assets.curation.jobs import curation_job
-from forvalue_assets.finetune_assets import FINETUNE_ASSETS, FINETUNE_JOBS
 from forvalue_assets.partitions import pair_key
 from forvalue_assets.testing import platform_for_test
 from resources.mlflow import MLflowResource
 
 ROOT = Path(__file__).resolve().parents[1]
+# The platform's assets and checks upstream of fine-tuning (domains ingest, features, curation).
+UPSTREAM_ASSETS = ingest.ASSETS + features.ASSETS + curation.ASSETS
+UPSTREAM_CHECKS = features.CHECKS + curation.CHECKS
 
 
 def records(n, start=0, prefix="t"):
@@ -50,8 +51,8 @@ def platform(tmp_path_factory, tiny_model_dir):
             assert p.curate("t1", "v1", subset={"mode": "top_k", "value": 4}).success
             uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
             mlflow = MLflowResource(tracking_uri=uri, experiment="platform-test", output_dir=str(tmp_path / "finetune"))
-            p.defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS,
-                                 jobs=FINETUNE_JOBS + [curation_job], resources={**p.resources, "mlflow": mlflow})
+            p.defs = Definitions(assets=UPSTREAM_ASSETS + finetuning.ASSETS, asset_checks=UPSTREAM_CHECKS,
+                                 jobs=finetuning.JOBS + [curation_job], resources={**p.resources, "mlflow": mlflow})
             p.mlflow_uri = uri
             yield p
     torch.set_num_threads(n)
@@ -59,9 +60,9 @@ def platform(tmp_path_factory, tiny_model_dir):
 
 def test_graph_and_no_heavy_imports():
     from forvalue_assets.definitions import default_resources
-    from forvalue_assets.finetune_assets import eval_run, finetune_comparison, finetune_run
+    from forvalue_assets.finetuning import eval_run, finetune_comparison, finetune_run
 
-    defs = Definitions(assets=ALL_ASSETS + FINETUNE_ASSETS, asset_checks=ALL_CHECKS, jobs=FINETUNE_JOBS,
+    defs = Definitions(assets=UPSTREAM_ASSETS + finetuning.ASSETS, asset_checks=UPSTREAM_CHECKS, jobs=finetuning.JOBS,
                        resources={**default_resources(), "mlflow": MLflowResource.from_env()})
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
@@ -72,7 +73,7 @@ def test_graph_and_no_heavy_imports():
         node = graph.get(a.key)
         assert node.group_name == "finetune" and node.pools == {"model"} and node.automation_condition is None
         assert node.partitions_def == graph.get(AssetKey("curated_subset")).partitions_def
-    code = ("import sys, forvalue_assets.finetune_assets, resources.mlflow, forvalue.cli.finetune; "
+    code = ("import sys, forvalue_assets.finetuning, resources.mlflow, forvalue.cli.finetune; "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'mlflow') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -120,7 +121,7 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert (p["score_run_id"], p["train_feature_run_id"], p["val_feature_run_id"], p["scoring_model_id"],
             p["valuation_version"]) == (lineage["score_run_id"], lineage["train_feature_run_id"],
                                         lineage["val_feature_run_id"], lineage["model_id"], lineage["valuation_version"])
-    assert t["forvalue.curation.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
+    assert t["forvalue.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
     assert t["forvalue.dagster_run_url"] == f"http://127.0.0.1:3000/runs/{res.run_id}"
     assert (p["eval_source"], p["eval_holdout"], p["n_eval"], t["forvalue.eval_source"]) == ("holdout", "20.0", "1",
                                                                                           "holdout")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
@@ -27,19 +27,23 @@ from resources import CurationResource, DuckDBStoreResource, EngineResource, Fea
 from .. import metadata as md
 from ..common import (
     AUTOMATION,
-    CODE_VERSION,
     DUCKDB_POOL,
     FORVALUE_SCORES,
     KIND_LABEL,
-    OWNERS,
     TRAINING_FEATURES,
     VALUATION_FEATURES,
+    AssetDefaults,
     catalog_failure,
 )
 from ..partitions import dataset_pairs, split_pair
 from ..evaluation import eval_file, scoring_holdout
 from ..explaining import explanation_metadata
 from ..ranking import engine_metadata, stored_scores, stored_valuator, subset_ranking
+
+# Every curation asset: group curation, pool duckdb (it writes the catalog), one partition per
+# (training dataset, valuation set) pair, automated.
+DEFAULTS = AssetDefaults(group="curation", pool=DUCKDB_POOL, partitions_def=dataset_pairs,
+                         automation_condition=AUTOMATION)
 
 
 # ----------------------------------------------------------------------------- scores
@@ -74,16 +78,11 @@ def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.
     return [(int(ranks[i]), float(values[i]), by_id[train_ids[i]]) for i in order if train_ids[i] in by_id]
 
 
-@asset(
-    partitions_def=dataset_pairs,
+@DEFAULTS.asset(
     # Each feature asset maps to one dimension of the pair (inferred: a MultiToSingleDimensionPartitionMapping).
     deps=[TRAINING_FEATURES, VALUATION_FEATURES],
-    group_name="valuation",
+    group_name="valuation",       # the one asset of this domain outside group curation
     kinds={"duckdb", "numpy"},
-    owners=OWNERS,
-    pool=DUCKDB_POOL,
-    code_version=CODE_VERSION,
-    automation_condition=AUTOMATION,
     description="For-Value scores of every training sample against a valuation set (mean inner product of "
                 "lm_head-gradient-like features; higher = more valuable), from stored features only (no model "
                 "load). DuckDB table `scores`, keyed by training dataset x valuation set x feature config "
@@ -279,15 +278,9 @@ def _kept_ends(cat, dataset: str, version: str, ids, values: np.ndarray, ranking
     return ranked[::-1] if mode == "bottom_p" else ranked
 
 
-@asset(
-    partitions_def=dataset_pairs,
+@DEFAULTS.asset(
     deps=[FORVALUE_SCORES],
-    group_name="curation",
     kinds={"duckdb", "parquet", "json"},
-    owners=OWNERS,
-    pool=DUCKDB_POOL,
-    code_version=CODE_VERSION,
-    automation_condition=AUTOMATION,
     description="A curated subset of a training dataset by For-Value against a valuation set: top-k, top-p%, "
                 "bottom-p% or 'drop the lowest p%' (config) of the order of a selection strategy (config; "
                 "default balanced: cosine round-robin over the valuation set, computed from stored features). "

@@ -8,7 +8,7 @@ connects; the metadata reports the workers, samples/s and retried tasks."""
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
 from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
 from forvalue.data.samples import DataError
@@ -18,16 +18,19 @@ from resources import DuckDBStoreResource, EngineResource, FeatureStoreResource,
 
 from ..common import (
     AUTOMATION,
-    CODE_VERSION,
     KIND_LABEL,
     MODEL_POOL,
-    OWNERS,
     TRAINING_DATASET,
     VALUATION_SET,
+    AssetDefaults,
     catalog_failure,
     data_failure,
 )
 from ..partitions import training_datasets, valuation_sets
+
+# Every features asset: group features, pool model (one model in memory at a time), automated.
+DEFAULTS = AssetDefaults(group="features", pool=MODEL_POOL, kinds=frozenset({"pytorch", "parquet"}),
+                         automation_condition=AUTOMATION)
 
 
 def _features(context: AssetExecutionContext, kind: str, model: ModelResource, feature_store: FeatureStoreResource,
@@ -121,15 +124,9 @@ def _record_run(context: AssetExecutionContext, cat, kind: str, info: dict, mode
     }
 
 
-@asset(
+@DEFAULTS.asset(
     partitions_def=training_datasets,
     deps=[TRAINING_DATASET],
-    group_name="features",
-    kinds={"pytorch", "parquet"},
-    owners=OWNERS,
-    pool=MODEL_POOL,
-    code_version=CODE_VERSION,
-    automation_condition=AUTOMATION,
     description="Sparse For-Value features (lm_head gradient rows on targets + top-k tokens, hidden side "
                 "projected) of a training dataset, as feature-store shards keyed by model fingerprint and feature "
                 "config. Only sample ids missing for this model and config are computed.",
@@ -139,15 +136,9 @@ def training_features(context: AssetExecutionContext, model: ModelResource, feat
     return _features(context, KIND_DATASET, model, feature_store, catalog, engine, ray)
 
 
-@asset(
+@DEFAULTS.asset(
     partitions_def=valuation_sets,
     deps=[VALUATION_SET],
-    group_name="features",
-    kinds={"pytorch", "parquet"},
-    owners=OWNERS,
-    pool=MODEL_POOL,
-    code_version=CODE_VERSION,
-    automation_condition=AUTOMATION,
     description="Sparse For-Value features of a valuation set (same store and keys as training_features); "
                 "only missing sample ids are computed.",
 )

@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 
 from forvalue.catalog.db import KIND_DATASET, CatalogError
 from forvalue.data.samples import DataError
@@ -33,13 +33,16 @@ from resources import DuckDBStoreResource, FeatureStoreResource, FinetuneResourc
 from resources.mlflow import MLflowResource
 
 from .. import metadata as md
-from ..common import CODE_VERSION, CURATED_SUBSET, MODEL_POOL, OWNERS, catalog_failure, data_failure
+from ..common import CURATED_SUBSET, MODEL_POOL, AssetDefaults, catalog_failure, data_failure
 from ..evaluation import evaluation_metadata, evaluation_set
 from ..partitions import dataset_pairs, split_pair
 from ..ranking import subset_ranking
-from .config import ComparisonConfig, EvalRunConfig, FinetuneRunConfig
+from .config import ComparisonConfig, EvalFields, TrainFields
 
-GROUP = "finetune"
+# Every fine-tuning asset: group finetune, pool model, one partition per (training dataset, valuation
+# set) pair; launched, never automated.
+DEFAULTS = AssetDefaults(group="finetune", pool=MODEL_POOL, kinds=frozenset({"pytorch", "mlflow", "duckdb"}),
+                         partitions_def=dataset_pairs)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -165,14 +168,8 @@ def config_dtype(model: ModelResource) -> str:
 
 
 # ----------------------------------------------------------------------------- fine-tune
-@asset(
-    partitions_def=dataset_pairs,
+@DEFAULTS.asset(
     deps=[CURATED_SUBSET],
-    group_name=GROUP,
-    kinds={"pytorch", "mlflow", "duckdb"},
-    owners=OWNERS,
-    pool=MODEL_POOL,
-    code_version=CODE_VERSION,
     description="Fine-tune (LoRA by default) the platform's model on the latest curated subset of a (training "
                 "dataset, valuation set) pair, loss on response tokens only, and log it to MLflow: params, "
                 "per-step metrics, the subset as a dataset input with its digest, the adapter as artifacts, "
@@ -180,7 +177,7 @@ def config_dtype(model: ModelResource) -> str:
                 "evaluation file, else the held-out part of the valuation set). Recorded in DuckDB "
                 "`training_runs` / `finetune_details` / `training_samples`.",
 )
-def finetune_run(context: AssetExecutionContext, config: FinetuneRunConfig, model: ModelResource,
+def finetune_run(context: AssetExecutionContext, config: TrainFields, model: ModelResource,
                  catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
                  mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
     from forvalue.training.finetune import FinetuneError
@@ -259,20 +256,14 @@ def _adapter(tracker, tr: dict, tmp: str) -> tuple[Path, str]:
                                   f"{tr['mlflow_run_id']}: {e}") from e
 
 
-@asset(
-    partitions_def=dataset_pairs,
+@DEFAULTS.asset(
     deps=[finetune_run],
-    group_name=GROUP,
-    kinds={"pytorch", "mlflow", "duckdb"},
-    owners=OWNERS,
-    pool=MODEL_POOL,
-    code_version=CODE_VERSION,
     description="Evaluate the latest fine-tuned model of a pair on data its selection never saw (the evaluation "
                 "file incoming/eval/<valuation set>.*, else the held-out part of the valuation set): loss, "
                 "perplexity and task accuracy (greedy decoding, answer extractor, exact match). An MLflow run that "
                 "is a child of the fine-tune run; recorded in DuckDB `eval_runs` with what it evaluated on.",
 )
-def eval_run(context: AssetExecutionContext, config: EvalRunConfig, model: ModelResource,
+def eval_run(context: AssetExecutionContext, config: EvalFields, model: ModelResource,
              catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
              mlflow: MLflowResource) -> MaterializeResult:
     from forvalue.training.finetune import FinetuneError
@@ -398,14 +389,8 @@ def _md_runs(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@asset(
-    partitions_def=dataset_pairs,
+@DEFAULTS.asset(
     deps=[CURATED_SUBSET],
-    group_name=GROUP,
-    kinds={"pytorch", "mlflow", "duckdb"},
-    owners=OWNERS,
-    pool=MODEL_POOL,
-    code_version=CODE_VERSION,
     description="Does For-Value's selection beat random selection? Fine-tunes the same budget (steps, batch, "
                 "hyper-parameters) on For-Value top-k and bottom-k (in the order of the curated subset's selection "
                 "strategy), random-k and the full set (k = the curated subset's size), for every configured seed, "

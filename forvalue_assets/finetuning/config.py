@@ -1,4 +1,5 @@
-"""Run config of the fine-tune assets (launchpad fields). ``steps`` left empty takes the
+"""Run config of the fine-tune assets (launchpad fields): ``TrainFields`` (finetune_run),
+``EvalFields`` (eval_run), ``ComparisonConfig`` (finetune_comparison). ``steps`` left empty takes the
 ``finetune`` resource's value (FinetuneResource, FORVALUE_FT_STEPS)."""
 
 from typing import List, Optional
@@ -55,14 +56,6 @@ def _eval_fields():
 TrainFields = config_class("TrainFields", _Train, "Fine-tuning hyper-parameters (forvalue.training.finetune.TrainConfig).",
                            _train_fields())
 EvalFields = config_class("EvalFields", _Eval, "Evaluation settings (forvalue.training.evaluate.EvalConfig).", _eval_fields())
-
-
-class FinetuneRunConfig(TrainFields):
-    pass
-
-
-class EvalRunConfig(EvalFields):
-    pass
 
 
 class ComparisonConfig(TrainFields, EvalFields):

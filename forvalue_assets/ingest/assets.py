@@ -5,18 +5,22 @@ file and record it (a new content version) in DuckDB: ``datasets`` / ``valuation
 import time
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
 from forvalue.data.samples import Columns, DataError
 from resources import DuckDBStoreResource
 from resources._fields import config_class, dataclass_fields
+from sensors.settings import TRAIN_SUBDIR, VALUATION_SUBDIR, incoming_root
 
 from .. import metadata as md
-from ..common import CODE_VERSION, DUCKDB_POOL, KIND_LABEL, OWNERS, catalog_failure, data_failure
+from ..common import DUCKDB_POOL, KIND_LABEL, AssetDefaults, catalog_failure, data_failure
 from ..partitions import training_datasets, valuation_sets
-from ..settings import TRAIN_SUBDIR, VALUATION_SUBDIR, find_incoming_file, incoming_root
+from ..settings import find_incoming_file
+
+# Every ingest asset: group ingest, pool duckdb (it writes the catalog), kinds duckdb + json.
+DEFAULTS = AssetDefaults(group="ingest", pool=DUCKDB_POOL, kinds=frozenset({"duckdb", "json"}))
 
 
 class _Register(Config):
@@ -107,13 +111,8 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
     )
 
 
-@asset(
+@DEFAULTS.asset(
     partitions_def=training_datasets,
-    group_name="ingest",
-    kinds={"duckdb", "json"},
-    owners=OWNERS,
-    pool=DUCKDB_POOL,
-    code_version=CODE_VERSION,
     description="A registered training dataset (one partition per name): the file is validated (errors name "
                 "file, row and field) and its content version and samples are recorded in DuckDB tables "
                 "`datasets` and `samples`.",
@@ -123,13 +122,8 @@ def training_dataset(context: AssetExecutionContext, config: RegisterConfig,
     return _register(context, config, catalog, KIND_DATASET)
 
 
-@asset(
+@DEFAULTS.asset(
     partitions_def=valuation_sets,
-    group_name="ingest",
-    kinds={"duckdb", "json"},
-    owners=OWNERS,
-    pool=DUCKDB_POOL,
-    code_version=CODE_VERSION,
     description="A registered valuation set (the examples that define 'valuable'; one partition per name), "
                 "validated and recorded in DuckDB tables `valuation_sets` and `samples`.",
 )
