@@ -120,7 +120,7 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert (p["score_run_id"], p["train_feature_run_id"], p["val_feature_run_id"], p["scoring_model_id"],
             p["valuation_version"]) == (lineage["score_run_id"], lineage["train_feature_run_id"],
                                         lineage["val_feature_run_id"], lineage["model_id"], lineage["valuation_version"])
-    assert t["forvalue.curation.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
+    assert t["forvalue.selection"] == "balanced" and t["forvalue.score_run_id"] == lineage["score_run_id"]
     assert t["forvalue.dagster_run_url"] == f"http://127.0.0.1:3000/runs/{res.run_id}"
     assert (p["eval_source"], p["eval_holdout"], p["n_eval"], t["forvalue.eval_source"]) == ("holdout", "20.0", "1",
                                                                                           "holdout")
