@@ -133,7 +133,7 @@ def stage_finetune(args) -> None:
     from forvalue.training.evaluate import EvalConfig
     from forvalue.training.finetune import TrainConfig, finetune
     from forvalue.metrics import clean_share, coverage
-    from forvalue.curation.selection import DEFAULT_STRATEGY
+    from forvalue.curation.selection import DEFAULT_STRATEGY, subset_count
     from forvalue.store.feature_store import FeatureStore
 
     out = RESULTS / f"curation-finetune-{args.set}{args.suffix}.json"
@@ -150,7 +150,7 @@ def stage_finetune(args) -> None:
     plan = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for p in [float(x) for x in args.fractions.split(",")]:
-            k = int(round(n * p / 100))
+            k = subset_count(n, "top_p", p)
             for st in strategies:
                 plan.append((st, p, seed, orders[st][:k]))
             plan.append(("random", p, seed, np.random.default_rng(1000 + seed).permutation(n)[:k]))

@@ -186,3 +186,52 @@ def test_no_private_name_used_across_packages():
                 offenders += [f"{m} imports {mod}.{a.name}" for a in node.names
                               if a.name.startswith("_") and not a.name.startswith("__")]
     assert offenders == []
+
+
+SIZE_RULE_HOME = ROOT / "forvalue" / "curation" / "selection.py"
+PERCENT_NAME = re.compile(r"^(p|pct|value|percent\w*|\w+_p|\w+_percent)$")
+
+
+def _percent_sizes(tree: ast.AST) -> list[str]:
+    """Subset sizes computed from a percentage: ``round``/``int``/``ceil``/``floor`` of a product and a
+    division by 100 (``int(round(n * p / 100))``, ``ceil(len(x) * top_p / 100)``, ``round(p / 100 * n)``),
+    or a product with a percentage-named operand floor-divided by 100 (``n * percent // 100``)."""
+    def is_100(node) -> bool:
+        return isinstance(node, ast.Constant) and node.value in (100, 100.0)
+
+    def named(node) -> str:
+        return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+    found: dict[int, str] = {}    # one per line: the outermost expression
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in found:
+            continue
+        if isinstance(node, ast.Call) and named(node.func) in ("round", "int", "ceil", "floor"):
+            inner = [n for a in node.args for n in ast.walk(a)]
+            if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and is_100(n.right) for n in inner) and \
+                    any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) for n in inner):
+                found[node.lineno] = ast.unparse(node)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.FloorDiv) and is_100(node.right) and \
+                isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.Mult) and \
+                any(PERCENT_NAME.match(named(n)) for n in ast.walk(node.left) if named(n)):
+            found[node.lineno] = ast.unparse(node)
+    return [f"{line}: {text}" for line, text in found.items()]
+
+
+def test_one_size_rule():
+    """Only forvalue/curation/selection.py (``subset_count``, and ``Ranking.indices`` over it) turns a
+    percentage into a subset size: the library, the CLI, the Dagster layer and the benchmark scripts
+    ask it, so the same size keeps the same number of samples everywhere."""
+    flagged = ["k = int(round(n * p / 100))", "k = math.ceil(len(ids) * args.top_p / 100)",
+               "k = round(p / 100 * n)", "k = n * percent // 100", "k = n - int(n * drop_lowest_p / 100)"]
+    unrelated = ["held = unit < percent / 100.0", "interest = (A * B * C) // 100", "share = round(100 * k / n, 1)",
+                 "k = int(round(0.1 * n))"]
+    assert all(_percent_sizes(ast.parse(s)) for s in flagged)
+    assert not any(_percent_sizes(ast.parse(s)) for s in unrelated)
+    offenders = []
+    for folder in (*PACKAGES, "benchmarks", "scripts"):
+        for p in sorted((ROOT / folder).rglob("*.py")):
+            if p != SIZE_RULE_HOME:
+                offenders += [f"{p.relative_to(ROOT)}:{hit}" for hit in _percent_sizes(ast.parse(p.read_text()))]
+    assert offenders == []
+    assert _percent_sizes(ast.parse(SIZE_RULE_HOME.read_text())), "the rule's home no longer matches the pattern"

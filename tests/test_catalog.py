@@ -223,8 +223,9 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
                            model_id=fp.id, feature_config_id=cfg.id, sample_ids=ids, values=values,
                            train_feature_run_id=tf, val_feature_run_id=vf, dagster_run_id="r-score")
     run = catalog.latest_score_run("d", "v", cfg.id)
-    idx = cat.subset_indices(values, "top_k", 2)
+    from forvalue.curation.selection import rank_values
     from forvalue.valuation.scoring import rank
+    idx = rank_values(values, None, None, "raw-mean").indices("top_k", 2)
     ranks = rank(values)
     members = [(ids[i], int(ranks[i]), float(values[i])) for i in idx]
     jsonl, parquet = cat.export_subset(catalog, KIND_DATASET, "d", "dv", members, tmp_path / "out", "subset")
@@ -257,17 +258,25 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
 @pytest.mark.parametrize("mode,value,n,expected", [
     ("top_k", 3, 10, 3), ("top_k", 30, 10, 10), ("top_p", 25, 8, 2), ("bottom_p", 50, 5, 2),
     ("drop_lowest_p", 10, 10, 9), ("drop_lowest_p", 100, 4, 0)])
-def test_expected_subset_size(mode, value, n, expected):
-    assert cat.expected_subset_size(mode, value, n) == expected
+def test_recorded_subset_size_rule(mode, value, n, expected):
+    """The size the subset_size_matches_config check expects of a recorded subset: the selection's rule."""
+    from forvalue.curation.selection import subset_count
+
+    assert subset_count(n, mode, value) == expected
 
 
-def test_subset_mode_validation():
+def test_subset_mode_validation(catalog):
+    from forvalue.curation.selection import subset_count
+
     with pytest.raises(ValueError, match="mode"):
-        cat.subset_indices(np.zeros(3), "top", 1)
+        subset_count(3, "top", 1)
     with pytest.raises(ValueError, match="whole number"):
-        cat.subset_indices(np.zeros(3), "top_k", 1.5)
+        subset_count(3, "top_k", 1.5)
     with pytest.raises(ValueError, match="percentage"):
-        cat.subset_indices(np.zeros(3), "top_p", 150)
+        subset_count(3, "top_p", 150)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        catalog.record_subset(score_run={}, mode="top", value=1, n_total=3, members=[], jsonl_path="a.jsonl",
+                              parquet_path="a.parquet")
 
 
 def test_writer_waits_for_another_process_lock(catalog):

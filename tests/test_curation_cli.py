@@ -128,3 +128,47 @@ def test_select_from_scores_matches_curate_and_needs_the_store(tiny_model_dir, f
     other = _write(tmp_path / "other.jsonl", make_records(4, 7, "o"))
     assert main(["select", "--scores", str(scores), "--train", str(other), "--top-k", "3", "--out", str(out)]) == 2
     assert "4 of 4 training samples have no score" in capsys.readouterr().err
+
+
+def test_one_size_rule_in_curate_select_finetune_and_the_subset_asset(tiny_model_dir, tmp_path, capsys):
+    """A size keeps the same samples in every command, and a size that keeps none of the rows (0.1%
+    or 10% of 5: 0.5 rounds to 0) is refused by each, before anything is written."""
+    from forvalue.curation.selection import rank_values, subset_count
+    from forvalue.training.finetune import read_meta, subset_digest
+
+    train, val = _write(tmp_path / "train.jsonl", make_records(5, 0, "t")), _write(tmp_path / "val.jsonl",
+                                                                                    make_records(3, 1, "v"))
+    model, scores = str(tiny_model_dir), tmp_path / "scores.parquet"
+    assert main(["score", "--train", str(train), "--val", str(val), "--model", model, "--out", str(scores),
+                 "--quiet"]) == 0
+    values = np.array([r["score"] for r in sorted(pq.read_table(scores).to_pylist(), key=lambda r: r["sample_id"])])
+    for flag, value, expected in (("--top-p", "0.1", 0), ("--top-p", "10", 0), ("--top-p", "40", 2),
+                                  ("--top-k", "3", 3), ("--bottom-p", "50", 2)):
+        mode = flag[2:].replace("-", "_")
+        # the rule itself, and what the curated_subset asset keeps (Ranking.indices) and its check expects
+        assert subset_count(5, mode, float(value)) == len(rank_values(values, None, None, "raw-mean").indices(
+            mode, float(value))) == expected
+        name = f"{mode}-{value}"
+        capsys.readouterr()
+        runs = {"curate": ["curate", "--train", str(train), "--val", str(val), "--model", model, flag, value,
+                           "--out", str(tmp_path / f"curate-{name}.jsonl"), "--quiet"],
+                "select": ["select", "--scores", str(scores), "--train", str(train), flag, value,
+                           "--out", str(tmp_path / f"select-{name}.jsonl"), "--quiet"],
+                "finetune": ["finetune", "--train", str(train), "--subset-scores", str(scores), flag, value,
+                             "--out", str(tmp_path / f"ft-{name}"), "--steps", "1", "--batch-size", "2", "--no-track",
+                             "--model", model, "--quiet", "--threads", "1"]}
+        for command, argv in runs.items():
+            rc = main(argv)
+            out, err = capsys.readouterr()
+            if expected == 0:
+                assert rc == 2 and f"{flag} {value} keeps no sample of the 5 in {train}" in err, (command, err)
+                assert not (tmp_path / argv[argv.index("--out") + 1]).exists(), command
+                continue
+            assert rc == 0, (command, err)
+            if command == "finetune":
+                assert f"on {expected} of 5 samples" in out
+                selected = (tmp_path / f"select-{name}.jsonl").read_text().splitlines()
+                kept = [json.loads(x)["sample_id"] for x in selected]
+                assert read_meta(tmp_path / f"ft-{name}")["subset"]["digest"] == subset_digest(kept)
+            else:
+                assert len((tmp_path / f"{command}-{name}.jsonl").read_text().splitlines()) == expected, command

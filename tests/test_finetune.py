@@ -60,14 +60,20 @@ def test_select_subset():
     r1, r2 = select_subset(6, "random", k=3, seed=7), select_subset(6, "random", k=3, seed=7)
     assert r1.tolist() == r2.tolist() and len(set(r1.tolist())) == 3
     assert any(select_subset(6, "random", k=3, seed=s).tolist() != r1.tolist() for s in range(8, 14))
-    assert subset_size(900, p=5) == 45 and subset_size(10, k=50) == 10 and subset_size(10, p=1) == 1
+    assert subset_size(900, p=5) == 45 and subset_size(10, k=50) == 10 and subset_size(10, p=10) == 1
+    with pytest.raises(FinetuneError, match="p 1% keeps no sample of the 10"):     # as curate: 0.1 rounds to 0
+        subset_size(10, p=1)
+    with pytest.raises(FinetuneError, match="k 0 keeps no sample"):
+        subset_size(10, k=0)
+    with pytest.raises(FinetuneError, match="percentage"):
+        subset_size(10, p=150)
     with pytest.raises(FinetuneError, match="needs For-Value scores"):
         select_subset(6, "top", k=2)
     with pytest.raises(FinetuneError, match="strategy must be one of"):
         select_subset(6, "best", values=values, k=2)
     with pytest.raises(FinetuneError, match="exactly one of k"):
         select_subset(6, "random")
-    with pytest.raises(FinetuneError, match="percentage"):
+    with pytest.raises(FinetuneError, match="keeps no sample"):
         select_subset(6, "top", values=values, p=0)
     with pytest.raises(FinetuneError, match="method must be"):
         TrainConfig(method="qlora")
@@ -234,7 +240,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--model", model, "--tracking-uri", uri, "--quiet", "--threads", "1"]
     assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-p", "50",
-                 "--selection", "raw-mean", "--val", v, "--out", str(tmp_path / "ft"), "--steps", "2",
+                 "--strategy", "raw-mean", "--val", v, "--out", str(tmp_path / "ft"), "--steps", "2",
                  "--batch-size", "2", "--accuracy", "--max-new-tokens", "4", *common]) == 0
     cap = capsys.readouterr()
     out = cap.out
@@ -265,7 +271,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     held = [{"id": f"e{i}", "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(50, 53)]
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held + val[:1]))
     assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-p", "50",
-                 "--selection", "raw-mean", "--eval", str(tmp_path / "eval.jsonl"), "--out", str(tmp_path / "ft2"),
+                 "--strategy", "raw-mean", "--eval", str(tmp_path / "eval.jsonl"), "--out", str(tmp_path / "ft2"),
                  "--steps", "1", *common]) == 0
     cap = capsys.readouterr()
     assert (f"evaluated on evaluation file {(tmp_path / 'eval.jsonl').resolve()} (3 samples, 1 sample also in the "
@@ -276,10 +282,10 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     assert [(r.data.params["n_eval"], r.data.params["n_eval_removed"]) for r in runs] == [("3", "1")]
     with pytest.raises(SystemExit, match="every one of its 3 samples is in the valuation set"):
         main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "s.parquet"), "--top-k", "2",
-              "--selection", "raw-mean", "--eval", v, "--out", str(tmp_path / "z"), "--no-track", *common[:2]])
+              "--strategy", "raw-mean", "--eval", v, "--out", str(tmp_path / "z"), "--no-track", *common[:2]])
 
     # random subsets need no scores; bad requests are one clear line each
-    assert main(["finetune", "--train", t, "--strategy", "random", "--k", "3", "--seed", "2", "--out",
+    assert main(["finetune", "--train", t, "--part", "random", "--subset-size", "3", "--seed", "2", "--out",
                  str(tmp_path / "rnd"), "--steps", "1", "--no-track", *common[:2], "--quiet"]) == 0
     assert "on 3 of 8 samples (random, seed 2)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="needs --subset-scores"):
@@ -288,7 +294,7 @@ def test_cli_finetune_and_eval(tiny_model_dir, tmp_path, capsys):
     assert main(["finetune", "--train", t, "--subset-scores", str(tmp_path / "bad.jsonl"), "--top-k", "2",
                  "--out", str(tmp_path / "y"), "--no-track", *common[:2]]) == 2
     assert "bad.jsonl, row 1, field 'score': not a number: 'high'" in capsys.readouterr().err
-    assert main(["finetune", "--train", t, "--strategy", "random", "--k", "2", "--out", str(tmp_path / "ft"),
+    assert main(["finetune", "--train", t, "--part", "random", "--subset-size", "2", "--out", str(tmp_path / "ft"),
                  "--no-track", *common[:2]]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["eval", "--data", v, "--extractor", "regex:(", "--no-track", *common[:2]]) == 2
@@ -317,3 +323,33 @@ def test_cli_finetune_top_p_uses_the_default_selection(tiny_model_dir, tmp_path,
     assert "on 4 of 13 samples (top, balanced)" in capsys.readouterr().out
     meta = read_meta(tmp_path / "ft")["subset"]
     assert meta["selection"] == "balanced" and meta["digest"] == subset_digest(kept)
+
+
+def test_cli_finetune_speaks_the_selection_vocabulary(capsys):
+    """--strategy is the selection strategy, as in curate and select; --part which samples of its
+    order; the 0.1 spellings (--k, --p, --full, --selection) are gone."""
+    from forvalue.cli import build_parser
+    from forvalue.cli.finetune import choose
+    from forvalue.cli.options import UsageError
+
+    parser = build_parser()
+    base = ["finetune", "--train", "t.jsonl", "--out", "o"]
+    args = parser.parse_args([*base, "--subset-scores", "s.parquet", "--strategy", "max-cosine", "--top-p", "10"])
+    assert args.strategy == "max-cosine" and choose(args) == ("top", None, 10.0, "--top-p")
+    select = parser.parse_args(["select", "--scores", "s", "--train", "t", "--out", "o", "--top-k", "3"])
+    assert parser.parse_args([*base, "--top-k", "3"]).strategy == select.strategy == "balanced"
+    assert choose(parser.parse_args([*base, "--part", "bottom", "--subset-percent", "5"])) == (
+        "bottom", None, 5.0, "--subset-percent")
+    assert choose(parser.parse_args(base))[0] == "full"
+    assert choose(parser.parse_args([*base, "--subset-size", "4"])) == ("random", 4, None, "--subset-size")
+    assert parser.parse_args([*base, "--full-finetune"]).method == "full"
+    with pytest.raises(UsageError, match="--part full trains on every sample; leave out --subset-size"):
+        choose(parser.parse_args([*base, "--part", "full", "--subset-size", "3"]))
+    with pytest.raises(UsageError, match="--top-k already sets the part and size"):
+        choose(parser.parse_args([*base, "--part", "random", "--top-k", "3"]))
+    capsys.readouterr()
+    for old in (["--k", "3"], ["--p", "5"], ["--full"], ["--selection", "balanced"], ["--strategy", "random"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, *old])
+        err = capsys.readouterr().err
+        assert f"unrecognized arguments: {old[0]}" in err or "invalid choice: 'random'" in err, (old, err)

@@ -153,8 +153,8 @@ def test_limit_and_subset_modes():
     assert full.rank[full.order[0]] == 1 and part.rank[part.order[-1]] == 5 and (part.rank == 0).sum() == 35
     with pytest.raises(ValueError, match="needs 40"):
         part.indices("bottom_p", 10)
-    idx, ranking = sel.select(train, val, "top_k", 3)
-    assert np.array_equal(idx, full.order[:3]) and len(ranking.order) == 3
+    ranking = sel.rank_features(train, val, "balanced", limit=sel.needed_prefix(len(train), "top_k", 3))
+    assert np.array_equal(ranking.indices("top_k", 3), full.order[:3]) and len(ranking.order) == 3
     with pytest.raises(ValueError, match="percentage"):
         sel.subset_count(10, "top_p", 120)
     with pytest.raises(ValueError, match="whole number"):

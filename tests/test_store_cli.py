@@ -9,7 +9,8 @@ import pytest
 from forvalue.cli import main
 from forvalue.data.samples import samples_from_records
 from forvalue.valuation.features import FeatureConfig, extract_sparse
-from forvalue.valuation.scoring import rank, select
+from forvalue.curation.selection import rank_values
+from forvalue.valuation.scoring import rank
 from forvalue.store.feature_store import FeatureStore
 from tests.conftest import make_records
 
@@ -148,14 +149,16 @@ def test_cli_features_twice_computes_nothing_the_second_time(tiny_model_dir, tmp
 def test_rank_and_select():
     v = np.array([0.5, 3.0, -1.0, 2.0, 2.0])
     assert rank(v).tolist() == [4, 1, 5, 2, 3]
-    assert select(v, top_k=2).tolist() == [1, 3]
-    assert select(v, top_p=40).tolist() == [1, 3]
-    assert select(v, bottom_p=20).tolist() == [2]
-    assert sorted(select(v, drop_lowest_p=20).tolist()) == [0, 1, 3, 4]
-    with pytest.raises(ValueError):
-        select(v, top_k=1, top_p=10)
-    with pytest.raises(ValueError):
-        select(v, top_p=150)
+    by_score = rank_values(v, None, None, "raw-mean")
+    assert by_score.indices("top_k", 2).tolist() == [1, 3]
+    assert by_score.indices("top_p", 40).tolist() == [1, 3]
+    assert by_score.indices("bottom_p", 20).tolist() == [2]
+    assert sorted(by_score.indices("drop_lowest_p", 20).tolist()) == [0, 1, 3, 4]
+    assert (rank(v)[by_score.order] == np.arange(1, 6)).all()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        by_score.indices("top", 1)
+    with pytest.raises(ValueError, match="percentage"):
+        by_score.indices("top_p", 150)
 
 
 def test_float16_overflow_stops_naming_the_sample():

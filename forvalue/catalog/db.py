@@ -772,23 +772,6 @@ def columns_of(mapping: dict | None):
 
 
 # ----------------------------------------------------------------------------- subsets on disk
-def subset_indices(values: np.ndarray, mode: str, value: float) -> np.ndarray:
-    """Indices of a subset, most valuable first (forvalue.valuation.scoring.select semantics)."""
-    from ..valuation.scoring import select
-
-    if mode not in SUBSET_MODES:
-        raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
-    if mode == "top_k":
-        if float(value) != int(value) or value < 0:
-            raise ValueError(f"top_k needs a whole number >= 0, got {value}")
-        return select(values, top_k=int(value))
-    return select(values, **{mode: float(value)})
-
-
-def expected_subset_size(mode: str, value: float, n: int) -> int:
-    return len(subset_indices(np.zeros(n), mode, value))
-
-
 EXPORT_BATCH_ROWS = 8192
 
 

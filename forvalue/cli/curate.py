@@ -38,31 +38,6 @@ def add_dropped_option(p) -> None:
                         "input column plus check, check_value, threshold, reason, score, normalized")
 
 
-def check_size(mode: str, value: float) -> None:
-    """The subset size options, checked before any work (a percentage in 0-100, a whole k >= 0), and
-    refused when they keep nothing whatever the data (an empty subset is never what was meant)."""
-    from ..errors import ConfigError
-    from ..curation.selection import subset_count
-
-    flag = f"--{mode.replace('_', '-')}"
-    try:
-        subset_count(1, mode, value)
-    except ValueError as e:
-        raise ConfigError(f"{flag}: {e}") from None
-    if subset_count(10**9, mode, value) == 0:
-        raise ConfigError(f"{flag} {value:g} keeps no sample; give a size that keeps at least one")
-
-
-def check_count(n: int, mode: str, value: float, source) -> None:
-    """Refuse a size that keeps none of the ``n`` training samples (before any forward pass)."""
-    from ..errors import ConfigError
-    from ..curation.selection import subset_count
-
-    if subset_count(n, mode, value) == 0:
-        raise ConfigError(f"--{mode.replace('_', '-')} {value:g} keeps no sample of the {n} in {source}; give a "
-                          f"larger size (nothing was written)")
-
-
 def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dict, explain=None) -> None:
     """Write the kept rows; ``explain(kept samples) -> explanations`` adds their top tokens."""
     from .scores_table import subset_rows
@@ -71,7 +46,7 @@ def write_subset(args, out, samples, ranking, mode: str, value: float, meta: dic
         idx = ranking.indices(mode, value)
     except ValueError as e:
         raise DataError(str(args.train), None, None, str(e)) from None
-    check_count(len(samples), mode, value, args.train)
+    o.check_count(len(samples), mode, value, args.train)
     rows = subset_rows(samples, ranking, idx)
     if explain is not None and rows:
         for row, e in zip(rows, explain([samples[i] for i in idx])):
@@ -116,14 +91,14 @@ def run_curate(args) -> int:
     if args.dropped:
         check_out(args.dropped, inputs=(args.train, args.val, args.out))
     mode, value = o.subset_size(args)
-    check_size(mode, value)
+    o.check_size(mode, value)
     if args.explain_tokens < 0:
         from ..errors import ConfigError
 
         raise ConfigError(f"--explain-tokens must be >= 0, got {args.explain_tokens}")
     v = o.valuator(args, o.store_root(args))
     train, val = o.load_data(args.train, args), o.load_data(args.val, args)
-    check_count(len(train.samples), mode, value, args.train)
+    o.check_count(len(train.samples), mode, value, args.train)
     with v.session():   # on Ray: one connection for the actor pool and the strategy's passes
         prep = o.prepare(v, args, train, val)
         tr, va = prep.sets

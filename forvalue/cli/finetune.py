@@ -1,7 +1,12 @@
 """``forvalue finetune``: fine-tune on a (curated) subset, evaluate, track in MLflow.
 
     forvalue finetune --train train.jsonl --subset-scores scores.parquet --top-p 5 --eval heldout.jsonl --out ft/top5
-    forvalue finetune --train train.jsonl --strategy random --subset-size 45 --seed 1 --out ft/random45
+    forvalue finetune --train train.jsonl --part random --subset-size 45 --seed 1 --out ft/random45
+
+``--strategy`` is the selection strategy (balanced, raw-mean, ...) as in ``curate`` and ``select``;
+``--part`` says which samples of its order to train on (top, bottom), or random, or full. A size
+keeps as many samples as it keeps in ``curate`` and ``select`` (:func:`forvalue.curation.selection.subset_count`),
+and a size that keeps none is refused before the data is read.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import Deprecated, add_options, from_args
+from ..config import add_options, from_args
 from ..training.finetune import TrainConfig
 from . import options as o
 from .options import UsageError
@@ -62,12 +67,15 @@ def tracker(args):
     return Tracker(args.tracking_uri, experiment=args.experiment)
 
 
-def register(sub, parents) -> None:
-    from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
+PARTS = ("top", "bottom", "random", "full")
+SHORTHANDS = (("top_p", "--top-p"), ("bottom_p", "--bottom-p"), ("top_k", "--top-k"))
 
+
+def register(sub, parents) -> None:
     p = sub.add_parser("finetune", parents=parents, help="fine-tune a causal LM on a (curated) subset, tracked in MLflow",
                        description="Supervised fine-tuning (loss on response tokens only) on a subset chosen by "
-                                   "For-Value (top/bottom of a selection strategy's order), at random, or the full file.")
+                                   "For-Value (top/bottom of a selection strategy's order), at random, or the full "
+                                   "file.", allow_abbrev=False)   # --full would read as --full-finetune, not --part full
     p.add_argument("--train", required=True, help="training data (JSONL, Parquet, CSV or HF save_to_disk folder)")
     p.add_argument("--eval", default=None, metavar="FILE",
                    help="evaluation data the selection never saw: loss/perplexity (and --accuracy) after training; "
@@ -77,32 +85,15 @@ def register(sub, parents) -> None:
                         "subset its losses favour the subset (a warning says so)")
     p.add_argument("--out", required=True, help="output folder: the LoRA adapter (or the full model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    g = p.add_argument_group("subset")
-    g.add_argument("--subset-scores", default=None, help="scores of the training file (`forvalue score` output)")
-    g.add_argument("--strategy", choices=["top", "random", "bottom", "full"], default=None,
-                   help="which samples: top / bottom of the selection order, random, or full (every sample); "
-                        "default: full without a size; top with --subset-scores; random otherwise")
-    g.add_argument("--subset-size", "--k", dest="k", type=int, default=None, action=Deprecated,
-                   new_flag="--subset-size", old=("--k",), help="subset size in samples (--k is its deprecated name)")
-    g.add_argument("--subset-percent", "--p", dest="p", type=float, default=None, action=Deprecated,
-                   new_flag="--subset-percent", old=("--p",),
-                   help="subset size in percent of the training set (--p is its deprecated name)")
-    g.add_argument("--top-p", type=float, default=None, help="shorthand for --strategy top --subset-percent P")
-    g.add_argument("--bottom-p", type=float, default=None, help="shorthand for --strategy bottom --subset-percent P")
-    g.add_argument("--top-k", type=int, default=None, help="shorthand for --strategy top --subset-size K")
-    g.add_argument("--selection", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
-                   help="the order top / bottom take from (default %(default)s; see `forvalue select --help`); "
-                        "raw-mean and cosine-mean need only the scores table, the others the feature store it records")
-    g.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+    _add_subset_options(p)
     g = p.add_argument_group("training")
     from ..models.loading import ModelConfig
 
     add_options(g, ModelConfig, include=("model",))
     m = g.add_mutually_exclusive_group()
     m.add_argument("--lora", dest="method", action="store_const", const="lora", help="a LoRA adapter (default)")
-    m.add_argument("--full-finetune", "--full", dest="method", action=Deprecated, store_const="full",
-                   new_flag="--full-finetune", old=("--full",),
-                   help="full fine-tuning of every weight (--full is its deprecated name)")
+    m.add_argument("--full-finetune", dest="method", action="store_const", const="full",
+                   help="full fine-tuning of every weight")
     p.set_defaults(method="lora")
     add_options(g, TrainConfig)
     add_compute_options(p)
@@ -112,66 +103,93 @@ def register(sub, parents) -> None:
     p.set_defaults(func=run)
 
 
-def choose(args) -> tuple[str, int | None, float | None]:
-    """(strategy, k, p) from --strategy/--subset-size/--subset-percent and the --top-p/--bottom-p/--top-k
-    shorthands."""
-    shorthand = [(n, v) for n, v in (("top_p", args.top_p), ("bottom_p", args.bottom_p), ("top_k", args.top_k))
-                 if v is not None]
+def _add_subset_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("subset")
+    g.add_argument("--subset-scores", default=None, help="scores of the training file (`forvalue score` output)")
+    g.add_argument("--part", choices=list(PARTS), default=None,
+                   help="which samples: the top / bottom of the --strategy order, random, or full (every sample); "
+                        "default: full without a size; top with --subset-scores; random otherwise")
+    g.add_argument("--subset-size", dest="k", type=int, default=None, metavar="N", help="subset size in samples")
+    g.add_argument("--subset-percent", dest="p", type=float, default=None, metavar="PERCENT",
+                   help="subset size in percent of the training set (rounded to the nearest, as in `forvalue curate`)")
+    g.add_argument("--top-p", type=float, default=None, help="shorthand for --part top --subset-percent P")
+    g.add_argument("--bottom-p", type=float, default=None, help="shorthand for --part bottom --subset-percent P")
+    g.add_argument("--top-k", type=int, default=None, help="shorthand for --part top --subset-size K")
+    o.add_strategy_option(g, note=" for --part top / bottom (raw-mean and cosine-mean need only the scores table, "
+                                  "the others the feature store it records)")
+    g.add_argument("--store", default=None, help="feature store folder (default: the one the scores table records)")
+
+
+def choose(args) -> tuple[str, int | None, float | None, str | None]:
+    """(part, k, p, the size option given) from --part/--subset-size/--subset-percent and the
+    --top-p/--bottom-p/--top-k shorthands."""
+    shorthand = [(name, flag, getattr(args, name)) for name, flag in SHORTHANDS if getattr(args, name) is not None]
     if len(shorthand) > 1:
         raise UsageError("forvalue finetune: give only one of --top-p, --bottom-p, --top-k")
-    strategy, k, p = args.strategy, args.k, args.p
+    part, k, p = args.part, args.k, args.p
+    flag = "--subset-size" if k is not None else "--subset-percent" if p is not None else None
     if shorthand:
-        name, v = shorthand[0]
-        if strategy not in (None, name.split("_")[0]) or k is not None or p is not None:
-            raise UsageError(f"forvalue finetune: --{name.replace('_', '-')} already sets the strategy and size")
-        strategy = name.split("_")[0]
+        name, flag, v = shorthand[0]
+        if part not in (None, name.split("_")[0]) or k is not None or p is not None:
+            raise UsageError(f"forvalue finetune: {flag} already sets the part and size")
+        part = name.split("_")[0]
         k, p = (int(v), None) if name == "top_k" else (None, float(v))
-    if strategy is None:
-        strategy = "full" if k is None and p is None else ("top" if args.subset_scores else "random")
-    if strategy != "full" and k is None and p is None:
-        raise UsageError(f"forvalue finetune: strategy {strategy} needs --subset-size N or --subset-percent PERCENT")
     if k is not None and p is not None:
         raise UsageError("forvalue finetune: give --subset-size or --subset-percent, not both")
-    return strategy, k, p
+    if part is None:
+        part = "full" if flag is None else ("top" if args.subset_scores else "random")
+    if part == "full" and flag is not None:
+        raise UsageError(f"forvalue finetune: --part full trains on every sample; leave out {flag}")
+    if part != "full" and flag is None:
+        raise UsageError(f"forvalue finetune: --part {part} needs --subset-size N or --subset-percent PERCENT")
+    return part, k, p, flag
 
 
-def _subset(args, train, strategy: str, k, p):
+def _size_mode(part: str, k, p) -> tuple[str, float]:
+    """The size as a selection size mode (forvalue.curation.selection.SIZE_MODES)."""
+    return ("top_k", float(k)) if k is not None else ("bottom_p" if part == "bottom" else "top_p", float(p))
+
+
+def _subset(args, train, part: str, k, p):
     """(indices, the selection strategy or None) of the fine-tuning subset."""
     from ..training.finetune import select_subset, subset_size
 
-    order, selection = None, None
-    if strategy in ("top", "bottom"):
+    order, strategy = None, None
+    if part in ("top", "bottom"):
         from .scores_table import ranking_from_scores
 
         if not args.subset_scores:
-            raise UsageError(f"forvalue finetune: strategy {strategy} needs --subset-scores (the output of "
+            raise UsageError(f"forvalue finetune: --part {part} needs --subset-scores (the output of "
                              f"`forvalue score`)")
-        size = subset_size(len(train), k=k, p=p)
-        selection = args.selection
-        order = ranking_from_scores(train, args.subset_scores, selection, store=args.store,
-                                    limit=size if strategy == "top" else None).order
-    return select_subset(len(train), strategy, k=k, p=p, seed=args.seed, order=order), selection
+        strategy = args.strategy
+        order = ranking_from_scores(train, args.subset_scores, strategy, store=args.store,
+                                    limit=subset_size(len(train), k=k, p=p) if part == "top" else None).order
+    return select_subset(len(train), part, k=k, p=p, seed=args.seed, order=order), strategy
 
 
 def run(args) -> int:
     from ..training.finetune import SubsetInfo, finetune
 
     o.set_threads(args)
-    strategy, k, p = choose(args)
+    part, k, p, flag = choose(args)
+    if flag is not None:
+        o.check_size(*_size_mode(part, k, p), flag=flag)
     train = o.load_data(args.train, args).samples
-    idx, selection = _subset(args, train, strategy, k, p)
+    if flag is not None:
+        o.check_count(len(train), *_size_mode(part, k, p), args.train, flag=flag)
+    idx, selection = _subset(args, train, part, k, p)
     subset = [train[i] for i in idx]
     ev = _evaluation(args, selection is not None)
     val = ev.samples if ev else None
     config = from_args(TrainConfig, args, method=args.method)
     ecfg = eval_config(args, chat_template=config.chat_template, max_length=config.max_length) if val else None
-    info = SubsetInfo(strategy=strategy, k=len(idx), p=p, source=str(Path(args.train).resolve()),
-                      n_total=len(train), name=f"{Path(args.train).stem}-{strategy}-{len(idx)}", selection=selection)
+    info = SubsetInfo(strategy=part, k=len(idx), p=p, source=str(Path(args.train).resolve()),
+                      n_total=len(train), name=f"{Path(args.train).stem}-{part}-{len(idx)}", selection=selection)
     track = tracker(args)
     res = finetune(args.model, subset, out_dir=args.out, config=config, val=val, eval_config=ecfg, tracker=track,
                    subset=info, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
                    progress=not args.quiet, evaluation=ev.params() if ev else None)
-    _report(args, res, config, subset, train, strategy, selection, track, ev)
+    _report(args, res, config, subset, train, part, selection, track, ev)
     return 0
 
 
@@ -211,11 +229,11 @@ def _evaluation(args, selected: bool):
     return ev
 
 
-def _report(args, res, config, subset, train, strategy, selection, track, ev) -> None:
+def _report(args, res, config, subset, train, part, selection, track, ev) -> None:
     m = res.metrics
-    how = f"{strategy}, {selection}" if selection else strategy
+    how = f"{part}, {selection}" if selection else part
     print(f"fine-tuned ({config.method}) on {len(subset)} of {len(train)} samples ({how}"
-          f"{'' if strategy == 'full' else f', seed {args.seed}' if strategy == 'random' else ''}), "
+          f"{'' if part == 'full' else f', seed {args.seed}' if part == 'random' else ''}), "
           f"{config.steps} steps x batch {config.batch_size}: train loss {m['train_loss_final']:.4f} "
           f"({m['train_seconds']:.0f}s)")
     if ev:

@@ -127,16 +127,22 @@ SIZE_FLAGS = (("top_k", "--top-k"), ("top_p", "--top-p"), ("drop_lowest_p", "--d
 
 
 def add_selection_options(p: argparse.ArgumentParser) -> None:
-    from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
-
     g = p.add_argument_group("selection")
     size = g.add_mutually_exclusive_group(required=True)
     size.add_argument("--top-k", type=int, default=None, help="keep the first k samples of the order")
     size.add_argument("--top-p", type=float, default=None, help="keep the first p percent")
     size.add_argument("--drop-lowest-p", type=float, default=None, help="keep all but the last p percent")
     size.add_argument("--bottom-p", type=float, default=None, help="the last p percent, least valuable first (to inspect)")
+    add_strategy_option(g)
+
+
+def add_strategy_option(g, note: str = "") -> None:
+    """--strategy: the selection strategy that orders the training samples (one option, one meaning,
+    in every command)."""
+    from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
+
     g.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
-                   help="how samples are ordered (default %(default)s): " +
+                   help=f"how samples are ordered{note} (default %(default)s): " +
                         "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
 
 
@@ -145,6 +151,31 @@ def subset_size(args) -> tuple[str, float]:
         if getattr(args, mode, None) is not None:
             return mode, float(getattr(args, mode))
     raise UsageError("give one of --top-k, --top-p, --bottom-p, --drop-lowest-p")
+
+
+def check_size(mode: str, value: float, flag: str | None = None) -> None:
+    """A subset size (``mode``, ``value``, given as ``flag``: default the mode's own flag), checked
+    before any work (a percentage in 0-100, a whole k >= 0), and refused when it keeps nothing
+    whatever the data (an empty subset is never what was meant)."""
+    from ..curation.selection import subset_count
+
+    flag = flag or f"--{mode.replace('_', '-')}"
+    try:
+        subset_count(1, mode, value)
+    except ValueError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+    if subset_count(10**9, mode, value) == 0:
+        raise ConfigError(f"{flag} {value:g} keeps no sample; give a size that keeps at least one")
+
+
+def check_count(n: int, mode: str, value: float, source, flag: str | None = None) -> None:
+    """Refuse a size that keeps none of the ``n`` training samples of ``source`` (before any forward
+    pass or training)."""
+    from ..curation.selection import subset_count
+
+    if subset_count(n, mode, value) == 0:
+        raise ConfigError(f"{flag or '--' + mode.replace('_', '-')} {value:g} keeps no sample of the {n} in {source}; "
+                          f"give a larger size (nothing was written)")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -225,7 +256,7 @@ def set_threads(args) -> None:
 
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
-           "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta", "default_store", "add_store_option",
-           "store_root", "add_selection_options", "subset_size", "common_parent", "load_data", "valuator", "prepare", "engine_line",
-           "report_store",
-           "set_threads"]
+           "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta",
+           "default_store", "add_store_option", "store_root", "add_selection_options", "add_strategy_option",
+           "subset_size", "check_size", "check_count", "common_parent", "load_data", "valuator", "prepare",
+           "engine_line", "report_store", "set_threads"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import options as o
-from .curate import add_dropped_option, check_count, check_size, write_subset
+from .curate import add_dropped_option, write_subset
 from .output import check_out
 
 
@@ -36,9 +36,9 @@ def run_select(args) -> int:
     if args.gpus_per_worker is not None:
         raise o.UsageError("--gpus-per-worker: select runs no model (it reads stored features)")
     mode, value = o.subset_size(args)
-    check_size(mode, value)
+    o.check_size(mode, value)
     train = o.load_data(args.train, args).samples
-    check_count(len(train), mode, value, args.train)
+    o.check_count(len(train), mode, value, args.train)
     ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
                                   limit=needed_prefix(len(train), mode, value), engine=engine)
     if "engine" in ranking.info:

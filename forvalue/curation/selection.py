@@ -85,7 +85,9 @@ SIZE_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
 
 
 def subset_count(n: int, mode: str, value: float) -> int:
-    """How many samples a mode keeps out of ``n`` (percentages are 0-100, rounded to the nearest)."""
+    """How many samples a mode keeps out of ``n`` (percentages are 0-100, rounded to the nearest).
+    The one size rule: every command, asset and benchmark that sizes a subset asks it (directly or
+    through :meth:`Ranking.indices`)."""
     if mode not in SIZE_MODES:
         raise ValueError(f"mode must be one of {', '.join(SIZE_MODES)}, not {mode!r}")
     value = float(value)
@@ -635,14 +637,6 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)
 
 
-def select(train: SparseFeatures, val: SparseFeatures, mode: str, value: float,
-           strategy: str = DEFAULT_STRATEGY, **kw) -> tuple[np.ndarray, Ranking]:
-    """(training indices of the subset, the ranking) for a size mode (``top_k``, ``top_p``,
-    ``bottom_p``, ``drop_lowest_p``) and a strategy."""
-    ranking = rank_features(train, val, strategy, limit=needed_prefix(len(train), mode, value), **kw)
-    return ranking.indices(mode, value), ranking
-
-
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "Ranking", "Units",
-           "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin", "select",
+           "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
            "subset_count", "needed_prefix", "check_strategy"]

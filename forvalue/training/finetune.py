@@ -117,23 +117,31 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- subsets
 def subset_size(n: int, *, k: int | None = None, p: float | None = None) -> int:
+    """How many of ``n`` samples a fine-tuning subset holds: k samples (``top_k``) or p percent
+    (``top_p``; bottom p% holds as many) by the selection's one size rule,
+    :func:`forvalue.curation.selection.subset_count`. A size that keeps no sample is refused."""
+    from ..curation.selection import subset_count
+
     if (k is None) == (p is None):
         raise FinetuneError("give exactly one of k (a count) and p (a percentage)")
-    if k is not None:
-        if k < 1:
-            raise FinetuneError(f"k must be >= 1, got {k}")
-        return min(int(k), n)
-    if not 0 < p <= 100:
-        raise FinetuneError(f"p is a percentage in (0, 100], got {p}")
-    return max(1, int(round(n * p / 100)))
+    mode, value = ("top_k", k) if k is not None else ("top_p", p)
+    try:
+        size = subset_count(n, mode, value)
+    except ValueError as e:
+        raise FinetuneError(str(e)) from None
+    if size == 0:
+        what = f"k {value:g}" if k is not None else f"p {value:g}%"
+        raise FinetuneError(f"{what} keeps no sample of the {n}; give a larger size")
+    return size
 
 
 def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k: int | None = None,
                   p: float | None = None, seed: int = 0, order: np.ndarray | None = None) -> np.ndarray:
     """Indices of a training subset. top/bottom: the first / last k of ``order`` (the order of a
-    selection strategy, :mod:`forvalue.curation.selection`), or of ``values`` sorted (stable) when no order is
-    given; random draws k without replacement with ``seed``; full takes all n."""
-    from ..valuation.scoring import select
+    selection strategy, :mod:`forvalue.curation.selection`), or of ``values`` sorted (stable, the
+    raw-mean order) when no order is given; random draws k without replacement with ``seed``; full
+    takes all n. k (or p percent) is :func:`subset_size`."""
+    from ..curation.selection import rank_values
 
     if strategy not in STRATEGIES:
         raise FinetuneError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
@@ -142,23 +150,19 @@ def select_subset(n: int, strategy: str, *, values: np.ndarray | None = None, k:
     size = subset_size(n, k=k, p=p)
     if strategy == "random":
         return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    if order is not None:
-        order = np.asarray(order, dtype=np.int64)
-        if strategy == "top":
-            if len(order) < size:
-                raise FinetuneError(f"the order holds {len(order)} samples; top needs {size}")
-            return order[:size]
-        if len(order) != n:
-            raise FinetuneError(f"bottom needs the order of all {n} samples, got {len(order)}")
-        return order[::-1][:size]
-    if values is None:
-        raise FinetuneError(f"strategy {strategy!r} needs For-Value scores")
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) != n:
-        raise FinetuneError(f"{len(values)} scores for {n} samples")
+    if order is None:
+        if values is None:
+            raise FinetuneError(f"strategy {strategy!r} needs For-Value scores")
+        if len(values) != n:
+            raise FinetuneError(f"{len(values)} scores for {n} samples")
+        order = rank_values(values, None, None, "raw-mean").order
+    order = np.asarray(order, dtype=np.int64)
     if strategy == "top":
-        return select(values, top_k=size)
-    order = np.argsort(-values, kind="stable")
+        if len(order) < size:
+            raise FinetuneError(f"the order holds {len(order)} samples; top needs {size}")
+        return order[:size]
+    if len(order) != n:
+        raise FinetuneError(f"bottom needs the order of all {n} samples, got {len(order)}")
     return order[::-1][:size]
 
 

@@ -395,28 +395,3 @@ def rank(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
     return ranks
-
-
-def select(values: np.ndarray, *, top_k: int | None = None, top_p: float | None = None,
-           bottom_p: float | None = None, drop_lowest_p: float | None = None) -> np.ndarray:
-    """Indices of a subset, most valuable first (bottom_p: least valuable first).
-
-    top_k: the k best; top_p: the best p percent; bottom_p: the worst p percent; drop_lowest_p:
-    everything but the worst p percent. Exactly one must be given; percentages are 0-100."""
-    given = [x is not None for x in (top_k, top_p, bottom_p, drop_lowest_p)]
-    if sum(given) != 1:
-        raise ValueError("give exactly one of top_k, top_p, bottom_p, drop_lowest_p")
-    n = len(values)
-    order = np.argsort(-np.asarray(values), kind="stable")
-    for name, p in (("top_p", top_p), ("bottom_p", bottom_p), ("drop_lowest_p", drop_lowest_p)):
-        if p is not None and not 0 <= p <= 100:
-            raise ValueError(f"{name} is a percentage: 0 to 100, got {p}")
-    if top_k is not None:
-        if top_k < 0:
-            raise ValueError("top_k must be >= 0")
-        return order[: min(top_k, n)]
-    if top_p is not None:
-        return order[: int(round(n * top_p / 100))]
-    if bottom_p is not None:
-        return order[::-1][: int(round(n * bottom_p / 100))]
-    return order[: n - int(round(n * drop_lowest_p / 100))]

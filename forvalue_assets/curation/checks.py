@@ -4,7 +4,7 @@ downstream assets waits for them. They read the catalog read-only."""
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from forvalue.catalog.db import KIND_DATASET, CatalogError, expected_subset_size
+from forvalue.catalog.db import KIND_DATASET, CatalogError
 from resources import DuckDBStoreResource, FeatureStoreResource
 
 from ..common import check_failure
@@ -68,12 +68,14 @@ def subset_size_matches_config(context: AssetCheckExecutionContext, catalog: Duc
                                feature_store: FeatureStoreResource) -> AssetCheckResult:
     import pyarrow.parquet as pq
 
+    from forvalue.curation.selection import subset_count
+
     dataset, valuation = split_pair(context.partition_key)
     cat = catalog.catalog()
     sub = cat.latest_subset(dataset, valuation)
     if sub is None:
         return check_failure(f"no subset recorded for {dataset} x {valuation}")
-    expected = expected_subset_size(sub["mode"], sub["value"], sub["n_total"])
+    expected = subset_count(sub["n_total"], sub["mode"], sub["value"])
     members = cat.fetch_one("subset_sample_count", subset_id=sub["subset_id"])["n"]
     try:
         with open(sub["jsonl_path"], "rb") as f:
