@@ -7,7 +7,7 @@ Dagster layer builds its ``Config`` / resource fields from the same specs (:func
 So a default, a help text or a name lives in exactly one place.
 
 Spelling rules for the command line: ``--name-with-dashes`` of the field unless ``flag`` says
-otherwise; ``aliases`` are older spellings that still work and print a deprecation notice;
+otherwise;
 ``none_as`` is the command-line value that means ``None`` (``--r 0`` keeps every hidden dimension);
 a ``negate`` flag stores False (``--plain`` turns the chat template off).
 """
@@ -22,11 +22,11 @@ from dataclasses import MISSING, dataclass
 from typing import Any, Iterable
 
 
-def opt(default: Any = MISSING, help: str = "", *, flag: str | None = None, aliases: Iterable[str] = (),
+def opt(default: Any = MISSING, help: str = "", *, flag: str | None = None,
         choices: Iterable[Any] | None = None, none_as: Any = MISSING, negate: bool = False, cli: bool = True,
         default_factory: Any = MISSING):
     """A dataclass field with its help text and command-line spelling in ``metadata``."""
-    meta = {"help": help, "flag": flag, "aliases": tuple(aliases), "choices": tuple(choices) if choices else None,
+    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "none_as": none_as, "negate": negate, "cli": cli}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -44,7 +44,6 @@ class FieldSpec:
     help: str
     choices: tuple | None
     flag: str
-    aliases: tuple
     none_as: Any
     negate: bool
     cli: bool
@@ -71,25 +70,9 @@ def field_specs(cls) -> list[FieldSpec]:
                                                               else MISSING)
         out.append(FieldSpec(name=f.name, type=tp, optional=optional, default=default, help=meta["help"],
                              choices=meta["choices"], flag=meta["flag"] or "--" + f.name.replace("_", "-"),
-                             aliases=meta["aliases"], none_as=meta["none_as"], negate=meta["negate"],
+                             none_as=meta["none_as"], negate=meta["negate"],
                              cli=meta["cli"]))
     return out
-
-
-class Deprecated(argparse.Action):
-    """Stores like the option it aliases, and says once that the old spelling is deprecated."""
-
-    def __init__(self, option_strings, dest, new_flag: str = "", old: tuple = (), store_const=None, **kw):
-        self.new_flag, self.old, self.store_const = new_flag, set(old), store_const
-        if store_const is not None:
-            kw["nargs"] = 0
-        super().__init__(option_strings, dest, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in self.old:
-            print(f"forvalue: {option_string} is deprecated and will be removed in the next release; "
-                  f"use {self.new_flag}", file=sys.stderr)
-        setattr(namespace, self.dest, self.store_const if self.store_const is not None else values)
 
 
 def add_options(parser, cls, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
@@ -103,19 +86,15 @@ def add_options(parser, cls, *, include: Iterable[str] | None = None, exclude: I
             continue
         default = defaults.get(s.name, s.default)
         flag = flags.get(s.name, s.flag)
-        names = [flag, *s.aliases]
-        common = dict(dest=dest_prefix + s.name, new_flag=flag, old=s.aliases)
+        dest = dest_prefix + s.name
         if s.type is bool:
-            const = not s.negate
-            parser.add_argument(*names, action=Deprecated, store_const=const, default=default, help=s.help,
-                                **common)
+            parser.add_argument(flag, dest=dest, action="store_const", const=not s.negate, default=default,
+                                help=s.help)
             continue
         shown = s.none_as if (default is None and s.none_as is not MISSING) else default
         kind = s.type if s.type in (int, float, str) else str
-        parser.add_argument(*names, action=Deprecated, type=kind, default=shown,
-                            choices=list(s.choices) if s.choices else None,
-                            help=f"{s.help} (default: {shown})" if shown not in (None, MISSING, "") else s.help,
-                            **common)
+        parser.add_argument(flag, dest=dest, type=kind, default=shown, choices=list(s.choices) if s.choices else None,
+                            help=f"{s.help} (default: {shown})" if shown not in (None, MISSING, "") else s.help)
 
 
 def from_args(cls, args, *, dest_prefix: str = "", **overrides):
@@ -134,4 +113,4 @@ def from_args(cls, args, *, dest_prefix: str = "", **overrides):
     return cls(**values)
 
 
-__all__ = ["opt", "FieldSpec", "field_specs", "add_options", "from_args", "Deprecated"]
+__all__ = ["opt", "FieldSpec", "field_specs", "add_options", "from_args"]

@@ -146,7 +146,6 @@ CASES = {
     "batch size 0": (lambda f: score(f, "train", "val", "--batch-size", "0"), ["batch_size must be >= 1"]),
     "batch size -3": (lambda f: score(f, "train", "val", "--batch-size", "-3"), ["batch_size must be >= 1"]),
     "top tokens -1": (lambda f: score(f, "train", "val", "--top-tokens", "-1"), ["top tokens", ">= 0"]),
-    "old --k -1": (lambda f: score(f, "train", "val", "--k", "-1"), ["top tokens", ">= 0"]),
     "r -1": (lambda f: score(f, "train", "val", "--r", "-1"), ["r (the projection width) must be >= 1, or 0 on the "
                                                                "command line for every dimension; got -1"]),
     "dtype int8": (lambda f: score(f, "train", "val", "--dtype", "int8"), ["dtype 'int8'"]),
@@ -259,7 +258,7 @@ def test_bad_input(name, files, capsys):
     capsys.readouterr()
     rc = main(argv)
     err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("forvalue: --k is deprecated")]
+    lines = [x for x in err.splitlines() if x.strip()]
     assert rc == 2, (rc, err)
     assert len(lines) == 1 and lines[0].startswith("forvalue: error: "), err
     assert "Traceback" not in err
@@ -290,3 +289,13 @@ def test_what_used_to_fail_now_works(files, tmp_path, capsys):
 
     cells = list(csv.DictReader((tmp_path / "c.csv").open()))
     assert json.loads(cells[0]["meta"]) == {"source": "web", "tags": ["a", "b"]}
+
+
+def test_options_removed_in_0_2_0_are_refused(files, capsys):
+    """0.2.0 removed the deprecated spellings: ``--k`` (now only ``--top-tokens``) and the scoring
+    method ``full`` (now ``full-vocab``) stop with argparse's usage error, before any work."""
+    for extra, named in ((["--k", "4"], "unrecognized arguments: --k 4"), (["--method", "full"], "invalid choice: 'full'")):
+        with pytest.raises(SystemExit) as exc:
+            main(score(files, "train", "val", *extra))
+        assert exc.value.code == 2
+        assert named in capsys.readouterr().err

@@ -295,3 +295,10 @@ def test_subset_strategies_and_normalized_scores(platform):
     bad = platform.curate("t1", "v1", subset={"mode": "top_k", "value": 2, "strategy": "best"},
                           asset_selection=[AssetKey("curated_subset")], raise_on_error=False)
     assert not bad.success and cat.latest_subset("t1", "v1")["strategy"] == "round-robin"
+    # a size that keeps none of the 10 samples fails like the commands refuse it; the last subset stays
+    empty = platform.curate("t1", "v1", subset={"mode": "top_p", "value": 1, "strategy": "raw-mean"},
+                            asset_selection=[AssetKey("curated_subset")], raise_on_error=False)
+    assert not empty.success and cat.latest_subset("t1", "v1")["strategy"] == "round-robin"
+    assert any("keeps no sample of the 10" in (e.event_specific_data.error.message or "")
+               for e in empty.all_events if e.is_failure and e.event_specific_data and
+               getattr(e.event_specific_data, "error", None))

@@ -64,7 +64,7 @@ def test_eq1_eq2_full_and_autograd_agree(tiny_lm64, positions):
         for b, t in enumerate(train):
             Ht, Et = terms(t)
             eq2[a, b] = float((Gv * (Et.T @ Ht)).sum())
-    full = score(lm, train, val, method="full", config=config, pairwise=True, batch_size=3).matrix
+    full = score(lm, train, val, method="full-vocab", config=config, pairwise=True, batch_size=3).matrix
     grads_v = [_autograd_grad(lm, v, config) for v in val]
     grads_t = [_autograd_grad(lm, t, config) for t in train]
     oracle = np.array([[float((gv * gt).sum()) for gt in grads_t] for gv in grads_v])
@@ -104,7 +104,7 @@ def test_sparse_with_full_support_and_no_projection_equals_full(tiny_lm64):
     lm = tiny_lm64
     V = lm.model.config.vocab_size
     train, val = _samples(6, 3, "t"), _samples(3, 4, "v")
-    full = score(lm, train, val, method="full", pairwise=True).matrix
+    full = score(lm, train, val, method="full-vocab", pairwise=True).matrix
     sparse = score(lm, train, val, method="sparse", config=FeatureConfig(k=V, r=None, **FULL_ROWS), pairwise=True).matrix
     assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6
 
@@ -118,7 +118,7 @@ def _spearman(a, b):
 def test_sparse_defaults_rank_like_full(tiny_lm):
     lm = tiny_lm
     train, val = _samples(40, 5, "t"), _samples(6, 6, "v")
-    full = score(lm, train, val, method="full").values
+    full = score(lm, train, val, method="full-vocab").values
     sparse = score(lm, train, val, method="sparse").values  # k=8, r=64
     rho = _spearman(full, sparse)
     assert rho >= 0.9, rho
@@ -163,7 +163,7 @@ def test_emb_is_dot_of_summed_hidden_states(tiny_lm64):
     assert np.allclose(got, expected, rtol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["sparse", "exact", "full", "emb"])
+@pytest.mark.parametrize("method", ["sparse", "exact", "full-vocab", "emb"])
 def test_batch_size_and_order_do_not_change_scores(tiny_lm, method):
     lm = tiny_lm
     train, val = _samples(12, 11, "t"), _samples(3, 12, "v")

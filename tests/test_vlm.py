@@ -135,11 +135,11 @@ def test_vlm_full_equals_lm_head_gradient_oracle(vlm64):
                 sum(logp[k - 1, e.input_ids[k]] for k in range(s, t)).backward()
             g = model.get_output_embeddings().weight.grad
             assert torch.allclose(G[j], g, rtol=1e-9, atol=1e-9)
-    full = score(lm, samples[:2], samples[2:], method="full", pairwise=True).matrix
+    full = score(lm, samples[:2], samples[2:], method="full-vocab", pairwise=True).matrix
     assert np.isfinite(full).all() and np.abs(full).max() > 0
 
 
-@pytest.mark.parametrize("method", ["sparse", "exact", "full", "emb"])
+@pytest.mark.parametrize("method", ["sparse", "exact", "full-vocab", "emb"])
 def test_vlm_scores_batch_and_padding_invariant(vlm, method):
     train, val = vlm_samples(6, seed=3), vlm_samples(2, seed=4)
     lengths = {len(e.input_ids) for e in encode_all(vlm, train, FeatureConfig())[0]}
@@ -153,7 +153,7 @@ def test_vlm_scores_batch_and_padding_invariant(vlm, method):
 def test_vlm_sparse_full_support_equals_full(vlm64):
     V = vlm64.model.get_output_embeddings().weight.shape[0]
     train, val = vlm_samples(3, seed=5), vlm_samples(2, seed=6)
-    full = score(vlm64, train, val, method="full", pairwise=True).matrix
+    full = score(vlm64, train, val, method="full-vocab", pairwise=True).matrix
     sparse = score(vlm64, train, val, method="sparse", pairwise=True,
                    config=FeatureConfig(k=V, r=None, store_dtype="float32", energy=1.0, max_rows=None)).matrix
     assert np.abs(sparse - full).max() / np.abs(full).max() < 1e-6

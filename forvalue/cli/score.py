@@ -15,9 +15,9 @@ def register(sub, parents) -> None:
     p = sub.add_parser("score", parents=parents, help="value training samples against a valuation set")
     p.add_argument("--train", required=True, help="training data: JSONL, Parquet, CSV or HF save_to_disk folder")
     p.add_argument("--val", required=True, help="valuation data, same formats")
-    p.add_argument("--method", choices=[*METHOD_CHOICES, "full"], default="sparse",
+    p.add_argument("--method", choices=METHOD_CHOICES, default="sparse",
                    help="sparse (default, stored form), exact (paper Algorithm 1), full-vocab (the whole "
-                        "vocabulary; 'full' is its deprecated name), emb (hidden-state baseline)")
+                        "vocabulary), emb (hidden-state baseline)")
     p.add_argument("--out", required=True, help="output table (.parquet, .jsonl or .csv)")
     o.add_store_option(p)
     o.add_model_options(p)

@@ -53,7 +53,7 @@ class FeatureConfig:
     positions: str = opt("response", "scored positions: response (the tokens the SFT loss trains on) or all "
                          "(every next-token position)", choices=("response", "all"))
     k: int = opt(8, "top-k predicted tokens kept per position besides the target (sparse support)",
-                 flag="--top-tokens", aliases=("--k",))
+                 flag="--top-tokens")
     r: int | None = opt(128, "projection width of the hidden side (sparse); 0 keeps every dimension", none_as=0)
     seed: int = opt(0, "seed of the projection matrix")
     chat_template: bool = opt(True, "render prompts with the tokenizer's chat template (--plain: plain text)",

@@ -25,17 +25,10 @@ from ..errors import ConfigError
 from .features import FeatureConfig, SparseFeatures, dense_batches, encode_all, extract_sparse
 
 SCORING_METHODS = ("sparse", "exact", "full-vocab", "emb")
-_RENAMED = {"full": "full-vocab"}   # old name -> new name (accepted, with a deprecation warning, for one release)
 
 
 def normalize_method(method: str) -> str:
-    """A scoring method's current name (``full`` is the deprecated name of ``full-vocab``)."""
-    if method in _RENAMED:
-        import warnings
-
-        warnings.warn(f"scoring method {method!r} is now called {_RENAMED[method]!r}; the old name goes in the next "
-                      "release", DeprecationWarning, stacklevel=3)
-        method = _RENAMED[method]
+    """``method`` checked against the scoring methods (0.2.0 removed the old name ``full``: ``full-vocab``)."""
     if method not in SCORING_METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(SCORING_METHODS)}")
     return method

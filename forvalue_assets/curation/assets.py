@@ -307,6 +307,9 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
+    if not len(idx):   # as the commands: a size that keeps nothing is refused, the previous subset stays
+        raise Failure(description=f"subset config: {sub.mode} {sub.value:g} keeps no sample of the {len(ids)} "
+                                  f"scored; give a size that keeps at least one")
     members = pa.table({"sample_id": ids.gather(idx).to_arrow(), "rank": pa.array(ranking.rank[idx], pa.int32()),
                         "score": pa.array(values[idx], pa.float64())})
     subset_id = uuid.uuid4().hex
