@@ -16,9 +16,10 @@ from pydantic import Field, create_model
 
 
 def dataclass_fields(cls, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
-                     env: dict[str, str] | None = None) -> dict[str, tuple[Any, Any]]:
+                     env: dict[str, str] | None = None, empty: str | None = None) -> dict[str, tuple[Any, Any]]:
     """pydantic field definitions ``name -> (type, Field(default, description))`` of the documented
-    fields of a config dataclass; ``env`` appends "Env: VAR" to a field's description."""
+    fields of a config dataclass; ``env`` appends "Env: VAR" to a field's description. With ``empty``
+    every field is optional, empty by default, and its description ends with what empty means."""
     from forvalue.config import field_specs
 
     include = None if include is None else list(include)
@@ -28,9 +29,9 @@ def dataclass_fields(cls, *, include: Iterable[str] | None = None, exclude: Iter
     out = {}
     for name in names:
         s = specs[name]
-        tp = Optional[s.type] if s.optional else s.type
-        desc = s.help + (f". Env: {env[name]}" if name in env else "")
-        default = list(s.default) if isinstance(s.default, tuple) else s.default
+        tp = Optional[s.type] if s.optional or empty is not None else s.type
+        desc = s.help + (f". Env: {env[name]}" if name in env else "") + (f"; empty: {empty}" if empty else "")
+        default = None if empty is not None else list(s.default) if isinstance(s.default, tuple) else s.default
         out[name] = (tp, Field(default=default, description=desc))
     return out
 

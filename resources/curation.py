@@ -1,23 +1,20 @@
 """CurationResource: the default subset that ``curated_subset`` keeps (automation and the nightly
-schedule use it; a run's config overrides any field)."""
+schedule use it; a run's config overrides any field). The subset fields are the library's
+``forvalue.curation.selection.SubsetSpec`` (declared there once)."""
 
 from __future__ import annotations
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_bool, env_float, env_var_or
+from ._env import read_env
+from ._fields import config_class, dataclass_fields
+
+SUBSET_ENV = {"mode": "FORVALUE_SUBSET_MODE", "value": "FORVALUE_SUBSET_VALUE", "strategy": "FORVALUE_SUBSET_STRATEGY"}
+PLATFORM_ENV = {"eval_holdout": "FORVALUE_EVAL_HOLDOUT", "explain": "FORVALUE_EXPLAIN"}
 
 
-class CurationResource(ConfigurableResource):
-    """Subset defaults: ``mode`` and ``value`` size the subset, ``strategy`` orders the samples."""
-
-    mode: str = Field(default="drop_lowest_p", description="top_k, top_p, bottom_p or drop_lowest_p. "
-                                                           "Env: FORVALUE_SUBSET_MODE")
-    value: float = Field(default=10.0, description="k for top_k; a percentage 0-100 otherwise. "
-                                                   "Env: FORVALUE_SUBSET_VALUE")
-    strategy: str = Field(default="balanced", description="balanced, round-robin, max-cosine, cosine-mean or "
-                                                          "raw-mean. Env: FORVALUE_SUBSET_STRATEGY")
+class _Curation(ConfigurableResource):
     eval_holdout: float = Field(default=20.0, description="percent of a valuation set held out for evaluation when "
                                                           "no evaluation file incoming/eval/<valuation set>.* exists "
                                                           "when the pair is scored: the selection scores against the "
@@ -28,11 +25,21 @@ class CurationResource(ConfigurableResource):
                                                     "10 samples). Env: FORVALUE_EXPLAIN")
 
     @classmethod
-    def from_env(cls) -> "CurationResource":
+    def from_env(cls):
         """Mode and strategy as ``EnvVar`` when set (resolved at run time); the value is parsed now,
         so a value that is not a number stops the code location with the variable's name."""
-        return cls(mode=env_var_or("FORVALUE_SUBSET_MODE", "drop_lowest_p"),
-                   value=env_float("FORVALUE_SUBSET_VALUE", 10.0),
-                   strategy=env_var_or("FORVALUE_SUBSET_STRATEGY", "balanced"),
-                   eval_holdout=env_float("FORVALUE_EVAL_HOLDOUT", 20.0),
-                   explain=env_bool("FORVALUE_EXPLAIN", True))
+        return read_env(cls, {**SUBSET_ENV, **PLATFORM_ENV}, run_time=("mode", "strategy"))
+
+
+def subset_fields(**kw):
+    """The Dagster fields of ``forvalue.curation.selection.SubsetSpec``."""
+    from forvalue.curation.selection import SubsetSpec
+
+    return dataclass_fields(SubsetSpec, **kw)
+
+
+CurationResource = config_class(
+    "CurationResource", _Curation,
+    "Subset defaults: mode and value size the subset, strategy orders the samples (fields: "
+    "forvalue.curation.selection.SubsetSpec), plus the evaluation hold-out and the explanations.",
+    subset_fields(env=SUBSET_ENV))

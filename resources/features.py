@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_bool, env_float, env_int, env_str
+from ._env import read_env
 from ._fields import config_class, dataclass_fields
 
 # the feature config's fields (forvalue.valuation.features.FeatureConfig) and the variable that sets each
@@ -15,28 +17,19 @@ FEATURE_ENV = {"positions": "FORVALUE_POSITIONS", "k": "FORVALUE_TOPK", "r": "FO
                "checks": "FORVALUE_CHECKS"}
 
 
-def _DEFAULT():
-    from forvalue.valuation.features import FeatureConfig
-
-    return FeatureConfig()
-
-
 class _FeatureStore(ConfigurableResource):
     root: str = Field(default=".forvalue/features", description="feature shard folder. Env: FORVALUE_FEATURES")
     shard_size: int = Field(default=512, description="samples per shard")
 
     @classmethod
     def from_env(cls):
-        default = _DEFAULT()
-        return cls(root=env_str("FORVALUE_FEATURES", ".forvalue/features"),
-                   positions=env_str("FORVALUE_POSITIONS", "response"), k=env_int("FORVALUE_TOPK", 8),
-                   r=env_int("FORVALUE_RANK", default.r), seed=env_int("FORVALUE_SEED", 0),
-                   chat_template=env_bool("FORVALUE_CHAT_TEMPLATE", True),
-                   max_length=env_int("FORVALUE_MAX_LENGTH", None),
-                   store_dtype=env_str("FORVALUE_STORE_DTYPE", default.store_dtype),
-                   energy=env_float("FORVALUE_ENERGY", default.energy),
-                   max_rows=env_int("FORVALUE_MAX_ROWS", default.max_rows) or None,
-                   checks=env_bool("FORVALUE_CHECKS", default.checks))
+        """The store folder and the feature config from the environment (FORVALUE_RANK=0 and
+        FORVALUE_MAX_ROWS=0 mean None, as ``--r 0`` / ``--max-rows 0`` on the command line)."""
+        from forvalue.config import field_specs
+        from forvalue.valuation.features import FeatureConfig
+
+        none_as = {s.name: s.none_as for s in field_specs(FeatureConfig) if s.name in FEATURE_ENV and s.none_as != MISSING}
+        return read_env(cls, {"root": "FORVALUE_FEATURES", **FEATURE_ENV}, none_as=none_as)
 
     def config(self):
         """The library's ``FeatureConfig`` of these fields."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_var_or
+from ._env import read_env
 
 
 class MLflowResource(ConfigurableResource):
@@ -31,9 +31,9 @@ class MLflowResource(ConfigurableResource):
     def from_env(cls) -> "MLflowResource":
         """Each variable that is set becomes an ``EnvVar`` (resolved when a run starts); the tracking
         URI stays empty here and is resolved by ``forvalue.training.tracking`` when a run tracks."""
-        return cls(tracking_uri="", experiment=env_var_or("FORVALUE_MLFLOW_EXPERIMENT", "forvalue-finetune"),
-                   ui_url=env_var_or("FORVALUE_MLFLOW_UI", ""),
-                   output_dir=env_var_or("FORVALUE_FINETUNE_DIR", ".forvalue/finetune"))
+        env = {"experiment": "FORVALUE_MLFLOW_EXPERIMENT", "ui_url": "FORVALUE_MLFLOW_UI",
+               "output_dir": "FORVALUE_FINETUNE_DIR"}
+        return read_env(cls, env, run_time=env, tracking_uri="")
 
     def tracker(self):
         """A ``forvalue.training.tracking.Tracker`` for this store and experiment."""

@@ -6,7 +6,7 @@ import threading
 
 from dagster import ConfigurableResource
 
-from ._env import env_bool, env_int, env_str
+from ._env import read_env
 from ._fields import config_class, dataclass_fields
 
 _CACHE: dict[tuple, object] = {}
@@ -18,9 +18,7 @@ MODEL_ENV = {"model": "FORVALUE_MODEL", "device": "FORVALUE_DEVICE", "dtype": "F
 class _Model(ConfigurableResource):
     @classmethod
     def from_env(cls):
-        return cls(model=env_str("FORVALUE_MODEL", "default"), device=env_str("FORVALUE_DEVICE", "auto"),
-                   dtype=env_str("FORVALUE_DTYPE", "auto"), batch_size=env_int("FORVALUE_BATCH_SIZE", 8),
-                   trust_remote_code=env_bool("FORVALUE_TRUST_REMOTE_CODE", False))
+        return read_env(cls, MODEL_ENV)
 
     def settings(self):
         """The library's ``ModelConfig`` of these fields."""

@@ -22,7 +22,7 @@ from dagster import ConfigurableResource
 from dagster_ray import Lifecycle, LocalRay, RayResource
 from pydantic import Field
 
-from ._env import env_float, env_int, env_str
+from ._env import env_float, env_str, read_env
 from ._fields import config_class, dataclass_fields
 
 ENGINE_ENV = {"engine": "FORVALUE_ENGINE", "workers": "FORVALUE_RAY_WORKERS",
@@ -34,9 +34,7 @@ class _Engine(ConfigurableResource):
     def from_env(cls):
         from forvalue.errors import ConfigError
 
-        gpus = env_str("FORVALUE_RAY_GPUS_PER_WORKER", "")
-        res = cls(engine=env_str("FORVALUE_ENGINE", "local"), workers=env_int("FORVALUE_RAY_WORKERS", 2),
-                  gpus_per_worker=env_float("FORVALUE_RAY_GPUS_PER_WORKER", 0.0) if gpus else None)
+        res = read_env(cls, ENGINE_ENV)
         try:
             res.config()   # checked when the Definitions are built, not when a run starts
         except ConfigError as e:

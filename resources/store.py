@@ -7,7 +7,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ._env import env_str
+from ._env import read_env
 
 
 class DuckDBStoreResource(ConfigurableResource):
@@ -22,9 +22,8 @@ class DuckDBStoreResource(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "DuckDBStoreResource":
-        return cls(path=env_str("FORVALUE_DB", ".forvalue/forvalue.duckdb"),
-                   export_dir=env_str("FORVALUE_SUBSETS", ".forvalue/subsets"),
-                   memory_limit=env_str("FORVALUE_DUCKDB_MEMORY", "1GB"))
+        return read_env(cls, {"path": "FORVALUE_DB", "export_dir": "FORVALUE_SUBSETS",
+                              "memory_limit": "FORVALUE_DUCKDB_MEMORY"})
 
     def catalog(self):
         from forvalue.catalog.db import Catalog

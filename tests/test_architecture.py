@@ -235,3 +235,17 @@ def test_one_size_rule():
                 offenders += [f"{p.relative_to(ROOT)}:{hit}" for hit in _percent_sizes(ast.parse(p.read_text()))]
     assert offenders == []
     assert _percent_sizes(ast.parse(SIZE_RULE_HOME.read_text())), "the rule's home no longer matches the pattern"
+
+
+def test_one_reader_of_the_environment_for_resources():
+    """Every resource's ``from_env`` goes through ``resources._env.read_env`` (one parser of the
+    variables, the defaults taken from the fields), never a hand-written body of env_* calls."""
+    bodies = []
+    for p in (ROOT / "resources").glob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name == "from_env":
+                calls = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+                bodies.append(p.name)
+                assert "read_env" in calls and not calls & {"env_str", "env_int", "env_float", "env_bool",
+                                                            "env_var_or"}, (p.name, sorted(calls))
+    assert len(bodies) >= 7, bodies

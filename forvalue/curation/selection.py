@@ -55,6 +55,7 @@ import numpy as np
 
 from ..valuation.feature_source import (LOCAL_RUNNER, FeatureSource, PartRunner, ThreadedPartRunner, csr, as_source,
                                         ordered, take_indices)
+from ..config import opt
 from ..valuation.features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
@@ -104,6 +105,23 @@ def subset_count(n: int, mode: str, value: float) -> int:
 def needed_prefix(n: int, mode: str, value: float) -> int:
     """How long a prefix of the order a mode reads (bottom-p% reads the whole order)."""
     return n if mode == "bottom_p" else subset_count(n, mode, value)
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    """Which samples a curated subset keeps: its size (``mode``, ``value``) and its order
+    (``strategy``). Declared once: the platform's curation resource and the curated_subset run
+    config take their fields, defaults and help from here; ValueError when a field is out of range."""
+
+    mode: str = opt("drop_lowest_p", "top_k (the k best), top_p (the best p%), bottom_p (the worst p%, to inspect) "
+                                     "or drop_lowest_p (everything but the worst p%)", choices=SIZE_MODES)
+    value: float = opt(10.0, "k for top_k; a percentage 0-100 otherwise")
+    strategy: str = opt(DEFAULT_STRATEGY, "how samples are ordered: " +
+                        "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()), choices=tuple(STRATEGIES))
+
+    def __post_init__(self):
+        check_strategy(self.strategy)
+        subset_count(1, self.mode, self.value)
 
 
 @dataclass
@@ -637,6 +655,6 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)
 
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "Ranking", "Units",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
            "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
            "subset_count", "needed_prefix", "check_strategy"]

@@ -11,18 +11,19 @@
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
-from pydantic import Field
 
-from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, SUBSET_MODES, CatalogError
+from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
+from forvalue.errors import ConfigError
 from forvalue.data.holdout import part_warnings, split
 from forvalue.io import atomic_copy, atomic_write_bytes
 from forvalue.curation.selection import STRATEGIES
 from dagster_ray import RayResource
 from resources import CurationResource, DuckDBStoreResource, EngineResource, FeatureStoreResource, ModelResource
+from resources._fields import config_class
+from resources.curation import subset_fields
 
 from .. import metadata as md
 from ..common import (
@@ -167,22 +168,12 @@ def _evaluation_note(valuation: str, holdout: float, val_ids: list, eval_ids: li
 
 
 # ----------------------------------------------------------------------------- curation
-class SubsetConfig(Config):
-    """Which samples to keep. A field left empty takes the value of the ``curation`` resource
-    (CurationResource: FORVALUE_SUBSET_MODE / FORVALUE_SUBSET_VALUE / FORVALUE_SUBSET_STRATEGY,
-    default drop_lowest_p 10, balanced), which automation and the nightly schedule use."""
-
-    mode: Optional[str] = Field(default=None,
-                                description="top_k (the k best), top_p (the best p%), bottom_p (the worst p%, to "
-                                            "inspect) or drop_lowest_p (everything but the worst p%); empty: the "
-                                            "curation resource's mode")
-    value: Optional[float] = Field(default=None, description="k for top_k; a percentage 0-100 otherwise; empty: "
-                                                             "the curation resource's value")
-    strategy: Optional[str] = Field(default=None,
-                                    description="how samples are ordered: balanced (cosine round-robin over the "
-                                                "valuation set, clean and covering), round-robin, max-cosine, "
-                                                "cosine-mean or raw-mean (the raw score); empty: the curation "
-                                                "resource's strategy")
+SubsetConfig = config_class(
+    "SubsetConfig", Config,
+    "Which samples to keep (fields: forvalue.curation.selection.SubsetSpec). A field left empty takes the value "
+    "of the ``curation`` resource (CurationResource: FORVALUE_SUBSET_MODE / FORVALUE_SUBSET_VALUE / "
+    "FORVALUE_SUBSET_STRATEGY, default drop_lowest_p 10, balanced), which automation and the nightly schedule use.",
+    subset_fields(empty="the curation resource's value"))
 
 
 @dataclass(frozen=True)
@@ -195,11 +186,15 @@ class Subset:
 
     @classmethod
     def resolve(cls, config: SubsetConfig, curation: CurationResource) -> "Subset":
+        from forvalue.curation.selection import SubsetSpec
+
         subset = cls(mode=curation.mode if config.mode is None else config.mode,
                      value=float(curation.value if config.value is None else config.value),
                      strategy=curation.strategy if config.strategy is None else config.strategy)
-        if subset.mode not in SUBSET_MODES:
-            raise Failure(description=f"mode must be one of {', '.join(SUBSET_MODES)}, not {subset.mode!r}")
+        try:   # the library's rules for a subset: a known mode and strategy, a value in range
+            SubsetSpec(subset.mode, subset.value, subset.strategy)
+        except (ValueError, ConfigError) as e:
+            raise Failure(description=f"subset config: {e}") from e
         return subset
 
     @property
