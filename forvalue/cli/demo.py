@@ -8,7 +8,7 @@ from .score import METHOD_CHOICES
 
 def register(sub, parents) -> None:
     p = sub.add_parser("demo", parents=parents, help="value the bundled demo dataset and print the top and bottom samples")
-    p.add_argument("--method", choices=[*METHOD_CHOICES, "full"], default="sparse")
+    p.add_argument("--method", choices=METHOD_CHOICES, default="sparse")
     p.add_argument("--top", type=int, default=5)
     o.add_model_options(p)
     o.add_feature_options(p)
