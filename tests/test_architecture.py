@@ -249,3 +249,28 @@ def test_one_reader_of_the_environment_for_resources():
                 assert "read_env" in calls and not calls & {"env_str", "env_int", "env_float", "env_bool",
                                                             "env_var_or"}, (p.name, sorted(calls))
     assert len(bodies) >= 7, bodies
+
+
+# what reads the rows of a data file: polars, pyarrow and csv readers, JSON parsed line by line, datasets
+_READS_ROWS = re.compile(r"\bpl\.(read|scan)_\w+|\bpq\.(read_table|ParquetFile|ParquetDataset|read_pandas)\b|"
+                         r"\b(csv\.(reader|DictReader)|pacsv\.(read|open)_csv|pa_?json\.read_json)\b|"
+                         r"\bipc\.open_(stream|file)\b|json\.loads\([^)]*\bline|\bload_from_disk\(|\bload_dataset\(")
+
+
+def test_one_reader():
+    """Only forvalue/data/reader.py opens JSONL, CSV, Parquet and Hugging Face data files for their
+    rows; everything else reads through it (load_samples, stream.iter_batches, Ray read tasks, scores
+    tables). The exceptions read files of other kinds, each named with its reason."""
+    one_reader = ROOT / "forvalue" / "data" / "reader.py"
+    exceptions = {
+        "forvalue/store/shard_format.py": "feature-store shards: Arrow/Parquet files the store itself writes",
+        "forvalue/benchmarks/tasks.py": "read_jsonl reads back the synthetic task files its write_jsonl wrote",
+    }
+    found: dict[str, list[str]] = {}
+    for p in (ROOT / "forvalue").rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if _READS_ROWS.search(line) and p != one_reader:
+                found.setdefault(str(p.relative_to(ROOT)), []).append(f"{i}: {line.strip()}")
+    assert _READS_ROWS.search(one_reader.read_text())                  # the pattern still sees the reader
+    assert {k: v for k, v in found.items() if k not in exceptions} == {}
+    assert sorted(found) == sorted(exceptions)                          # an exception no longer needed goes

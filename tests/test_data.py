@@ -173,3 +173,63 @@ def test_bad_images(tmp_path):
     rows = [{"prompt": "p", "response": "r", "img": "empty.png"}]
     e = _err(lambda: load_samples(write_jsonl(tmp_path / "b.jsonl", rows), image="img"))
     assert "zero size" in e.reason
+
+
+def _rows(p, **kw):
+    from forvalue.data.reader import raw_batches
+
+    return [(row, obj if isinstance(obj, dict) else str(obj)) for rows in raw_batches(p, **kw) for row, obj in rows]
+
+
+def test_streamed_batches_are_the_loaded_samples(tmp_path):
+    """One reader: iter_batches, whatever the batch size, gives load_samples' samples, row numbers and
+    bad rows (CSV: blank lines are no rows, a quoted field spans lines; JSONL: rows are lines)."""
+    from forvalue.data.stream import iter_batches
+
+    c = tmp_path / "d.csv"
+    c.write_bytes(b'prompt,response\nq1,a1\n\n"q\n2",a2\nq3,a3,extra\n"q4"x,a4\nq5,' + b"y" * 200_000 + b"\n")
+    j = tmp_path / "d.jsonl"
+    j.write_bytes(b"\xef\xbb\xbf" + json.dumps(RECS[0]).encode() + b'\n\n{"prompt": "caf\xe9"}\n{oops\n' +
+                  json.dumps(RECS[1]).encode())
+    for p, rows, bad in ((c, [1, 2, 5], [3, 4]), (j, [1, 5], [3, 4])):
+        whole = load_samples(p, on_error="skip")
+        assert [s.row for s in whole.samples] == rows and [s.row for s in whole.skipped] == bad
+        for n in (1, 2, 1000):
+            batches = list(iter_batches(p, batch_rows=n))
+            assert [(s.row, s.sample_id, s.record) for b in batches for s in b.samples] == \
+                [(s.row, s.sample_id, s.record) for s in whole.samples]
+            assert [(e.row, e.reason) for b in batches for e in b.errors] == [(s.row, s.reason) for s in whole.skipped]
+    assert [s.reason for s in load_samples(c, on_error="skip").skipped] == [
+        "3 values for 2 columns", "not valid CSV (',' expected after '\"')"]
+    e = _err(lambda: load_samples(c))
+    assert (e.row, e.reason) == (3, "3 values for 2 columns")
+
+
+def test_csv_that_is_not_utf8_stops_every_reader_at_its_line(tmp_path):
+    from forvalue.data.stream import validate
+
+    c = tmp_path / "d.csv"
+    c.write_bytes(b"prompt,response\nok,fine\ncaf\xe9,x\n")
+    for read in (load_samples, validate):
+        e = _err(lambda: read(c))
+        assert (e.file, e.row, e.reason) == (str(c), 3, "not valid UTF-8 (byte 0xe9 at offset 27)")
+
+
+def test_segments_read_the_rows_of_the_whole_file(tmp_path):
+    """A file cut into segments (Ray read tasks) reads, segment by segment, the rows and row numbers
+    of the whole file: JSONL by line ends (a byte order mark, blank and bad lines included), Parquet
+    by row groups."""
+    from forvalue.data.reader import raw_batches, segments
+
+    j = tmp_path / "d.jsonl"
+    lines = [json.dumps(dict(RECS[i % 3], id=str(i))) for i in range(12)]
+    lines[4], lines[7] = "", "{oops"
+    j.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    q = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([dict(RECS[i % 3], id=str(i)) for i in range(10)]), q, row_group_size=3)
+    for p, size, n in ((j, 150, 12), (q, 1, 10)):
+        fmt, cut = segments(p, size)
+        assert len(cut) > 2 and sum(s.rows for s in cut) == n
+        by_segment = [r for seg in cut for r in _rows(p, batch_rows=2, segment=seg)]
+        assert by_segment == _rows(p) and len(by_segment) == (11 if fmt == "jsonl" else 10)
+    assert dict(_rows(j))[8].startswith(f"{j}, row 8: invalid JSON")

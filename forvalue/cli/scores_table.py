@@ -57,12 +57,11 @@ def subset_rows(samples: Sequence[Sample], ranking: Ranking, indices: np.ndarray
 def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     """(sample_id -> {"score", "normalized", "norm"}, metadata) of a ``forvalue score`` table
     (Parquet, JSONL or CSV; only Parquet carries metadata). Bad rows stop with file, row and field."""
-    from ..data.samples import read_records
+    from ..data.reader import raw_batches
 
-    _, rows = read_records(path)
     file = str(path)
     out: dict[str, dict] = {}
-    for row, obj in rows:
+    for row, obj in (r for rows in raw_batches(path) for r in rows):
         if isinstance(obj, DataError):
             raise obj
         sid = obj.get("sample_id")

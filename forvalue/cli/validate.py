@@ -14,9 +14,9 @@ from . import options as o
 
 def register(sub, parents) -> None:
     p = sub.add_parser("validate", parents=parents, help="check a data file row by row (streamed), without a model",
-                       description="Reads the file in batches (polars), checks every row as `forvalue score` would, and "
-                                   "prints the row counts and the first bad rows with file, row and field. Exit status "
-                                   "2 when any row is bad.")
+                       description="Reads the file in batches (the reader `forvalue score` uses), checks every row as it "
+                                   "would, and prints the row counts and the first bad rows with file, row and field. "
+                                   "Exit status 2 when any row is bad.")
     p.add_argument("--data", required=True, help="JSONL, Parquet, CSV or a Hugging Face save_to_disk folder")
     p.add_argument("--show", type=int, default=20, help="bad rows to print (default %(default)s)")
     p.add_argument("--batch-rows", type=int, default=50_000, help="rows per batch (memory ~ this)")

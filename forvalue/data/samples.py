@@ -1,4 +1,5 @@
-"""Samples: schema, readers (JSONL, Parquet, CSV, HF ``save_to_disk`` folders), validation, content ids.
+"""Samples: schema, validation, content ids, and files loaded whole (JSONL, Parquet, CSV, HF
+``save_to_disk`` folders, all read by :mod:`forvalue.data.reader`).
 
 A sample has one of
 - ``prompt`` + ``response``,
@@ -12,21 +13,18 @@ Errors name the file, the row (1-based; JSONL rows are line numbers) and the fie
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import heapq
 import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from ..config import opt
 from ..errors import DataError  # noqa: F401  (re-exported: forvalue.data.samples.DataError)
-
-SUPPORTED = "JSONL (.jsonl/.json), Parquet (.parquet), CSV (.csv) or a Hugging Face save_to_disk folder"
-
-
+from .reader import Row, raw_batches, read_header, read_records  # noqa: F401  (read_records re-exported)
 
 
 @dataclass
@@ -134,166 +132,6 @@ def content_id(sample: Sample) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-# ----------------------------------------------------------------------------- readers
-def detect_format(path: Path) -> str:
-    if path.is_dir():
-        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
-            return "hf"
-        raise DataError(str(path), None, None, f"a folder that is not a Hugging Face save_to_disk dataset; use {SUPPORTED}")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return "jsonl"
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix == ".csv":
-        return "csv"
-    raise DataError(str(path), None, None, f"unknown format {suffix!r}; use {SUPPORTED}")
-
-
-def _decode_utf8(file: str, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(file, line, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
-
-
-_BOM = b"\xef\xbb\xbf"
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | DataError]]:
-    file = str(path)
-    raw = path.read_bytes()
-    if raw.startswith(_BOM):   # spreadsheet exports often start with a UTF-8 byte order mark
-        raw = raw[len(_BOM):]
-    if path.suffix.lower() == ".json" and raw.lstrip()[:1] == b"[":
-        text = _decode_utf8(file, raw)
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(file, e.lineno, None, f"invalid JSON: {e.msg}") from None
-        for i, obj in enumerate(items, 1):
-            yield i, obj if isinstance(obj, dict) else DataError(file, i, None, "not a JSON object")
-        return
-    for lineno, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield lineno, DataError(file, lineno, None, f"not valid UTF-8 (byte {line[e.start]:#04x} at column {e.start + 1})")
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield lineno, DataError(file, lineno, None, f"invalid JSON: {e.msg} at column {e.colno}")
-            continue
-        if not isinstance(obj, dict):
-            yield lineno, DataError(file, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
-            continue
-        yield lineno, obj
-
-
-def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, dict | DataError]]]:
-    file = str(path)
-    raw = path.read_bytes()
-    text = _decode_utf8(file, raw[len(_BOM):] if raw.startswith(_BOM) else raw)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = list(reader.fieldnames or [])
-    except csv.Error as e:
-        raise DataError(file, None, None, f"the header line is not valid CSV: {e}") from None
-
-    def rows():
-        i, line = 0, reader.line_num
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                where = f"a quoted field opened on line {line + 1} is never closed" if "EOF" in str(e) or \
-                    "end of data" in str(e) else f"not valid CSV ({e})"
-                raise DataError(file, i + 1, None, where) from None
-            i, line = i + 1, reader.line_num
-            if None in row:
-                yield i, DataError(file, i, None, f"{len(header) + len(row[None])} values for {len(header)} columns")
-                continue
-            yield i, {k: (v if v != "" else None) for k, v in row.items()}
-
-    return header, rows()
-
-
-def _read_parquet(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise DataError(str(path), None, None, f"unreadable Parquet file: {e}") from None
-    return table
-
-
-def _hf_data_files(path: Path, split: str | None = None) -> list[Path]:
-    """The Arrow files of a save_to_disk folder (a DatasetDict folder: its ``split``, else train)."""
-    folder = path
-    if (path / "dataset_dict.json").exists():
-        splits = _json_file(path / "dataset_dict.json").get("splits", [])
-        chosen = split or "train"
-        if chosen not in splits:
-            raise DataError(str(path), None, None, f"no {chosen!r} split (the dataset has {splits or 'no splits'}); "
-                                                   f"a DatasetDict folder is read through its train split")
-        folder = path / chosen
-    state = _json_file(folder / "state.json")
-    files = state.get("_data_files") if isinstance(state, dict) else None
-    if not isinstance(files, list) or not all(isinstance(e, dict) and "filename" in e for e in files):
-        raise DataError(str(folder / "state.json"), None, "_data_files", "missing or not a list of data files")
-    if not files:
-        raise DataError(str(folder), None, None, "no data files listed in state.json")
-    return [folder / e["filename"] for e in files]
-
-
-def _read_hf(path: Path, split: str | None):
-    import pyarrow as pa
-
-    tables = []
-    for f in _hf_data_files(path, split):
-        try:
-            with pa.memory_map(str(f)) as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-        except Exception as e:
-            raise DataError(str(f), None, None, f"unreadable Arrow file: {e}") from None
-    return pa.concat_tables(tables)
-
-
-def _json_file(path: Path):
-    """A JSON metadata file of a dataset folder, or a DataError naming it."""
-    if not path.is_file():
-        raise DataError(str(path), None, None, "file not found (the folder is not a complete save_to_disk dataset)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(str(path), getattr(e, "lineno", None), None, f"not valid JSON: {e}") from None
-
-
-def read_records(path: str | Path, *, split: str | None = None) -> tuple[list[str] | None, list[tuple[int, dict | DataError]]]:
-    """Raw rows of a file: (header or None, [(row number, dict or the error for that row)])."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(str(p), None, None, "file not found")
-    fmt = detect_format(p)
-    try:
-        if fmt == "jsonl":
-            return None, list(_read_jsonl(p))
-        if fmt == "csv":
-            header, rows = _read_csv(p)
-            return header, list(rows)
-        table = _read_parquet(p) if fmt == "parquet" else _read_hf(p, split)
-    except OSError as e:
-        raise DataError(str(p), None, None, f"cannot read: {e.strerror or e}") from None
-    return list(table.column_names), list(enumerate(table.to_pylist(), 1))
-
-
 # ----------------------------------------------------------------------------- validation
 def _as_text(file: str, row: int, name: str, value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
@@ -382,66 +220,106 @@ def record_to_sample(obj: dict, *, file: str, row: int, columns: Columns, base: 
     return s
 
 
-def samples_from_rows(
-    rows: Iterable[tuple[int, dict | DataError]],
-    *,
-    file: str,
-    header: list[str] | None = None,
-    columns: Columns = Columns(),
-    on_error: str = "raise",
-    base: Path | None = None,
-) -> LoadedData:
-    if on_error not in ("raise", "skip"):
-        raise ValueError("on_error must be 'raise' or 'skip'")
-    rows = list(rows)
+@dataclass
+class Batch:
+    """Rows of a file turned into samples: the valid ones, the bad rows, how many rows (and records)
+    it held, and which columns its records had (``columns``) and had a value in (``keys``)."""
+
+    samples: list[Sample]
+    errors: list[DataError]
+    n_rows: int
+    keys: set = field(default_factory=set)
+    columns: set = field(default_factory=set)
+    n_records: int = 0
+
+
+def to_batch(file: str, rows: list[Row], columns: Columns, base: Path | None = None) -> Batch:
+    """The samples and bad rows of (row number, dict or error) rows of ``file`` (image paths relative
+    to ``base``, by default the file's folder)."""
     base = base or Path(file).parent
-    _check_columns(file, header, rows, columns)
-    samples: list[Sample] = []
-    skipped: list[SkippedRow] = []
-    seen_ids: dict[str, int] = {}
+    out = Batch(samples=[], errors=[], n_rows=len(rows))
+    keys, present = out.keys, out.columns
     for row, obj in rows:
-        try:
-            if isinstance(obj, DataError):
-                raise obj
-            s = record_to_sample(obj, file=file, row=row, columns=columns, base=base)
-            if s.user_id is not None:
-                if s.user_id in seen_ids:
-                    raise DataError(file, row, columns.id, f"duplicate id {s.user_id!r} (first at row {seen_ids[s.user_id]})")
-                seen_ids[s.user_id] = row
-        except DataError as e:
-            if on_error == "raise":
-                raise
-            skipped.append(SkippedRow(e.row, e.field, e.reason))
+        if isinstance(obj, DataError):
+            out.errors.append(obj)
             continue
-        samples.append(s)
-    if not samples:
-        raise DataError(file, None, None, "no usable samples" + (f" ({len(skipped)} skipped)" if skipped else " (empty file)"))
-    return LoadedData(path=file, samples=samples, skipped=skipped)
+        out.n_records += 1
+        if not present.issuperset(obj):
+            present.update(obj)
+        if not keys.issuperset(obj):
+            keys.update(k for k, v in obj.items() if v is not None and v != "")
+        try:
+            out.samples.append(record_to_sample(obj, file=file, row=row, columns=columns, base=base))
+        except DataError as e:
+            out.errors.append(e)
+    return out
 
 
-def _check_columns(file: str, header: list[str] | None, rows: list, columns: Columns) -> None:
+def needed_columns(columns: Columns, keys: set) -> list[str]:
+    """The columns a file must have, given the keys it has (messages replace prompt/response)."""
+    if columns.text is not None:
+        need = [columns.text]
+    elif columns.messages in keys and columns.prompt not in keys:
+        need = [columns.messages]
+    else:
+        need = [columns.prompt, columns.response]
+    return need + [c for c in (columns.label, columns.image) if c]
+
+
+def _check_columns(file: str, header: list[str] | None, batches: list[Batch], columns: Columns) -> None:
     """File-level checks: no rows at all, a needed column absent from every row, or present but
     empty in all."""
-    if not rows:
+    if not any(b.n_rows for b in batches):
         raise DataError(file, None, None, "no rows: the file is empty (or holds only blank lines)")
-    dicts = [o for _, o in rows if isinstance(o, dict)]
-    keys = set(header) if header is not None else set().union(*(d.keys() for d in dicts)) if dicts else set()
-    if columns.text is not None:
-        needed = [columns.text]
-    elif columns.messages in keys and columns.prompt not in keys:
-        needed = [columns.messages]
-    else:
-        needed = [columns.prompt, columns.response]
-    if columns.label:
-        needed.append(columns.label)
-    if columns.image:
-        needed.append(columns.image)
-    for name in needed:
+    keys = set(header) if header is not None else set().union(*(b.columns for b in batches))
+    filled = set().union(*(b.keys for b in batches))
+    records = any(b.n_records for b in batches)
+    for name in needed_columns(columns, keys):
         if name not in keys:
             hint = f"; columns are {sorted(keys)}" if keys else ""
             raise DataError(file, None, name, f"missing column{hint}")
-        if dicts and all(d.get(name) in (None, "") for d in dicts):
+        if records and name not in filled:
             raise DataError(file, None, name, "column is empty in every row")
+
+
+def _loaded(file: str, batches: list[Batch], *, header: list[str] | None = None, columns: Columns = Columns(),
+            on_error: str = "raise") -> LoadedData:
+    """The samples of a whole file's batches, after its file-level checks; the first bad row (in row
+    order; a repeated id included) raises, or every bad row is skipped and reported."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    _check_columns(file, header, batches, columns)
+    samples: list[Sample] = []
+    skipped: list[SkippedRow] = []
+    seen_ids: dict[str, int] = {}
+    for batch in batches:
+        items = heapq.merge(batch.samples, batch.errors, key=lambda x: x.row or 0) if batch.errors else batch.samples
+        for item in items:
+            try:
+                if isinstance(item, DataError):
+                    raise item
+                if item.user_id is not None:
+                    if item.user_id in seen_ids:
+                        raise DataError(file, item.row, columns.id,
+                                        f"duplicate id {item.user_id!r} (first at row {seen_ids[item.user_id]})")
+                    seen_ids[item.user_id] = item.row
+            except DataError as e:
+                if on_error == "raise":
+                    raise
+                skipped.append(SkippedRow(e.row, e.field, e.reason))
+                continue
+            samples.append(item)
+    if not samples:
+        raise DataError(file, None, None,
+                        "no usable samples" + (f" ({len(skipped)} skipped)" if skipped else " (empty file)"))
+    return LoadedData(path=file, samples=samples, skipped=skipped)
+
+
+def samples_from_rows(rows: Iterable[Row], *, file: str, header: list[str] | None = None,
+                      columns: Columns = Columns(), on_error: str = "raise", base: Path | None = None) -> LoadedData:
+    """The samples of (row number, dict or error) rows, as :func:`load_samples` gives them."""
+    return _loaded(file, [to_batch(file, list(rows), columns, base)], header=header, columns=columns,
+                  on_error=on_error)
 
 
 def load_samples(
@@ -452,10 +330,13 @@ def load_samples(
     split: str | None = None,
     **column_names: Any,
 ) -> LoadedData:
-    """Read a dataset file into samples. Column names via ``columns`` or keyword (prompt=..., text=...)."""
+    """Read a dataset file into samples: every batch of :func:`forvalue.data.reader.raw_batches`.
+    Column names via ``columns`` or keyword (prompt=..., text=...)."""
     cols = columns or Columns(**{k: v for k, v in column_names.items() if v is not None})
-    header, rows = read_records(path, split=split)
-    return samples_from_rows(rows, file=str(path), header=header, columns=cols, on_error=on_error)
+    file = str(path)
+    header = read_header(path, split=split)
+    batches = [to_batch(file, rows, cols) for rows in raw_batches(path, split=split)]
+    return _loaded(file, batches, header=header, columns=cols, on_error=on_error)
 
 
 def samples_from_records(records: list[dict], *, source: str = "<memory>", columns: Columns | None = None,
