@@ -155,7 +155,8 @@ def _register_vlm(bsub, parents) -> None:
 
 # ----------------------------------------------------------------------------- runs
 def _read(path: str) -> list[dict]:
-    from ..data.samples import DataError, read_records
+    from ..data.reader import read_records
+    from ..errors import DataError
 
     _, rows = read_records(path)
     out = []

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from ..config import opt
 from ..errors import DataError  # noqa: F401  (re-exported: forvalue.data.samples.DataError)
-from .reader import Row, raw_batches, read_header, read_records  # noqa: F401  (read_records re-exported)
+from .reader import Row, raw_batches, read_header
 
 
 @dataclass
