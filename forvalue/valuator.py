@@ -15,7 +15,7 @@ from .engines import EngineConfig
 from .errors import ConfigError, DataError
 from .valuation.features import FeatureConfig, SparseFeatures
 from .models.loading import ModelConfig
-from .curation.consistency import attach_checks
+from .curation.consistency import CheckLimits, attach_checks
 from .curation.selection import DEFAULT_STRATEGY, Ranking
 from .store.feature_store import DEFAULT_SHARD_SIZE, EnsureResult, FeatureStore
 
@@ -108,7 +108,8 @@ class Valuator:
     default) or on Ray (``ray``): a Ray Data actor pool computes and stores the features (this process
     loads no model for them) and the passes over the store run one Ray task per shard. Both engines
     give the same features, scores and orders; Ray needs a ``store`` every worker can reach. ``with
-    v.session():`` keeps one Ray connection for several steps.
+    v.session():`` keeps one Ray connection for several steps. ``limits``
+    (:class:`forvalue.curation.consistency.CheckLimits`) set where the consistency checks' limits sit.
 
         v = Valuator("default", store=".forvalue/features")
         sel = v.select(train, val, "top_p", 10)
@@ -117,8 +118,9 @@ class Valuator:
 
     def __init__(self, model="default", config: FeatureConfig = FeatureConfig(),
                  store: FeatureStore | str | Path | None = None, *, batch_size: int | None = None,
-                 engine: EngineConfig | None = None):
+                 engine: EngineConfig | None = None, limits: CheckLimits | None = None):
         self.config = config
+        self.limits = limits if limits is not None else CheckLimits()
         self.store = FeatureStore(store) if isinstance(store, (str, Path)) else store
         self.engine = engine if engine is not None else EngineConfig()
         if self.engine.is_ray and self.store is None:
@@ -137,10 +139,10 @@ class Valuator:
 
     @classmethod
     def from_store(cls, store: FeatureStore | str | Path, fingerprint, config: FeatureConfig = FeatureConfig(), *,
-                   engine: EngineConfig | None = None):
+                   engine: EngineConfig | None = None, limits: CheckLimits | None = None):
         """A Valuator without a model, over the features a model with ``fingerprint`` stored: it
         scores, selects and ranks from :meth:`stored` features (the platform's scoring step)."""
-        v = cls(None, config, store, engine=engine)
+        v = cls(None, config, store, engine=engine, limits=limits)
         v._fingerprint = fingerprint
         return v
 
@@ -223,7 +225,7 @@ class Valuator:
             raise ConfigError("no feature store")
         train, val = (self.store.sample_values(self.fingerprint, self.config, list(ids), CHECK_INPUTS)
                       for ids in (train_ids, val_ids))
-        return checks_for(train, val)
+        return checks_for(train, val, limits=self.limits)
 
     def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
                     limit: int | None = None, checks: bool = True) -> Ranking:
@@ -413,7 +415,8 @@ class Valuator:
         from .curation.consistency import checks_for, inputs_of
         from .curation.selection import rank_features
 
-        checked, why = (checks_for(inputs_of(train_features), inputs_of(val_features), self.config.checks)
+        checked, why = (checks_for(inputs_of(train_features), inputs_of(val_features), self.config.checks,
+                                   limits=self.limits)
                         if checks else (None, "off"))
         ranking = rank_features(train_features, val_features, strategy, limit=limit,
                                 exclude=None if checked is None else checked.dropped)

@@ -11,6 +11,7 @@ from ._env import read_env
 from ._fields import config_class, dataclass_fields
 
 SUBSET_ENV = {"mode": "FORVALUE_SUBSET_MODE", "value": "FORVALUE_SUBSET_VALUE", "strategy": "FORVALUE_SUBSET_STRATEGY"}
+LIMITS_ENV = {"grounding": "FORVALUE_GROUNDING_LIMIT", "answer": "FORVALUE_ANSWER_LIMIT"}
 PLATFORM_ENV = {"eval_holdout": "FORVALUE_EVAL_HOLDOUT", "explain": "FORVALUE_EXPLAIN"}
 
 
@@ -28,7 +29,13 @@ class _Curation(ConfigurableResource):
     def from_env(cls):
         """Mode and strategy as ``EnvVar`` when set (resolved at run time); the value is parsed now,
         so a value that is not a number stops the code location with the variable's name."""
-        return read_env(cls, {**SUBSET_ENV, **PLATFORM_ENV}, run_time=("mode", "strategy"))
+        return read_env(cls, {**SUBSET_ENV, **LIMITS_ENV, **PLATFORM_ENV}, run_time=("mode", "strategy"))
+
+    def limits(self):
+        """The consistency checks' limits (``forvalue.curation.consistency.CheckLimits``)."""
+        from forvalue.curation.consistency import CheckLimits
+
+        return CheckLimits(**{name: getattr(self, name) for name in LIMITS_ENV})
 
 
 def subset_fields(**kw):
@@ -38,8 +45,15 @@ def subset_fields(**kw):
     return dataclass_fields(SubsetSpec, **kw)
 
 
+def _limit_fields():
+    from forvalue.curation.consistency import CheckLimits
+
+    return dataclass_fields(CheckLimits, env=LIMITS_ENV)
+
+
 CurationResource = config_class(
     "CurationResource", _Curation,
     "Subset defaults: mode and value size the subset, strategy orders the samples (fields: "
-    "forvalue.curation.selection.SubsetSpec), plus the evaluation hold-out and the explanations.",
-    subset_fields(env=SUBSET_ENV))
+    "forvalue.curation.selection.SubsetSpec), where the consistency checks put their limits (fields: "
+    "forvalue.curation.consistency.CheckLimits), plus the evaluation hold-out and the explanations.",
+    subset_fields(env=SUBSET_ENV), _limit_fields())

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from forvalue.curation.consistency import Checked, grounding, ifd, inputs_of, rank_checked, run_checks
+from forvalue.curation.consistency import CheckLimits, Checked, grounding, ifd, inputs_of, rank_checked, run_checks
 from forvalue.data.samples import samples_from_records
 from forvalue.valuation.features import FeatureConfig, extract_sparse
 from forvalue.curation.selection import STRATEGIES, rank_features
@@ -64,7 +64,7 @@ def test_threshold_is_the_valuation_sets_quantile(set_feats):
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_failing_samples_go_last_with_their_reason(set_feats, strategy):
     train, val = set_feats
-    ranking = rank_checked(train, val, strategy)
+    ranking = rank_checked(train, val, strategy, limits=CheckLimits(grounding=1.0))   # at the valuation maximum
     kept = [i for i in range(12) if i not in FAILED]
     inner = rank_features(train.select([train.sample_ids[i] for i in kept]), val, strategy)
     assert list(ranking.order[:8]) == [kept[j] for j in inner.order]          # the strategy's order of the rest
@@ -88,6 +88,32 @@ def test_failing_samples_go_last_with_their_reason(set_feats, strategy):
     assert not set(ranking.indices("top_k", 8)) & FAILED
     assert set(ranking.indices("top_k", 10)) - set(kept) == {10, 1}
     assert list(ranking.indices("bottom_p", 25)) == [3, 6, 1]
+
+
+def test_the_default_limits_and_their_settings(set_feats, tmp_path, capsys):
+    """The default grounding limit is the valuation set's 0.95 quantile (the answer limit its maximum);
+    the limits are settings of the Valuator, the commands and the curation resource, checked up front."""
+    from forvalue.cli import main
+    from resources import CurationResource
+
+    train, val = set_feats
+    checked = run_checks(inputs_of(train), inputs_of(val))
+    limit = float(np.quantile([0.5, 0.6, 0.75], 0.95))      # 0.735: stricter than the maximum 0.75
+    assert checked.results[0].threshold == pytest.approx(limit) and limit < 0.75
+    assert set(checked.dropped) == {i for i, x in enumerate(TRAIN_IFD) if x > limit}
+    assert checked.reasons()[3] == f"grounding: 1.200 > {limit:.3f} (the valuation set's 0.95 quantile)"
+    assert checked.summary()["grounding"]["quantile"] == 0.95
+    v = Valuator(None, FeatureConfig(), limits=CheckLimits(grounding=0.5))
+    assert v.rank(train, val, "raw-mean").checks.results[0].threshold == pytest.approx(0.6)
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="limit must be a quantile in"):
+            CheckLimits(grounding=bad)
+    rc = main(["curate", "--train", str(tmp_path / "t.jsonl"), "--val", str(tmp_path / "v.jsonl"), "--top-k", "2",
+               "--out", str(tmp_path / "o.jsonl"), "--grounding-limit", "1.5"])
+    assert rc == 2 and "grounding limit must be a quantile in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+    res = CurationResource(grounding=0.9, answer=0.99)
+    assert res.limits() == CheckLimits(grounding=0.9, answer=0.99)
 
 
 def test_the_answer_check_drops_unexpected_results_and_says_which_check(set_feats):

@@ -163,7 +163,8 @@ def _subset(args, train, part: str, k, p):
                              f"`forvalue score`)")
         strategy = args.strategy
         order = ranking_from_scores(train, args.subset_scores, strategy, store=args.store,
-                                    limit=subset_size(len(train), k=k, p=p) if part == "top" else None).order
+                                    limit=subset_size(len(train), k=k, p=p) if part == "top" else None,
+                                    limits=o.check_limits(args)).order
     return select_subset(len(train), part, k=k, p=p, seed=args.seed, order=order), strategy
 
 

@@ -138,12 +138,22 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 
 def add_strategy_option(g, note: str = "") -> None:
     """--strategy: the selection strategy that orders the training samples (one option, one meaning,
-    in every command)."""
+    in every command), and where the consistency checks that drop broken samples first put their
+    limits (--grounding-limit, --answer-limit: forvalue.curation.consistency.CheckLimits)."""
+    from ..curation.consistency import CheckLimits
     from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
 
     g.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
                    help=f"how samples are ordered{note} (default %(default)s): " +
                         "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+    add_options(g, CheckLimits)
+
+
+def check_limits(args):
+    """The command's :class:`forvalue.curation.consistency.CheckLimits` (defaults without the options)."""
+    from ..curation.consistency import CheckLimits
+
+    return from_args(CheckLimits, args)
 
 
 def subset_size(args) -> tuple[str, float]:
@@ -208,7 +218,7 @@ def valuator(args, root: str | None):
     if engine.is_ray and root is None:
         raise UsageError("--engine ray keeps the features in a store: drop --no-store")
     mcfg, fcfg = (model_config(args), feature_config(args)) if engine.is_ray else checked_configs(args)
-    return Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None, engine=engine)
+    return Valuator(mcfg, fcfg, store=FeatureStore(root) if root else None, engine=engine, limits=check_limits(args))
 
 
 def prepare(v, args, *data: LoadedData):
@@ -257,6 +267,6 @@ def set_threads(args) -> None:
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
            "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta",
-           "default_store", "add_store_option", "store_root", "add_selection_options", "add_strategy_option",
+           "default_store", "add_store_option", "store_root", "add_selection_options", "add_strategy_option", "check_limits",
            "subset_size", "check_size", "check_count", "common_parent", "load_data", "valuator", "prepare",
            "engine_line", "report_store", "set_threads"]

@@ -92,7 +92,7 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     return out, meta
 
 
-def _valuator(meta: dict, root, engine):
+def _valuator(meta: dict, root, engine, limits=None):
     """The model-less Valuator over the features a scores table records (a store-less one when it
     records no model, features, valuation set or store: the sorting strategies still run)."""
     from ..models.loading import ModelFingerprint
@@ -101,17 +101,19 @@ def _valuator(meta: dict, root, engine):
     from ..valuator import Valuator
 
     if not meta.get("model") or not meta.get("feature_config") or "val_ids" not in meta or not root:
-        return Valuator(None, FeatureConfig())
+        return Valuator(None, FeatureConfig(), limits=limits)
     return Valuator.from_store(FeatureStore(root), ModelFingerprint.from_dict(meta["model"]),
-                               FeatureConfig.from_dict(meta["feature_config"]), engine=engine)
+                               FeatureConfig.from_dict(meta["feature_config"]), engine=engine, limits=limits)
 
 
 def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strategy: str, *,
-                        store: str | Path | None = None, limit: int | None = None, engine=None) -> Ranking:
+                        store: str | Path | None = None, limit: int | None = None, engine=None,
+                        limits=None) -> Ranking:
     """Order ``train`` (the scored training file's samples) by ``strategy`` from a scores table
     (:meth:`forvalue.Valuator.rank_scores`): the sorting strategies from its columns, the pairwise ones
     from the features in the store the table records (or ``store``), read here or one Ray task per
-    shard (``engine``, :class:`forvalue.engines.EngineConfig`)."""
+    shard (``engine``, :class:`forvalue.engines.EngineConfig`), after the consistency checks at ``limits``
+    (:class:`forvalue.curation.consistency.CheckLimits`)."""
     check_strategy(strategy)
     file = str(scores_path)
     scores, meta = read_scores_table(scores_path)
@@ -126,7 +128,7 @@ def ranking_from_scores(train: Sequence[Sample], scores_path: str | Path, strate
     if strategy == "cosine-mean" and arr["normalized"] is None:
         raise DataError(file, None, "normalized", "missing: strategy cosine-mean needs the normalized column of "
                                                    "`forvalue score --method sparse`")
-    v = _valuator(meta, store or meta.get("store"), engine)
+    v = _valuator(meta, store or meta.get("store"), engine, limits)
     if strategy in PAIRWISE_STRATEGIES and v.store is None:
         hint = (f"strategy {strategy} orders by pairwise cosine and needs the stored features: score with "
                 "`forvalue score --store DIR` to a .parquet file (it records the store), or choose --strategy "

@@ -40,7 +40,8 @@ def run_select(args) -> int:
     train = o.load_data(args.train, args).samples
     o.check_count(len(train), mode, value, args.train)
     ranking = ranking_from_scores(train, args.scores, args.strategy, store=args.store,
-                                  limit=needed_prefix(len(train), mode, value), engine=engine)
+                                  limit=needed_prefix(len(train), mode, value), engine=engine,
+                                  limits=o.check_limits(args))
     if "engine" in ranking.info:
         e = ranking.info["engine"]
         print(f"ray: {e['workers']} workers, {e['batches']} shard tasks ({e['retried_tasks']} retried), "

@@ -3,8 +3,9 @@
 For-Value finds samples like the valuation set; a pool broken inside the right domain and format
 (the solution of another problem, a near-empty answer) looks like it too. A check is computed in the
 same extraction run as the features, stored beside them, and thresholded on the valuation set, which
-is clean target data by definition: a training sample fails when it is less consistent than every
-valuation sample (``quantile`` 1.0; a lower quantile is stricter).
+is clean target data by definition: a training sample fails when it is less consistent than a
+quantile of the valuation samples (:class:`CheckLimits`: grounding at the 0.95 quantile, answer at
+the maximum; a lower quantile is stricter).
 
 - ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first GROUNDING_TOKENS (48)
   response tokens: the response's loss with its instruction (the extraction pass's own
@@ -33,11 +34,40 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import opt
+from ..errors import ConfigError
+
 CHECKS = ("grounding", "answer")
 NEEDS = {"grounding": ("losses_first", "losses_alone"), "answer": ("losses_answer",)}   # SparseFeatures fields
 CHECK_INPUTS = tuple(dict.fromkeys(f for c in CHECKS for f in NEEDS[c]))   # every per-sample value the checks read
 WHERE = {"grounding": "plain text has no instruction",
          "answer": "no response ends a computation with '= <number>'"}
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """Where each check's limit sits: a training sample fails a check when its value is above this
+    quantile of the valuation set's values (1: their maximum; lower is stricter). The defaults were
+    chosen side by side on two benchmarks (benchmarks/check_limits.py, docs/benchmarks.md): the
+    grounding limit at the 0.95 quantile rejects every other problem's solution on the real pool for one
+    clean sample; a stricter answer limit drops 5-8% of the clean pool."""
+
+    grounding: float = opt(0.95, "grounding check limit: a training sample fails when its IFD is above this quantile "
+                                 "of the valuation set's (1: their maximum; lower is stricter)",
+                           flag="--grounding-limit")
+    answer: float = opt(1.0, "answer check limit: a training sample fails when its answer's loss is above this "
+                             "quantile of the valuation set's (1: their maximum; lower is stricter)",
+                        flag="--answer-limit")
+
+    def __post_init__(self):
+        for name in CHECKS:
+            q = getattr(self, name)
+            if not 0 < q <= 1:
+                raise ConfigError(f"{name} limit must be a quantile in (0, 1] (1: the valuation set's maximum), "
+                                  f"got {q:g}")
+
+    def quantile(self, check: str) -> float:
+        return float(getattr(self, check))
 
 
 @dataclass
@@ -166,29 +196,33 @@ def grounding(train: dict, val: dict, quantile: float = 1.0) -> CheckResult:
 
 
 def run_checks(train: dict | None, val: dict | None, checks: Sequence[str] = CHECKS, *,
-               quantile: float = 1.0) -> Checked:
+               quantile: float | None = None, limits: CheckLimits | None = None) -> Checked:
     """:class:`Checked` of those of ``checks`` that can run on the training samples' inputs
-    (:func:`inputs_of`), with thresholds from the valuation samples'; ``skipped`` says why the
-    others did not. ValueError when none can."""
+    (:func:`inputs_of`), with thresholds from the valuation samples': each at its ``limits`` quantile
+    (default :class:`CheckLimits`), or every one at ``quantile``; ``skipped`` says why the others did
+    not. ValueError when none can."""
+    limits = limits or CheckLimits()
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     skipped = {c: why for c in checks if (why := unavailable(c, train, val))}
-    ran = [threshold_check(c, train, val, quantile) for c in checks if c not in skipped]
+    ran = [threshold_check(c, train, val, limits.quantile(c) if quantile is None else quantile)
+           for c in checks if c not in skipped]
     if not ran:
         raise ValueError("; ".join(f"{c}: {why}" for c, why in skipped.items()))
     return Checked(ran, skipped)
 
 
-def checks_for(train: dict | None, val: dict | None, enabled: bool = True) -> tuple[Checked | None, str | None]:
-    """(:class:`Checked` or None, why none ran) for a selection: None when ``enabled`` is off
-    (``FeatureConfig.checks``) or no check has its values (a warning says why)."""
+def checks_for(train: dict | None, val: dict | None, enabled: bool = True, *,
+               limits: CheckLimits | None = None) -> tuple[Checked | None, str | None]:
+    """(:class:`Checked` or None, why none ran) for a selection, at ``limits``: None when ``enabled``
+    is off (``FeatureConfig.checks``) or no check has its values (a warning says why)."""
     import warnings
 
     if not enabled:
         return None, "off (features configured without checks)"
     try:
-        checked = run_checks(train, val)
+        checked = run_checks(train, val, limits=limits)
     except ValueError as e:
         warnings.warn(f"consistency checks not applied: {e}", RuntimeWarning, stacklevel=3)
         return None, str(e)
@@ -205,15 +239,16 @@ def attach_checks(ranking, checked: Checked | None, why: str | None):
     return ranking
 
 
-def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, quantile: float = 1.0, **rank_kw):
+def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, quantile: float | None = None,
+                 limits: CheckLimits | None = None, **rank_kw):
     """The :class:`forvalue.curation.selection.Ranking` of in-memory features by ``strategy`` after the
     checks (``ranking.checks``: the :class:`Checked`); ``rank_kw`` goes to
     :func:`forvalue.curation.selection.rank_features`."""
     from .selection import rank_features
 
-    checked = run_checks(inputs_of(train), inputs_of(val), checks, quantile=quantile)
+    checked = run_checks(inputs_of(train), inputs_of(val), checks, quantile=quantile, limits=limits)
     return attach_checks(rank_features(train, val, strategy, exclude=checked.dropped, **rank_kw), checked, None)
 
 
-__all__ = ["CHECKS", "CHECK_INPUTS", "CheckResult", "Checked", "attach_checks", "check_values", "checks_for",
+__all__ = ["CHECKS", "CHECK_INPUTS", "CheckLimits", "CheckResult", "Checked", "attach_checks", "check_values", "checks_for",
            "grounding", "ifd", "inputs_of", "rank_checked", "run_checks", "threshold_check", "unavailable"]

@@ -298,6 +298,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     ids, values = scores["sample_id"], scores["score"].to_numpy().astype(np.float64)
     try:   # the pairwise strategies read the stored features: on Ray one task per shard and pass
         ranking = subset_ranking(cat, feature_store, run, scores, sub.strategy, engine=engine, ray=ray,
+                                 limits=curation.limits(),
                                  context=context, limit=needed_prefix(len(ids), sub.mode, sub.value))
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:

@@ -36,7 +36,7 @@ from .. import metadata as md
 from ..common import CURATED_SUBSET, MODEL_POOL, AssetDefaults, catalog_failure, data_failure
 from ..evaluation import evaluation_metadata, evaluation_set
 from ..partitions import dataset_pairs, split_pair
-from ..ranking import subset_ranking
+from ..ranking import recorded_limits, subset_ranking
 from .config import ComparisonConfig, EvalFields, TrainFields
 
 # Every fine-tuning asset: group finetune, pool model, one partition per (training dataset, valuation
@@ -343,7 +343,8 @@ def _comparison_order(cat, feature_store: FeatureStoreResource, sub: dict, sampl
     selection = sub.get("strategy") or "raw-mean"
     score_run = {"model_id": sub["model_id"], "valuation_set": valuation, "valuation_version": sub["valuation_version"],
                  "valuation_holdout": (cat.subset_lineage(sub["subset_id"]) or {}).get("valuation_holdout")}
-    ranking = subset_ranking(cat, feature_store, score_run, scores, selection)
+    # the subset's own limits: the comparison trains on what curated_subset kept
+    ranking = subset_ranking(cat, feature_store, score_run, scores, selection, limits=recorded_limits(sub.get("checks")))
     ids = scores["sample_id"].to_list()
     position = {ids[i]: j for j, i in enumerate(ranking.order)}
     order = np.array(sorted(range(len(samples)), key=lambda i: position[samples[i].sample_id]), dtype=np.int64)
