@@ -15,6 +15,13 @@ name. Each tick the sensor
   valuation set, and new valuation features re-score every training dataset from stored training
   features (none recomputed).
 
+Files are read under the link rules of ``sensors/links.py``: a link leading outside the incoming folder
+(a file, or incoming/train or incoming/valuation themselves) and a file with several hard links are
+refused unless FORVALUE_INCOMING_FOLLOW_LINKS=1; the registration run repeats those checks on the file
+it reads and fails when its content is not the content hash the sensor saw (run config
+``content_hash``, run tag ``forvalue/content_hash``). Refused files are listed in the tick log, the
+skip reason and a table on the target asset, never registered.
+
 The cursor is JSON: {"hwm": <ns>, "seen": {"train/<name>": <sha256>, ...}}. Deleted files are
 ignored (registered versions stay in the catalog). Write files elsewhere and move them in, or let
 the settle time cover the write; hidden files and *.tmp / *.part files are ignored.
@@ -50,9 +57,12 @@ from dagster import (
 from forvalue.catalog.db import NAME_RE, content_hash
 from forvalue.io import atomic_copy
 
+from .links import folder_refusal, link_refusal
 from .settings import (
+    CONTENT_HASH_TAG,
     DEFAULT_SENSOR_INTERVAL,
     INCOMING_SUFFIXES,
+    SOURCE_TAG,
     TRAIN_SUBDIR,
     VALUATION_SUBDIR,
     follow_links,
@@ -105,34 +115,30 @@ def load_cursor(raw: str | None) -> dict:
         return {"hwm": 0, "seen": {}}
 
 
-def _outside(p: Path, root: Path) -> Path | None:
-    """Where a link that leaves the incoming folder points, else None."""
-    if not p.is_symlink():
-        return None
-    target = p.resolve()
-    return None if target.is_relative_to(root.resolve()) else target
-
-
 def _candidates(root: Path, hwm: int, cutoff: int, retry: dict, follow_links: bool,
                 rejected: dict) -> list[tuple[int, str, Path]]:
     """(change time, subdir, path) of the files to look at; files that cannot be used go to
-    ``rejected`` (path -> reason) instead of stopping the tick."""
+    ``rejected`` (path -> reason) instead of stopping the tick, and so does a watched sub-folder
+    that is a link leading outside the incoming folder (its files are not even listed)."""
     out = []
     for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
         folder = root / subdir
         if not folder.is_dir():
+            continue
+        why = folder_refusal(folder, root, follow_links)
+        if why is not None:
+            rejected[str(folder)] = why
             continue
         for p in folder.iterdir():
             if p.name.startswith(".") or p.suffix.lower() in (".tmp", ".part"):
                 continue
             if p.suffix.lower() not in INCOMING_SUFFIXES:
                 continue
-            target = _outside(p, root)
-            if target is not None and not follow_links:
-                rejected[str(p)] = (f"a link to {target}, outside the incoming folder; not followed "
-                                    f"(FORVALUE_INCOMING_FOLLOW_LINKS=1 allows it)")
-                continue
             try:
+                why = link_refusal(p, root, follow_links)
+                if why is not None:
+                    rejected[str(p)] = why
+                    continue
                 if not p.is_file():
                     continue
                 stamp = _stamp(p)
@@ -223,7 +229,8 @@ def evaluate(context: SensorEvaluationContext, targets: Mapping[str, IncomingTar
         else:
             return SensorResult(skip_reason=f"{root} does not exist", cursor=context.cursor)
     for subdir in (TRAIN_SUBDIR, VALUATION_SUBDIR):
-        (root / subdir).mkdir(parents=True, exist_ok=True)
+        if not (root / subdir).is_symlink():   # a link (even to nothing) is judged by scan, not replaced
+            (root / subdir).mkdir(parents=True, exist_ok=True)
     previous = load_cursor(context.cursor)
     changes, cursor = scan(root, previous, settle_s=settle_seconds(), log=context.log,
                            follow_links=follow_links())
@@ -239,7 +246,7 @@ def evaluate(context: SensorEvaluationContext, targets: Mapping[str, IncomingTar
             job_name=target.job.name,
             partition_key=ch.name,
             run_config={"ops": {target.asset: {"config": {"path": str(ch.path.resolve()), "content_hash": digest}}}},
-            tags={"forvalue/source": str(ch.path), "forvalue/content_hash": digest or "unreadable"},
+            tags={SOURCE_TAG: str(ch.path), CONTENT_HASH_TAG: digest or "unreadable"},
         ))
         context.log.info(f"{ch.path}: content {digest[:12] or '(unreadable)'} -> {target.job.name}[{ch.name}]")
     partition_requests = [targets[sub].partitions.build_add_request(names) for sub, names in adds.items() if names]
@@ -248,22 +255,34 @@ def evaluate(context: SensorEvaluationContext, targets: Mapping[str, IncomingTar
         dynamic_partitions_requests=partition_requests,
         asset_events=rejected_observations(root, previous.get("rejected", {}), cursor.get("rejected", {}), targets),
         cursor=json.dumps(cursor, sort_keys=True),
-        skip_reason=None if run_requests else f"no new or changed files in {root}",
+        skip_reason=None if run_requests else skip_reason(root, cursor.get("rejected", {})),
     )
+
+
+def skip_reason(root: Path, rejected: Mapping[str, str], show: int = 3) -> str:
+    """Why a tick requested nothing: no new or changed files, and the files (or watched sub-folders)
+    that cannot be registered, the first ``show`` of them with their reasons."""
+    out = f"no new or changed files in {root}"
+    if rejected:
+        items = sorted(rejected.items())
+        out += f"; {len(items)} cannot be registered: " + "; ".join(f"{p}: {r}" for p, r in items[:show])
+        if len(items) > show:
+            out += f"; and {len(items) - show} more (the tick log and the assets' rejected_files tables list them)"
+    return out
 
 
 def rejected_observations(root: Path, before: dict, now: dict,
                           targets: Mapping[str, IncomingTarget]) -> list[AssetObservation]:
     """When the set of files the sensor cannot use changes: an observation on the target asset of
-    their subfolder (``training_dataset`` / ``valuation_set``) with a table of those files and why
-    (the asset's page in the UI shows it)."""
+    their subfolder (``training_dataset`` / ``valuation_set``) with a table of those files (or of the
+    subfolder itself, when it is refused as a whole) and why (the asset's page in the UI shows it)."""
     if before == now:
         return []
     out = []
     for subdir, target in targets.items():
         folder = str(root / subdir)
-        mine = sorted((p, r) for p, r in now.items() if str(Path(p).parent) == folder)
-        was = sorted((p, r) for p, r in before.items() if str(Path(p).parent) == folder)
+        mine = sorted((p, r) for p, r in now.items() if folder in (p, str(Path(p).parent)))
+        was = sorted((p, r) for p, r in before.items() if folder in (p, str(Path(p).parent)))
         if mine == was:
             continue
         table = MetadataValue.table(

@@ -17,6 +17,10 @@ VALUATION_SUBDIR = "valuation"
 # Formats the incoming-folder sensor picks up (registration itself also reads CSV and HF folders).
 INCOMING_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 DEFAULT_SENSOR_INTERVAL = 15
+# Run tags of the registration runs the sensor requests: the file it saw and that file's content hash
+# (the hash is also the run config's ``content_hash``; the run compares it with what it reads).
+SOURCE_TAG = "forvalue/source"
+CONTENT_HASH_TAG = "forvalue/content_hash"
 
 
 def incoming_root() -> Path:
@@ -31,8 +35,9 @@ def seed_demo() -> bool:
 
 
 def follow_links() -> bool:
-    """Register files reached through links that leave the incoming folder (off: anyone who can
-    write to incoming/ could otherwise make the platform read any file the server can read)."""
+    """Read files reached through links that leave the incoming folder (a link to a file, or a watched
+    sub-folder that is a link) and files with several hard links (off: anyone who can write to
+    incoming/ could otherwise make the platform read any file the server can read; sensors/links.py)."""
     return env_bool("FORVALUE_INCOMING_FOLLOW_LINKS", False)
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
+from dagster import AssetKey, DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
 from forvalue.catalog.db import KIND_DATASET
 from forvalue_assets.definitions import platform_schedules, platform_sensors
 from forvalue_assets.partitions import pair_key
+from forvalue_assets.settings import EVAL_SUBDIR, find_incoming_file
 from forvalue_assets.testing import platform_for_test
 from sensors.incoming import load_cursor, scan
 
@@ -211,3 +212,134 @@ def test_one_bad_file_never_stops_the_others(env, monkeypatch, tmp_path):
     os.utime(incoming / "train" / "outside.jsonl", follow_symlinks=False)
     fourth = tick(instance, None)
     assert "outside" in {r.partition_key for r in fourth.run_requests}
+
+
+# ----------------------------------------------------------------------------- link rules
+@pytest.fixture
+def platform(tmp_path, monkeypatch):
+    """The platform on temporary folders, the incoming folder its own; registration runs never load the
+    model (only the registration asset of a job is executed)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("FORVALUE_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("FORVALUE_DEMO", "0")
+    with platform_for_test(tmp_path / "platform", model=str(tmp_path / "no-model")) as p:
+        monkeypatch.setenv("FORVALUE_INCOMING", str(p.incoming))
+        yield p
+
+
+def register(p, req):
+    """Execute the registration asset of a sensor's run request, as the daemon would launch it."""
+    asset = "training_dataset" if req.job_name == "register_training_dataset" else "valuation_set"
+    return p.defs.resolve_job_def(req.job_name).execute_in_process(
+        run_config=req.run_config, partition_key=req.partition_key, instance=p.instance, tags=req.tags,
+        raise_on_error=False, asset_selection=[AssetKey(asset)])
+
+
+def failure_of(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return str(failure.event_specific_data.error)
+
+
+def test_linked_watched_folder_outside_is_refused_unless_allowed(platform, monkeypatch, tmp_path):
+    p = platform
+    outside = tmp_path / "elsewhere"
+    write_jsonl(outside / "secret.jsonl", rows(2, "secret"))
+    write_jsonl(p.incoming / "valuation" / "v.jsonl", rows(1, "over"))
+    (p.incoming / "train").symlink_to(outside, target_is_directory=True)          # incoming/train -> outside
+    (p.incoming / EVAL_SUBDIR).symlink_to(outside, target_is_directory=True)
+    write_jsonl(outside / "v.jsonl", rows(1, "secret"))
+    first = tick(p.instance)
+    assert [r.partition_key for r in first.run_requests] == ["v"]                # valuation/ still works
+    rejected = json.loads(first.cursor)["rejected"]
+    reason = rejected[str(p.incoming / "train")]
+    assert "outside the incoming folder" in reason and "FORVALUE_INCOMING_FOLLOW_LINKS=1" in reason
+    assert set(rejected) == {str(p.incoming / "train")}                           # its files are not even listed
+    (obs,) = [e for e in first.asset_events if e.asset_key.to_user_string() == "training_dataset"]
+    assert [r.data["file"] for r in obs.metadata["rejected_files"].records] == [str(p.incoming / "train")]
+    second = tick(p.instance, first.cursor)                     # nothing to do: the skip reason says why
+    assert not second.run_requests
+    skipped = str(second.skip_reason)
+    assert f"{p.incoming / 'train'}: a link to {outside.resolve()}, outside the incoming folder" in skipped
+    # a registration launched by hand finds nothing there, and evaluation never reads incoming/eval
+    assert find_incoming_file("train", "secret") is None and find_incoming_file(EVAL_SUBDIR, "v") is None
+    p.instance.add_dynamic_partitions("training_datasets", ["secret"])
+    res = p.defs.resolve_job_def("register_training_dataset").execute_in_process(
+        partition_key="secret", instance=p.instance, raise_on_error=False,
+        asset_selection=[AssetKey("training_dataset")])
+    assert not res.success and "not read: " in failure_of(res) and "outside the incoming folder" in failure_of(res)
+    cat = p.catalog()
+    assert cat.current_set(KIND_DATASET, "secret") is None and cat.count("datasets") == 0
+
+    # FORVALUE_INCOMING_FOLLOW_LINKS=1: the linked folder's files are registered
+    monkeypatch.setenv("FORVALUE_INCOMING_FOLLOW_LINKS", "1")
+    third = tick(p.instance, None)
+    assert "rejected" not in json.loads(third.cursor)
+    (req,) = [r for r in third.run_requests if r.partition_key == "secret"]
+    assert register(p, req).success
+    assert cat.current_set(KIND_DATASET, "secret")["source_path"] == str((outside / "secret.jsonl").resolve())
+    assert find_incoming_file(EVAL_SUBDIR, "v") == p.incoming / EVAL_SUBDIR / "v.jsonl"
+
+
+def test_file_swapped_for_a_link_after_the_tick_fails_its_run(platform, monkeypatch, tmp_path):
+    p = platform
+    path = write_jsonl(p.incoming / "train" / "alpha.jsonl", rows(3))
+    (req,) = tick(p.instance).run_requests
+    assert register(p, req).success
+    cat = p.catalog()
+    registered = cat.current_set(KIND_DATASET, "alpha")
+    before = (cat.count("datasets"), cat.count("samples"))
+    write_jsonl(path, rows(4))                                     # a new version: the sensor requests its run
+    first = tick(p.instance)
+    (req,) = first.run_requests
+    secret = write_jsonl(tmp_path / "secret.jsonl", rows(5, "secret"))
+    path.unlink()
+    path.symlink_to(secret)                                        # ... and the file is swapped before the run
+    res = register(p, req)
+    assert not res.success
+    message = failure_of(res)
+    assert str(path) in message and f"a link to {secret}, outside the incoming folder" in message
+    assert "nothing registered" in message
+    assert cat.current_set(KIND_DATASET, "alpha") == registered
+    assert (cat.count("datasets"), cat.count("samples")) == before
+    # links followed: the content is still not what the sensor saw
+    monkeypatch.setenv("FORVALUE_INCOMING_FOLLOW_LINKS", "1")
+    res = register(p, req)
+    assert not res.success
+    message = failure_of(res)
+    assert str(path) in message and "is not what the sensor saw" in message
+    assert req.run_config["ops"]["training_dataset"]["config"]["content_hash"][:12] in message
+    assert cat.current_set(KIND_DATASET, "alpha") == registered
+    assert (cat.count("datasets"), cat.count("samples")) == before
+    # a plain change after the tick fails the same way; the next tick registers the new content
+    monkeypatch.delenv("FORVALUE_INCOMING_FOLLOW_LINKS")
+    path.unlink()
+    write_jsonl(path, rows(6))
+    assert "is not what the sensor saw" in failure_of(register(p, req))
+    (again,) = tick(p.instance, first.cursor).run_requests
+    assert register(p, again).success and cat.current_set(KIND_DATASET, "alpha")["n_samples"] == 6
+
+
+def test_hard_link_is_refused_unless_allowed(platform, monkeypatch, tmp_path):
+    p = platform
+    secret = write_jsonl(tmp_path / "secret.jsonl", rows(2, "secret"))
+    (p.incoming / "train").mkdir(parents=True)
+    os.link(secret, p.incoming / "train" / "hard.jsonl")            # another name of a file outside incoming/
+    write_jsonl(p.incoming / "train" / "plain.jsonl", rows(2))
+    first = tick(p.instance)
+    assert [r.partition_key for r in first.run_requests] == ["plain"]
+    reason = json.loads(first.cursor)["rejected"][str(p.incoming / "train" / "hard.jsonl")]
+    assert "2 hard links" in reason and "FORVALUE_INCOMING_FOLLOW_LINKS=1 allows it" in reason
+    # the run repeats the check: a file given a second name after the tick is refused too
+    (req,) = first.run_requests
+    os.link(p.incoming / "train" / "plain.jsonl", tmp_path / "plain-elsewhere.jsonl")
+    res = register(p, req)
+    assert not res.success
+    assert "hard links" in failure_of(res) and str(p.incoming / "train" / "plain.jsonl") in failure_of(res)
+    assert p.catalog().count("datasets") == 0
+    # allowed by the setting: registered
+    monkeypatch.setenv("FORVALUE_INCOMING_FOLLOW_LINKS", "1")
+    second = tick(p.instance, None)
+    assert {r.partition_key for r in second.run_requests} == {"hard", "plain"}
+    for req in second.run_requests:
+        assert register(p, req).success
+    assert p.catalog().current_set(KIND_DATASET, "hard")["n_samples"] == 2

@@ -12,12 +12,13 @@ from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, CatalogError
 from forvalue.data.samples import Columns, DataError
 from resources import DuckDBStoreResource
 from resources._fields import config_class, dataclass_fields
-from sensors.settings import TRAIN_SUBDIR, VALUATION_SUBDIR, incoming_root
+from sensors.links import in_folder, link_refusal
+from sensors.settings import SOURCE_TAG, TRAIN_SUBDIR, VALUATION_SUBDIR, follow_links, incoming_root
 
 from .. import metadata as md
 from ..common import DUCKDB_POOL, KIND_LABEL, AssetDefaults, catalog_failure, data_failure
 from ..partitions import training_datasets, valuation_sets
-from ..settings import find_incoming_file
+from ..settings import find_incoming_file, incoming_candidates
 
 # Every ingest asset: group ingest, pool duckdb (it writes the catalog), kinds duckdb + json.
 DEFAULTS = AssetDefaults(group="ingest", pool=DUCKDB_POOL, kinds=frozenset({"duckdb", "json"}))
@@ -25,7 +26,8 @@ DEFAULTS = AssetDefaults(group="ingest", pool=DUCKDB_POOL, kinds=frozenset({"duc
 
 class _Register(Config):
     path: str = Field(default="", description="file or HF folder to register; empty: find <partition>.* in the incoming folder")
-    content_hash: str = Field(default="", description="sha256 the sensor saw (the file is hashed again when read)")
+    content_hash: str = Field(default="", description="sha256 the sensor saw: the file is hashed again when read, "
+                                                     "and the run fails (nothing registered) when it differs")
     on_error: str = Field(default="raise", description="raise: a bad row fails the run (file, row, field named); skip: bad rows are skipped and counted")
 
 
@@ -50,14 +52,42 @@ def _source_path(name: str, kind: str, config: RegisterConfig) -> Path:
     else:
         path = find_incoming_file(subdir, name)
         if path is None:
+            refused = [f"{p}: {why}" for p, why in incoming_candidates(subdir, name) if why]
             raise Failure(description=(
                 f"no file for {KIND_LABEL[kind]} {name!r}: expected {incoming_root() / subdir}/{name}.jsonl "
-                f"(or .parquet, .csv), or set 'path' in the run config"))
+                f"(or .parquet, .csv), or set 'path' in the run config" +
+                (f"; not read: {'; '.join(refused)}" if refused else "")))
     if not path.exists():
         raise Failure(description=f"{path}: file not found")
     if config.on_error not in ("raise", "skip"):
         raise Failure(description=f"on_error must be 'raise' or 'skip', not {config.on_error!r}")
     return path
+
+
+def _check_links(context: AssetExecutionContext, path: Path, config: RegisterConfig) -> None:
+    """Repeat the sensor's link checks (``sensors/links.py``) on the file this run reads, when it comes
+    from the incoming folder: the run was requested by the sensor, the file was found there, or its
+    path is in it. (A file named by hand outside the incoming folder is read as given: whoever can
+    launch runs chooses it.)"""
+    root = incoming_root()
+    if not (context.has_tag(SOURCE_TAG) or not config.path or in_folder(path, root)):
+        return
+    try:
+        why = link_refusal(path, root, follow_links())
+    except OSError as e:
+        raise Failure(description=f"{path}: cannot read the file ({e.strerror or e}); nothing registered",
+                      metadata={"file": str(path)}) from None
+    if why is not None:
+        raise Failure(description=f"{path}: {why}; nothing registered", metadata={"file": str(path)})
+
+
+def _expect_content(path: Path, version: str, config: RegisterConfig) -> None:
+    """Fail when the content read is not the content hash the sensor saw (``config.content_hash``)."""
+    if config.content_hash and config.content_hash != version:
+        raise Failure(description=(
+            f"{path}: its content ({version[:12]}) is not what the sensor saw ({config.content_hash[:12]}): the "
+            f"file was changed or replaced after the tick; nothing registered (if it was changed on purpose, the "
+            f"sensor's next tick registers the new content)"), metadata={"file": str(path)})
 
 
 def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: DuckDBStoreResource,
@@ -71,17 +101,19 @@ def _register(context: AssetExecutionContext, config: RegisterConfig, catalog: D
     name = context.partition_key
     path = _source_path(name, kind, config)
     columns = Columns(**{f.name: getattr(config, f.name) for f in fields(Columns)})
+    _check_links(context, path, config)
     try:
         version = content_hash(path)
     except OSError as e:
         raise Failure(description=f"{path}: cannot read the file ({e.strerror or e}); fix or replace it and the "
                                   f"sensor registers it on its next tick", metadata={"file": str(path)}) from None
-    if config.content_hash and config.content_hash != version:
-        context.log.warning(f"{path} changed since the sensor saw it; registering its current content {version[:12]}")
-    def unchanged():
-        if content_hash(path) != version:   # raised inside the transaction: nothing is stored
-            raise Failure(description=f"{path} changed while it was being read; the next sensor tick registers "
-                                      f"the new content")
+    _expect_content(path, version, config)
+
+    def unchanged():   # raised inside the transaction: nothing is stored
+        _check_links(context, path, config)
+        if content_hash(path) != version:
+            raise Failure(description=f"{path} changed while it was being read; nothing registered (the next "
+                                      f"sensor tick registers the new content)", metadata={"file": str(path)})
 
     cat = catalog.catalog()
     try:   # streamed: batches of samples into a staging table, never the whole file in memory
