@@ -49,6 +49,24 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> None:
+    """Prove before any work that ``path`` can be written the way :func:`atomic_write` writes it: a
+    temporary file is made and removed in its folder (or, where that folder is still to be made, a
+    temporary folder in the nearest one that exists). Raises the OSError that writing would meet."""
+    path = Path(os.path.abspath(path))
+    folder = path.parent
+    if folder.is_dir():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+        return
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(folder))
+    os.rmdir(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp"))
+
+
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding=encoding))
 
@@ -81,4 +99,4 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_copy", "atomic_dir"]
+__all__ = ["atomic_write", "check_writable", "atomic_write_text", "atomic_write_bytes", "atomic_copy", "atomic_dir"]

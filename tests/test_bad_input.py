@@ -93,6 +93,13 @@ def files(tmp_path_factory, tiny_model_dir):
     # scores tables
     f["badscores"] = jl(d / "scores_bad.jsonl", [{"sample_id": "abc", "score": "high"}])
     f["noscoreid"] = jl(d / "scores_noid.jsonl", [{"score": 1.0}])
+    # issue 23: a document spread over lines, a FIFO, a file whose only row is not UTF-8
+    f["pretty"] = d / "pretty.jsonl"
+    f["pretty"].write_text(json.dumps(GOOD[0], indent=2) + "\n")
+    os.mkfifo(d / "fifo.jsonl")
+    f["fifo"] = d / "fifo.jsonl"
+    (d / "latin1only.jsonl").write_bytes(b'{"prompt": "caf\xe9", "response": "x"}\n')
+    f["latin1only"] = d / "latin1only.jsonl"
     f["ft_out"] = d / "ft_out"
     (f["ft_out"]).mkdir()
     (f["ft_out"] / "keep.txt").write_text("do not delete")
@@ -235,6 +242,45 @@ CASES = {
                                    ["--bottom-p", "0 to 100"]),
     "store verify without a store": (lambda f: ["store", "verify", "--store", str(f["dir"] / "no_store")],
                                      ["no_store", "no feature store"]),
+    # ---- issue 23: what still gave a traceback or a wrong message
+    "score out where no file can be made": (lambda f: score(f, out=Path("/proc/fv_x.parquet")),
+                                            ["/proc/fv_x.parquet", "cannot create a file in /proc"]),
+    "features store where no folder can be made": (lambda f: ["features", "--data", str(f["train"]), "--out",
+                                                              "/proc/fv_store", "--model", f["model"]],
+                                                   ["/proc/fv_store", "cannot create the feature store in /proc"]),
+    "curate out where no file can be made": (lambda f: ["curate", "--train", str(f["train"]), "--val", str(f["val"]),
+                                                        "--model", f["model"], "--top-k", "2", "--out",
+                                                        "/proc/fv_c.jsonl", "--no-store"],
+                                             ["/proc/fv_c.jsonl", "cannot create a file"]),
+    "explain json where no file can be made": (lambda f: ["explain", "--train", str(f["train"]), "--val",
+                                                          str(f["val"]), "--sample-id", "g0", "--model", f["model"],
+                                                          "--json", "/proc/fv_x.json", "--no-store"],
+                                               ["/proc/fv_x.json", "cannot create a file"]),
+    "bench json where no file can be made": (lambda f: ["bench", "mislabeled", "--model", f["model"], "--json",
+                                                        "/proc/fv_b.json"], ["/proc/fv_b.json", "cannot create a file"]),
+    "validate not UTF-8": (lambda f: ["validate", "--data", str(f["latin1"])], ["latin1.jsonl, row 2", "UTF-8"]),
+    "only row not UTF-8": (lambda f: score(f, "latin1only"), ["latin1only.jsonl, row 1", "UTF-8"]),
+    "validate duplicate id": (lambda f: ["validate", "--data", str(f["dupid"])],
+                              ["dupid.jsonl, row 2, field 'id': duplicate id 'g0' (first at row 1)"]),
+    "validate a FIFO": (lambda f: ["validate", "--data", str(f["fifo"])], ["fifo.jsonl", "not a regular file"]),
+    "score a FIFO": (lambda f: score(f, "train", "fifo"), ["fifo.jsonl", "not a regular file"]),
+    **{f"{cmd} a pretty-printed JSON object": (
+        lambda f, cmd=cmd: ["validate", "--data", str(f["pretty"])] if cmd == "validate" else score(f, "pretty"),
+        ["pretty.jsonl, row 1: a JSON object spread over several lines (rows 1 to 5): JSONL needs one object per "
+         "line"]) for cmd in ("validate", "score")},
+    "bench scale shard size 0": (lambda f: ["bench", "scale", "--samples", "10", "--shard-size", "0"],
+                                 ["--shard-size must be >= 1, got 0"]),
+    "bench scale percent 150": (lambda f: ["bench", "scale", "--samples", "10", "--strategy", "balanced",
+                                           "--subset-percent", "150"], ["--subset-percent", "at most 100, got 150"]),
+    "bench scale store is a file": (lambda f: ["bench", "scale", "--samples", "10", "--store", str(f["afile"])],
+                                    ["a_file", "must be a folder"]),
+    "bench scale rows 0": (lambda f: ["bench", "scale", "--samples", "10", "--rows", "0"], ["--rows must be >= 1"]),
+    "bench scale more than the disk holds": (lambda f: ["bench", "scale", "--samples", "2000000000", "--store",
+                                                        str(f["dir"] / "scale_store")],
+                                             ["--samples 2000000000 writes about", "GB free"]),
+    "store verify a folder that is not a store": (lambda f: ["store", "verify", "--store", str(f["plaindir"])],
+                                                  ["plain_dir", "no feature store here"]),
+    "store verify a file": (lambda f: ["store", "verify", "--store", str(f["afile"])], ["a_file", "must be a folder"]),
 }
 
 
@@ -299,3 +345,173 @@ def test_options_removed_in_0_2_0_are_refused(files, capsys):
             main(score(files, "train", "val", *extra))
         assert exc.value.code == 2
         assert named in capsys.readouterr().err
+
+
+def _err_lines(capsys) -> tuple[str, list[str]]:
+    captured = capsys.readouterr()
+    return captured.out, [x for x in captured.err.splitlines() if x.strip()]
+
+
+def test_numbers_arrow_cannot_hold_are_written_faithfully_and_named(files, tmp_path, capsys):
+    """An input column holding 1e999 (inf), a 30-digit integer or values of mixed types used to stop
+    the write with ArrowInvalid after the scoring. Parquet keeps inf as a double, such an integer as
+    decimal(38, 0) and a mixed column as text, and one note names the columns converted; CSV writes
+    the digits; JSONL the exact integer (and null for inf: strict JSON). A column only later rows have
+    is carried too (the table's columns are every row's, not the first row's)."""
+    import csv
+    from decimal import Decimal
+
+    big = 123456789012345678901234567890
+    lines = [json.dumps(r)[:-1] + f', "w": {"1e999" if i == 0 else "1.5"}, "big": {big if i == 1 else 7}, '
+             f'"mix": {json.dumps("a") if i == 2 else 3}' + (', "late": "x"}' if i == 5 else "}")
+             for i, r in enumerate(GOOD)]
+    train = tmp_path / "meta.jsonl"
+    train.write_text("\n".join(lines) + "\n")
+    for out in ("m.parquet", "m.csv", "m.jsonl"):
+        capsys.readouterr()
+        argv = score(files, "train", "val", "--quiet", out=tmp_path / out)
+        argv[2] = str(train)
+        assert main(argv) == 0
+        _, err = _err_lines(capsys)
+        if out.endswith(".parquet"):
+            assert err == [f"forvalue: note: {tmp_path / out}: column 'big' holds integers beyond 64 bits: written as "
+                           "decimal(38, 0); column 'mix' fits no one Parquet type (values: int, str): written as text"]
+        else:
+            assert err == []
+    by_id = {r["id"]: r for r in pq.read_table(tmp_path / "m.parquet").to_pylist()}
+    assert by_id["g0"]["w"] == float("inf") and by_id["g1"]["big"] == Decimal(big) and by_id["g0"]["big"] == 7
+    assert by_id["g2"]["mix"] == "a" and by_id["g3"]["mix"] == "3" and by_id["g5"]["late"] == "x"
+    assert by_id["g0"]["late"] is None
+    cells = {r["id"]: r for r in csv.DictReader((tmp_path / "m.csv").open())}
+    assert cells["g1"]["big"] == str(big) and cells["g0"]["w"] == "inf"
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "m.jsonl").read_text().splitlines())}
+    assert rows["g1"]["big"] == big and rows["g0"]["w"] is None
+
+
+def test_binary_columns_left_out_are_named(files, tmp_path, capsys):
+    """Image bytes (a bytes column, a Hugging Face image dict) stay in the input file; every output
+    says in one line which columns it left out."""
+    train = tmp_path / "bin.parquet"
+    pq.write_table(pa.Table.from_pylist([{**r, "thumb": b"\x89PNG" + bytes([i]), "img": {"bytes": b"xy", "path": None}}
+                                         for i, r in enumerate(GOOD)]), train)
+    for out in ("b.parquet", "b.jsonl", "b.csv"):
+        capsys.readouterr()
+        argv = score(files, "train", "val", "--quiet", out=tmp_path / out)
+        argv[2] = str(train)
+        assert main(argv) == 0
+        _, err = _err_lines(capsys)
+        assert err == [f"forvalue: note: {tmp_path / out}: left out the binary columns 'thumb', 'img' (image bytes and "
+                       "the like stay in the input file)"]
+    assert set(pq.read_schema(tmp_path / "b.parquet").names) >= {"id", "prompt", "response"}
+    assert not {"thumb", "img"} & set(pq.read_schema(tmp_path / "b.parquet").names)
+
+
+def test_a_write_that_fails_after_the_work_is_one_line(files, tmp_path, capsys, monkeypatch):
+    """A disk that fills up while the table is written: one line naming the output, nothing left."""
+    from forvalue.cli import output
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output, "atomic_write", full)
+    capsys.readouterr()
+    assert main(score(files, "train", "val", "--quiet", out=tmp_path / "s.parquet")) == 2
+    _, err = _err_lines(capsys)
+    assert err == [f"forvalue: error: {tmp_path / 's.parquet'}: cannot write it (No space left on device); nothing was "
+                   "written"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_model_weights_are_one_line(files, tmp_path, capsys, monkeypatch):
+    """Weights this user may not read (mode 000; simulated, the tests may run as root): one line naming
+    the file, before anything is loaded - whether the check sees it or the read meets it."""
+    import builtins
+
+    from forvalue.models import loading
+
+    folder = tmp_path / "model"
+    shutil.copytree(files["model"], folder)
+    weights = next(folder.glob("*.safetensors"))
+    real_access, real_open = os.access, builtins.open
+    monkeypatch.setattr(loading.os, "access", lambda p, mode: Path(p) != weights and real_access(p, mode))
+    argv = score(files, "train", "val", "--quiet", out=tmp_path / "s.parquet")
+    argv[6] = str(folder)
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(argv) == 2
+        _, err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith(f"forvalue: error: {weights}: no permission to read it"), err
+        monkeypatch.setattr(loading.os, "access", real_access)           # the second time: the read itself fails
+
+        def denied(path, *a, **k):
+            if Path(str(path)) == weights:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **k)
+
+        monkeypatch.setattr(builtins, "open", denied)
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_store_verify_names_its_folders_refuses_misplaced_shards_and_reads_a_read_only_store(files, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """verify lists the model/config folders it found; a shard of another model (a folder copied by
+    hand, which reading refuses) is a problem, not "sound"; a store this user may not write is
+    verified without writing (simulated: the lock cannot be created), and only --repair needs write
+    access and says so."""
+    store = tmp_path / "fs"
+    assert main(["features", "--data", str(files["train"]), "--out", str(store), "--model", files["model"],
+                 "--quiet"]) == 0
+    folder = next(p for p in store.glob("*/*") if p.is_dir())
+    capsys.readouterr()
+    assert main(["store", "verify", "--store", str(store)]) == 0
+    out, _ = _err_lines(capsys)
+    assert f"  {folder}: model tiny-llama-0@" in out and f"feature config {folder.name}, 6 samples" in out
+    assert out.rstrip().endswith("sound")
+    # read-only: the store's lock cannot be made
+    before = _snapshot(store)
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path).endswith("store.lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(["store", "verify", "--store", str(store)]) == 0
+    out, err = _err_lines(capsys)
+    assert "read-only: checked without the store's lock" in out and out.rstrip().endswith("sound") and err == []
+    assert main(["store", "verify", "--store", str(store), "--repair"]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "--repair needs write access to the store" in err[0]
+    monkeypatch.setattr(os, "open", real_open)
+    assert _snapshot(store) == before
+    # another model's shards under this folder's name
+    other = store / "other-0123456789ab" / folder.name
+    shutil.copytree(folder, other)
+    assert main(["store", "verify", "--store", str(store)]) == 1
+    out, _ = _err_lines(capsys)
+    assert f"misplaced: {next(other.glob('shard-*.json'))}: holds features of model tiny-llama-0@" in out
+    assert f"not other-0123456789ab/{folder.name}: reading refuses it" in out and "sound" not in out
+
+
+def test_warnings_are_forvalue_lines_each_once(files, tmp_path, capsys, monkeypatch):
+    """A warning raised while a command runs is one `forvalue: warning:` line, each message once, never
+    a raw `RuntimeWarning` line with its source; another package's deprecation notices are not shown."""
+    import warnings
+
+    from forvalue.cli import runner
+
+    capsys.readouterr()
+    assert main(["curate", "--train", str(files["train"]), "--val", str(files["val"]), "--model", files["model"],
+                 "--top-k", "2", "--out", str(tmp_path / "c.jsonl"), "--no-store", "--quiet"]) == 0
+    _, err = _err_lines(capsys)
+    assert err == ["forvalue: warning: consistency check answer not applied: no valuation sample has a value (no "
+                   "response ends a computation with '= <number>')"]
+    show = runner.warning_printer(set())
+    for _ in range(3):
+        show(RuntimeWarning("overflow\n  encountered"), RuntimeWarning, runner.__file__, 1)
+    show(FutureWarning("x is deprecated"), FutureWarning, "/v/lib/python3.11/site-packages/torch/a.py", 2)
+    show(UserWarning("sparse CSR is beta"), UserWarning, "/v/lib/python3.11/site-packages/torch/b.py", 3)
+    _, err = _err_lines(capsys)
+    assert err == ["forvalue: warning: overflow encountered", "forvalue: warning: torch: sparse CSR is beta"]
+    assert warnings.showwarning is not show                         # only while a command runs

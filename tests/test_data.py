@@ -233,3 +233,52 @@ def test_segments_read_the_rows_of_the_whole_file(tmp_path):
         by_segment = [r for seg in cut for r in _rows(p, batch_rows=2, segment=seg)]
         assert by_segment == _rows(p) and len(by_segment) == (11 if fmt == "jsonl" else 10)
     assert dict(_rows(j))[8].startswith(f"{j}, row 8: invalid JSON")
+
+
+def test_validate_finds_repeated_ids_across_batches_as_load_samples_does(tmp_path):
+    """validate streams the file and still finds an id an earlier batch had: the same error, row and
+    first row that load_samples (score, curate) stops with; content duplicates are counted apart."""
+    from forvalue.data.stream import validate
+
+    rows = [{**r, "id": i} for r, i in zip(RECS * 3, ["a", "b", "a", "c", 1, "b", "1", "d", "e"])]
+    rows[8] = dict(rows[0], id="e")                      # same content as row 1, its own id: not an id problem
+    path = write_jsonl(tmp_path / "ids.jsonl", rows)
+    with pytest.raises(DataError) as first:
+        load_samples(path)
+    res = validate(path, batch_rows=2)
+    assert not res.ok and res.n_bad == 0 and res.n_valid == 9 and res.n_duplicates >= 1
+    assert res.n_repeated_ids == 3
+    assert [str(e) for e in res.repeated_ids] == [
+        f"{path}, row 3, field 'id': duplicate id 'a' (first at row 1)",
+        f"{path}, row 6, field 'id': duplicate id 'b' (first at row 2)",
+        f"{path}, row 7, field 'id': duplicate id '1' (first at row 5)"]
+    assert str(res.first_problem()) == str(first.value)
+    assert len(validate(path, keep=1).repeated_ids) == 1 and validate(path, keep=1).n_repeated_ids == 3
+
+
+def test_a_document_spread_over_lines_and_a_pipe_are_refused_by_every_reader(tmp_path):
+    """A pretty-printed JSON object or array given as JSON lines is named as such (where it starts and
+    ends), by load_samples and validate alike; a first line that is simply broken stays an invalid
+    row; a FIFO is refused before it is opened (reading it would wait for a writer for ever)."""
+    import os
+    import re
+
+    from forvalue.data.stream import validate
+
+    obj = tmp_path / "obj.jsonl"
+    obj.write_text("\n" + json.dumps(RECS[0], indent=2) + "\n")
+    arr = tmp_path / "arr.jsonl"
+    arr.write_text(json.dumps(RECS, indent=1) + "\n")
+    for path, what in ((obj, "row 2: a JSON object spread over several lines (rows 2 to 7)"),
+                       (arr, "row 1: a JSON array spread over several lines (rows 1 to 20)")):
+        for read in (load_samples, validate):
+            with pytest.raises(DataError, match=re.escape(f"{path}, {what}: JSONL needs one object per line")):
+                read(path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "x", "response": \n' + "".join(json.dumps(r) + "\n" for r in RECS))
+    res = validate(broken)
+    assert res.n_bad == 1 and "row 1: invalid JSON" in str(res.first_errors[0])
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    for read in (load_samples, validate):
+        with pytest.raises(DataError, match="pipe.jsonl: not a regular file"):
+            read(tmp_path / "pipe.jsonl")

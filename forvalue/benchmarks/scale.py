@@ -46,6 +46,29 @@ def synthetic_config(rows: int, r: int):
     return FeatureConfig(store_dtype="float16", energy=0.99, max_rows=rows, r=r)
 
 
+def check_options(n: int, *, rows: int, r: int, shard_size: int, percent: float) -> None:
+    """The benchmark's sizes, checked before anything is built: a ConfigError naming the option."""
+    from ..errors import ConfigError
+
+    for flag, value in (("--samples", n), ("--rows", rows), ("--r", r), ("--shard-size", shard_size)):
+        if value < 1:
+            raise ConfigError(f"forvalue bench scale: {flag} must be >= 1, got {value}")
+    if not 0 < percent <= 100:
+        raise ConfigError(f"forvalue bench scale: --subset-percent must be above 0 and at most 100, got {percent:g}")
+
+
+def bytes_to_write(root: str | Path, n: int, *, rows: int, r: int, shard_size: int) -> int:
+    """About how many bytes :func:`build_store` writes for ``n`` samples under ``root`` (the shards not
+    there yet), a little over the real size: float16 rows of width ``r`` with their token ids, the
+    float16 emb and per-sample values, and each shard's fixed overhead."""
+    from ..store.feature_store import FeatureStore
+
+    have = len(FeatureStore(root).manifests(synthetic_fingerprint(), synthetic_config(rows, r))) \
+        if Path(root).is_dir() else 0
+    missing = max(0, n - have * shard_size)
+    return missing * (rows * (2 * r + 16) + 2 * D_HIDDEN + 150) + -(-missing // shard_size) * 16384
+
+
 def _distinct_tokens(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
     """[n * rows] token ids, distinct within each sample, frequent tokens more likely."""
     out = np.empty((n, rows), dtype=np.int64)
@@ -221,4 +244,4 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | l
             "finite": rescore["finite"]}
 
 
-__all__ = ["build_store", "synthetic_features", "run"]
+__all__ = ["build_store", "synthetic_features", "run", "check_options", "bytes_to_write"]

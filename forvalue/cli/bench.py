@@ -95,15 +95,16 @@ def _register_scale(bsub, parents) -> None:
     p.add_argument("--store", default=None, metavar="DIR",
                    help="where the store is built and kept (reused when it is there); default: a temporary "
                         "folder, removed afterwards")
-    p.add_argument("--rows", type=int, default=64, help="rows per sample (the stored bound)")
-    p.add_argument("--r", type=int, default=FeatureConfig().r, help="projection width (default: the product's)")
+    p.add_argument("--rows", type=int, default=64, help="rows per sample (the stored bound; >= 1)")
+    p.add_argument("--r", type=int, default=FeatureConfig().r, help="projection width (>= 1; default: the product's)")
     p.add_argument("--n-val", type=_int_list, default=[100], metavar="N[,N...]",
                    help="valuation samples (several, comma-separated: each is timed in the same run)")
-    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--shard-size", type=int, default=4096, help="samples per shard (>= 1)")
     p.add_argument("--strategy", type=_strategy_list, default=None, metavar="S[,S...]",
                    help="also time these selection strategies over the streamed store (comma-separated; "
                         f"{', '.join(sorted(STRATEGIES))})")
-    p.add_argument("--subset-percent", type=float, default=10.0, help="with --strategy: the share selected")
+    p.add_argument("--subset-percent", type=float, default=10.0,
+                   help="with --strategy: the share selected (above 0, at most 100)")
     p.add_argument("--checks", action="store_true",
                    help="with --strategy: time each strategy again after the consistency checks (their per-sample "
                         "values read from the store, failing samples never picked), in the same run")
@@ -173,9 +174,18 @@ def _lora(args):
     return from_args(_lora_settings(), args, dest_prefix="lora_", seed=args.seed)
 
 
+def _check_json(args) -> None:
+    """``--json OUT`` checked before the benchmark runs (a file that can be written, not an input)."""
+    if args.json:
+        from .output import check_out
+
+        check_out(args.json, inputs=(getattr(args, "train", None), getattr(args, "val", None)), suffixes=None)
+
+
 def _kwargs(args) -> dict:
     from ..benchmarks.runner import parse_methods
 
+    _check_json(args)
     r = None if args.r == 0 else args.r
     return dict(methods=parse_methods(args.methods), model=args.model, positions=args.positions, seed=args.seed,
                 batch_size=args.batch_size, lora=_lora(args), chat_template=args.chat_template, k=args.k, r=r,
@@ -265,6 +275,7 @@ def run_noise(args) -> int:
 def _vlm_kwargs(args) -> dict:
     from .options import UsageError
 
+    _check_json(args)
     if not args.model:
         raise UsageError(f"forvalue bench {args.bench_command}: --model is required (an image-text-to-text model "
                          "folder or hub id: LLaVA, Qwen2-VL/Qwen2.5-VL, Idefics3/SmolVLM, Mllama)")
@@ -301,11 +312,11 @@ def run_scale(args) -> int:
     import tempfile
 
     from ..benchmarks.runner import machine_info
-    from ..benchmarks.scale import run
-    from .options import UsageError
+    from ..benchmarks.scale import check_options, run
 
-    if args.samples < 1:
-        raise UsageError("forvalue bench scale: --samples must be >= 1")
+    check_options(args.samples, rows=args.rows, r=args.r, shard_size=args.shard_size, percent=args.subset_percent)
+    _check_json(args)
+    _check_space(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="forvalue-scale-") as tmp:
         res = run(args.samples, root=args.store or tmp, rows=args.rows, r=args.r, n_val=args.n_val,
@@ -327,6 +338,29 @@ def run_scale(args) -> int:
             "bench": "scale", "command": "forvalue " + " ".join(sys.argv[1:]) if sys.argv else "",
             "machine": machine_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}})
     return 0
+
+
+def _check_space(args) -> None:
+    """The store folder (``--store`` or a temporary one) can be made and has room for what the
+    benchmark writes (estimated from its sizes), before anything is written."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..benchmarks.scale import bytes_to_write
+    from ..errors import ConfigError
+    from .output import check_folder
+
+    root = Path(check_folder(args.store, "scale benchmark store") if args.store else tempfile.gettempdir())
+    need = bytes_to_write(root, args.samples, rows=args.rows, r=args.r, shard_size=args.shard_size)
+    where = root.resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ConfigError(f"forvalue bench scale: --samples {args.samples} writes about {need / 1e9:,.1f} GB into "
+                          f"{root}, and {where} has {free / 1e9:,.1f} GB free; use fewer samples or a --store on a "
+                          f"larger disk")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy
 
 def table_rows(samples: Sequence[Sample], columns: dict[str, Sequence]) -> list[dict]:
     """One row per sample: ``sample_id``, the given columns (in order), then every input column
-    (renamed ``input_<name>`` where it clashes; image bytes stay in the input file)."""
+    (renamed ``input_<name>`` where it clashes; :func:`forvalue.cli.output.write_table` leaves binary
+    columns such as image bytes out, and says so)."""
     rows = []
     for j, s in enumerate(samples):
         row = {"sample_id": s.sample_id}
@@ -31,8 +32,6 @@ def table_rows(samples: Sequence[Sample], columns: dict[str, Sequence]) -> list[
             v = values[j]
             row[name] = v.item() if isinstance(v, np.generic) else v
         for key, val in s.record.items():
-            if isinstance(val, (bytes, bytearray)):
-                continue
             row[key if key not in row else f"input_{key}"] = val
         rows.append(row)
     return rows

@@ -87,18 +87,46 @@ def _json_line(file: str, row: int, raw: bytes) -> dict | DataError | None:
                                                        f"expected a JSON object, got {type(obj).__name__}")
 
 
+def _spread_document(path: Path, start: int, row: int) -> DataError | None:
+    """The error for a JSON document spread over several lines (a pretty-printed object or array)
+    starting at byte ``start``, the file's first line with content, when it is one; else None."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        head = fh.read(_SCAN)
+    text = head[len(_BOM):].decode("utf-8", "replace") if head.startswith(_BOM) else head.decode("utf-8", "replace")
+    at = len(text) - len(text.lstrip())
+    try:
+        (value, end), complete = json.JSONDecoder().raw_decode(text, at), True
+    except json.JSONDecodeError:   # (cut by the read: a first line of a lone bracket still says enough)
+        cut = len(head) == _SCAN and text[at:].split("\n", 1)[0].strip() in ("{", "[")
+        value, end, complete = ({} if text[at] == "{" else []) if cut else None, len(text), False
+    if not isinstance(value, (dict, list)) or "\n" not in text[at:end]:
+        return None
+    kind, hint = ("object", "") if isinstance(value, dict) else ("array", " (a .json file may hold one array)")
+    where = f"rows {row} to {row + text.count(chr(10), at, end)}" if complete else f"from row {row}"
+    return DataError(str(path), row, None, f"a JSON {kind} spread over several lines ({where}): JSONL needs one "
+                                           f"object per line{hint}")
+
+
 def _jsonl_rows(path: Path, batch_rows: int, seg: Segment | None = None) -> Iterator[list[Row]]:
-    """Batches of a JSONL file (or of one segment of it), parsed line by line as they are read."""
+    """Batches of a JSONL file (or of one segment of it), parsed line by line as they are read. A
+    file whose first line with content starts a document spread over lines stops with one error."""
     file = str(path)
     with open(path, "rb") as fh:
         start, stop = (seg.start, seg.stop) if seg else (0, None)
         fh.seek(start)
-        pos, row, out = start, seg.first_row if seg else 0, []
+        pos, row, out, first = start, seg.first_row if seg else 0, [], start == 0
         for raw in fh:
             pos, row = pos + len(raw), row + 1
             if row == 1 and raw.startswith(_BOM):   # spreadsheet exports often start with a byte order mark
                 raw = raw[len(_BOM):]
             obj = _json_line(file, row, raw)
+            if first and obj is not None:
+                first = False
+                spread = _spread_document(path, pos - len(raw), row) \
+                    if isinstance(obj, DataError) and obj.reason.startswith("invalid JSON") else None
+                if spread is not None:
+                    raise spread
             if obj is not None:
                 out.append((row, obj))
                 if len(out) >= batch_rows:
@@ -290,9 +318,13 @@ def _hf_rows(path: Path, batch_rows: int, split: str | None) -> Iterator[list[Ro
 
 # ----------------------------------------------------------------------------- the reader
 def _existing(path: str | Path) -> tuple[Path, str]:
+    """The path and its format; a DataError when it is missing or neither a folder nor a regular file
+    (a FIFO, a device or a socket would block or never end)."""
     p = Path(path)
     if not p.exists():
         raise DataError(str(p), None, None, "file not found")
+    if not p.is_dir() and not p.is_file():
+        raise DataError(str(p), None, None, "not a regular file (a pipe, device or socket); give a data file")
     return p, detect_format(p)
 
 

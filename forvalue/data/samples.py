@@ -274,6 +274,8 @@ def _check_columns(file: str, header: list[str] | None, batches: list[Batch], co
     keys = set(header) if header is not None else set().union(*(b.columns for b in batches))
     filled = set().union(*(b.keys for b in batches))
     records = any(b.n_records for b in batches)
+    if header is None and not records:   # no row read as a record: its columns are unknown, its rows say why
+        return
     for name in needed_columns(columns, keys):
         if name not in keys:
             hint = f"; columns are {sorted(keys)}" if keys else ""

@@ -172,15 +172,21 @@ def _hash_files(paths: list[Path]) -> str:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
+    for p in paths:   # (checked before the cache: a file this user may not read is never loaded)
+        if not os.access(p, os.R_OK):
+            raise unreadable_model_file(p, PermissionError(13, "Permission denied"))
     key = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(paths))
     if key in cache:
         return cache[key]
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
+        try:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        except OSError as e:
+            raise unreadable_model_file(p, e) from None
     digest = h.hexdigest()
     cache[key] = digest
     try:
@@ -189,6 +195,23 @@ def _hash_files(paths: list[Path]) -> str:
     except OSError:
         pass
     return digest
+
+
+def unreadable_model_file(path: Path, e: OSError) -> ModelError:
+    """The one-line error of a model file that cannot be read (permissions, I/O), naming it."""
+    why = "no permission to read it" if isinstance(e, PermissionError) else f"cannot read it ({e.strerror or e})"
+    return ModelError(f"{path}: {why}; the model's files must be readable by this user (chmod a+r, or ask "
+                      f"the owner of the model folder)")
+
+
+def _read_json(path: Path):
+    """A model folder's JSON file; an unreadable one is a ModelError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise unreadable_model_file(path, e) from None
+    except ValueError as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
 
 
 def state_dict_hash(model) -> str:
@@ -262,7 +285,7 @@ def _is_vlm_config(config) -> bool:
 def _weights_hash_for_folder(folder: Path) -> str:
     meta = folder / "forvalue_model.json"
     if meta.exists():
-        info = json.loads(meta.read_text())
+        info = _read_json(meta)
         if "gguf_sha256" in info:
             return info["gguf_sha256"]
     files = sorted(folder.glob("*.safetensors"))
@@ -274,7 +297,7 @@ def _weights_hash_for_folder(folder: Path) -> str:
 def _name_for_folder(folder: Path) -> str:
     meta = folder / "forvalue_model.json"
     if meta.exists():
-        return json.loads(meta.read_text()).get("name", folder.name)
+        return _read_json(meta).get("name", folder.name)
     return folder.name
 
 

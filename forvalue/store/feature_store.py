@@ -234,19 +234,43 @@ class FeatureStore:
 
     def verify(self, *, repair: bool = False) -> dict:
         """Check every shard of the store (files present, sizes and sha256 checksums, Parquet footers,
-        each sample stored once) and leftovers of killed writers. ``repair`` moves damaged shards
-        aside and removes leftovers (their samples are computed again by the next feature run)."""
+        each sample stored once, each shard in the folder of its own model and feature config) and
+        leftovers of killed writers; ``found`` lists the model/config folders. Reads only: a store this
+        user may not write is checked without its lock (``read_only``). ``repair`` (which needs write
+        access) moves damaged shards aside and removes leftovers (their samples are computed again by
+        the next feature run); a misplaced shard is only reported."""
+        import contextlib
+
+        from .safety import LOCKS
+
         report = {"folders": 0, "shards": 0, "samples": 0, "duplicates": 0, "damaged": [], "stale_tmp": 0,
-                  "repaired": repair}
+                  "misplaced": [], "found": [], "read_only": False, "repaired": repair}
+
+        def claims_read_only(folder: Path) -> dict:   # the claims on file, each taken as a live writer's
+            out = {}
+            for f in (folder / LOCKS).glob("claim-*.json"):
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    c = json.loads(f.read_text())
+                    out[c["shard_id"]] = set(c["sample_ids"])
+            return out
+
         for folder in self.folders():
             report["folders"] += 1
-            with FolderLock(folder, self.lock_timeout):
-                claims = live_claims(folder)
+            with contextlib.ExitStack() as held:
+                try:
+                    held.enter_context(FolderLock(folder, self.lock_timeout))
+                    claims = live_claims(folder)
+                except OSError as e:   # no write access (permissions, a read-only file system)
+                    if repair:
+                        raise StoreError(f"{folder}: --repair needs write access to the store ({e.strerror or e});"
+                                         f" `forvalue store verify` without --repair checks it read-only") from None
+                    report["read_only"], claims = True, claims_read_only(folder)
                 tmp = [p for p in folder.glob(".*.tmp") if not _claimed_tmp(p, claims)]
                 report["stale_tmp"] += len(tmp)
                 if repair:
                     remove_stale_tmp(folder, claims)
                 seen: dict[str, int] = {}
+                models: set = set()
                 for m in self._manifests(folder):
                     info, problem = damaged_shard(folder, m, deep=True)
                     if problem:
@@ -257,11 +281,21 @@ class FeatureStore:
                     if info is None:
                         continue
                     report["shards"] += 1
+                    model, cfg_id = info.get("model") or {}, info.get("feature_config_id", folder.name)
+                    models.add(model.get("id", "?"))
+                    digest = hashlib.sha256(model.get("id", "").encode()).hexdigest()[:12]
+                    home = f"{_slug(model.get('name', ''))}-{digest}"
+                    if model.get("id") and (folder.parent.name, folder.name) != (home, cfg_id):
+                        report["misplaced"].append({"shard": str(m), "reason": (
+                            f"holds features of model {model['id']} / feature config {cfg_id}, whose folder is "
+                            f"{home}/{cfg_id}, not {folder.parent.name}/{folder.name}: reading refuses it")})
                     for sid in info["sample_ids"]:
                         seen[sid] = seen.get(sid, 0) + 1
                 report["samples"] += len(seen)
                 report["duplicates"] += sum(n - 1 for n in seen.values())
-        report["ok"] = not report["damaged"] and not report["stale_tmp"] and not report["duplicates"]
+                report["found"].append({"folder": str(folder), "models": sorted(models), "feature_config": folder.name,
+                                        "samples": len(seen)})
+        report["ok"] = not (report["damaged"] or report["stale_tmp"] or report["duplicates"] or report["misplaced"])
         return report
 
     def compact(self, *, shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
