@@ -6,6 +6,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# One torch (OpenMP) thread in this process and the processes it starts (CLI runs, Ray workers), unless
+# the caller chose: the tests' models are tiny, and on a shared CPU a second OpenMP thread spins against
+# the other processes (a tiny model's forward pass then takes 30-100x longer).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
