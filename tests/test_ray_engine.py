@@ -2,8 +2,9 @@
 in-process engine, a worker killed mid-run still leaves every sample stored exactly once, stored scoring
 by shard on Ray equals the streamed scoring, and Ray is shut down with its folder removed afterwards.
 
-One local Ray (2 CPUs) serves the module; the engine uses it as it is (an initialised Ray is joined,
-not started), and the fixture checks that it stops cleanly and leaves no folder or token behind.
+One local Ray (2 CPUs) serves the test session (``local_ray``, tests/conftest.py); the engine uses it as
+it is (an initialised Ray is joined, not started), and the fixture checks that it stops cleanly and
+leaves no folder or token behind.
 """
 
 import json
@@ -28,27 +29,6 @@ from forvalue.store.feature_store import FeatureStore  # noqa: E402
 from tests.conftest import make_records  # noqa: E402
 
 CFG = FeatureConfig(k=4, r=8)
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    import ray
-
-    from forvalue.engines.ray_session import start, stop
-
-    home = os.environ.get("HOME")
-    token_file = Path(home or "/nonexistent") / ".ray" / "auth_token"
-    had_token = token_file.exists()
-    session = start(None, num_cpus=2)
-    assert session.started and session.temp_dir.is_dir()
-    assert os.environ["RAY_AUTH_MODE"] == "token"                       # auth on, token in the temp folder
-    assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).parent == session.temp_dir
-    yield session
-    stop(session)
-    assert not ray.is_initialized()
-    assert not session.temp_dir.exists()                               # Ray's folder removed
-    assert "RAY_AUTH_TOKEN_PATH" not in os.environ
-    assert token_file.exists() == had_token                            # nothing written under $HOME
 
 
 def _model(tiny_model_dir) -> ModelConfig:
