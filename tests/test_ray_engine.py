@@ -401,12 +401,14 @@ def test_the_store_benchmark_runs_and_orders_alike(local_ray, tmp_path):
                                                   "ray_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.store_passes(tmp_path / "store", 600, 5, [2])
-    assert [r["engine"] for r in rows] == ["in-process", "ray, 2 worker(s)"]
-    assert all(r["same_order"] for r in rows) and rows[0]["select_vs_in_process"] == 1.0
-    # the ratios are there (their size depends on the machine: the in-process pass of 600 samples can
-    # round to 0.00 s)
-    assert all(isinstance(r[k], float) for r in rows for k in ("score_vs_in_process", "select_vs_in_process"))
+    here, on_ray = bench.store_passes(tmp_path / "store", 600, 5, [2])
+    assert (here["engine"], on_ray["engine"]) == ("in-process", "ray, 2 worker(s)")
+    assert on_ray["same_order"] is True and on_ray["passes"] == here["passes"] >= 1   # Ray's order: the in-process one
+    # each ratio is the in-process time over the row's (their size depends on the machine: the in-process
+    # pass of 600 samples can round to 0.00 s), up to the rounding of the times and the ratio to 0.01
+    for part in ("score", "select"):
+        ratio, mine, base = on_ray[f"{part}_vs_in_process"], on_ray[f"{part}_s"], here[f"{part}_s"]
+        assert ratio >= 0 and abs(ratio * mine - base) <= 0.006 * (1 + ratio + mine), (part, ratio, mine, base)
     # part read: both readers hand over every sample of the file
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"text": f"row {i} " * 8}) + "\n" for i in range(3000)))
