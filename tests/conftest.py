@@ -6,6 +6,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# One torch (OpenMP) thread in this process and the processes it starts (CLI runs, Ray workers), unless
+# the caller chose: the tests' models are tiny, and on a shared CPU a second OpenMP thread spins against
+# the other processes (a tiny model's forward pass then takes 30-100x longer).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
@@ -13,6 +18,64 @@ def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
     directory): tests keep them in a temporary folder instead of the checkout."""
     if "FORVALUE_FEATURES" not in os.environ:
         monkeypatch.setenv("FORVALUE_FEATURES", str(tmp_path_factory.getbasetemp() / "cli-features"))
+
+
+class SharedRay:
+    """One local Ray (2 CPUs) for the test session, started on first use by
+    :func:`forvalue.engines.ray_session.start`: the engine joins it (an initialised Ray is used as it
+    is, not started again). :meth:`close` stops it and checks that it leaves nothing behind; a later
+    :meth:`get` starts it again."""
+
+    def __init__(self):
+        self.session = None
+        home = os.environ.get("HOME")
+        self.token_file = Path(home or "/nonexistent") / ".ray" / "auth_token"
+        self.had_token = self.token_file.exists()
+
+    def get(self):
+        from forvalue.engines.ray_session import start
+
+        if self.session is None:
+            session = start(None, num_cpus=2)
+            assert session.started and session.temp_dir.is_dir()
+            assert os.environ["RAY_AUTH_MODE"] == "token"                  # auth on, token in the temp folder
+            assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).parent == session.temp_dir
+            self.session = session
+        return self.session
+
+    def close(self) -> None:
+        import ray
+
+        from forvalue.engines.ray_session import stop
+
+        session, self.session = self.session, None
+        if session is None:
+            return
+        stop(session)
+        assert not ray.is_initialized()
+        assert not session.temp_dir.exists()                              # Ray's folder removed
+        assert "RAY_AUTH_TOKEN_PATH" not in os.environ
+        assert self.token_file.exists() == self.had_token                 # nothing written under $HOME
+
+
+@pytest.fixture(scope="session")
+def shared_ray():
+    pytest.importorskip("ray")
+    ray = SharedRay()
+    yield ray
+    ray.close()
+
+
+@pytest.fixture
+def local_ray(shared_ray):
+    """The session's local Ray (a RaySession), started on first use and stopped at the end of the session."""
+    return shared_ray.get()
+
+
+@pytest.fixture
+def no_local_ray(shared_ray):
+    """No Ray running in this process (the session's is stopped; the next test that needs it starts it)."""
+    shared_ray.close()
 
 
 @pytest.fixture(scope="session")

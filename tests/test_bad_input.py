@@ -292,8 +292,20 @@ def _snapshot(folder: Path) -> dict:
     return out
 
 
-def test_there_are_enough_cases():
-    assert len(CASES) >= 60
+def test_the_commands_the_cases_break_work_on_good_input(files, tmp_path, capsys):
+    """The table's control: the score, features and curate commands that the cases break run on the
+    good files (exit 0, their output written, nothing on stderr), so each case's status 2 comes from
+    what the case breaks."""
+    assert main([*score(files, out=tmp_path / "s.parquet"), "--quiet"]) == 0
+    assert sorted(r["id"] for r in pq.read_table(tmp_path / "s.parquet").to_pylist()) == [r["id"] for r in GOOD]
+    assert main(["features", "--data", str(files["train"]), "--out", str(tmp_path / "fs"), "--model", files["model"],
+                 "--shard-size", "2", "--quiet"]) == 0
+    assert "6 samples: 6 computed, 0 already stored" in capsys.readouterr().out
+    assert main(["curate", "--train", str(files["train"]), "--val", str(files["val"]), "--model", files["model"],
+                 "--top-k", "2", "--out", str(tmp_path / "c.jsonl"), "--no-store", "--quiet"]) == 0
+    kept = [json.loads(x)["id"] for x in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert len(kept) == 2 and set(kept) < {r["id"] for r in GOOD}
+    assert not capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -1,10 +1,12 @@
-"""The platform on Ray: the ``ray`` resource (dagster-ray) is chosen by configuration, the
-``training_features`` asset materializes on ``LocalRay`` through the Ray engine with workers, rows/s
-and retried tasks in its metadata, the scores and the curated subset are computed one Ray task per
-shard with the in-process results, and the local Ray is shut down with its folder removed after the step.
+"""The platform on Ray: the ``ray`` resource (dagster-ray) is chosen by configuration, a Ray step on
+``LocalRay`` with no Ray running starts a local Ray for the step and shuts it down with its folder after
+it, and the ``training_features`` asset materializes on ``LocalRay`` (joining the session's local Ray,
+which the steps leave running) through the Ray engine with workers, rows/s and retried tasks in its
+metadata; the scores and the curated subset are computed one Ray task per shard with the in-process results.
 """
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,36 @@ def _ray_folders() -> set:
     return set(Path(tempfile.gettempdir()).glob("fvray-*"))
 
 
-def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
+def test_a_ray_step_starts_a_local_ray_and_shuts_it_down_after(no_local_ray):
+    """ForValueLocalRay with no Ray running: the step's first use starts a local Ray with the CPUs of
+    ray_init_options in its own folder; the end of the step shuts it down and removes the folder."""
+    import ray
+    from dagster import asset, materialize
+    from dagster_ray import Lifecycle, RayResource
+
+    from resources.ray import ForValueLocalRay, connect
+
+    before, seen = _ray_folders(), {}
+
+    @asset
+    def on_local_ray(context, ray_cluster: RayResource) -> None:
+        seen["before_connect"] = ray.is_initialized()
+        connect(ray_cluster, context)
+        connect(ray_cluster, context)                      # once per step: a second call reuses the connection
+        seen["cpus"] = ray.cluster_resources().get("CPU")
+        seen["folder"] = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).parent   # the local Ray's folder holds its token
+        seen["folder_there"] = seen["folder"].is_dir()
+
+    local = ForValueLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options={"num_cpus": 1})
+    assert materialize([on_local_ray], resources={"ray_cluster": local}).success
+    assert seen["before_connect"] is False and seen["cpus"] == 1.0   # started by the step, with 1 CPU ...
+    folder = seen["folder"]
+    assert folder.name.startswith("fvray-") and seen["folder_there"] and folder not in before   # ... in its own folder
+    assert not ray.is_initialized()                                  # shut down after the step ...
+    assert not folder.exists() and "RAY_AUTH_TOKEN_PATH" not in os.environ   # ... its folder and token removed
+
+
+def test_training_features_materialize_on_local_ray(local_ray, tiny_model_dir, tmp_path):
     import ray
     from dagster import AssetKey
     from dagster_ray import Lifecycle, LocalRay
@@ -34,9 +65,10 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
     from resources.ray import ForValueLocalRay
 
     before = _ray_folders()
-    local_ray = ForValueLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options={"num_cpus": 2})
-    assert isinstance(local_ray, LocalRay)
-    resources = {"engine": EngineResource(engine="ray", workers=2), "ray": local_ray}
+    assert local_ray.temp_dir in before                    # the session's local Ray: the steps join it
+    step_ray = ForValueLocalRay(lifecycle=Lifecycle(connect=False, cleanup="never"), ray_init_options={"num_cpus": 2})
+    assert isinstance(step_ray, LocalRay)
+    resources = {"engine": EngineResource(engine="ray", workers=2), "ray": step_ray}
     with platform_for_test(tmp_path, model=str(tiny_model_dir), batch_size=2, resources=resources) as p:
         data = p.write_jsonl("train", "t1", make_records(12, seed=5))
         res = p.register("train", "t1", data)
@@ -82,8 +114,8 @@ def test_training_features_materialize_on_local_ray(tiny_model_dir, tmp_path):
         kept = [r["sample_id"] for r in cat.query("SELECT sample_id FROM subset_samples ORDER BY rank")]
         order = local.rank_stored(train_ids, val_ids, "balanced", limit=4).order
         assert kept == [train_ids[i] for i in order[:4]]
-    assert not ray.is_initialized()                        # the step's Ray was shut down ...
-    assert _ray_folders() <= before                        # ... and its folder removed
+    # a step that joined a running Ray leaves it running, and starts no Ray of its own
+    assert ray.is_initialized() and local_ray.temp_dir.is_dir() and _ray_folders() <= before
 
 
 def test_the_ray_resource_is_chosen_by_configuration(monkeypatch):

