@@ -294,7 +294,7 @@ def _snapshot(folder: Path) -> dict:
 
 def test_the_commands_the_cases_break_work_on_good_input(files, tmp_path, capsys):
     """The table's control: the score, features and curate commands that the cases break run on the
-    good files (exit 0, their output written, nothing on stderr), so each case's status 2 comes from
+    good files (exit 0, their output written, no error on stderr), so each case's status 2 comes from
     what the case breaks."""
     assert main([*score(files, out=tmp_path / "s.parquet"), "--quiet"]) == 0
     assert sorted(r["id"] for r in pq.read_table(tmp_path / "s.parquet").to_pylist()) == [r["id"] for r in GOOD]
@@ -305,7 +305,9 @@ def test_the_commands_the_cases_break_work_on_good_input(files, tmp_path, capsys
                  "--top-k", "2", "--out", str(tmp_path / "c.jsonl"), "--no-store", "--quiet"]) == 0
     kept = [json.loads(x)["id"] for x in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert len(kept) == 2 and set(kept) < {r["id"] for r in GOOD}
-    assert not capsys.readouterr().err
+    # nothing but the one-line warnings of the CLI (the tiny records compute nothing for the answer check)
+    err = capsys.readouterr().err.splitlines()
+    assert all(x.startswith("forvalue: warning: ") for x in err), err
 
 
 @pytest.mark.parametrize("name", list(CASES))
