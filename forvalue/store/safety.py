@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import StoreError
+from .checksums import digest, forget
 
 try:
     import fcntl
@@ -166,7 +167,8 @@ def _plain_name(name) -> bool:
 def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[dict | None, str | None]:
     """(manifest, None) for an intact shard, else (manifest or None, what is wrong). The quick check
     (every read) wants both files present with the recorded sizes; ``deep`` also compares sha256
-    checksums and opens the Parquet footers."""
+    checksums (hashing every file again, whatever forvalue/store/checksums.py has recorded) and opens the
+    data files' footers."""
     try:
         info = json.loads(manifest.read_text())
         files = info["files"]
@@ -194,7 +196,7 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
         if want and path.stat().st_size != want["size"]:
             return info, f"{files[key]} has {path.stat().st_size} bytes, the manifest records {want['size']}"
         if deep:
-            if want and file_digest(path)["sha256"] != want["sha256"]:
+            if want and digest(path)["sha256"] != want["sha256"]:   # hashed whatever is recorded
                 return info, f"{files[key]}: checksum mismatch"
             try:
                 from .shard_format import check_readable
@@ -216,6 +218,7 @@ def quarantine(folder: Path, manifest: Path, info: dict | None, reason: str) -> 
         except FileNotFoundError:   # another reader moved it first
             pass
     (dest / "REASON.txt").write_text(reason + "\n")
+    forget(folder, names[1:])
     return dest
 
 
