@@ -184,3 +184,41 @@ def test_a_parquet_shard_is_checked_too(tiny_lm, tmp_path):
         with pytest.raises(StoreError, match=f"{info['files'][kind]}: checksum mismatch"):
             FeatureStore(tmp_path / "v1", checksums="full").read_shard(folder, info)
         assert not manifest.exists() and len(list((folder / "damaged").iterdir())) == 1
+
+
+def test_the_scale_bench_times_each_checksum_mode(tmp_path):
+    """`forvalue bench scale --checksums`: the writer's stamps mean the default hashes nothing in a
+    fresh process, `full` hashes every byte of the shard files, and all modes score alike."""
+    from forvalue.benchmarks.scale import build_store, checksum_cost
+
+    folder = build_store(tmp_path / "store", 300, rows=8, r=8, shard_size=100)
+    rows = {row["checksums"]: row for row in checksum_cost(tmp_path / "store", 8, 8, 5, rounds=1)}
+    assert sorted(rows) == ["full", "off", "stamp"]
+    assert rows["off"]["hashed_bytes"] == rows["stamp"]["hashed_bytes"] == 0
+    assert rows["full"]["hashed_bytes"] == sum(p.stat().st_size for p in folder.glob("shard-*.arrow"))
+    assert rows["off"]["check_seconds"] == 0 and rows["full"]["check_seconds"] > rows["stamp"]["check_seconds"]
+
+
+def test_stamps_never_lead_outside_the_store(tiny_lm, tmp_path, monkeypatch):
+    """A stamps folder replaced by a link to an outside folder that holds a forged stamp (the flipped
+    file's state with the manifest's checksum): the link is not followed, the flip is found, and the
+    outside folder is neither read nor written."""
+    samples = samples_from_records(make_records(4)).samples
+    store = FeatureStore(tmp_path / "fs")
+    store.ensure(tiny_lm, samples, shard_size=4)
+    folder = _folder(tmp_path / "fs")
+    info = json.loads(sorted(folder.glob("shard-*.json"))[0].read_text())
+    victim = folder / info["files"]["rows"]
+    _flip(victim)
+    outside = tmp_path / "outside"
+    shutil.move(folder / checksums.VERIFIED, outside)
+    (folder / checksums.VERIFIED).symlink_to(outside)
+    forged = {"identity": list(checksums.identity(victim, victim.stat())[1:]),
+              "sha256": info["checksums"]["rows"]["sha256"]}
+    (outside / f"{victim.name}.json").write_text(json.dumps(forged))
+    before = _snapshot(outside, tmp_path / "none")
+    monkeypatch.setattr(checksums, "_VERIFIED", {})                     # as a new process
+    with pytest.raises(StoreError, match=f"{victim.name}: checksum mismatch"):
+        FeatureStore(tmp_path / "fs").load(tiny_lm.fingerprint, FeatureConfig())
+    store.ensure(tiny_lm, samples, shard_size=4)                         # recomputed, nothing stamped outside
+    assert _snapshot(outside, tmp_path / "none") == before

@@ -101,6 +101,13 @@ def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_
     return folder
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, every thread): less blurred than the wall time
+    by other work on a shared machine."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -132,32 +139,42 @@ def _rescore_step(root: str, rows: int, r: int, n_val: int, checksums: str = "st
     from ..store.feature_store import FeatureStore
 
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     source = StoreSource(FeatureStore(root, checksums=checksums), synthetic_fingerprint(), synthetic_config(rows, r))
     raw, normalized, norm = source_values(source, val)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "samples": len(source), "finite": bool(np.isfinite(raw).all()),
+    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "samples": len(source),
+            "finite": bool(np.isfinite(raw).all()),
             "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb(), "checksums": checksums,
-            "hashed_bytes": hashed()["bytes"]}
+            "hashed_bytes": hashed()["bytes"], "check_seconds": hashed()["seconds"]}
 
 
-def checksum_cost(root: str | Path, rows: int, r: int, n_val: int, *, rounds: int = 2, log=None) -> list[dict]:
+def checksum_cost(root: str | Path, rows: int, r: int, n_val: int, *, rounds: int = 5, log=None) -> list[dict]:
     """The re-scoring with each checksum mode (off, stamp, full), alternated over ``rounds`` rounds
     (so that the page cache and the machine's other work weigh on each alike): one row per mode, its
-    best time, that over the best unchecked time, and the bytes the re-scoring process hashed."""
+    best and median time and median CPU time, those over the unchecked ones, the time spent in the checks
+    themselves (measured inside the process: what the machine's other work does not blur) and the bytes
+    the re-scoring process hashed."""
     say = log or (lambda msg: None)
     runs: dict[str, list[dict]] = {m: [] for m in ("off", "stamp", "full")}
     for k in range(rounds):
         for mode in runs:
             runs[mode].append(_child("rescore", str(root), rows, r, n_val, mode))
-            say(f"re-scoring, checksums {mode} (round {k + 1}): {runs[mode][-1]['seconds']:.2f} s, "
-                f"{runs[mode][-1]['hashed_bytes'] / 1e9:.2f} GB hashed")
+            say(f"re-scoring, checksums {mode} (round {k + 1}): {runs[mode][-1]['seconds']:.2f} s, cpu "
+                f"{runs[mode][-1]['cpu_seconds']:.2f} s, checks "
+                f"{runs[mode][-1]['check_seconds']:.3f} s, {runs[mode][-1]['hashed_bytes'] / 1e9:.2f} GB hashed")
     sums = {round(x["checksum"], 3) for v in runs.values() for x in v}
     if len(sums) != 1:
         raise AssertionError(f"the checksum modes scored differently: {sums}")
-    base = min(x["seconds"] for x in runs["off"])
-    return [{"checksums": mode, "rescore_seconds": min(x["seconds"] for x in v),
-             "all_seconds": [x["seconds"] for x in v], "over_unchecked": min(x["seconds"] for x in v) / base,
+    best = {m: min(x["seconds"] for x in v) for m, v in runs.items()}
+    median = {m: float(np.median([x["seconds"] for x in v])) for m, v in runs.items()}
+    cpu = {m: float(np.median([x["cpu_seconds"] for x in v])) for m, v in runs.items()}
+    return [{"checksums": mode, "rescore_seconds": best[mode], "median_seconds": median[mode],
+             "all_seconds": [x["seconds"] for x in v], "over_unchecked": best[mode] / best["off"],
+             "median_over_unchecked": median[mode] / median["off"], "cpu_seconds": cpu[mode],
+             "cpu_over_unchecked": cpu[mode] / cpu["off"],
+             "check_seconds": float(np.median([x["check_seconds"] for x in v])),
+             "check_share": float(np.median([x["check_seconds"] / x["seconds"] for x in v])),
              "hashed_bytes": min(x["hashed_bytes"] for x in v), "peak_rss_mb": max(x["peak_rss_mb"] for x in v)}
             for mode, v in runs.items()]
 

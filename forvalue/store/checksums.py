@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from ..io import atomic_write_text
@@ -31,7 +32,7 @@ from ..io import atomic_write_text
 VERIFIED = "verified"
 MODES = ("stamp", "full", "off")
 _VERIFIED: dict[tuple, str] = {}   # identity -> sha256 hashed by this process
-_HASHED = {"files": 0, "bytes": 0}   # what reads of this process hashed (the benchmarks report it)
+_HASHED = {"files": 0, "bytes": 0, "seconds": 0.0}   # what reads of this process hashed, the time checks took
 
 
 class ChecksumMismatch(ValueError):
@@ -47,10 +48,22 @@ def stamp_path(path: Path) -> Path:
     return path.parent / VERIFIED / f"{path.name}.json"
 
 
+def stamps_folder(folder: Path) -> Path | None:
+    """The stamps' folder of a shard folder; None when it is a link (it could lead outside the store:
+    then nothing is stamped or read there, and each process hashes the files)."""
+    d = Path(folder) / VERIFIED
+    return None if d.is_symlink() else d
+
+
 def _stamped(path: Path, ident: tuple) -> str | None:
-    """The sha256 a stamp records for this identity of ``path`` (None: no stamp, or another state)."""
+    """The sha256 a stamp records for this identity of ``path`` (None: no stamp, or another state).
+    A stamp that is a link is not followed."""
+    if stamps_folder(path.parent) is None:
+        return None
     try:
-        stamp = json.loads(stamp_path(path).read_text())
+        fd = os.open(stamp_path(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, encoding="utf-8") as f:
+            stamp = json.loads(f.read())
         if tuple(stamp["identity"]) == ident[1:]:
             return str(stamp["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -63,7 +76,7 @@ def record(path: Path, st: os.stat_result, sha256: str) -> None:
     effort: a store this user may not write is hashed again by the next process)."""
     ident = identity(path, st)
     _VERIFIED[ident] = sha256
-    if _stamped(path, ident) == sha256:
+    if stamps_folder(path.parent) is None or _stamped(path, ident) == sha256:
         return
     try:
         atomic_write_text(stamp_path(path), json.dumps({"identity": list(ident[1:]), "sha256": sha256}))
@@ -73,7 +86,7 @@ def record(path: Path, st: os.stat_result, sha256: str) -> None:
 
 def forget(folder: Path, names) -> None:
     """Remove the stamps of ``names`` (files moved aside or deleted)."""
-    for name in names:
+    for name in names if stamps_folder(folder) is not None else ():
         try:
             stamp_path(Path(folder) / str(name)).unlink(missing_ok=True)
         except OSError:
@@ -88,6 +101,14 @@ def check(path: Path, st: os.stat_result, data, want: dict | None, mode: str = "
         return
     if mode not in MODES:
         raise ValueError(f"checksum mode must be one of {', '.join(MODES)}, got {mode!r}")
+    t0 = time.perf_counter()
+    try:
+        _check(path, st, data, want, mode)
+    finally:
+        _HASHED["seconds"] += time.perf_counter() - t0
+
+
+def _check(path: Path, st: os.stat_result, data, want: dict, mode: str) -> None:
     if st.st_size != want.get("size", st.st_size):
         raise ChecksumMismatch(f"{path.name} has {st.st_size} bytes, the manifest records {want['size']}")
     sha = want.get("sha256")
@@ -105,7 +126,8 @@ def check(path: Path, st: os.stat_result, data, want: dict | None, mode: str = "
 
 
 def hashed() -> dict:
-    """{"files", "bytes"} the reads of this process hashed so far."""
+    """{"files", "bytes"} the reads of this process hashed so far, and "seconds": the time their checks took
+    (stamps, hashes)."""
     return dict(_HASHED)
 
 
@@ -124,4 +146,4 @@ def digest(path: Path) -> dict:
 
 
 __all__ = ["ChecksumMismatch", "MODES", "VERIFIED", "check", "digest", "forget", "hashed", "identity", "record",
-           "stamp_path"]
+           "stamp_path", "stamps_folder"]

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import StoreError
-from .checksums import digest, forget
+from .checksums import digest, forget, stamps_folder
 
 try:
     import fcntl
@@ -141,12 +141,17 @@ def claimed_tmp(path: Path, claims: dict[str, set[str]]) -> bool:
 
 
 def remove_stale_tmp(folder: Path, claims: dict[str, set[str]]) -> list[Path]:
-    """Remove temporary files that no living writer owns (a killed writer's half-written shard)."""
+    """Remove temporary files that no living writer owns (a killed writer's half-written shard), and
+    half-written stamps (a stamp is a cache: one removed while it is written is simply not kept)."""
     removed = []
     for p in folder.glob(".*.tmp"):
         if not claimed_tmp(p, claims):
             p.unlink(missing_ok=True)
             removed.append(p)
+    stamps = stamps_folder(folder)
+    for p in stamps.glob(".*.tmp") if stamps is not None else ():
+        p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 
