@@ -14,6 +14,11 @@ then times, each step in a fresh process so that its peak memory is its own:
   valuation set, streamed shard by shard (:func:`forvalue.valuation.scoring.source_values` over a
   :class:`forvalue.valuation.feature_source.StoreSource`).
 
+- ``checksums`` (with ``checksum_cost``): the re-scoring again with each way reads check the shard
+  files against their manifests' sha256 (forvalue/store/checksums.py): ``off`` (sizes only),
+  ``stamp`` (the default: a file is hashed once per state, its writer's hash counts) and ``full``
+  (every file hashed by the re-scoring process), alternated over ``rounds`` rounds; the best of each.
+
 Reported: ``rescore_seconds``, ``read_seconds``, their ratio, ``bytes_per_sample`` (on disk) and the
 peak RSS of each step.
 """
@@ -119,6 +124,13 @@ def build_store(root: str | Path, n: int, *, rows: int = 64, r: int = 64, shard_
     return folder
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, every thread): less blurred than the wall time
+    by other work on a shared machine."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -140,21 +152,54 @@ def _read_step(root: str, rows: int, r: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "bytes": nbytes, "peak_rss_mb": _peak_mb()}
 
 
-def _rescore_step(root: str, rows: int, r: int, n_val: int) -> dict:
+def _rescore_step(root: str, rows: int, r: int, n_val: int, checksums: str = "stamp") -> dict:
     import pyarrow.ipc  # noqa: F401  (imports are not charged to the re-scoring)
     import torch  # noqa: F401
 
     from ..valuation.feature_source import StoreSource
     from ..valuation.scoring import source_values
+    from ..store.checksums import hashed
     from ..store.feature_store import FeatureStore
 
     val = synthetic_features(np.random.default_rng(12345), [f"v{i}" for i in range(n_val)], rows, r)
-    t0 = time.perf_counter()
-    source = StoreSource(FeatureStore(root), synthetic_fingerprint(), synthetic_config(rows, r))
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    source = StoreSource(FeatureStore(root, checksums=checksums), synthetic_fingerprint(), synthetic_config(rows, r))
     raw, normalized, norm = source_values(source, val)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "samples": len(source), "finite": bool(np.isfinite(raw).all()),
-            "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb()}
+    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "samples": len(source),
+            "finite": bool(np.isfinite(raw).all()),
+            "checksum": float(np.sum(raw)), "peak_rss_mb": _peak_mb(), "checksums": checksums,
+            "hashed_bytes": hashed()["bytes"], "check_seconds": hashed()["seconds"]}
+
+
+def checksum_cost(root: str | Path, rows: int, r: int, n_val: int, *, rounds: int = 5, log=None) -> list[dict]:
+    """The re-scoring with each checksum mode (off, stamp, full), alternated over ``rounds`` rounds
+    (so that the page cache and the machine's other work weigh on each alike): one row per mode, its
+    best and median time and median CPU time, those over the unchecked ones, the time spent in the checks
+    themselves (measured inside the process: what the machine's other work does not blur) and the bytes
+    the re-scoring process hashed."""
+    say = log or (lambda msg: None)
+    runs: dict[str, list[dict]] = {m: [] for m in ("off", "stamp", "full")}
+    for k in range(rounds):
+        for mode in runs:
+            runs[mode].append(_child("rescore", str(root), rows, r, n_val, mode))
+            say(f"re-scoring, checksums {mode} (round {k + 1}): {runs[mode][-1]['seconds']:.2f} s, cpu "
+                f"{runs[mode][-1]['cpu_seconds']:.2f} s, checks "
+                f"{runs[mode][-1]['check_seconds']:.3f} s, {runs[mode][-1]['hashed_bytes'] / 1e9:.2f} GB hashed")
+    sums = {round(x["checksum"], 3) for v in runs.values() for x in v}
+    if len(sums) != 1:
+        raise AssertionError(f"the checksum modes scored differently: {sums}")
+    best = {m: min(x["seconds"] for x in v) for m, v in runs.items()}
+    median = {m: float(np.median([x["seconds"] for x in v])) for m, v in runs.items()}
+    cpu = {m: float(np.median([x["cpu_seconds"] for x in v])) for m, v in runs.items()}
+    return [{"checksums": mode, "rescore_seconds": best[mode], "median_seconds": median[mode],
+             "all_seconds": [x["seconds"] for x in v], "over_unchecked": best[mode] / best["off"],
+             "median_over_unchecked": median[mode] / median["off"], "cpu_seconds": cpu[mode],
+             "cpu_over_unchecked": cpu[mode] / cpu["off"],
+             "check_seconds": float(np.median([x["check_seconds"] for x in v])),
+             "check_share": float(np.median([x["check_seconds"] / x["seconds"] for x in v])),
+             "hashed_bytes": min(x["hashed_bytes"] for x in v), "peak_rss_mb": max(x["peak_rss_mb"] for x in v)}
+            for mode, v in runs.items()]
 
 
 def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percent: float,
@@ -196,12 +241,13 @@ def _child(step: str, *args) -> dict:
 
 def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | list[int] = 100,
         shard_size: int = 4096, strategy: str | list[str] | None = None, percent: float = 10.0, log=None,
-        checks: bool = False) -> dict:
+        checks: bool = False, checksums: bool = False) -> dict:
     """Build (or reuse) a store of ``n`` samples under ``root`` and time the read and the re-scoring
     against a valuation set of each size in ``n_val`` (and, with ``strategy``, one or more, the
     first ``percent`` of each strategy's order over the store for each valuation set, in the same
     run: ``selection``, one row per (valuation size, strategy) with its time over the re-scoring's;
-    ``checks``: each strategy again after the consistency checks, row ``<strategy>+checks``)."""
+    ``checks``: each strategy again after the consistency checks, row ``<strategy>+checks``;
+    ``checksums``: :func:`checksum_cost` with the first valuation size, rows ``checksums``)."""
     say = log or (lambda msg: None)
     n_vals = [n_val] if isinstance(n_val, int) else list(n_val)
     strategies = [] if not strategy else [strategy] if isinstance(strategy, str) else list(strategy)
@@ -229,10 +275,10 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | l
                               "select_passes": sel["passes"], "refilled_units": sel["refilled_units"],
                               "order_sha256": sel["order_sha256"]})
     rescore = rescores[n_vals[0]]
-    extra = {}
+    extra = {"checksums": checksum_cost(root, rows, r, n_vals[0], log=say)} if checksums else {}
     if selection:   # the first row's fields at the top level, as before
         first = selection[0]
-        extra = {"strategy": first["strategy"], "percent": percent, "select_seconds": first["select_seconds"],
+        extra |= {"strategy": first["strategy"], "percent": percent, "select_seconds": first["select_seconds"],
                  "select_peak_rss_mb": first["select_peak_rss_mb"], "select_kept": first["select_kept"],
                  "select_passes": first["select_passes"], "selection": selection}
     return extra | {"samples": n, "rows_per_sample": rows, "r": r, "n_val": n_vals[0], "shard_size": shard_size,
@@ -244,4 +290,4 @@ def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | l
             "finite": rescore["finite"]}
 
 
-__all__ = ["build_store", "synthetic_features", "run", "check_options", "bytes_to_write"]
+__all__ = ["build_store", "synthetic_features", "run", "check_options", "bytes_to_write", "checksum_cost"]

@@ -108,6 +108,10 @@ def _register_scale(bsub, parents) -> None:
     p.add_argument("--checks", action="store_true",
                    help="with --strategy: time each strategy again after the consistency checks (their per-sample "
                         "values read from the store, failing samples never picked), in the same run")
+    p.add_argument("--checksums", action="store_true",
+                   help="also time the re-scoring with each way reads check the shard files' sha256 (off: sizes "
+                        "only; stamp: the default, each file hashed once per state; full: every file hashed by the "
+                        "process), alternated 5 times in the same run, and print each over the unchecked time")
     p.add_argument("--json", default=None, metavar="OUT", help="write {'results': [...], 'meta': {...}} here")
     p.set_defaults(func=run_scale)
 
@@ -321,7 +325,7 @@ def run_scale(args) -> int:
     with tempfile.TemporaryDirectory(prefix="forvalue-scale-") as tmp:
         res = run(args.samples, root=args.store or tmp, rows=args.rows, r=args.r, n_val=args.n_val,
                   shard_size=args.shard_size, strategy=args.strategy, percent=args.subset_percent, log=log,
-                  checks=args.checks)
+                  checks=args.checks, checksums=args.checksums)
     print(f"| samples | bytes/sample | read s | rescore s | rescore/read | rescore peak RSS MB |\n|---|---|---|---|---|---|\n"
           f"| {res['samples']} | {res['bytes_per_sample']:.0f} | {res['read_seconds']:.2f} | "
           f"{res['rescore_seconds']:.2f} | {res['rescore_over_read']:.2f} | {res['rescore_peak_rss_mb']:.0f} |")
@@ -333,6 +337,18 @@ def run_scale(args) -> int:
             print(f"| {res['samples']} | {row['n_val']} | {row['strategy']} | {row['rescore_seconds']:.2f} | "
                   f"{row['select_seconds']:.2f} | {row['select_over_rescore']:.2f} | {row['select_peak_rss_mb']:.0f} | "
                   f"{row['select_passes']} | {row['refilled_units']} |")
+    if res.get("checksums"):
+        n = len(res["checksums"][0]["all_seconds"])
+        print(f"\nchecksums on read ({n} alternated rounds; ratios over the unchecked re-scoring of this run; cpu: "
+              f"user + system of the process, median; checks: the time inside the checks, median)\n\n"
+              f"| samples | checksums | rescore s (best / median) | over unchecked (best / median) | cpu s | cpu over "
+              f"unchecked | checks s | checks / rescore | hashed GB | peak RSS MB |\n"
+              f"|---|---|---|---|---|---|---|---|---|---|")
+        for row in res["checksums"]:
+            print(f"| {res['samples']} | {row['checksums']} | {row['rescore_seconds']:.2f} / "
+                  f"{row['median_seconds']:.2f} | {row['over_unchecked']:.3f} / {row['median_over_unchecked']:.3f} | "
+                  f"{row['cpu_seconds']:.2f} | {row['cpu_over_unchecked']:.3f} | {row['check_seconds']:.3f} | "
+                  f"{row['check_share']:.2%} | {row['hashed_bytes'] / 1e9:.2f} | {row['peak_rss_mb']:.0f} |")
     if args.json:
         _write_json(args.json, {"results": [res], "meta": {
             "bench": "scale", "command": "forvalue " + " ".join(sys.argv[1:]) if sys.argv else "",

@@ -14,9 +14,11 @@ in their schema metadata too.
 Safety (docs/reliability.md):
 - Every file is written under a temporary name and renamed (forvalue/io.py). A temporary file left by
   a killed writer is removed by the next writer (it belongs to no live claim).
-- A shard whose files are missing, of the wrong size or unreadable is moved aside to ``damaged/``
-  (with a note of why) the moment it is read; its samples are then missing, so the next
-  :meth:`FeatureStore.ensure` computes them again. :meth:`verify` also checks the checksums.
+- A shard whose files are missing, of the wrong size, unreadable or not the bytes its manifest's
+  sha256 records is moved aside to ``damaged/`` (with a note of why) the moment it is read; its
+  samples are then missing, so the next :meth:`FeatureStore.ensure` computes them again. Every read
+  checks the checksums (forvalue/store/checksums.py: a file is hashed once per state, its writer's
+  hash counts); :meth:`verify` hashes every file again, whatever is recorded.
 - Concurrent writers (processes on this machine) claim the samples of each shard before computing
   it: under the folder's lock a writer takes only samples that are neither stored nor claimed by a
   live writer, so no sample is computed twice or stored twice. A claim is held by an OS file lock,
@@ -41,9 +43,10 @@ from ..errors import StoreError
 from ..valuation.features import (BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseFeatures, encode_all,
                                   extract_sparse)
 from ..io import atomic_write_text
+from .checksums import MODES, ChecksumMismatch, digest, forget
 from .shard_format import read_files, read_sample_values, write_files
-from .safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, file_digest, live_claims,
-                     no_permission, quarantine, remove_stale_tmp, take_claim)
+from .safety import (LOCKS, FolderLock, claimed_tmp as _claimed_tmp, damaged_shard, live_claims, no_permission,
+                     quarantine, remove_stale_tmp, take_claim)
 
 DEFAULT_SHARD_SIZE = 512
 
@@ -61,9 +64,16 @@ class EnsureResult:
 
 
 class FeatureStore:
-    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0):
+    """``checksums``: how reads check a data file against its manifest's sha256: "stamp" (hashed once
+    per state of the file, by this process or any before it), "full" (hashed by each process on its
+    first read) or "off" (sizes only: for benchmarks of what the check costs)."""
+
+    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0, checksums: str = "stamp"):
+        if checksums not in MODES:
+            raise ValueError(f"checksums must be one of {', '.join(MODES)}, got {checksums!r}")
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.checksums = checksums
         self.damaged: list[dict] = []   # shards this object moved aside: {"shard", "reason", "moved_to", "samples"}
 
     def folder(self, fingerprint, config: FeatureConfig) -> Path:
@@ -102,12 +112,22 @@ class FeatureStore:
                 out.append(info)
         return out
 
-    def _set_aside(self, folder: Path, manifest: Path, info: dict | None, reason: str) -> None:
+    def _set_aside(self, folder: Path, manifest: Path, info: dict | None, reason: str, *, warn: bool = True) -> None:
         moved = quarantine(folder, manifest, info, reason)
         n = len(info.get("sample_ids", [])) if isinstance(info, dict) else 0
         self.damaged.append({"shard": manifest.name, "reason": reason, "moved_to": str(moved), "samples": n})
-        warnings.warn(f"{manifest}: damaged shard ({reason}); moved aside to {moved}; its {n} samples are "
-                      f"computed again by the next feature run", RuntimeWarning, stacklevel=3)
+        if warn:
+            warnings.warn(f"{manifest}: damaged shard ({reason}); moved aside to {moved}; its {n} samples are "
+                          f"computed again by the next feature run", RuntimeWarning, stacklevel=3)
+
+    def _unreadable(self, folder: Path, info: dict, e: Exception) -> StoreError:
+        """Move a shard whose data file failed to read or to check aside; the error to raise (one line
+        naming the shard: the caller says it, so no warning besides)."""
+        manifest = folder / f"shard-{info['shard_id']}.json"
+        reason = str(e) if isinstance(e, ChecksumMismatch) else f"unreadable data file: {e}"
+        self._set_aside(folder, manifest, info, reason, warn=False)
+        return StoreError(f"{manifest}: damaged shard moved aside ({reason}); its {len(info['sample_ids'])} samples "
+                          f"are computed again by the next feature run (`forvalue features` or the features asset)")
 
     def existing_ids(self, fingerprint, config: FeatureConfig) -> set[str]:
         ids: set[str] = set()
@@ -138,7 +158,7 @@ class FeatureStore:
         manifest = folder / f"shard-{shard_id}.json"
         meta["sample_ids"] = feats.sample_ids
         meta["files"] = {k: v.name for k, v in files.items()}
-        meta["checksums"] = {k: file_digest(v) for k, v in files.items()}
+        meta["checksums"] = {k: digest(v) for k, v in files.items()}   # recorded as verified, too
         atomic_write_text(manifest, json.dumps(meta))  # the commit point
         return manifest
 
@@ -190,13 +210,12 @@ class FeatureStore:
             if not pos.keys() & set(info["sample_ids"]):
                 continue
             try:
-                ids, values = read_sample_values(folder, info["files"], fields)
+                ids, values = read_sample_values(folder, info["files"], fields, info.get("checksums"),
+                                                 self.checksums)
             except PermissionError as e:
                 raise no_permission(Path(e.filename or folder), e) from None
             except Exception as e:   # a damaged file, as read_shard
-                manifest = folder / f"shard-{info['shard_id']}.json"
-                self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
-                raise StoreError(f"{manifest}: damaged shard moved aside ({e})") from None
+                raise self._unreadable(folder, info, e) from None
             where = np.array([pos.get(s, -1) for s in ids], dtype=np.int64)
             hit = where >= 0
             for f in fields:
@@ -214,17 +233,14 @@ class FeatureStore:
         return out
 
     def read_shard(self, folder: Path, info: dict) -> SparseFeatures:
-        """One shard's features; a file that cannot be read moves the shard aside (StoreError)."""
+        """One shard's features, its files checked against the manifest's checksums first; a file that
+        cannot be read or differs moves the shard aside (StoreError)."""
         try:
-            return read_files(folder, info["files"])
+            return read_files(folder, info["files"], info.get("checksums"), self.checksums)
         except PermissionError as e:
             raise no_permission(Path(e.filename or folder), e) from None
         except Exception as e:   # pyarrow raises several types for a damaged file
-            manifest = folder / f"shard-{info['shard_id']}.json"
-            self._set_aside(folder, manifest, info, f"unreadable data file: {e}")
-            raise StoreError(f"{manifest}: damaged shard moved aside ({e}); its {len(info['sample_ids'])} samples "
-                             f"are computed again by the next feature run (`forvalue features` or the "
-                             f"features asset)") from None
+            raise self._unreadable(folder, info, e) from None
 
     # ------------------------------------------------------------------ maintenance
     def folders(self) -> list[Path]:
@@ -329,6 +345,7 @@ class FeatureStore:
                     (folder / name).unlink(missing_ok=True)
                     for f in info["files"].values():
                         (folder / f).unlink(missing_ok=True)
+                    forget(folder, info["files"].values())
         return report
 
     # ------------------------------------------------------------------ compute what is missing
@@ -354,9 +371,10 @@ class FeatureStore:
                                               extra)
             try:
                 feats = self.load(fp, config, ids)
-            except StoreError:
+            except StoreError as e:   # a shard found damaged while reading (moved aside): computed again
                 if attempt:
                     raise
+                warnings.warn(str(e), RuntimeWarning, stacklevel=2)
                 continue
             return EnsureResult(features=feats, computed=computed, reused=len(unique) - computed,
                                 shards_written=written)

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import StoreError
+from .checksums import digest, forget, stamps_folder
 
 try:
     import fcntl
@@ -140,12 +141,17 @@ def claimed_tmp(path: Path, claims: dict[str, set[str]]) -> bool:
 
 
 def remove_stale_tmp(folder: Path, claims: dict[str, set[str]]) -> list[Path]:
-    """Remove temporary files that no living writer owns (a killed writer's half-written shard)."""
+    """Remove temporary files that no living writer owns (a killed writer's half-written shard), and
+    half-written stamps (a stamp is a cache: one removed while it is written is simply not kept)."""
     removed = []
     for p in folder.glob(".*.tmp"):
         if not claimed_tmp(p, claims):
             p.unlink(missing_ok=True)
             removed.append(p)
+    stamps = stamps_folder(folder)
+    for p in stamps.glob(".*.tmp") if stamps is not None else ():
+        p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 
@@ -166,7 +172,8 @@ def _plain_name(name) -> bool:
 def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[dict | None, str | None]:
     """(manifest, None) for an intact shard, else (manifest or None, what is wrong). The quick check
     (every read) wants both files present with the recorded sizes; ``deep`` also compares sha256
-    checksums and opens the Parquet footers."""
+    checksums (hashing every file again, whatever forvalue/store/checksums.py has recorded) and opens the
+    data files' footers."""
     try:
         info = json.loads(manifest.read_text())
         files = info["files"]
@@ -194,7 +201,7 @@ def damaged_shard(folder: Path, manifest: Path, *, deep: bool = False) -> tuple[
         if want and path.stat().st_size != want["size"]:
             return info, f"{files[key]} has {path.stat().st_size} bytes, the manifest records {want['size']}"
         if deep:
-            if want and file_digest(path)["sha256"] != want["sha256"]:
+            if want and digest(path)["sha256"] != want["sha256"]:   # hashed whatever is recorded
                 return info, f"{files[key]}: checksum mismatch"
             try:
                 from .shard_format import check_readable
@@ -216,6 +223,7 @@ def quarantine(folder: Path, manifest: Path, info: dict | None, reason: str) -> 
         except FileNotFoundError:   # another reader moved it first
             pass
     (dest / "REASON.txt").write_text(reason + "\n")
+    forget(folder, names[1:])
     return dest
 
 

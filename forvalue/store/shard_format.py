@@ -13,16 +13,21 @@
   result; the consistency checks read these, forvalue/curation/consistency.py).
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
+Reading checks a file's bytes against the manifest's size and sha256 before it parses them
+(:mod:`forvalue.store.checksums`: hashed once per state of the file, not on every read).
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..valuation.features import PER_SAMPLE_LOSSES, SparseFeatures
 from ..io import atomic_write
+from .checksums import ChecksumMismatch, check
 
 
 LOSS_COLUMNS = ("loss", "loss_first", "loss_alone", "loss_answer")   # the stored names of PER_SAMPLE_LOSSES
@@ -80,20 +85,30 @@ def write_files(folder: Path, shard_id: str, feats: SparseFeatures, schema_meta:
     return files
 
 
-def _read(path: Path, columns=None):
-    """A data file's table (Arrow: memory-mapped, so unread columns cost nothing; Parquet: only
-    ``columns`` when given, those present)."""
+def _read(path: Path, columns=None, want: dict | None = None, mode: str = "stamp"):
+    """A data file's table, from bytes checked against ``want`` (the manifest's size and sha256;
+    forvalue/store/checksums.py) before they are parsed. Arrow: memory-mapped, so unread columns cost
+    nothing; Parquet: read whole, then only ``columns`` when given, those present."""
+    import pyarrow as pa
+
+    with open(path, "rb") as fh:   # the state checked is the state of the file read (fstat of this handle)
+        st = os.fstat(fh.fileno())
+        if path.suffix != ".arrow":
+            data = fh.read()
+        else:
+            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else b""
+    check(path, st, data, want, mode)   # the bytes parsed below are the bytes checked
+    buf = pa.py_buffer(data)
     if path.suffix == ".arrow":
-        import pyarrow as pa
         import pyarrow.ipc as ipc
 
-        return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        return ipc.open_file(buf).read_all()
     import pyarrow.parquet as pq
 
     if columns is not None:
-        present = set(pq.read_schema(path).names)
+        present = set(pq.read_schema(pa.BufferReader(buf)).names)
         columns = [c for c in columns if c in present]
-    return pq.read_table(path, columns=columns)
+    return pq.read_table(pa.BufferReader(buf), columns=columns)
 
 
 def check_readable(path: Path) -> None:
@@ -137,9 +152,12 @@ def _flat(column, width: int) -> np.ndarray:
     return values[arr.offset * width:(arr.offset + len(arr)) * width].reshape(-1, width)
 
 
-def read_files(folder: Path, files: dict) -> SparseFeatures:
-    """The features of one shard (Arrow files memory-mapped: no copy of the vectors)."""
-    rows, per = _read(folder / files["rows"]), _read(folder / files["samples"])
+def read_files(folder: Path, files: dict, checksums: dict | None = None, mode: str = "stamp") -> SparseFeatures:
+    """The features of one shard (Arrow files memory-mapped: no copy of the vectors); each file is
+    checked against ``checksums`` (the manifest's) first: :class:`ChecksumMismatch` when it differs."""
+    sums = checksums or {}
+    rows = _read(folder / files["rows"], want=sums.get("rows"), mode=mode)
+    per = _read(folder / files["samples"], want=sums.get("samples"), mode=mode)
     ids = per.column("sample_id").to_pylist()
     if "sample" in rows.column_names:
         row_sample = _np(rows.column("sample")).astype(np.int64)
@@ -159,13 +177,15 @@ def read_files(folder: Path, files: dict) -> SparseFeatures:
     )
 
 
-def read_sample_values(folder: Path, files: dict, fields) -> tuple[list[str], dict]:
+def read_sample_values(folder: Path, files: dict, fields, checksums: dict | None = None,
+                       mode: str = "stamp") -> tuple[list[str], dict]:
     """(sample ids, {field: values or None}) of per-sample ``fields`` (names of PER_SAMPLE_LOSSES)
-    from one shard's samples file only."""
+    from one shard's samples file only (checked against ``checksums`` first, as :func:`read_files`)."""
     columns = dict(zip(PER_SAMPLE_LOSSES, LOSS_COLUMNS))
-    per = _read(folder / files["samples"], ["sample_id"] + [columns[f] for f in fields])
+    per = _read(folder / files["samples"], ["sample_id"] + [columns[f] for f in fields],
+                want=(checksums or {}).get("samples"), mode=mode)
     return per.column("sample_id").to_pylist(), {
         f: _np(per.column(columns[f])).astype(np.float64) if columns[f] in per.column_names else None for f in fields}
 
 
-__all__ = ["write_files", "read_files", "read_sample_values", "check_readable"]
+__all__ = ["write_files", "read_files", "read_sample_values", "check_readable", "ChecksumMismatch"]
