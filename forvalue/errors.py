@@ -48,6 +48,11 @@ class StoreError(ForValueError, RuntimeError):
     obtained in time); the message says what was done and how to recover."""
 
 
+class DamagedShardWarning(RuntimeWarning):
+    """A damaged feature-store shard was moved aside (its samples are computed again). The command line
+    reports it through the store's ``damaged`` list instead (one line per shard)."""
+
+
 class CatalogError(ForValueError, RuntimeError):
     """A catalog operation that cannot proceed (missing registration, locked file, bad name)."""
 

@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import ForValueError
+from ..errors import DamagedShardWarning, ForValueError
 from .options import UsageError, UsageExit
 
 _OURS = str(Path(__file__).resolve().parents[1])
@@ -49,6 +49,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings():
         warnings.showwarning = warning_printer(set())
+        warnings.simplefilter("ignore", DamagedShardWarning)   # options.report_store says it, one line a shard
         try:
             return args.func(args)
         except UsageError as e:

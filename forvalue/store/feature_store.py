@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from .._version import __version__
-from ..errors import StoreError
+from ..errors import DamagedShardWarning, StoreError
 from ..valuation.features import (BOUNDED_VERSION, PER_SAMPLE_LOSSES, FeatureConfig, SparseFeatures, encode_all,
                                   extract_sparse)
 from ..io import atomic_write_text
@@ -118,7 +118,7 @@ class FeatureStore:
         self.damaged.append({"shard": manifest.name, "reason": reason, "moved_to": str(moved), "samples": n})
         if warn:
             warnings.warn(f"{manifest}: damaged shard ({reason}); moved aside to {moved}; its {n} samples are "
-                          f"computed again by the next feature run", RuntimeWarning, stacklevel=3)
+                          f"computed again by the next feature run", DamagedShardWarning, stacklevel=3)
 
     def _unreadable(self, folder: Path, info: dict, e: Exception) -> StoreError:
         """Move a shard whose data file failed to read or to check aside; the error to raise (one line
@@ -374,7 +374,7 @@ class FeatureStore:
             except StoreError as e:   # a shard found damaged while reading (moved aside): computed again
                 if attempt:
                     raise
-                warnings.warn(str(e), RuntimeWarning, stacklevel=2)
+                warnings.warn(str(e), DamagedShardWarning, stacklevel=2)
                 continue
             return EnsureResult(features=feats, computed=computed, reused=len(unique) - computed,
                                 shards_written=written)
