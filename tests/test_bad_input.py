@@ -529,3 +529,20 @@ def test_warnings_are_forvalue_lines_each_once(files, tmp_path, capsys, monkeypa
     _, err = _err_lines(capsys)
     assert err == ["forvalue: warning: overflow encountered", "forvalue: warning: torch: sparse CSR is beta"]
     assert warnings.showwarning is not show                         # only while a command runs
+
+
+def test_a_permission_problem_is_one_line_naming_the_file(files, monkeypatch, capsys, tmp_path):
+    """A folder of a shared store this user may not write (the lock file, a new shard): one line naming
+    it, exit 2, no traceback (simulated: tests may run as root, for whom every file is writable)."""
+    from forvalue.store.feature_store import FeatureStore
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "fs" / ".lock"))
+
+    monkeypatch.setattr(FeatureStore, "ensure", denied)
+    argv = [x for x in score(files, out=tmp_path / "s.parquet") if x != "--no-store"]
+    rc = main([*argv, "--store", str(tmp_path / "fs"), "--quiet"])
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("forvalue: warning: ")]
+    assert rc == 2 and len(err) == 1 and "Traceback" not in "".join(err), err
+    assert err[0].startswith(f"forvalue: error: {tmp_path / 'fs' / '.lock'}: permission denied")
+    assert not (tmp_path / "s.parquet").exists()

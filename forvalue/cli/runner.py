@@ -42,7 +42,8 @@ def warning_printer(seen: set[str]):
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command. A :class:`ForValueError` -> one line on stderr and
-    its ``exit_code`` (2); a usage error -> one line and ``SystemExit(2)``; Ctrl-C -> 130; a warning ->
+    its ``exit_code`` (2); a permission problem -> one line naming the file (2); a usage error -> one line and
+    ``SystemExit(2)``; Ctrl-C -> 130; a warning ->
     one ``forvalue: warning:`` line (:func:`warning_printer`)."""
     args = parser.parse_args(argv)
     if getattr(args, "quiet", False):
@@ -58,6 +59,11 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
         except ForValueError as e:
             print(f"forvalue: error: {e}", file=sys.stderr)
             return e.exit_code
+        except PermissionError as e:   # a file or folder this user may not read or write (a shared store)
+            where = e.filename or "a file"
+            print(f"forvalue: error: {where}: permission denied ({e.strerror or e}); ask its owner for access "
+                  f"(docs/reliability.md: what a shared store needs)", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("forvalue: interrupted; finished shards are kept, rerun to complete", file=sys.stderr)
             return 130
