@@ -382,11 +382,7 @@ def test_numbers_arrow_cannot_hold_are_written_faithfully_and_named(files, tmp_p
     train = tmp_path / "meta.jsonl"
     train.write_text("\n".join(lines) + "\n")
     for out in ("m.parquet", "m.csv", "m.jsonl"):
-        capsys.readouterr()
-        argv = score(files, "train", "val", "--quiet", out=tmp_path / out)
-        argv[2] = str(train)
-        assert main(argv) == 0
-        _, err = _err_lines(capsys)
+        err = _score_notes(files, train, tmp_path / out, capsys)
         if out.endswith(".parquet"):
             assert err == [f"forvalue: note: {tmp_path / out}: column 'big' holds integers beyond 64 bits: written as "
                            "decimal(38, 0); column 'mix' fits no one Parquet type (values: int, str): written as text"]
@@ -402,6 +398,15 @@ def test_numbers_arrow_cannot_hold_are_written_faithfully_and_named(files, tmp_p
     assert rows["g1"]["big"] == big and rows["g0"]["w"] is None
 
 
+def _score_notes(files, train, out, capsys) -> list[str]:
+    """``forvalue score`` of ``train`` against the good valuation file into ``out`` (exit 0): its stderr lines."""
+    capsys.readouterr()
+    argv = score(files, "train", "val", "--quiet", out=out)
+    argv[2] = str(train)
+    assert main(argv) == 0
+    return _err_lines(capsys)[1]
+
+
 def test_binary_columns_left_out_are_named(files, tmp_path, capsys):
     """Image bytes (a bytes column, a Hugging Face image dict) stay in the input file; every output
     says in one line which columns it left out."""
@@ -409,11 +414,7 @@ def test_binary_columns_left_out_are_named(files, tmp_path, capsys):
     pq.write_table(pa.Table.from_pylist([{**r, "thumb": b"\x89PNG" + bytes([i]), "img": {"bytes": b"xy", "path": None}}
                                          for i, r in enumerate(GOOD)]), train)
     for out in ("b.parquet", "b.jsonl", "b.csv"):
-        capsys.readouterr()
-        argv = score(files, "train", "val", "--quiet", out=tmp_path / out)
-        argv[2] = str(train)
-        assert main(argv) == 0
-        _, err = _err_lines(capsys)
+        err = _score_notes(files, train, tmp_path / out, capsys)
         assert err == [f"forvalue: note: {tmp_path / out}: left out the binary columns 'thumb', 'img' (image bytes and "
                        "the like stay in the input file)"]
     assert set(pq.read_schema(tmp_path / "b.parquet").names) >= {"id", "prompt", "response"}
