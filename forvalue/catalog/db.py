@@ -45,7 +45,6 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"   # the project's sql/ in 
 KIND_DATASET = "dataset"
 KIND_VALUATION = "valuation_set"
 KINDS = (KIND_DATASET, KIND_VALUATION)
-SUBSET_MODES = ("top_k", "top_p", "bottom_p", "drop_lowest_p")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _INITIALIZED: set[str] = set()  # catalog files this process has created or upgraded already
@@ -662,8 +661,10 @@ class Catalog:
         :meth:`forvalue.curation.consistency.Checked.records`)."""
         import pyarrow.compute as pc
 
-        if mode not in SUBSET_MODES:
-            raise ValueError(f"mode must be one of {SUBSET_MODES}, not {mode!r}")
+        from ..curation.selection import SIZE_MODES
+
+        if mode not in SIZE_MODES:
+            raise ValueError(f"mode must be one of {SIZE_MODES}, not {mode!r}")
         table = members_table(members)
         if len(table) and pc.count_distinct(table.column("sample_id")).as_py() != len(table):
             raise ValueError("duplicate sample ids in the subset's members")
