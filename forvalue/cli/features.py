@@ -38,7 +38,8 @@ def run(args) -> int:
 def _report_ray(args, res) -> int:
     """The terminal report of a Ray feature run: skipped rows and samples, what was computed."""
     st = res.stats
-    report_skipped(args.data, st.skipped)
+    o.report_skipped(args.data, "rows or samples (bad rows, samples the model cannot take)",
+                     [reason for _, reason in st.skipped])
     kept = res.samples - sum(1 for sid, _ in st.skipped if sid is not None)
     if kept <= 0:
         raise DataError(args.data, None, None, "no samples left after skipping")
@@ -47,15 +48,3 @@ def _report_ray(args, res) -> int:
     print(f"ray: {st.workers} workers ({st.processes} processes), {st.rows_per_s:.1f} samples/s, "
           f"{st.retried_tasks} retried tasks, start-up {st.startup_s:.1f}s, {st.seconds:.1f}s in all")
     return 0
-
-
-def report_skipped(path, skipped) -> None:
-    import sys
-
-    if skipped:
-        print(f"{path}: skipped {len(skipped)} rows or samples (bad rows, samples the model cannot take)",
-              file=sys.stderr)
-        for _, reason in skipped[:20]:
-            print(f"  {reason}", file=sys.stderr)
-        if len(skipped) > 20:
-            print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)

@@ -198,13 +198,19 @@ def common_parent() -> argparse.ArgumentParser:
 def load_data(path: str, args) -> LoadedData:
     """Samples of a data file with the command's column options; skipped rows are reported."""
     data = load_samples(path, columns=columns(args), on_error=getattr(args, "on_error", "raise"))
-    if data.skipped:
-        print(f"{path}: skipped {len(data.skipped)} rows", file=sys.stderr)
-        for s in data.skipped[:20]:
-            print(f"  row {s.row}, field {s.field!r}: {s.reason}", file=sys.stderr)
-        if len(data.skipped) > 20:
-            print(f"  ... and {len(data.skipped) - 20} more", file=sys.stderr)
+    report_skipped(path, "rows", [f"row {s.row}, field {s.field!r}: {s.reason}" for s in data.skipped])
     return data
+
+
+def report_skipped(path, what: str, reasons: list[str]) -> None:
+    """``<path>: skipped N <what>`` on stderr, then the first 20 reasons (nothing when none)."""
+    if not reasons:
+        return
+    print(f"{path}: skipped {len(reasons)} {what}", file=sys.stderr)
+    for reason in reasons[:20]:
+        print(f"  {reason}", file=sys.stderr)
+    if len(reasons) > 20:
+        print(f"  ... and {len(reasons) - 20} more", file=sys.stderr)
 
 
 def valuator(args, root: str | None):
@@ -228,12 +234,7 @@ def prepare(v, args, *data: LoadedData):
     prep = v.prepare(*(d.samples for d in data), on_error=getattr(args, "on_error", "raise"),
                      progress=not getattr(args, "quiet", False), sources=[d.path for d in data])
     for d, skipped, kept in zip(data, prep.skipped, prep.sets):
-        if skipped:
-            print(f"{d.path}: skipped {len(skipped)} samples the model cannot take", file=sys.stderr)
-            for _, reason in skipped[:20]:
-                print(f"  {reason}", file=sys.stderr)
-            if len(skipped) > 20:
-                print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
+        report_skipped(d.path, "samples the model cannot take", [reason for _, reason in skipped])
         if not kept:
             raise DataError(d.path, None, None, "no samples left after skipping")
     return prep
@@ -267,6 +268,6 @@ def set_threads(args) -> None:
 
 __all__ = ["UsageError", "UsageExit", "add_model_options", "model_config", "load_model", "add_feature_options",
            "feature_config", "add_engine_options", "engine_config", "add_column_options", "columns", "columns_meta",
-           "default_store", "add_store_option", "store_root", "add_selection_options", "add_strategy_option", "check_limits",
-           "subset_size", "check_size", "check_count", "common_parent", "load_data", "valuator", "prepare",
-           "engine_line", "report_store", "set_threads"]
+           "default_store", "add_store_option", "store_root", "add_selection_options", "add_strategy_option",
+           "check_limits", "subset_size", "check_size", "check_count", "common_parent", "load_data", "valuator",
+           "prepare", "report_skipped", "engine_line", "report_store", "set_threads"]
