@@ -4,7 +4,7 @@ curation. The command line, the Dagster assets and the benchmarks all go through
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -83,7 +83,6 @@ class Prepared:
     sets: list[list[Sample]]
     skipped: list[list[tuple[str, str]]]
     run: object | None = None
-    sources: list[str] = field(default_factory=list)
 
 
 class Valuator:
@@ -313,17 +312,18 @@ class Valuator:
         from .data.samples import load_samples
 
         data = load_samples(path, columns=columns, on_error=on_error)
-        prep = self.prepare(data.samples, on_error=on_error, sources=[str(path)])
-        return self.featurize(prep.sets[0], shard_size=shard_size, progress=progress, extra=extra)
+        kept = self.prepare(data.samples, on_error=on_error).sets[0]
+        if not kept:
+            raise DataError(str(path), None, None, "no samples left after skipping")
+        return self.featurize(kept, shard_size=shard_size, progress=progress, extra=extra)
 
-    def prepare(self, *sets: Sequence[Sample], on_error: str = "raise", progress: bool = False,
-                sources: Sequence[str] | None = None) -> Prepared:
+    def prepare(self, *sets: Sequence[Sample], on_error: str = "raise", progress: bool = False) -> Prepared:
         """Each of ``sets`` without the samples the model cannot take (too long for it, or not
         tokenizable): ``on_error`` "raise" stops at the first with file, row and field, "skip" drops
         them (``skipped``). On Ray the actor pool also computes and stores every missing feature of all
         the sets here, in one run (this process loads no model); locally the features are computed
-        when a later step needs them. A set left empty is an error naming its file (``sources``)."""
-        sources = list(sources or [s[0].source if s else "" for s in sets])
+        when a later step needs them. A set the skips leave empty comes back empty (its reasons in
+        ``skipped``): the caller says which file it was."""
         if self.engine.is_ray:
             run = self._featurize_ray([x for s in sets for x in s], progress=progress, on_error=on_error)
             bad = dict(run.stats.skipped)
@@ -338,10 +338,7 @@ class Valuator:
                 ids = {id(x) for x, _ in bad}
                 kept.append([x for x in s if id(x) not in ids])
                 skipped.append([(x.sample_id, str(e)) for x, e in bad])
-        for k, s in zip(kept, sources):
-            if not k:
-                raise DataError(s, None, None, "no samples left after skipping")
-        return Prepared(sets=kept, skipped=skipped, run=run, sources=sources)
+        return Prepared(sets=kept, skipped=skipped, run=run)
 
     def _ray_model(self) -> ModelConfig:
         if self.model_config is None:

@@ -232,7 +232,7 @@ def prepare(v, args, *data: LoadedData):
     computed and stored here), each file's samples the model cannot take reported (--on-error skip)
     or stopping the command (raise)."""
     prep = v.prepare(*(d.samples for d in data), on_error=getattr(args, "on_error", "raise"),
-                     progress=not getattr(args, "quiet", False), sources=[d.path for d in data])
+                     progress=not getattr(args, "quiet", False))
     for d, skipped, kept in zip(data, prep.skipped, prep.sets):
         report_skipped(d.path, "samples the model cannot take", [reason for _, reason in skipped])
         if not kept:
