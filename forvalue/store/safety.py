@@ -28,14 +28,6 @@ DAMAGED = "damaged"
 _TMP_SHARD = re.compile(r"^\.shard-([0-9a-f]+)\.")
 
 
-def file_digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
-
-
 def _lock_dir(folder: Path) -> Path:
     d = folder / LOCKS
     d.mkdir(parents=True, exist_ok=True)
@@ -228,4 +220,4 @@ def quarantine(folder: Path, manifest: Path, info: dict | None, reason: str) -> 
 
 
 __all__ = ["FolderLock", "Claim", "take_claim", "live_claims", "claimed_tmp", "remove_stale_tmp", "damaged_shard",
-           "no_permission", "quarantine", "file_digest", "LOCKS", "DAMAGED"]
+           "no_permission", "quarantine", "LOCKS", "DAMAGED"]
