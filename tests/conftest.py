@@ -20,6 +20,18 @@ def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("FORVALUE_FEATURES", str(tmp_path_factory.getbasetemp() / "cli-features"))
 
 
+RAY_FIXTURES = {"shared_ray", "local_ray", "no_local_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml), every test that
+    uses the session's local Ray runs in one worker: one Ray start per run, never two local Rays
+    competing for the same CPUs."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 class SharedRay:
     """One local Ray (2 CPUs) for the test session, started on first use by
     :func:`forvalue.engines.ray_session.start`: the engine joins it (an initialised Ray is used as it

@@ -39,6 +39,18 @@ def _samples(n: int, seed: int = 0):
     return samples_from_records(make_records(n, seed=seed, prefix=f"s{seed}-"), source="t.jsonl").samples
 
 
+def _processes_titled(title: str) -> list[int]:
+    """Pids of the live processes whose command line starts with ``title`` (Ray names its workers' processes)."""
+    pids = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if p.joinpath("cmdline").read_bytes().startswith(title.encode()):
+                pids.append(int(p.name))
+        except OSError:
+            continue
+    return pids
+
+
 def _stored(folder: Path) -> Counter:
     c = Counter()
     for m in folder.glob("shard-*.json"):
@@ -75,11 +87,16 @@ def test_two_ray_workers_give_the_in_process_features(local_ray, tiny_model_dir,
     np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
     assert list(got.n_positions) == list(local.n_positions)
     assert store.verify()["ok"]
-    # the same run again computes nothing; new samples only are computed
+    # the same run again (on one worker) computes nothing; new samples only are computed
     again = featurize(mc, samples + _samples(4, seed=1), CFG, tmp_path / "ray",
-                      EngineConfig(engine="ray", workers=2), shard_size=7)
-    assert (again.computed, again.reused) == (4, 30)
+                      EngineConfig(engine="ray", workers=1), shard_size=7)
+    assert (again.computed, again.reused) == (4, 30) and again.stats.workers == 1
     assert set(_stored(res.folder).values()) == {1} and len(_stored(res.folder)) == 34
+    # each run's retry counter (an actor, its own process) ends with its run
+    deadline = time.monotonic() + 10
+    while _processes_titled("ray::AttemptLog"):
+        assert time.monotonic() < deadline, "a run's AttemptLog actor outlived its run"
+        time.sleep(0.2)
 
 
 def _kill_one_writer(folder: Path, killed: list, stop: threading.Event) -> None:
@@ -242,7 +259,8 @@ def test_cli_score_on_ray_equals_the_local_engine_and_shares_its_store(local_ray
     assert "ray: 2 workers" in capsys.readouterr().out
     assert main([*sel, "--out", str(tmp_path / "sel-local.jsonl")]) == 0
     cur = ["curate", "--train", str(train), "--val", str(val), "--top-p", "30", "--store", str(tmp_path / "fs"), *common]
-    assert main([*cur, "--out", str(tmp_path / "cur-ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
+    assert main([*cur, "--out", str(tmp_path / "cur-ray.jsonl"), "--engine", "ray", "--workers", "1"]) == 0
+    assert "ray: 1 worker; 0 features computed" in capsys.readouterr().out   # all stored by the score run
     assert main([*cur, "--out", str(tmp_path / "cur-local.jsonl")]) == 0
     for name, n in (("sel", 5), ("cur", 4)):
         ray_rows, local_rows = ([json.loads(x) for x in (tmp_path / f"{name}-{e}.jsonl").read_text().splitlines()]
@@ -280,7 +298,7 @@ def test_cli_features_on_ray_stream_the_file_and_skip_or_stop_at_bad_rows(local_
     with data.open("a") as f:
         f.write("{not json\n")                                # row 7
     args = ["features", "--data", str(data), "--model", str(tiny_model_dir), "--device", "cpu", "--max-length", "60",
-            "--engine", "ray", "--workers", "2", "--quiet"]
+            "--engine", "ray", "--workers", "1", "--quiet"]
     # a bad row stops the run before any work, with one line naming it
     assert main([*args, "--out", str(tmp_path / "stop")]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("forvalue: error:")]
@@ -288,7 +306,7 @@ def test_cli_features_on_ray_stream_the_file_and_skip_or_stop_at_bad_rows(local_
     # skipped: the bad row and the two long samples are reported, the rest stored once
     assert main([*args, "--out", str(tmp_path / "fs"), "--on-error", "skip", "--shard-size", "2"]) == 0
     out, err = capsys.readouterr()
-    assert "4 samples: 4 computed, 0 already stored" in out and "ray: 2 workers" in out
+    assert "4 samples: 4 computed, 0 already stored" in out and "ray: 1 worker (1 process)" in out
     assert "skipped 3 rows or samples" in err and "row 7" in err and "row 2, field 'response': 68 tokens" in err
     want = {s.sample_id for s in load_samples(data, on_error="skip").samples}
     (folder,) = [p for p in (tmp_path / "fs").glob("*/*") if p.is_dir()]
@@ -301,7 +319,7 @@ def test_cli_a_bad_sample_on_ray_stops_with_one_line_naming_it(local_ray, tiny_m
 
     data = _jsonl(tmp_path / "d.jsonl", make_records(6))      # rows 2 and 5 are 68 tokens long, the others < 60
     rc = main(["features", "--data", str(data), "--out", str(tmp_path / "fs"), "--model", str(tiny_model_dir),
-               "--device", "cpu", "--max-length", "60", "--engine", "ray", "--workers", "2", "--quiet"])
+               "--device", "cpu", "--max-length", "60", "--engine", "ray", "--workers", "1", "--quiet"])
     assert rc == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("forvalue: error:")]
     assert "d.jsonl, row " in line and "longer than the model context of 60 tokens" in line
@@ -383,7 +401,7 @@ def test_a_concurrent_writer_of_the_same_samples_never_duplicates_them(local_ray
 
     t = threading.Thread(target=local_writer)
     t.start()
-    box["ray"] = featurize(mc, samples, CFG, tmp_path / "fs", EngineConfig(engine="ray", workers=2), shard_size=3)
+    box["ray"] = featurize(mc, samples, CFG, tmp_path / "fs", EngineConfig(engine="ray", workers=1), shard_size=3)
     t.join(120)
     ray_res, local_res = box["ray"], box["local"]
     assert ray_res.computed + local_res.computed == n      # each sample computed by exactly one of them
@@ -474,7 +492,7 @@ def test_a_large_file_is_read_inside_ray_with_its_row_numbers(local_ray, tiny_mo
     data.write_text("\n".join(lines) + "\n")
     fmt, segments = plan(data, 600)
     assert fmt == "jsonl" and len(segments) > 3 and sum(s.rows for s in segments) == 40
-    mc, engine = _model(tiny_model_dir), EngineConfig(engine="ray", workers=2)
+    mc, engine = _model(tiny_model_dir), EngineConfig(engine="ray", workers=1)
     res = featurize_file(mc, data, CFG, tmp_path / "fs", engine, on_error="skip", shard_size=4, segment_bytes=600)
     want = {s.sample_id for s in load_samples(data, on_error="skip").samples}
     ids = _stored(res.folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..data.holdout import plural
 from ..errors import ConfigError, DataError
 from . import options as o
 from .output import check_folder
@@ -45,6 +46,6 @@ def _report_ray(args, res) -> int:
         raise DataError(args.data, None, None, "no samples left after skipping")
     print(f"{kept} samples: {res.computed} computed, {res.reused} already stored ({res.n_rows} rows written) in "
           f"{res.folder}")
-    print(f"ray: {st.workers} workers ({st.processes} processes), {st.rows_per_s:.1f} samples/s, "
+    print(f"ray: {plural(st.workers, 'worker')} ({plural(st.processes, 'process')}), {st.rows_per_s:.1f} samples/s, "
           f"{st.retried_tasks} retried tasks, start-up {st.startup_s:.1f}s, {st.seconds:.1f}s in all")
     return 0

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from ..data.holdout import plural
 from ..config import add_options, from_args
 from ..data.samples import Columns, LoadedData, load_samples
 from ..errors import ConfigError, DataError
@@ -246,7 +247,7 @@ def engine_line(prep, ranking_info: dict | None, what: str) -> str | None:
     if prep.run is None:
         return None
     st, e = prep.run.stats, ranking_info or {}
-    line = f"ray: {st.workers} workers; {prep.run.computed} features computed"
+    line = f"ray: {plural(st.workers, 'worker')}; {prep.run.computed} features computed"
     if e:
         line += f"; {what} {e['batches']} shard tasks, {e['rows_per_s']:.0f} stored samples read/s"
     return line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import options as o
 from .curate import add_dropped_option, write_subset
+from ..data.holdout import plural
 from .output import check_out
 
 
@@ -44,7 +45,7 @@ def run_select(args) -> int:
                                   limits=o.check_limits(args))
     if "engine" in ranking.info:
         e = ranking.info["engine"]
-        print(f"ray: {e['workers']} workers, {e['batches']} shard tasks ({e['retried_tasks']} retried), "
+        print(f"ray: {plural(e['workers'], 'worker')}, {e['batches']} shard tasks ({e['retried_tasks']} retried), "
               f"{e['rows_per_s']:.0f} stored samples read/s, start-up {e['startup_s']:.1f}s")
     write_subset(args, out, train, ranking, mode, value, {"scores": str(args.scores), "train": str(args.train)})
     return 0

@@ -29,7 +29,8 @@ SOURCES = ("file", "holdout", "valuation")
 
 
 def plural(n: int, word: str = "sample") -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    """``n`` and ``word``, plural unless n is 1 ("1 worker", "2 processes")."""
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith(("s", "sh", "ch", "x")) else "s")
 
 
 def check_percent(percent: float, what: str = "eval_holdout") -> float:

@@ -301,6 +301,8 @@ def _run(session, model, dataset, config, root, engine, shard_size, on_error, ex
         if inner is not None:
             raise inner from None
         raise EngineError(f"the Ray feature run failed: {str(e).strip().splitlines()[-1][:500]}") from None
+    finally:
+        ray.kill(attempts)   # the run's counter: its process would otherwise outlive the run
     run_s = time.perf_counter() - t_run
     fingerprint = ModelFingerprint.from_dict(json.loads(fp)) if fp else None
     folder = None
