@@ -284,18 +284,32 @@ SELECT s.sample_id, s.row_number, s.user_id, s.prompt, s.response, s.text, s.mes
 FROM samples s JOIN (SELECT unnest($sample_ids) AS sample_id) ids ON ids.sample_id = s.sample_id
 WHERE s.set_kind = 'dataset' AND s.set_name = $set_name AND s.set_version = $set_version;
 
+-- name: report_record_keys
+-- The candidate categorical fields of a dataset version's raw records, from its first 2000 records: the
+-- top-level fields whose values there are strings of at most 80 characters, booleans or integers, at most
+-- $max_values distinct ones (an id, a text or a number is out at once).
+SELECT j.key FROM (SELECT record FROM samples
+                   WHERE set_kind = 'dataset' AND set_name = $set_name AND set_version = $set_version
+                   LIMIT 2000) r, json_each(r.record) j
+WHERE j.type <> 'NULL'
+GROUP BY j.key
+HAVING count(DISTINCT j.value) <= $max_values
+   AND bool_and(j.type IN ('VARCHAR', 'BOOLEAN', 'BIGINT', 'UBIGINT') AND length(j.value) <= 82)
+ORDER BY j.key;
+
 -- name: report_composition
--- Kept and dropped counts of every value of the raw records' top-level categorical fields (strings of at
--- most 80 characters, booleans, integers) that take at most $max_values distinct values, over the samples
--- of the dataset version (only those the score run $score_run_id scored, when $scored_only); n_held: how
--- many records hold the field. A field with any other value (a number, a list, a long text) is no category.
+-- Kept and dropped counts of every value of the fields $keys (read at the JSON paths $paths, in the same
+-- order) over the samples of the dataset version (only those the score run $score_run_id scored, when
+-- $scored_only), for the fields that stay categorical over every record: strings of at most 80 characters,
+-- booleans or integers, at most $max_values distinct values. n_held: how many records hold the field.
 WITH members AS (SELECT sample_id FROM subset_samples WHERE subset_id = $subset_id),
      rec AS (SELECT s.sample_id, s.record FROM samples s
              WHERE s.set_kind = 'dataset' AND s.set_name = $set_name AND s.set_version = $set_version
                AND (NOT $scored_only
                     OR s.sample_id IN (SELECT sample_id FROM scores WHERE score_run_id = $score_run_id))),
-     kv AS (SELECT r.sample_id, j.key, j.type, j.value ->> '$' AS value
-            FROM rec r, json_each(r.record) j WHERE j.type <> 'NULL'),
+     kv AS (SELECT sample_id, key, json_type(v) AS type, v ->> '$' AS value
+            FROM (SELECT r.sample_id, unnest($keys) AS key, unnest(json_extract(r.record, $paths)) AS v FROM rec r)
+            WHERE v IS NOT NULL AND json_type(v) <> 'NULL'),
      keys AS (SELECT key, count(*) AS n_held FROM kv GROUP BY key
               HAVING count(DISTINCT value) <= $max_values
                  AND bool_and(type IN ('VARCHAR', 'BOOLEAN', 'BIGINT', 'UBIGINT') AND length(value) <= 80))

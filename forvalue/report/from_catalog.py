@@ -128,9 +128,15 @@ def table_positions(frame, values: np.ndarray | None, mode: str, max_rows: int) 
 
 
 def composition_of(cat: Catalog, lin: dict, scored_only: bool) -> dict:
-    rows = cat.fetch("report_composition", subset_id=lin["subset_id"], set_name=lin["dataset_name"],
-                     set_version=lin["dataset_version"], score_run_id=lin["score_run_id"], scored_only=scored_only,
-                     max_values=MAX_VALUES)
+    """The composition of kept vs dropped by categorical record field, counted in DuckDB: the candidate
+    fields from the first records, then their values over every record (read at their JSON paths)."""
+    where = {"set_name": lin["dataset_name"], "set_version": lin["dataset_version"]}
+    keys = [r["key"] for r in cat.fetch("report_record_keys", **where, max_values=MAX_VALUES)
+            if '"' not in r["key"] and "\\" not in r["key"]]
+    if not keys:
+        return {}
+    rows = cat.fetch("report_composition", **where, subset_id=lin["subset_id"], score_run_id=lin["score_run_id"],
+                     scored_only=scored_only, max_values=MAX_VALUES, keys=keys, paths=[f'$."{k}"' for k in keys])
     columns: dict[str, list] = {}
     held: dict[str, int] = {}
     for r in rows:
