@@ -2,7 +2,8 @@
 subset and a subset keeping 10% of them, 1% dropped by a check), then ``forvalue.report.subset_report``
 of the subset, timed, and the page's size.
 
-    .venv/bin/python benchmarks/report_bench.py [--samples 100000] [--max-rows 2000] [--json FILE]
+    .venv/bin/python benchmarks/report_bench.py [--samples 100000] [--max-rows 2000] [--response-chars 0]
+                                                [--json FILE]
 
 No model: the page is made without token colours (``explain_tokens=0``; with a model they cost one
 forward pass over at most 40 rows a table, whatever N). Prints the seconds of each step, the page's
@@ -30,16 +31,19 @@ SOURCES = ("gsm8k", "mathqa", "aqua", "svamp", "web")
 TEMPLATES = tuple(f"t{i}" for i in range(8))
 
 
-def records(n: int, seed: int = 0) -> list[dict]:
+def records(n: int, seed: int = 0, pad: int = 0) -> list[dict]:
+    """N short arithmetic samples (a response of ``pad`` more characters each) with three categorical columns."""
     rng = np.random.default_rng(seed)
+    tail = (" The steps, once more:" + " we add the units, then the tens, then the hundreds." * (pad // 50 + 1))[:pad]
     a, b = rng.integers(1, 1000, n), rng.integers(1, 1000, n)
     src, tpl = rng.integers(0, len(SOURCES), n), rng.integers(0, len(TEMPLATES), n)
     return [{"id": f"s{i}", "prompt": f"Question {i}: what is {a[i]} plus {b[i]}? Show the steps.",
-             "response": f"We add {a[i]} and {b[i]}: {a[i]} + {b[i]} = {a[i] + b[i]}. The answer is {a[i] + b[i]}.",
+             "response": f"We add {a[i]} and {b[i]}: {a[i]} + {b[i]} = {a[i] + b[i]}. The answer is {a[i] + b[i]}."
+                         + tail,
              "source": SOURCES[src[i]], "template": TEMPLATES[tpl[i]], "label": int(src[i] % 3)} for i in range(n)]
 
 
-def build(path: Path, n: int) -> tuple:
+def build(path: Path, n: int, pad: int = 0) -> tuple:
     """A catalog with N registered samples, their scores, a previous subset and the subset to report."""
     from forvalue.catalog.db import KIND_DATASET, KIND_VALUATION, Catalog
     from forvalue.data.samples import samples_from_records
@@ -47,7 +51,7 @@ def build(path: Path, n: int) -> tuple:
     from forvalue.valuation.features import FeatureConfig
 
     cat, cfg = Catalog(path), FeatureConfig()
-    train = samples_from_records(records(n), source="train.jsonl").samples
+    train = samples_from_records(records(n, pad=pad), source="train.jsonl").samples
     val = samples_from_records(records(50, seed=1), source="val.jsonl").samples
     cat.register_set(KIND_DATASET, "bench", "v1", "train.jsonl", train)
     cat.register_set(KIND_VALUATION, "val", "w1", "val.jsonl", val)
@@ -83,13 +87,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=100_000)
     ap.add_argument("--max-rows", type=int, default=2000)
+    ap.add_argument("--response-chars", type=int, default=0, help="characters added to every response (default 0: "
+                                                                       "about 60 each; the page keeps 600 a row)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     from forvalue.report import subset_report
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        cat, sid, keep = build(Path(tmp) / "catalog.duckdb", args.samples)
+        cat, sid, keep = build(Path(tmp) / "catalog.duckdb", args.samples, args.response_chars)
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         page = subset_report(cat.path, sid, Path(tmp) / "report.html", explain_tokens=0, max_rows=args.max_rows)
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
     assert keep <= args.max_rows // 2 or f"Showing {args.max_rows // 2:,} of {keep:,} kept samples" in text
     assert f"Showing {args.max_rows - min(keep, args.max_rows // 2):,} of {args.samples - keep:,} dropped" in text
     assert "<th>source</th>" in text and "<th>template</th>" in text and "added</b>" in text
-    out = {"samples": args.samples, "kept": keep, "max_rows": args.max_rows, "build_s": round(build_s, 1),
+    out = {"samples": args.samples, "kept": keep, "max_rows": args.max_rows,
+           "response_chars": args.response_chars, "build_s": round(build_s, 1),
            "report_s": round(report_s, 2), "page_kb": round(len(text.encode()) / 1024), "rows_shown": rows,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
     print(json.dumps(out))

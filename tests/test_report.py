@@ -231,6 +231,25 @@ def test_report_commands(subset, tmp_path, tiny_model_dir, capsys, monkeypatch):
         main(["report", "--subset", sid, "--kept", "k.parquet"])
     assert "--kept is for --scores reports" in capsys.readouterr().err
     assert not (tmp_path / "none.duckdb").exists()      # a report never creates a catalog
+    # --serve prints the 127.0.0.1 address and stops on Ctrl-C
+    import threading
+
+    from forvalue.report.server import ReportServer
+
+    serve_forever = ReportServer.serve_forever
+
+    def interrupted(server):    # serves in a thread while the page is fetched, then Ctrl-C
+        threading.Thread(target=serve_forever, args=(server,), daemon=True).start()
+        try:
+            with urllib.request.urlopen(server.url, timeout=10) as r:
+                assert b"Kept samples (12)" in r.read()
+        finally:
+            server.shutdown()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ReportServer, "serve_forever", lambda self: interrupted(self))
+    assert main(["report", "--subset", sid, "--explain-tokens", "0", "--serve", "-o", str(out)]) == 0
+    assert re.search(r"serving r.html at http://127\.0\.0\.1:\d+/r.html", capsys.readouterr().out)
 
 
 def test_curate_report_and_the_report_of_output_files(tmp_path, tiny_model_dir, capsys):

@@ -183,6 +183,8 @@ def catalog_report(path, subset_id: str, *, features_root=None, explain_tokens: 
     if not scored:
         notes.append(f"The scores of score run {lin['score_run_id'][:12]} are no longer stored (the pair was scored "
                      f"again since): the samples the cut dropped and the cosine values are unknown here.")
+    if values is None and lin["strategy"] != "raw-mean":
+        notes.append(f"The value {lin['strategy']} ranks by is not stored in the catalog: the rank is its order.")
     if explain_tokens > 0:
         why = catalog_explanations(cat, lin, [kept_rows, dropped_rows], model=model, features_root=features_root,
                                    limit=explain_rows)
