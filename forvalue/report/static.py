@@ -24,7 +24,7 @@ dl.lineage dd{margin:0;word-break:break-all;font-family:ui-monospace,monospace;f
 .plot{background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px 10px}
 .plot p{margin:2px 0 0;color:var(--mute);font-size:12.5px;max-width:560px}
 svg .ax{font-size:11px;fill:#4b5563}
-.comp{display:flex;flex-wrap:wrap;gap:14px}
+.comp{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 .comp table{background:#fff;border:1px solid var(--line);border-radius:6px;border-collapse:collapse;font-size:12.5px}
 .comp td,.comp th{padding:2px 8px;text-align:left}.comp td.n{text-align:right;font-variant-numeric:tabular-nums}
 .share{display:inline-block;height:9px;vertical-align:middle;border-radius:2px}
@@ -55,6 +55,7 @@ table.samples tr.d td:first-child{box-shadow:inset 3px 0 var(--dropped)}
 .why{color:var(--mute);font-size:12px;margin-top:3px}
 .changes{display:flex;gap:18px;flex-wrap:wrap}.changes>div{flex:1;min-width:320px}
 .changes ul{margin:4px 0;padding-left:18px;font-size:12.5px}
+.changes li{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:600px}
 .key{font-size:12.5px;color:var(--mute)}
 footer{margin-top:36px;color:var(--mute);font-size:12px}
 """
