@@ -255,3 +255,88 @@ ORDER BY k.position;
 SELECT s.record FROM samples s JOIN kept_members k ON s.sample_id = k.sample_id
 WHERE s.set_kind = $set_kind AND s.set_name = $set_name AND s.set_version = $set_version
 ORDER BY s.row_number, s.sample_id;
+
+-- Curation reports (forvalue.report): one subset, what it was cut from, and what changed since the last one.
+-- name: get_subset
+SELECT * FROM subsets WHERE subset_id = $subset_id;
+
+-- name: subsets_with_prefix
+-- Subsets whose id starts with $prefix (the short ids reports and tables print), newest first.
+SELECT subset_id, created_at FROM subsets WHERE starts_with(subset_id, $prefix)
+ORDER BY created_at DESC, subset_id
+LIMIT 5;
+
+-- name: report_scored
+-- Every sample a subset was cut from: the scores of its score run (while they are stored: scoring the pair
+-- again replaces them) and its members, with the member's rank (NULL: dropped) and the check that dropped
+-- the sample (NULL: none). kept: a member; scored: its score run's score is still stored.
+WITH sc AS (SELECT sample_id, score, normalized FROM scores WHERE score_run_id = $score_run_id),
+     m AS (SELECT sample_id, rank, score FROM subset_samples WHERE subset_id = $subset_id)
+SELECT coalesce(m.sample_id, sc.sample_id) AS sample_id, coalesce(sc.score, m.score) AS score, sc.normalized,
+       m.rank, m.sample_id IS NOT NULL AS kept, sc.sample_id IS NOT NULL AS scored,
+       c.check_name, c.check_value, c.threshold
+FROM sc FULL OUTER JOIN m ON m.sample_id = sc.sample_id
+LEFT JOIN subset_checks c ON c.subset_id = $subset_id AND c.sample_id = coalesce(m.sample_id, sc.sample_id);
+
+-- name: report_samples
+-- The stored content of some samples ($sample_ids, a list) of a training dataset version.
+SELECT s.sample_id, s.row_number, s.user_id, s.prompt, s.response, s.text, s.messages
+FROM samples s JOIN (SELECT unnest($sample_ids) AS sample_id) ids ON ids.sample_id = s.sample_id
+WHERE s.set_kind = 'dataset' AND s.set_name = $set_name AND s.set_version = $set_version;
+
+-- name: report_record_keys
+-- The candidate categorical fields of a dataset version's raw records, from its first 2000 records: the
+-- top-level fields whose values there are strings of at most 80 characters, booleans or integers, at most
+-- $max_values distinct ones (an id, a text or a number is out at once).
+SELECT j.key FROM (SELECT record FROM samples
+                   WHERE set_kind = 'dataset' AND set_name = $set_name AND set_version = $set_version
+                   LIMIT 2000) r, json_each(r.record) j
+WHERE j.type <> 'NULL'
+GROUP BY j.key
+HAVING count(DISTINCT j.value) <= $max_values
+   AND bool_and(j.type IN ('VARCHAR', 'BOOLEAN', 'BIGINT', 'UBIGINT') AND length(j.value) <= 82)
+ORDER BY j.key;
+
+-- name: report_composition
+-- Kept and dropped counts of every value of the fields $keys (read at the JSON paths $paths, in the same
+-- order) over the samples of the dataset version (only those the score run $score_run_id scored, when
+-- $scored_only), for the fields that stay categorical over every record: strings of at most 80 characters,
+-- booleans or integers, at most $max_values distinct values. n_held: how many records hold the field.
+WITH members AS (SELECT sample_id FROM subset_samples WHERE subset_id = $subset_id),
+     rec AS (SELECT s.sample_id, s.record FROM samples s
+             WHERE s.set_kind = 'dataset' AND s.set_name = $set_name AND s.set_version = $set_version
+               AND (NOT $scored_only
+                    OR s.sample_id IN (SELECT sample_id FROM scores WHERE score_run_id = $score_run_id))),
+     kv AS (SELECT sample_id, key, json_type(v) AS type, v ->> '$' AS value
+            FROM (SELECT r.sample_id, unnest($keys) AS key, unnest(json_extract(r.record, $paths)) AS v FROM rec r)
+            WHERE v IS NOT NULL AND json_type(v) <> 'NULL'),
+     keys AS (SELECT key, count(*) AS n_held FROM kv GROUP BY key
+              HAVING count(DISTINCT value) <= $max_values
+                 AND bool_and(type IN ('VARCHAR', 'BOOLEAN', 'BIGINT', 'UBIGINT') AND length(value) <= 80))
+SELECT kv.key, kv.value, count(m.sample_id) AS n_kept, count(*) - count(m.sample_id) AS n_dropped,
+       any_value(keys.n_held) AS n_held
+FROM kv JOIN keys ON keys.key = kv.key LEFT JOIN members m ON m.sample_id = kv.sample_id
+GROUP BY kv.key, kv.value;
+
+-- name: previous_subset
+-- The subset of the same (training dataset, valuation set) pair made just before $subset_id.
+SELECT * FROM subsets
+WHERE dataset_name = $dataset_name AND valuation_set = $valuation_set AND subset_id <> $subset_id
+  AND created_at <= $created_at
+ORDER BY created_at DESC, subset_id
+LIMIT 1;
+
+-- name: subset_difference
+-- Members of $subset_id that $other_id does not hold, best rank first ($limit of them; n: how many in all),
+-- with their content in the dataset version $set_version.
+WITH diff AS (
+    SELECT m.sample_id, m.rank, m.score, count(*) OVER () AS n
+    FROM subset_samples m
+    WHERE m.subset_id = $subset_id
+      AND m.sample_id NOT IN (SELECT sample_id FROM subset_samples WHERE subset_id = $other_id)
+    ORDER BY m.rank
+    LIMIT $limit)
+SELECT diff.*, s.prompt, s.response, s.text, s.messages
+FROM diff LEFT JOIN samples s ON s.set_kind = 'dataset' AND s.set_name = $set_name
+                              AND s.set_version = $set_version AND s.sample_id = diff.sample_id
+ORDER BY diff.rank;

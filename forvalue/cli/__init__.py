@@ -1,7 +1,8 @@
 """The ``forvalue`` command.
 
 One module per command (``score``, ``curate``, ``select``, ``explain``, ``validate``, ``features``,
-``store``, ``demo``, ``finetune``, ``evaluate`` for ``eval``, ``bench``), each with ``register(subparsers, parents)``; the options several commands
+``store``, ``demo``, ``finetune``, ``evaluate`` for ``eval``, ``bench``, ``report``), each with
+``register(subparsers, parents)``; the options several commands
 share, built from the configuration dataclasses, are in ``options``; running and exit codes in
 ``runner``. Imports go one way: this package imports the command modules, they import ``options``,
 ``output`` and ``runner``, and those import only the library.
@@ -12,12 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, curate, demo, evaluate, explain, features, finetune, score, select, store, validate
+from . import bench, curate, demo, evaluate, explain, features, finetune, report, score, select, store, validate
 from .options import common_parent
 from .output import write_table  # noqa: F401  (part of the API: tables as the commands write them)
 from .runner import run_command
 
-COMMANDS = (score, curate, select, explain, validate, features, store, demo, finetune, evaluate, bench)
+COMMANDS = (score, curate, select, explain, validate, features, store, demo, finetune, evaluate, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

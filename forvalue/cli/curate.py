@@ -23,6 +23,9 @@ def register(sub, parents) -> None:
                    help="add each kept sample's N most positive tokens (text, position, contribution) as column "
                         "top_tokens (0: none; one more forward pass over the kept samples)")
     add_dropped_option(p)
+    p.add_argument("--report", default=None, metavar="FILE.html",
+                   help="also write the subset's curation report: one self-contained HTML page (forvalue report; "
+                        "tokens of its first rows coloured by contribution: one more forward pass over them)")
     o.add_store_option(p)
     o.add_selection_options(p)
     o.add_model_options(p)
@@ -90,6 +93,8 @@ def run_curate(args) -> int:
     out = check_out(args.out, inputs=(args.train, args.val))
     if args.dropped:
         check_out(args.dropped, inputs=(args.train, args.val, args.out))
+    if args.report:
+        check_report_out(args.report, (args.train, args.val, args.out, args.dropped))
     mode, value = o.subset_size(args)
     o.check_size(mode, value)
     if args.explain_tokens < 0:
@@ -110,16 +115,44 @@ def run_curate(args) -> int:
     if prep.run is not None:
         meta["engine"] = {"features": prep.run.stats.to_dict(), "selection": ranking.info.get("engine")}
     write_subset(args, out, tr, ranking, mode, value, meta, _explainer(args, v, va))
+    if args.report:
+        write_report(args, tr, selection, meta, _explainer(args, v, va, always=True))
     line = o.engine_line(prep, ranking.info.get("engine"), "selection")
     if line:
         print(line)
     return 0
 
 
-def _explainer(args, v, va):
-    """``explain(kept samples)`` for --explain-tokens (None without it): one more forward pass in this
-    process (on Ray too, with the model checked against this machine)."""
-    if not args.explain_tokens:
+def check_report_out(path, inputs: tuple):
+    """The --report file, checked before any work: an .html file we can write."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    if Path(path).suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{path}: --report writes an .html file")
+    return check_out(path, inputs=inputs, suffixes=None)
+
+
+def write_report(args, samples, selection, meta: dict, explain) -> None:
+    """The curation report of the subset just written (forvalue.report.selection_report)."""
+    from ..report import selection_report
+
+    model = meta.get("model") or {}
+    lineage = [("training data", str(args.train)), ("valuation data", f"{args.val} ({meta.get('n_val')} samples)"),
+               ("model", f"{model.get('name', '–')} ({model.get('id', '–')})"),
+               ("scoring method", f"{meta.get('method')} (feature config {meta.get('feature_config_id')})"),
+               ("kept rows file", str(args.out)), ("code version", __version__)]
+    path = selection_report(samples, selection.ranking, selection.indices, args.report, mode=selection.mode,
+                            value=selection.value, lineage=lineage, explain=explain,
+                            explain_tokens=args.explain_tokens or 3)
+    print(f"report ({path.stat().st_size / 1024:.0f} KB) -> {args.report}")
+
+
+def _explainer(args, v, va, always: bool = False):
+    """``explain(kept samples)`` for --explain-tokens (None without it, unless ``always``: the report's
+    rows): one more forward pass in this process (on Ray too, with the model checked against this machine)."""
+    if not args.explain_tokens and not always:
         return None
     if v.engine.is_ray:
         from ..valuator import Valuator
