@@ -130,35 +130,77 @@ def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> Me
     return MetadataValue.md(text)
 
 
-def marked_md(explanation, n: int = 3) -> str:
-    """A sample's scored text as escaped Markdown, its ``n`` most positive tokens in **bold** and its
-    ``n`` most negative ones struck through."""
+# Markdown emphasis opens and closes by the characters around its delimiters (CommonMark's flanking
+# rules): ``Answer**:**`` is not bold. A word joiner (invisible, neither whitespace nor punctuation)
+# inside a delimiter next to anything but a letter or digit makes it open and close wherever it is.
+WORD_JOINER = "\u2060"
+BOLD, STRUCK = "**", "~~"
+
+
+def _shown(text: str) -> str:
+    """A token's text, a whitespace-only token as visible symbols (↵ a line break, ␣ any other)."""
+    if text.strip():
+        return text
+    return "".join("↵" if ch in "\r\n" else "␣" for ch in text)
+
+
+def _spaces(text: str) -> str:
+    """Escaped text on one line (a list item): every whitespace character a space."""
+    return re.sub(r"\s", " ", text)
+
+
+def emphasis(text: str, mark: str) -> str:
+    """``text`` (user text, escaped here) between ``mark`` delimiters (BOLD or STRUCK); whitespace
+    around it stays outside, a whitespace-only text shows as symbols (never an empty emphasis)."""
+    shown = _shown(text)
+    core = shown.strip()
+    lead, trail = shown[: len(shown) - len(shown.lstrip())], shown[len(shown.rstrip()):]
+    esc = _spaces(escape_md(core))
+    left = "" if esc[0].isalnum() else WORD_JOINER
+    right = "" if esc[-1].isalnum() else WORD_JOINER
+    return f"{_spaces(lead)}{mark}{left}{esc}{right}{mark}{_spaces(trail)}"
+
+
+def marked_tokens(explanation, n: int = 3) -> tuple[list, list]:
+    """(the up to ``n`` tokens that add most to the score, the up to ``n`` that take most from it):
+    only positive contributions add and only negative ones take, so no token is in both."""
     pos, neg = explanation.strongest(n)
-    plus = {t.position for t in pos if t.contribution > 0}
-    minus = {t.position for t in neg}
-    parts = []
-    for t in explanation.tokens:
-        text = escape_md(t.text).replace("\n", " ")
-        core, lead = text.strip(), text[: len(text) - len(text.lstrip())]
-        if t.position in plus and core:
-            parts.append(f"{lead}**{core}**")
-        elif t.position in minus and core:
-            parts.append(f"{lead}~~{core}~~")
-        else:
-            parts.append(text)
+    return [t for t in pos if t.contribution > 0], [t for t in neg if t.contribution < 0]
+
+
+def marked_md(explanation, n: int = 3) -> str:
+    """A sample's scored text as escaped Markdown on one line, its ``n`` most positive tokens in
+    **bold** and its ``n`` most negative ones struck through, marked by token position (never by
+    searching the text); neighbouring tokens with the same mark share one emphasis."""
+    adds, takes = marked_tokens(explanation, n)
+    mark_of = {t.position: BOLD for t in adds} | {t.position: STRUCK for t in takes}
+    parts: list[str] = []
+    run: list[str] = []
+    run_mark = None
+    for t in [*explanation.tokens, None]:
+        mark = None if t is None else mark_of.get(t.position)
+        if run and (t is None or mark != run_mark):
+            text = "".join(run)
+            parts.append(emphasis(text, run_mark) if run_mark else _spaces(escape_md(text)))
+            run = []
+        if t is not None:
+            run.append(_shown(t.text) if mark else t.text)
+            run_mark = mark
     return "".join(parts).strip()
 
 
 def md_explanations(rows: Sequence[tuple[int, float, object, object]], title: str, n: int = 3) -> str:
     """(rank, score, Sample, Explanation) rows: each sample's text with its strongest tokens marked,
-    and those tokens with their contributions (everything from the user escaped)."""
-    lines = [f"**{escape_md(title)}** (bold: the {n} tokens that add most to the score; struck: the {n} that "
-             f"take most from it)", ""]
+    and the same tokens listed with the same marks and their contributions (everything from the
+    user escaped once)."""
+    lines = [f"**{escape_md(title)}** (bold: the up to {n} tokens that add most to the score; struck: the up to "
+             f"{n} that take most from it; ␣ a space, ↵ a line break)", ""]
     for rank, score, s, e in rows:
-        pos, neg = e.strongest(n)
-        listed = ", ".join(f"`{escape_md(t.text.strip()) or '␣'}` {t.contribution:+.3g}" for t in pos + neg)
+        adds, takes = marked_tokens(e, n)
+        listed = ", ".join(f"{emphasis(t.text.strip() or t.text, BOLD if t in adds else STRUCK)} "
+                           f"{t.contribution:+.4g}" for t in adds + takes)
         lines.append(f"- rank {rank}, score {score:.4g}, {escape_md(sample_id(s))}: {marked_md(e, n)}  ")
-        lines.append(f"  {listed}")
+        lines.append(f"  {listed or 'no token adds or takes'}")
     return "\n".join(lines)
 
 

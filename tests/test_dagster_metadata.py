@@ -3,6 +3,7 @@ from user text is escaped, so '*', '_', '`', '[', ']', '#', '|', '<', '>', '&' i
 response render as those characters. Also: the subset defaults come from the curation resource
 (the environment, read by ``from_env``) at run time, and run config overrides them."""
 
+from html.parser import HTMLParser
 from types import SimpleNamespace
 
 from dagster import AssetKey, TableMetadataValue
@@ -67,6 +68,57 @@ def test_finetune_steps_default_comes_from_the_resource(monkeypatch):
     assert steps == 7 and FinetuneResource().steps == 30
     assert TrainFields().train_config(fcfg, default_steps=steps).steps == 7
     assert TrainFields(steps=3).train_config(fcfg, default_steps=steps).steps == 3
+
+
+class _Marks(HTMLParser):
+    """The text inside <strong> and <s> of rendered HTML, per line of a list item (split at <br>)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines, self.open = [[]], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "br":
+            self.lines.append([])
+        elif tag in ("strong", "s"):
+            self.open = [tag, ""]
+
+    def handle_endtag(self, tag):
+        if tag in ("strong", "s") and self.open:
+            self.lines[-1].append((self.open[0], self.open[1].replace("\u2060", "")))
+            self.open = None
+
+    def handle_data(self, data):
+        if self.open:
+            self.open[1] += data
+
+
+def test_explanations_mark_the_listed_tokens_by_position_and_escape_once():
+    from forvalue.valuation.explain import Explanation, TokenContribution
+
+    # the tokens a chat model scores: punctuation right after a word, the end-of-turn marker, a
+    # markdown star, a line break and a space among the strongest, neighbours with the same sign
+    texts = ["The", " Answer", ":", " 42", "<|im_end|>", " *", "\n", " ", "x", "*", ":", " _a_"]
+    contrib = [0.1, 2680.0, 5.0, -3.0, -4.0, 1.0, -9.0, 7.0, 0.0, -1.0, -2.0, 0.5]
+    e = Explanation("s", sum(contrib), [TokenContribution(t, i, i, c) for i, (t, c) in enumerate(zip(texts, contrib))])
+    text = md.md_explanations([(1, 1.0, sample(1, "p", "".join(texts)), e)], "Top 1")
+    html = render(text)
+    assert "**" not in html and "~~" not in html                        # every mark rendered, none shown as text
+    assert "&amp;lt;" not in html and "&amp;gt;" not in html              # escaped once
+    assert "&lt;|im_end|&gt;" in html and "\\|" not in html and "\\_" not in html
+    assert "<em>" not in html                                           # the user's _a_ stays literal
+    parser = _Marks()
+    parser.feed(html[html.index("<li>"):])
+    marked, listed = parser.lines[0], parser.lines[1]
+    assert all(inside.strip() for _, inside in marked + listed)         # no empty or whitespace-only emphasis
+    # the listing: the 3 that add (bold) and the 3 that take (struck), strongest first
+    assert listed == [("strong", "Answer"), ("strong", "␣"), ("strong", ":"),
+                      ("s", "↵"), ("s", "<|im_end|>"), ("s", "42")]
+    # every listed token is marked the same way in the text (neighbours share one mark)
+    for tag, token in listed:
+        assert any(t == tag and token in inside for t, inside in marked), (tag, token, marked)
+    assert {t for t, _ in marked} == {"strong", "s"} and ("strong", "Answer:") in marked
+    assert "+2680" in text and "-9" in text
 
 
 def _event_metadata(result, key):
