@@ -82,7 +82,8 @@ def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.
 @DEFAULTS.asset(
     # Each feature asset maps to one dimension of the pair (inferred: a MultiToSingleDimensionPartitionMapping).
     deps=[TRAINING_FEATURES, VALUATION_FEATURES],
-    group_name="valuation",       # the one asset of this domain outside group curation
+    group_name="scoring",         # the one asset of this domain outside group curation (lineage reads
+                                  # ingest -> features -> scoring -> curation -> finetune)
     kinds={"duckdb", "numpy"},
     description="For-Value scores of every training sample against a valuation set (mean inner product of "
                 "lm_head-gradient-like features; higher = more valuable), from stored features only (no model "
