@@ -1,6 +1,6 @@
 """Scores and subsets of a (training dataset, valuation set) pair.
 
-- ``forvalue_scores`` (group valuation, pool ``duckdb``): the ``scores`` table for the pair, from
+- ``forvalue_scores`` (group scoring, pool ``duckdb``): the ``scores`` table for the pair, from
   stored features only, replaced in one transaction.
 - ``curated_subset`` (group curation, pool ``duckdb``): top-k / top-p% / bottom-p% / drop-the-lowest-p%
   of the order of a selection strategy (default ``balanced``, see forvalue/curation/selection.py), exported
