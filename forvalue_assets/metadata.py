@@ -1,17 +1,19 @@
 """Metadata a person reads in the UI: histograms (PNG), sample tables.
 
 Sample lists are ``MetadataValue.table`` values (the UI shows their text as it is, never as
-Markdown). Markdown that is still built from user text (file previews, prediction tables, the
-legacy ``top_and_bottom`` of ``forvalue_scores``) goes through ``escape_md``, so a response with
-``*`` or ``<b>`` shows those characters instead of italics or HTML.
+Markdown): rank, the value the strategy ranked by, the raw score (floats to 4 significant digits).
+Markdown that is still built from user text (file previews, prediction tables, explanations) goes
+through ``escape_md`` once, so a response with ``*`` or ``<b>`` shows those characters instead of
+italics or HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import re
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
@@ -19,19 +21,47 @@ from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 # Characters that start Markdown (CommonMark + GFM) inline syntax or break a table cell.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 TEXT_WIDTH = 300   # characters of prompt / response kept in a table cell
+KEPT_COLOUR, DROPPED_COLOUR, CUT_COLOUR = "#4477aa", "#ee7733", "#cc3311"   # colour-blind safe (Paul Tol)
 
-SAMPLE_SCHEMA = TableSchema(columns=[
-    TableColumn("rank", "int", description="position in the order (1 = most valuable)"),
-    TableColumn("score", "float", description="For-Value score (mean inner product with the valuation set)"),
-    TableColumn("id", "string", description="the sample's own id, else the start of its content id"),
-    TableColumn("prompt", "string"),
-    TableColumn("response", "string"),
-])
+class Shown(NamedTuple):
+    """A sample as a table shows it: its place in the strategy's order and its values."""
+
+    rank: int                    # position in the strategy's order (1 = first)
+    value: float | None          # the value the strategy ranked by (None: not known)
+    score: float                 # the raw For-Value score
+    sample: object               # the Sample
+    kept: bool | None = None     # in the subset (kept / dropped tables only)
+    check: str | None = None     # the consistency check that dropped it
 
 
-def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, bins: int = 30) -> bytes:
-    """A PNG histogram of scores (matplotlib's object API, no pyplot state); ``cut`` draws the
-    subset threshold."""
+def sig(value, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None for None, NaN or inf)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(f"{float(value):.{digits}g}")
+
+
+def sample_schema(ranked_by: str, *, kept: bool = False) -> TableSchema:
+    """rank, [kept, dropped_by_check,] ranked_by (described as ``ranked_by``), score, id, prompt, response."""
+    cols = [TableColumn("rank", "int", description="position in the strategy's order (1 = first)")]
+    if kept:
+        cols += [TableColumn("kept", "bool", description="in the subset"),
+                 TableColumn("dropped_by_check", "string", description="the consistency check that dropped it")]
+    return TableSchema(columns=cols + [
+        TableColumn("ranked_by", "float", description=f"what set the order: {ranked_by} (4 significant digits)"),
+        TableColumn("score", "float", description="For-Value score: mean inner product with the valuation set "
+                                                  "(4 significant digits)"),
+        TableColumn("id", "string", description="the sample's own id, else the start of its content id"),
+        TableColumn("prompt", "string"),
+        TableColumn("response", "string"),
+    ])
+
+
+def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, kept: np.ndarray | None = None,
+                  bins: int = 30) -> bytes:
+    """A PNG histogram of scores (matplotlib's object API, no pyplot state). ``kept`` (a boolean mask
+    over ``values``) stacks the kept samples and the dropped ones in two colours; ``cut`` draws the
+    subset's cut-off where it is a score."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -40,9 +70,18 @@ def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = No
     fig = Figure(figsize=(6, 3), dpi=90)
     ax = fig.subplots()
     values = np.asarray(values, dtype=np.float64)
-    ax.hist(values[np.isfinite(values)], bins=min(bins, max(1, len(values))), color="#4477aa", edgecolor="white")
+    ok = np.isfinite(values)
+    edges = np.histogram_bin_edges(values[ok], bins=min(bins, max(1, int(ok.sum()))))
+    if kept is None:
+        ax.hist(values[ok], bins=edges, color=KEPT_COLOUR, edgecolor="white")
+    else:
+        kept = np.asarray(kept, dtype=bool)
+        parts = [values[ok & kept], values[ok & ~kept]]
+        ax.hist(parts, bins=edges, stacked=True, color=[KEPT_COLOUR, DROPPED_COLOUR], edgecolor="white",
+                label=[f"kept ({len(parts[0])})", f"dropped ({len(parts[1])})"])
     if cut is not None:
-        ax.axvline(cut, color="#cc3311", linestyle="--", label="subset cut-off")
+        ax.axvline(cut, color=CUT_COLOUR, linestyle="--", linewidth=2, label=f"cut-off {cut:.4g}")
+    if kept is not None or cut is not None:
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("For-Value score (higher = more valuable)")
     ax.set_ylabel("samples")
@@ -90,44 +129,35 @@ def sample_id(sample) -> str:
     return sample.user_id or sample.sample_id[:12]
 
 
-def sample_table(rows: Sequence[tuple[int, float, object]]) -> MetadataValue:
-    """A table of (rank, score, Sample): rank, score, id, prompt, response (text as it is)."""
-    records = []
-    for rank, score, s in rows:
-        prompt, response = sample_text(s)
-        records.append(TableRecord({"rank": int(rank), "score": float(score), "id": _one_line(sample_id(s), 64),
-                                    "prompt": _one_line(prompt, TEXT_WIDTH),
-                                    "response": _one_line(response, TEXT_WIDTH)}))
-    return MetadataValue.table(records, schema=SAMPLE_SCHEMA)
+def _record(row: Shown, kept: bool) -> TableRecord:
+    prompt, response = sample_text(row.sample)
+    data = {"rank": int(row.rank)}
+    if kept:
+        data |= {"kept": bool(row.kept), "dropped_by_check": row.check or ""}
+    return TableRecord(data | {"ranked_by": sig(row.value), "score": sig(row.score),
+                               "id": _one_line(sample_id(row.sample), 64), "prompt": _one_line(prompt, TEXT_WIDTH),
+                               "response": _one_line(response, TEXT_WIDTH)})
 
 
-def top_bottom_tables(ranked: Sequence[tuple[int, float, object]], what: str, n: int = 5) -> dict:
+def sample_table(rows: Sequence[Shown], ranked_by: str) -> MetadataValue:
+    """A table of samples: rank, the value the order was set by (``ranked_by`` says what it is), raw
+    score, id, prompt, response (text as it is, floats to 4 significant digits)."""
+    return MetadataValue.table([_record(r, False) for r in rows], schema=sample_schema(ranked_by))
+
+
+def kept_dropped_table(rows: Sequence[Shown], ranked_by: str) -> MetadataValue:
+    """The samples on both sides of a subset's cut, in the order: as :func:`sample_table` with
+    ``kept`` and the consistency check that dropped a sample."""
+    return MetadataValue.table([_record(r, True) for r in rows], schema=sample_schema(ranked_by, kept=True))
+
+
+def top_bottom_tables(ranked: Sequence[Shown], what: str, ranked_by: str, n: int = 5) -> dict:
     """``{"top_<what>": table, "bottom_<what>": table}``: the first n and the last n of a best-first
     list (the bottom table only when the list is longer than n)."""
-    out = {f"top_{what}": sample_table(list(ranked[:n]))}
+    out = {f"top_{what}": sample_table(list(ranked[:n]), ranked_by)}
     if len(ranked) > n:
-        out[f"bottom_{what}"] = sample_table(list(ranked[-n:]))
+        out[f"bottom_{what}"] = sample_table(list(ranked[-n:]), ranked_by)
     return out
-
-
-def md_samples(rows: Sequence[tuple[int, float, object]], title: str) -> str:
-    """Markdown table of (rank, score, Sample), the text escaped."""
-    lines = [f"**{escape_md(title)}**", "", "| rank | score | id | prompt | response |", "|---:|---:|---|---|---|"]
-    for rank, score, s in rows:
-        prompt, response = sample_text(s)
-        lines.append(f"| {rank} | {score:.4g} | {md_cell(sample_id(s), 24)} | {md_cell(prompt)} | {md_cell(response)} |")
-    return "\n".join(lines)
-
-
-def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> MetadataValue:
-    """Top n and bottom n of a best-first list as Markdown (``forvalue_scores``' ``top_and_bottom``,
-    kept next to the ``top_samples`` / ``bottom_samples`` tables)."""
-    top = list(ranked[:n])
-    bottom = list(ranked[-n:]) if len(ranked) > n else []
-    text = md_samples(top, f"Top {len(top)}")
-    if bottom:
-        text += "\n\n" + md_samples(bottom, f"Bottom {len(bottom)}")
-    return MetadataValue.md(text)
 
 
 # Markdown emphasis opens and closes by the characters around its delimiters (CommonMark's flanking

@@ -78,6 +78,7 @@ RANKED_BY: dict[str, str] = {
 PAIRWISE_STRATEGIES = ("balanced", "round-robin", "max-cosine")   # need the features of both sides
 SMOOTH = 3
 MAX_UNITS = 1024
+NEAR_CUT = 1000    # dropped samples ranked past a subset's cut (what a curator reads beside the last kept)
 BLOCK_BYTES = 64 * 2**20
 LIST_FACTOR, LIST_EXTRA = 4, 16    # a unit's candidate list: LIST_FACTOR x (its share of the subset) + LIST_EXTRA
 TABLE_BYTES = 128 * 2**20
@@ -110,9 +111,10 @@ def subset_count(n: int, mode: str, value: float) -> int:
     return n - m if mode == "drop_lowest_p" else m
 
 
-def needed_prefix(n: int, mode: str, value: float) -> int:
-    """How long a prefix of the order a mode reads (bottom-p% reads the whole order)."""
-    return n if mode == "bottom_p" else subset_count(n, mode, value)
+def needed_prefix(n: int, mode: str, value: float, past_cut: int = 0) -> int:
+    """How long a prefix of the order a mode reads (bottom-p% reads the whole order); ``past_cut``:
+    that many more, to rank the dropped samples nearest the cut too (:meth:`Ranking.near_cut`)."""
+    return n if mode == "bottom_p" else min(n, subset_count(n, mode, value) + past_cut)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,13 @@ class Ranking:
                      "norm": pl.Series(self.norm, dtype=pl.Float64),
                      "key": pl.Series(self.key if self.key is not None else [None] * len(self.raw), dtype=pl.Float64)})
         return pl.DataFrame(cols).with_columns(pl.when(pl.col("rank") > 0).then(pl.col("rank")).alias("rank"))
+
+    def near_cut(self, mode: str, value: float, n: int = NEAR_CUT) -> np.ndarray:
+        """Training indices of the up to ``n`` dropped samples nearest a subset's cut, nearest first:
+        those the order holds just past the subset's end (bottom_p: just before its start)."""
+        count = subset_count(len(self.raw), mode, value)
+        order = self.order[::-1] if mode == "bottom_p" else self.order
+        return order[count:count + n].copy()
 
     def indices(self, mode: str, value: float) -> np.ndarray:
         """Training indices of a subset: most valuable first (bottom_p: least valuable first)."""
@@ -683,6 +692,6 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
                    picked_cosine=picked_cosine)
 
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "NEAR_CUT", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
            "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
            "subset_count", "needed_prefix", "check_strategy"]
