@@ -12,8 +12,8 @@ from . import metadata as md
 def explanation_metadata(curation: CurationResource, model: ModelResource, feature_store: FeatureStoreResource,
                          cat, model_id: str, valuation: str, valuation_version: str, ranked, n: int = 5, *,
                          holdout: float | None = None) -> dict:
-    """``{"explanations": Markdown}`` for the first and last ``n`` of ``ranked`` ((rank, score,
-    Sample), best first), against the part of the valuation set the scores used (``holdout``: the
+    """``{"explanations": Markdown}`` for the first and last ``n`` of ``ranked`` (metadata.Shown rows,
+    best first), against the part of the valuation set the scores used (``holdout``: the
     percent held out, forvalue.data.holdout), or ``{}`` when the curation resource turns explanations off."""
     if not curation.explain or not ranked:
         return {}
@@ -31,8 +31,8 @@ def explanation_metadata(curation: CurationResource, model: ModelResource, featu
     out = held_out([s.sample_id for s in val], holdout or 0.0)
     val = [s for s in val if s.sample_id not in out]
     valuator = Valuator(lm, feature_store.config(), feature_store.store(), batch_size=model.batch_size)
-    why = valuator.explain([s for _, _, s in shown], val)
-    rows = [(r, sc, s, e) for (r, sc, s), e in zip(shown, why)]
+    why = valuator.explain([r.sample for r in shown], val)
+    rows = [(r.rank, r.score, r.sample, e) for r, e in zip(shown, why)]
     text = md.md_explanations(rows[:n], f"Top {min(n, len(rows))}")
     if len(rows) > n:
         text += "\n\n" + md.md_explanations(rows[n:], f"Bottom {len(rows) - n}")

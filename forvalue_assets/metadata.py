@@ -1,17 +1,19 @@
 """Metadata a person reads in the UI: histograms (PNG), sample tables.
 
 Sample lists are ``MetadataValue.table`` values (the UI shows their text as it is, never as
-Markdown). Markdown that is still built from user text (file previews, prediction tables, the
-legacy ``top_and_bottom`` of ``forvalue_scores``) goes through ``escape_md``, so a response with
-``*`` or ``<b>`` shows those characters instead of italics or HTML.
+Markdown): rank, the value the strategy ranked by, the raw score (floats to 4 significant digits).
+Markdown that is still built from user text (file previews, prediction tables, explanations) goes
+through ``escape_md`` once, so a response with ``*`` or ``<b>`` shows those characters instead of
+italics or HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import re
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
@@ -19,19 +21,47 @@ from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 # Characters that start Markdown (CommonMark + GFM) inline syntax or break a table cell.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 TEXT_WIDTH = 300   # characters of prompt / response kept in a table cell
+KEPT_COLOUR, DROPPED_COLOUR, CUT_COLOUR = "#4477aa", "#ee7733", "#cc3311"   # colour-blind safe (Paul Tol)
 
-SAMPLE_SCHEMA = TableSchema(columns=[
-    TableColumn("rank", "int", description="position in the order (1 = most valuable)"),
-    TableColumn("score", "float", description="For-Value score (mean inner product with the valuation set)"),
-    TableColumn("id", "string", description="the sample's own id, else the start of its content id"),
-    TableColumn("prompt", "string"),
-    TableColumn("response", "string"),
-])
+class Shown(NamedTuple):
+    """A sample as a table shows it: its place in the strategy's order and its values."""
+
+    rank: int                    # position in the strategy's order (1 = first)
+    value: float | None          # the value the strategy ranked by (None: not known)
+    score: float                 # the raw For-Value score
+    sample: object               # the Sample
+    kept: bool | None = None     # in the subset (kept / dropped tables only)
+    check: str | None = None     # the consistency check that dropped it
 
 
-def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, bins: int = 30) -> bytes:
-    """A PNG histogram of scores (matplotlib's object API, no pyplot state); ``cut`` draws the
-    subset threshold."""
+def sig(value, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None for None, NaN or inf)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(f"{float(value):.{digits}g}")
+
+
+def sample_schema(ranked_by: str, *, kept: bool = False) -> TableSchema:
+    """rank, [kept, dropped_by_check,] ranked_by (described as ``ranked_by``), score, id, prompt, response."""
+    cols = [TableColumn("rank", "int", description="position in the strategy's order (1 = first)")]
+    if kept:
+        cols += [TableColumn("kept", "bool", description="in the subset"),
+                 TableColumn("dropped_by_check", "string", description="the consistency check that dropped it")]
+    return TableSchema(columns=cols + [
+        TableColumn("ranked_by", "float", description=f"what set the order: {ranked_by} (4 significant digits)"),
+        TableColumn("score", "float", description="For-Value score: mean inner product with the valuation set "
+                                                  "(4 significant digits)"),
+        TableColumn("id", "string", description="the sample's own id, else the start of its content id"),
+        TableColumn("prompt", "string"),
+        TableColumn("response", "string"),
+    ])
+
+
+def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, kept: np.ndarray | None = None,
+                  bins: int = 30) -> bytes:
+    """A PNG histogram of scores (matplotlib's object API, no pyplot state). ``kept`` (a boolean mask
+    over ``values``) stacks the kept samples and the dropped ones in two colours; ``cut`` draws the
+    subset's cut-off where it is a score."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -40,9 +70,18 @@ def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = No
     fig = Figure(figsize=(6, 3), dpi=90)
     ax = fig.subplots()
     values = np.asarray(values, dtype=np.float64)
-    ax.hist(values[np.isfinite(values)], bins=min(bins, max(1, len(values))), color="#4477aa", edgecolor="white")
+    ok = np.isfinite(values)
+    edges = np.histogram_bin_edges(values[ok], bins=min(bins, max(1, int(ok.sum()))))
+    if kept is None:
+        ax.hist(values[ok], bins=edges, color=KEPT_COLOUR, edgecolor="white")
+    else:
+        kept = np.asarray(kept, dtype=bool)
+        parts = [values[ok & kept], values[ok & ~kept]]
+        ax.hist(parts, bins=edges, stacked=True, color=[KEPT_COLOUR, DROPPED_COLOUR], edgecolor="white",
+                label=[f"kept ({len(parts[0])})", f"dropped ({len(parts[1])})"])
     if cut is not None:
-        ax.axvline(cut, color="#cc3311", linestyle="--", label="subset cut-off")
+        ax.axvline(cut, color=CUT_COLOUR, linestyle="--", linewidth=2, label=f"cut-off {cut:.4g}")
+    if kept is not None or cut is not None:
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("For-Value score (higher = more valuable)")
     ax.set_ylabel("samples")
@@ -90,75 +129,108 @@ def sample_id(sample) -> str:
     return sample.user_id or sample.sample_id[:12]
 
 
-def sample_table(rows: Sequence[tuple[int, float, object]]) -> MetadataValue:
-    """A table of (rank, score, Sample): rank, score, id, prompt, response (text as it is)."""
-    records = []
-    for rank, score, s in rows:
-        prompt, response = sample_text(s)
-        records.append(TableRecord({"rank": int(rank), "score": float(score), "id": _one_line(sample_id(s), 64),
-                                    "prompt": _one_line(prompt, TEXT_WIDTH),
-                                    "response": _one_line(response, TEXT_WIDTH)}))
-    return MetadataValue.table(records, schema=SAMPLE_SCHEMA)
+def _record(row: Shown, kept: bool) -> TableRecord:
+    prompt, response = sample_text(row.sample)
+    data = {"rank": int(row.rank)}
+    if kept:
+        data |= {"kept": bool(row.kept), "dropped_by_check": row.check or ""}
+    return TableRecord(data | {"ranked_by": sig(row.value), "score": sig(row.score),
+                               "id": _one_line(sample_id(row.sample), 64), "prompt": _one_line(prompt, TEXT_WIDTH),
+                               "response": _one_line(response, TEXT_WIDTH)})
 
 
-def top_bottom_tables(ranked: Sequence[tuple[int, float, object]], what: str, n: int = 5) -> dict:
+def sample_table(rows: Sequence[Shown], ranked_by: str) -> MetadataValue:
+    """A table of samples: rank, the value the order was set by (``ranked_by`` says what it is), raw
+    score, id, prompt, response (text as it is, floats to 4 significant digits)."""
+    return MetadataValue.table([_record(r, False) for r in rows], schema=sample_schema(ranked_by))
+
+
+def kept_dropped_table(rows: Sequence[Shown], ranked_by: str) -> MetadataValue:
+    """The samples on both sides of a subset's cut, in the order: as :func:`sample_table` with
+    ``kept`` and the consistency check that dropped a sample."""
+    return MetadataValue.table([_record(r, True) for r in rows], schema=sample_schema(ranked_by, kept=True))
+
+
+def top_bottom_tables(ranked: Sequence[Shown], what: str, ranked_by: str, n: int = 5) -> dict:
     """``{"top_<what>": table, "bottom_<what>": table}``: the first n and the last n of a best-first
     list (the bottom table only when the list is longer than n)."""
-    out = {f"top_{what}": sample_table(list(ranked[:n]))}
+    out = {f"top_{what}": sample_table(list(ranked[:n]), ranked_by)}
     if len(ranked) > n:
-        out[f"bottom_{what}"] = sample_table(list(ranked[-n:]))
+        out[f"bottom_{what}"] = sample_table(list(ranked[-n:]), ranked_by)
     return out
 
 
-def md_samples(rows: Sequence[tuple[int, float, object]], title: str) -> str:
-    """Markdown table of (rank, score, Sample), the text escaped."""
-    lines = [f"**{escape_md(title)}**", "", "| rank | score | id | prompt | response |", "|---:|---:|---|---|---|"]
-    for rank, score, s in rows:
-        prompt, response = sample_text(s)
-        lines.append(f"| {rank} | {score:.4g} | {md_cell(sample_id(s), 24)} | {md_cell(prompt)} | {md_cell(response)} |")
-    return "\n".join(lines)
+# Markdown emphasis opens and closes by the characters around its delimiters (CommonMark's flanking
+# rules): ``Answer**:**`` is not bold. A word joiner (invisible, neither whitespace nor punctuation)
+# inside a delimiter next to anything but a letter or digit makes it open and close wherever it is.
+WORD_JOINER = "\u2060"
+BOLD, STRUCK = "**", "~~"
 
 
-def md_top_bottom(ranked: Sequence[tuple[int, float, object]], n: int = 5) -> MetadataValue:
-    """Top n and bottom n of a best-first list as Markdown (``forvalue_scores``' ``top_and_bottom``,
-    kept next to the ``top_samples`` / ``bottom_samples`` tables)."""
-    top = list(ranked[:n])
-    bottom = list(ranked[-n:]) if len(ranked) > n else []
-    text = md_samples(top, f"Top {len(top)}")
-    if bottom:
-        text += "\n\n" + md_samples(bottom, f"Bottom {len(bottom)}")
-    return MetadataValue.md(text)
+def _shown(text: str) -> str:
+    """A token's text, a whitespace-only token as visible symbols (↵ a line break, ␣ any other)."""
+    if text.strip():
+        return text
+    return "".join("↵" if ch in "\r\n" else "␣" for ch in text)
+
+
+def _spaces(text: str) -> str:
+    """Escaped text on one line (a list item): every whitespace character a space."""
+    return re.sub(r"\s", " ", text)
+
+
+def emphasis(text: str, mark: str) -> str:
+    """``text`` (user text, escaped here) between ``mark`` delimiters (BOLD or STRUCK); whitespace
+    around it stays outside, a whitespace-only text shows as symbols (never an empty emphasis)."""
+    shown = _shown(text)
+    core = shown.strip()
+    lead, trail = shown[: len(shown) - len(shown.lstrip())], shown[len(shown.rstrip()):]
+    esc = _spaces(escape_md(core))
+    left = "" if esc[0].isalnum() else WORD_JOINER
+    right = "" if esc[-1].isalnum() else WORD_JOINER
+    return f"{_spaces(lead)}{mark}{left}{esc}{right}{mark}{_spaces(trail)}"
+
+
+def marked_tokens(explanation, n: int = 3) -> tuple[list, list]:
+    """(the up to ``n`` tokens that add most to the score, the up to ``n`` that take most from it):
+    only positive contributions add and only negative ones take, so no token is in both."""
+    pos, neg = explanation.strongest(n)
+    return [t for t in pos if t.contribution > 0], [t for t in neg if t.contribution < 0]
 
 
 def marked_md(explanation, n: int = 3) -> str:
-    """A sample's scored text as escaped Markdown, its ``n`` most positive tokens in **bold** and its
-    ``n`` most negative ones struck through."""
-    pos, neg = explanation.strongest(n)
-    plus = {t.position for t in pos if t.contribution > 0}
-    minus = {t.position for t in neg}
-    parts = []
-    for t in explanation.tokens:
-        text = escape_md(t.text).replace("\n", " ")
-        core, lead = text.strip(), text[: len(text) - len(text.lstrip())]
-        if t.position in plus and core:
-            parts.append(f"{lead}**{core}**")
-        elif t.position in minus and core:
-            parts.append(f"{lead}~~{core}~~")
-        else:
-            parts.append(text)
+    """A sample's scored text as escaped Markdown on one line, its ``n`` most positive tokens in
+    **bold** and its ``n`` most negative ones struck through, marked by token position (never by
+    searching the text); neighbouring tokens with the same mark share one emphasis."""
+    adds, takes = marked_tokens(explanation, n)
+    mark_of = {t.position: BOLD for t in adds} | {t.position: STRUCK for t in takes}
+    parts: list[str] = []
+    run: list[str] = []
+    run_mark = None
+    for t in [*explanation.tokens, None]:
+        mark = None if t is None else mark_of.get(t.position)
+        if run and (t is None or mark != run_mark):
+            text = "".join(run)
+            parts.append(emphasis(text, run_mark) if run_mark else _spaces(escape_md(text)))
+            run = []
+        if t is not None:
+            run.append(_shown(t.text) if mark else t.text)
+            run_mark = mark
     return "".join(parts).strip()
 
 
 def md_explanations(rows: Sequence[tuple[int, float, object, object]], title: str, n: int = 3) -> str:
     """(rank, score, Sample, Explanation) rows: each sample's text with its strongest tokens marked,
-    and those tokens with their contributions (everything from the user escaped)."""
-    lines = [f"**{escape_md(title)}** (bold: the {n} tokens that add most to the score; struck: the {n} that "
-             f"take most from it)", ""]
+    and the same tokens listed with the same marks and their contributions (everything from the
+    user escaped once)."""
+    lines = [f"**{escape_md(title)}** (bold: the up to {n} tokens that add most to the score; struck: the up to "
+             f"{n} that take most from it; ␣ a space, ↵ a line break)", ""]
     for rank, score, s, e in rows:
-        pos, neg = e.strongest(n)
-        listed = ", ".join(f"`{escape_md(t.text.strip()) or '␣'}` {t.contribution:+.3g}" for t in pos + neg)
+        adds, takes = marked_tokens(e, n)
+        listed = ", ".join(f"{emphasis(t.text.strip() or t.text, BOLD if t in adds else STRUCK)} "
+                           f"{t.contribution:+.4g}" for t in adds + takes)
         lines.append(f"- rank {rank}, score {score:.4g}, {escape_md(sample_id(s))}: {marked_md(e, n)}  ")
-        lines.append(f"  {listed}")
+        lines.append(f"  {listed or 'no token adds or takes'}")
     return "\n".join(lines)
 
 

@@ -150,8 +150,12 @@ VALUES ($subset_id, $dataset_name, $dataset_version, $valuation_set, $valuation_
         $n_selected, $jsonl_path, $parquet_path, $code_version, $dagster_run_id, $created_at, $checks);
 
 -- name: insert_subset_samples
-INSERT INTO subset_samples (subset_id, sample_id, rank, score)
-SELECT $subset_id, sample_id, rank, score FROM new_subset_samples;
+INSERT INTO subset_samples (subset_id, sample_id, rank, score, ranked_by)
+SELECT $subset_id, sample_id, rank, score, ranked_by FROM new_subset_samples;
+
+-- name: insert_subset_near_cut
+INSERT INTO subset_near_cut (subset_id, sample_id, rank, score, ranked_by)
+SELECT $subset_id, sample_id, rank, score, ranked_by FROM new_subset_near_cut;
 
 -- name: insert_subset_checks
 INSERT INTO subset_checks (subset_id, sample_id, check_name, check_value, threshold)

@@ -165,7 +165,8 @@ CREATE TABLE IF NOT EXISTS subset_samples (
     subset_id   VARCHAR NOT NULL,
     sample_id   VARCHAR NOT NULL,
     rank        INTEGER NOT NULL,   -- position in the strategy's order (1 = first kept)
-    score       DOUBLE  NOT NULL    -- the sample's For-Value score
+    score       DOUBLE  NOT NULL,   -- the sample's For-Value score
+    ranked_by   DOUBLE              -- the value that set its place (Ranking.ranked_by; NULL in old rows)
 );
 
 -- The training samples a subset's consistency checks dropped (forvalue.curation.consistency), one row each:
@@ -178,6 +179,17 @@ CREATE TABLE IF NOT EXISTS subset_checks (
     check_name   VARCHAR NOT NULL,   -- the first check that failed (grounding)
     check_value  DOUBLE,             -- its value for the sample (grounding: IFD over the first 48 response tokens)
     threshold    DOUBLE  NOT NULL    -- the limit: the valuation set's maximum (or quantile)
+);
+
+-- The dropped samples nearest a subset's cut (up to forvalue.curation.selection.NEAR_CUT), with their place
+-- in the strategy's order: the round-robin strategies order the samples only a little past the cut, so a
+-- dropped sample farther away has no rank. View subset_kept_dropped joins them with the members.
+CREATE TABLE IF NOT EXISTS subset_near_cut (
+    subset_id   VARCHAR NOT NULL,
+    sample_id   VARCHAR NOT NULL,
+    rank        INTEGER NOT NULL,   -- position in the strategy's order
+    score       DOUBLE  NOT NULL,   -- the sample's For-Value score
+    ranked_by   DOUBLE              -- the value that set its place (forvalue.curation.selection.Ranking.ranked_by)
 );
 
 -- Fine-tuning runs on a subset (filled by the training/MLflow layer).
@@ -200,3 +212,4 @@ ALTER TABLE subsets ADD COLUMN IF NOT EXISTS strategy VARCHAR;
 ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS valuation_holdout DOUBLE;
 ALTER TABLE score_runs ADD COLUMN IF NOT EXISTS n_valuation INTEGER;
 ALTER TABLE subsets ADD COLUMN IF NOT EXISTS checks JSON;   -- {check: {threshold, quantile, failed, not_judged}}, or why none ran
+ALTER TABLE subset_samples ADD COLUMN IF NOT EXISTS ranked_by DOUBLE;

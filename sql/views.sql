@@ -88,3 +88,34 @@ LEFT JOIN feature_runs AS vf ON vf.feature_run_id = sr.val_feature_run_id
 LEFT JOIN models AS m        ON m.model_id = sr.model_id
 LEFT JOIN datasets AS d      ON d.name = sr.dataset_name AND d.version = sr.dataset_version
 LEFT JOIN valuation_sets AS v ON v.name = sr.valuation_set AND v.version = sr.valuation_version;
+
+-- Every sample of a subset's training dataset version, kept or dropped: its rank in the strategy's order
+-- (the members', and the dropped samples' nearest the cut: subset_near_cut; NULL farther away), its raw
+-- For-Value score (a dropped sample's while the subset's scores are the pair's current ones), the value the
+-- strategy ranked it by, the consistency check that dropped it, and the subset's cut: cut_rank is the last
+-- kept rank (bottom_p: the first kept rank, it keeps the end of the order). Filter on subset_id.
+CREATE OR REPLACE VIEW subset_kept_dropped AS
+SELECT
+    u.subset_id,
+    s.sample_id,
+    s.user_id,
+    s.row_number,
+    m.sample_id IS NOT NULL                   AS kept,
+    coalesce(m.rank, nc.rank)                 AS rank,
+    coalesce(m.score, nc.score, sc.score)     AS score,
+    coalesce(m.ranked_by, nc.ranked_by)       AS ranked_by,
+    sc.rank                                   AS score_rank,
+    ck.check_name                             AS dropped_by_check,
+    ck.check_value,
+    ck.threshold                              AS check_threshold,
+    CASE WHEN u.mode = 'bottom_p' THEN u.n_total - u.n_selected + 1 ELSE u.n_selected END AS cut_rank,
+    u.mode,
+    u.value,
+    coalesce(u.strategy, 'raw-mean')          AS strategy
+FROM subsets AS u
+JOIN samples AS s ON s.set_kind = 'dataset' AND s.set_name = u.dataset_name
+                 AND s.set_version = u.dataset_version
+LEFT JOIN subset_samples AS m   ON m.subset_id = u.subset_id AND m.sample_id = s.sample_id
+LEFT JOIN subset_near_cut AS nc ON nc.subset_id = u.subset_id AND nc.sample_id = s.sample_id
+LEFT JOIN scores AS sc          ON sc.score_run_id = u.score_run_id AND sc.sample_id = s.sample_id
+LEFT JOIN subset_checks AS ck   ON ck.subset_id = u.subset_id AND ck.sample_id = s.sample_id;

@@ -47,7 +47,7 @@ def test_schema_comes_from_sql_files(catalog):
     # of 10M sample ids would not fit the catalog's memory limit at commit)
     pks = {r["table_name"] for r in catalog.query(
         "SELECT table_name FROM information_schema.table_constraints WHERE constraint_type = 'PRIMARY KEY'")}
-    assert pks == declared_tables - {"samples", "scores", "subset_samples", "subset_checks"}
+    assert pks == declared_tables - {"samples", "scores", "subset_samples", "subset_checks", "subset_near_cut"}
     # idempotent
     catalog.init()
     Catalog(catalog.path).init()
@@ -253,6 +253,20 @@ def test_lineage_view_joins_every_step(catalog, tmp_path):
     scores = catalog.scores_frame("d", "v", cfg.id, fp.id)
     assert scores["sample_id"].to_list() == [ids[2], ids[0], ids[3], ids[1]] and scores["score"].is_sorted(descending=True)
     assert catalog.query_frame("SELECT count(*) AS n FROM samples WHERE set_name = ?", ["d"])["n"].item() == 4
+    # kept and dropped: a second subset of the pair records the value it ranked by and one dropped sample
+    # nearest the cut; the view has every sample of the dataset version, once
+    near = [(ids[3], 3, 0.0, 0.25)]
+    sid2 = catalog.record_subset(score_run=run, mode="top_k", value=2, n_total=4,
+                                 members=[(ids[2], 1, 2.0, 0.75), (ids[0], 2, 0.5, float("nan"))], near_cut=near,
+                                 jsonl_path=jsonl, parquet_path=parquet, strategy="max-cosine")
+    view = catalog.query("SELECT * FROM subset_kept_dropped WHERE subset_id = ? ORDER BY rank NULLS LAST",
+                         [sid2])
+    assert [(r["sample_id"], r["kept"], r["rank"], r["ranked_by"]) for r in view] == [
+        (ids[2], True, 1, 0.75), (ids[0], True, 2, None), (ids[3], False, 3, 0.25), (ids[1], False, None, None)]
+    assert [r["score"] for r in view] == [2.0, 0.5, 0.0, -1.0] and [r["score_rank"] for r in view] == [1, 2, 3, 4]
+    assert {(r["cut_rank"], r["strategy"]) for r in view} == {(2, "max-cosine")}
+    dropped = catalog.query("SELECT sample_id, rank FROM subset_kept_dropped WHERE subset_id = ? AND NOT kept", [sid])
+    assert {(r["sample_id"], r["rank"]) for r in dropped} == {(ids[3], None), (ids[1], None)}   # no near-cut rows
 
 
 @pytest.mark.parametrize("mode,value,n,expected", [

@@ -25,7 +25,7 @@ ASSETS = {
     "valuation_set": ("ingest", "duckdb", set()),
     "training_features": ("features", "model", {"training_dataset"}),
     "valuation_features": ("features", "model", {"valuation_set"}),
-    "forvalue_scores": ("valuation", "duckdb", {"training_features", "valuation_features"}),
+    "forvalue_scores": ("scoring", "duckdb", {"training_features", "valuation_features"}),
     "curated_subset": ("curation", "duckdb", {"forvalue_scores"}),
     "finetune_run": ("finetune", "model", {"curated_subset"}),
     "eval_run": ("finetune", "model", {"finetune_run"}),

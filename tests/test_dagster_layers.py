@@ -23,7 +23,7 @@ DOMAINS = {"ingest": ingest, "features": features, "curation": curation, "finetu
 # Modules that may import the definitions: the in-process test platform is above it.
 MAY_IMPORT_DEFINITIONS = {"forvalue_assets.testing"}
 # Assets that state a group other than their domain's default (docs/platform.md's table).
-OWN_GROUP = {"forvalue_scores": "valuation"}
+OWN_GROUP = {"forvalue_scores": "scoring"}
 ASSET_JOB = type(define_asset_job("probe"))     # what define_asset_job returns
 
 

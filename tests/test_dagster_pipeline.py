@@ -69,7 +69,11 @@ def test_whole_chain_materializes(platform):
     smeta = mat_metadata(cur, "forvalue_scores")
     assert smeta["dagster/row_count"] == 6 and smeta["dagster/table_name"] == "scores"
     assert smeta["histogram"].startswith("![score histogram](data:image/png;base64,")
-    assert "**Top 5**" in smeta["top_and_bottom"] and "**Bottom 5**" in smeta["top_and_bottom"]
+    # the scores' own top 5 follow the order the subset uses (the curation resource's balanced)
+    assert smeta["strategy"] == "balanced" and "top_and_bottom" not in smeta
+    assert "bottom_samples" not in smeta                  # a round-robin order stops near the cut
+    top_ids = [r.data["id"] for r in smeta["top_samples"].records]
+    assert [r.data["rank"] for r in smeta["top_samples"].records] == [1, 2, 3, 4, 5]
     assert smeta["seconds"] >= 0 and smeta["model_fingerprint"]["dtype"] == "float32"
 
     cat = platform.catalog()
@@ -95,6 +99,24 @@ def test_whole_chain_materializes(platform):
     assert {r["sample_id"] for r in scores} - {r["sample_id"] for r in kept} == {drops[-1]["sample_id"]}
     cmeta = mat_metadata(cur, "curated_subset")
     assert cmeta["n_dropped_by_checks"] == len(drops)
+    kept_rows = cmeta["top_kept"].records
+    assert [r.data["id"] for r in kept_rows] == top_ids
+    # ranked by the cosine with the valuation unit whose turn took the sample (a sample a consistency check
+    # dropped has none: it comes after the strategy's picks), the raw score beside it
+    checked = {d["sample_id"] for d in drops}
+    by_check = [r for r in kept_rows if r.data["ranked_by"] is None]
+    assert all(-1 <= r.data["ranked_by"] <= 1 for r in kept_rows if r.data["ranked_by"] is not None)
+    assert len(by_check) == len(checked & {r["sample_id"] for r in kept})
+    assert {c.name: c.description for c in cmeta["top_kept"].schema.columns}["ranked_by"].startswith(
+        "what set the order: balanced order, cosine with the valuation unit")
+    near = cmeta["kept_and_dropped"].records       # both sides of the cut: 5 kept, the checked one dropped
+    assert [(r.data["rank"], r.data["kept"]) for r in near] == [(i, i <= 5) for i in range(1, 7)]
+    assert near[-1].data["dropped_by_check"] == "grounding" and near[-1].data["ranked_by"] is None
+    assert all((r.data["ranked_by"] is None) == bool(r.data["dropped_by_check"]) for r in near)
+    view = cat.query("SELECT * FROM subset_kept_dropped WHERE subset_id = ? ORDER BY rank", [sub["subset_id"]])
+    assert [(r["rank"], r["kept"], r["dropped_by_check"]) for r in view] == [
+        (r.data["rank"], r.data["kept"], r.data["dropped_by_check"] or None) for r in near]
+    assert [r["ranked_by"] for r in view[:5]] == pytest.approx([r.data["ranked_by"] for r in near[:5]], abs=1e-4)
     assert cmeta["consistency_checks"].startswith(f"grounding check dropped {len(drops)} of 6")
     assert (platform.root / "subsets" / "t1" / "v1" / "current.jsonl").read_text() == open(sub["jsonl_path"]).read()
 

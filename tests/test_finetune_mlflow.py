@@ -122,6 +122,26 @@ def test_failed_run_is_marked_failed(store):
     assert r.data.metrics["train_loss"] == 1.0
 
 
+def test_experiments_are_marked_as_model_training(store):
+    """MLflow 3's UI opens an experiment tagged custom_model_development on its runs (not on GenAI traces):
+    a new experiment gets the tag, one an older release made without it gets it on first use, and a
+    kind a person chose is kept."""
+    from forvalue.training.tracking import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND
+
+    _, uri = store
+    client = MlflowClient(tracking_uri=uri)
+    assert (TAG_EXPERIMENT_KIND, EXPERIMENT_KIND) == ("mlflow.experimentKind", "custom_model_development")
+    Tracker(uri, experiment="kind-new").experiment_id()
+    assert client.get_experiment_by_name("kind-new").tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND
+    old = client.create_experiment("kind-old")                     # as before: no kind
+    assert TAG_EXPERIMENT_KIND not in client.get_experiment(old).tags
+    assert Tracker(uri, experiment="kind-old").experiment_id() == old
+    assert client.get_experiment(old).tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND
+    chosen = client.create_experiment("kind-chosen", tags={TAG_EXPERIMENT_KIND: "finetuning"})
+    Tracker(uri, experiment="kind-chosen").experiment_id()
+    assert client.get_experiment(chosen).tags[TAG_EXPERIMENT_KIND] == "finetuning"
+
+
 def test_tracking_uri_resolution(tmp_path, monkeypatch):
     from resources.mlflow import MLflowResource
 

@@ -246,6 +246,14 @@ def test_dropped_samples_and_the_cut_off(audited):
     assert {r["sample_id"] for r in got} == set(ids) - kept and len(got) == 6
     assert {r["user_id"] for r in got} == {ids[s] for s in set(ids) - kept}
     assert all(r["score"] is not None for r in got)      # model A's scores of the pair are still current
+    # the cut: top_k 4 keeps ranks 1-4; every dropped sample has its rank (the order reached them all),
+    # nearest the cut first
+    assert [r["rank"] for r in got] == list(range(5, 11)) and {r["cut_rank"] for r in got} == {4}
+    assert not any(r["kept"] for r in got) and {r["strategy"] for r in got} == {"balanced"}
+    members = {sid: rk for rk, sid, _ in rec.subsets[x]["members"]}
+    both = cat.query("SELECT sample_id, rank FROM subset_kept_dropped WHERE subset_id = $subset_id AND kept",
+                     {"subset_id": x})
+    assert {r["sample_id"]: r["rank"] for r in both} == members
     # which were left out by a consistency check, with the value and limit the catalog recorded
     checked = {r["sample_id"]: r for r in cat.subset_checks(x)}
     assert {r["sample_id"] for r in got if r["dropped_by_check"]} == set(checked) and not set(checked) & kept

@@ -46,11 +46,12 @@ def dense_cosine(train, val):
     return m / val.sample_norms()[:, None] / train.sample_norms()[None, :]
 
 
-def dense_round_robin(C, visit, need):
+def dense_round_robin(C, visit, need, units=False):
+    """The round-robin's picks (``units``: and the unit whose turn took each)."""
     order = np.argsort(-C, axis=1, kind="stable")
     taken = np.zeros(C.shape[1], bool)
     ptr = np.zeros(C.shape[0], int)
-    out = []
+    out, who = [], []
     while len(out) < need:
         for u in visit:
             while ptr[u] < C.shape[1] and taken[order[u, ptr[u]]]:
@@ -58,9 +59,10 @@ def dense_round_robin(C, visit, need):
             if ptr[u] < C.shape[1]:
                 taken[order[u, ptr[u]]] = True
                 out.append(order[u, ptr[u]])
+                who.append(u)
                 if len(out) == need:
                     break
-    return np.array(out)
+    return (np.array(out), np.array(who)) if units else np.array(out)
 
 
 def test_norms_are_the_frobenius_norm_of_the_rows():
@@ -79,10 +81,13 @@ def test_bounded_round_robin_equals_the_dense_one(list_length, dense):
     val, _, _ = synthetic(3, seed=2, prefix="v")
     C = dense_cosine(train, val)
     visit = np.array([4, 0, 7, 2, 9, 11, 1, 3, 5, 6, 8, 10])
-    want = dense_round_robin(C, visit, len(train))
+    want, who = dense_round_robin(C, visit, len(train), units=True)
+    cosines = np.full(len(train), np.nan, np.float32)
     got, stats = sel.round_robin(sel.Units(val), train, visit, len(train),
-                                 list_length=list_length, dense_elements=dense)
+                                 list_length=list_length, dense_elements=dense, cosines=cosines)
     assert np.array_equal(got, want)
+    # each pick's cosine with the unit whose turn took it, from the lists and from the dense finish alike
+    assert np.allclose(cosines, C[who, want], atol=1e-5)
     if list_length == 1:
         assert stats["passes"] > 1   # short lists were refilled
 
@@ -98,11 +103,19 @@ def test_sorting_strategies_follow_their_values():
     assert np.allclose(r.normalized, raw / train.sample_norms() / gbar)
     assert np.array_equal(r.order, np.argsort(-r.normalized, kind="stable"))
     assert np.all(np.abs(r.normalized) <= 1 + 1e-9)
+    assert r.ranked_by()[0] == "cosine with the mean valuation gradient" and r.ranked_by()[1] is r.key
     r = sel.rank_features(train, val, "max-cosine")
-    assert np.allclose(r.key, dense_cosine(train, val).max(0))
-    # round-robin: valuation samples in file order
+    assert np.allclose(r.key, dense_cosine(train, val).max(0)) and r.ranked_by()[1] is r.key
+    # round-robin: valuation samples in file order; ranked by the cosine with the unit that took the sample
     r = sel.rank_features(train, val, "round-robin")
-    assert np.array_equal(r.order, dense_round_robin(dense_cosine(train, val), np.arange(len(val)), len(train)))
+    want, who = dense_round_robin(dense_cosine(train, val), np.arange(len(val)), len(train), units=True)
+    assert np.array_equal(r.order, want)
+    what, value = r.ranked_by()
+    assert what.startswith("cosine with the valuation sample") and np.allclose(value[want], dense_cosine(
+        train, val)[who, want], atol=1e-5)
+    part = sel.rank_features(train, val, "round-robin", limit=5)   # beyond the order: NaN
+    assert np.isnan(part.ranked_by()[1]).sum() == len(train) - 5 and not np.isnan(part.ranked_by()[1][want[:5]]).any()
+    assert sel.rank_features(train, val, "raw-mean").ranked_by()[1] is not None
 
 
 def test_balanced_covers_every_cluster_and_drops_noise_where_raw_mean_does_not():

@@ -654,11 +654,12 @@ class Catalog:
                       members, jsonl_path: str | Path, parquet_path: str | Path,
                       subset_id: str | None = None, dagster_run_id: str | None = None,
                       strategy: str = "raw-mean", checks: dict | str | None = None,
-                      dropped: list[dict] | None = None) -> str:
-        """Record a subset (and its members: sample_id, rank in the strategy's order, score; an Arrow
-        table or (sample_id, rank, score) tuples) in one transaction, with the consistency checks'
-        summary (``checks``, or why none ran) and every sample they dropped (``dropped``: rows of
-        :meth:`forvalue.curation.consistency.Checked.records`)."""
+                      dropped: list[dict] | None = None, near_cut=None) -> str:
+        """Record a subset (and its members: sample_id, rank in the strategy's order, score and the
+        value the strategy ranked by; an Arrow table or (sample_id, rank, score[, ranked_by]) tuples)
+        in one transaction, with the consistency checks' summary (``checks``, or why none ran), every
+        sample they dropped (``dropped``: rows of :meth:`forvalue.curation.consistency.Checked.records`)
+        and the dropped samples nearest the cut (``near_cut``: as ``members``; table subset_near_cut)."""
         import pyarrow.compute as pc
 
         from ..curation.selection import SIZE_MODES
@@ -679,6 +680,9 @@ class Catalog:
                          dagster_run_id=dagster_run_id, created_at=utcnow(),
                          checks=None if checks is None else json.dumps(checks))
             self._insert_arrow(con, "insert_subset_samples", "new_subset_samples", table, subset_id=subset_id)
+            if near_cut is not None and len(near_cut):
+                self._insert_arrow(con, "insert_subset_near_cut", "new_subset_near_cut", members_table(near_cut),
+                                   subset_id=subset_id)
             if dropped:
                 import pyarrow as pa
 
@@ -777,17 +781,25 @@ EXPORT_BATCH_ROWS = 8192
 
 
 def members_table(members):
-    """A subset's members as an Arrow table (sample_id string, rank int32, score float64), from an
-    Arrow table or from (sample_id, rank, score) tuples."""
+    """A subset's members as an Arrow table (sample_id string, rank int32, score float64, ranked_by
+    float64: the value the strategy ranked by, null where not given or NaN), from an Arrow table or
+    from (sample_id, rank, score[, ranked_by]) tuples."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if isinstance(members, pa.Table):
+        n = members.num_rows
+        by = (members.column("ranked_by").cast(pa.float64()) if "ranked_by" in members.column_names
+              else pa.nulls(n, pa.float64()))
         return pa.table({"sample_id": members.column("sample_id").cast(pa.string()),
                          "rank": members.column("rank").cast(pa.int32()),
-                         "score": members.column("score").cast(pa.float64())})
+                         "score": members.column("score").cast(pa.float64()),
+                         "ranked_by": pc.if_else(pc.is_nan(by), None, by) if n else by})
+    by = [None if len(m) < 4 or m[3] is None or m[3] != m[3] else float(m[3]) for m in members]
     return pa.table({"sample_id": pa.array([m[0] for m in members], pa.string()),
                      "rank": pa.array([int(m[1]) for m in members], pa.int32()),
-                     "score": pa.array([float(m[2]) for m in members], pa.float64())})
+                     "score": pa.array([float(m[2]) for m in members], pa.float64()),
+                     "ranked_by": pa.array(by, pa.float64())})
 
 
 def export_subset(catalog: "Catalog", kind: str, name: str, version: str, members, folder: str | Path, stem: str,

@@ -67,9 +67,18 @@ STRATEGIES: dict[str, str] = {
     "raw-mean": "mean inner product with the valuation set (the raw For-Value score)",
 }
 DEFAULT_STRATEGY = "balanced"
+# What each strategy orders by (Ranking.ranked_by), as a table column reads it.
+RANKED_BY: dict[str, str] = {
+    "balanced": "cosine with the valuation unit whose turn took it",
+    "round-robin": "cosine with the valuation sample whose turn took it",
+    "max-cosine": "best cosine with one valuation sample",
+    "cosine-mean": "cosine with the mean valuation gradient",
+    "raw-mean": "For-Value score",
+}
 PAIRWISE_STRATEGIES = ("balanced", "round-robin", "max-cosine")   # need the features of both sides
 SMOOTH = 3
 MAX_UNITS = 1024
+NEAR_CUT = 1000    # dropped samples ranked past a subset's cut (what a curator reads beside the last kept)
 BLOCK_BYTES = 64 * 2**20
 LIST_FACTOR, LIST_EXTRA = 4, 16    # a unit's candidate list: LIST_FACTOR x (its share of the subset) + LIST_EXTRA
 TABLE_BYTES = 128 * 2**20
@@ -102,9 +111,10 @@ def subset_count(n: int, mode: str, value: float) -> int:
     return n - m if mode == "drop_lowest_p" else m
 
 
-def needed_prefix(n: int, mode: str, value: float) -> int:
-    """How long a prefix of the order a mode reads (bottom-p% reads the whole order)."""
-    return n if mode == "bottom_p" else subset_count(n, mode, value)
+def needed_prefix(n: int, mode: str, value: float, past_cut: int = 0) -> int:
+    """How long a prefix of the order a mode reads (bottom-p% reads the whole order); ``past_cut``:
+    that many more, to rank the dropped samples nearest the cut too (:meth:`Ranking.near_cut`)."""
+    return n if mode == "bottom_p" else min(n, subset_count(n, mode, value) + past_cut)
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,9 @@ class Ranking:
     # the consistency checks applied before the strategy (forvalue.curation.consistency.Checked): the samples
     # they dropped come last; None: no check ran
     checks: Any = None
+    # [n] the round-robin strategies: each sample's cosine with the (smoothed) valuation unit whose turn
+    # took it (NaN for a sample the order did not reach or the checks dropped)
+    picked_cosine: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -145,6 +158,17 @@ class Ranking:
     @property
     def complete(self) -> bool:
         return len(self.order) == len(self.raw)
+
+    def ranked_by(self) -> tuple[str, np.ndarray]:
+        """(what it is, [n] values): the value that set each sample's place in the order. The sorting
+        strategies sort by it (``key``); the round-robin strategies take, in each unit's turn, the
+        sample with the highest cosine with that unit (``picked_cosine``): it falls within a unit's
+        picks, not along the whole order."""
+        if self.strategy in RANKED_BY and self.picked_cosine is not None:
+            return RANKED_BY[self.strategy], self.picked_cosine
+        if self.key is not None:
+            return RANKED_BY.get(self.strategy, "sort key"), self.key
+        return RANKED_BY["raw-mean"], self.raw
 
     @property
     def rank(self) -> np.ndarray:
@@ -162,7 +186,8 @@ class Ranking:
         return Ranking(strategy=self.strategy, order=new_of_old[self.order], raw=self.raw[pos],
                        normalized=self.normalized[pos], norm=self.norm[pos],
                        key=None if self.key is None else self.key[pos], info=dict(self.info),
-                       checks=None if self.checks is None else self.checks.reindexed(pos))
+                       checks=None if self.checks is None else self.checks.reindexed(pos),
+                       picked_cosine=None if self.picked_cosine is None else self.picked_cosine[pos])
 
     def to_polars(self, sample_ids=None):
         """A polars DataFrame, one row per training sample in input order: index (and sample_id when
@@ -180,6 +205,13 @@ class Ranking:
                      "norm": pl.Series(self.norm, dtype=pl.Float64),
                      "key": pl.Series(self.key if self.key is not None else [None] * len(self.raw), dtype=pl.Float64)})
         return pl.DataFrame(cols).with_columns(pl.when(pl.col("rank") > 0).then(pl.col("rank")).alias("rank"))
+
+    def near_cut(self, mode: str, value: float, n: int = NEAR_CUT) -> np.ndarray:
+        """Training indices of the up to ``n`` dropped samples nearest a subset's cut, nearest first:
+        those the order holds just past the subset's end (bottom_p: just before its start)."""
+        count = subset_count(len(self.raw), mode, value)
+        order = self.order[::-1] if mode == "bottom_p" else self.order
+        return order[count:count + n].copy()
 
     def indices(self, mode: str, value: float) -> np.ndarray:
         """Training indices of a subset: most valuable first (bottom_p: least valuable first)."""
@@ -433,12 +465,13 @@ class _Best:
         self.theta[full] = vals[first[1:][full] - 1]
         self.pool, self.size = [(rows, vals, pos)], len(rows)
         self.kept = self.size
-        return rows, pos, first
+        return rows, pos, first, vals
 
-    def lists(self) -> list[np.ndarray]:
-        """Each row's positions, best first."""
-        rows, pos, first = self._reduce()
-        return [pos[first[u]:first[u + 1]] for u in range(self.n)]
+    def lists(self, values: bool = False):
+        """Each row's positions, best first (``values``: (those lists, the lists of their values))."""
+        rows, pos, first, vals = self._reduce()
+        out = [pos[first[u]:first[u + 1]] for u in range(self.n)]
+        return (out, [vals[first[u]:first[u + 1]] for u in range(self.n)]) if values else out
 
 
 def _part_candidates(part: SparseFeatures, start: int, units: Units, taken: np.ndarray, length: int,
@@ -481,20 +514,21 @@ def _store_values(values, out: tuple[np.ndarray, ...] | None, start: int) -> Non
 def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.ndarray, need: int, *,
                 runner: PartRunner | None = None, list_length: int | None = None,
                 dense_elements: int | None = None, values: tuple | None = None,
-                excluded: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                excluded: np.ndarray | None = None, cosines: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
     its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
     per-unit candidate lists of the best ``list_length`` samples, refilled by another pass (over the
     units that ran short only) when one runs out; the samples still free are ranked in one dense
     block once they fit ``dense_elements``. Each pass is a map over the parts of ``train``
     (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized, norm))``):
-    the first pass also fills the set-mean values (one read of a store); ``excluded``: never taken."""
+    the first pass also fills the set-mean values (one read of a store); ``excluded``: never taken;
+    ``cosines`` (at least ``need`` long) receives each pick's cosine with the unit whose turn took it."""
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
     taken = np.isin(np.arange(n), np.zeros(0) if excluded is None else excluded)
     need = min(need, n - int(taken.sum()))
     dense_elements = dense_elements or BLOCK_BYTES // 4      # float32 cosines
-    lists: list[np.ndarray] = [np.zeros(0, np.int64)] * P
+    lists, vals = [np.zeros(0, np.int64)] * P, [np.zeros(0, np.float32)] * P   # candidates and their cosines
     complete, ptr = np.zeros(P, bool), np.zeros(P, np.int64)
     length = min(n, list_length or (LIST_FACTOR * math.ceil(max(need, 1) / max(P, 1)) + LIST_EXTRA))
     stats = {"passes": 0, "dense_finish": False, "refilled_units": 0}
@@ -510,7 +544,8 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
                 for idx, block in blocks:
                     cos[:, np.searchsorted(free, idx)] = block
             for u in range(P):
-                lists[u] = free[np.argsort(-cos[u], kind="stable")]
+                o = np.argsort(-cos[u], kind="stable")
+                lists[u], vals[u] = free[o], cos[u, o]
             complete[:] = True
             ptr[:] = 0
             stats["dense_finish"] = True
@@ -522,9 +557,9 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
             _store_values(part_values, out, start)
             best.add(*found)
         table = None
-        for row, lst in enumerate(best.lists()):
+        for row, (lst, val) in enumerate(zip(*best.lists(values=True))):
             u = which[row]
-            lists[u] = lst
+            lists[u], vals[u] = lst, val
             complete[u] = len(lst) == len(free)
             ptr[u] = 0
         if stats["passes"] > 1:
@@ -532,6 +567,7 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
 
     refill(np.arange(P), length)
     picked = np.empty(need, dtype=np.int64)
+    cosines = np.empty(need, dtype=np.float32) if cosines is None else cosines
     count = pos = 0
     while count < need:
         u = visit[pos % P]
@@ -551,12 +587,9 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
                    and np.count_nonzero(~taken[lists[v][ptr[v]:]]) < 2 * turns + 2]
             refill(np.array(sorted(set(low) | {int(u)}), dtype=np.int64), length)
             continue
-        i = int(lst[p])
-        taken[i] = True
-        picked[count] = i
-        count += 1
-        ptr[u] = p + 1
-        pos += 1
+        picked[count] = i = int(lst[p])
+        taken[i], cosines[count] = True, vals[u][p]
+        count, pos, ptr[u] = count + 1, pos + 1, p + 1
     return picked, stats
 
 
@@ -632,7 +665,7 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     if runner is None or runner is LOCAL_RUNNER:   # here: two parts at a time, one core each
         runner = ThreadedPartRunner(min(2, os.cpu_count() or 1))
     info: dict = {}
-    key = None
+    key = picked_cosine = None
     # the first pass over the training features also fills the set-mean values (one read of a store)
     values = (mean_table(val), tuple(np.empty(len(source)) for _ in range(3)))
     if strategy == "max-cosine":
@@ -646,15 +679,19 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
             info["units"] = len(val)
         else:
             units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
-        order, stats = round_robin(units, source, visit, need, runner=runner, values=values, excluded=exclude)
+        cosines, picked_cosine = np.empty(len(source), np.float32), np.full(len(source), np.nan)
+        order, stats = round_robin(units, source, visit, need, runner=runner, values=values, excluded=exclude,
+                                   cosines=cosines)
+        picked_cosine[order] = cosines[:len(order)]
         if need > kept:   # the order reaches the excluded samples
             order = np.concatenate([order, np.asarray(exclude, dtype=np.int64)[:need - kept]])
         info.update(stats)
     raw, normalized, norm = values[1]
     info["seconds"] = time.perf_counter() - t0
-    return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info)
+    return Ranking(strategy=strategy, order=order, raw=raw, normalized=normalized, norm=norm, key=key, info=info,
+                   picked_cosine=picked_cosine)
 
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "NEAR_CUT", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
            "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
            "subset_count", "needed_prefix", "check_strategy"]

@@ -18,7 +18,8 @@ subset id and digest, strategy, k, seed, hyper-parameters), per-step metrics, fi
 subset as a dataset input (context ``training``) whose digest is the subset digest, the adapter as
 artifacts under ``adapter/``, and tags (``forvalue.*``: Dagster run id, asset key, partition).
 An eval run is a child of its fine-tune run (``mlflow.parentRunId``) and names it in the tag
-``forvalue.finetune_run_id``.
+``forvalue.finetune_run_id``. The experiment is tagged ``mlflow.experimentKind`` =
+``custom_model_development``, so MLflow 3's UI opens it on its runs and metrics, not on GenAI traces.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ DEFAULT_EXPERIMENT = "forvalue-finetune"
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 TAG_KIND = "forvalue.run_kind"               # finetune | eval
+# MLflow 3's UI opens an experiment by its kind: without this tag it may infer "GenAI apps & agents" and open
+# on traces and evaluations; "custom_model_development" ("Machine learning" in the UI) opens on the runs and
+# their metrics (the value the UI writes when a person picks that kind; mlflow/server/js, MLflow 3.17).
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 TAG_FINETUNE_RUN = "forvalue.finetune_run_id"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_DAGSTER_RUN = "forvalue.dagster_run_id"
@@ -147,17 +153,22 @@ class Tracker:
         return self._client
 
     def experiment_id(self) -> str:
+        """The experiment's id; created on first use, marked as model training (``mlflow.experimentKind``,
+        also on an experiment an older release created without it; a kind set by a person is kept)."""
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is not None:
                 self._experiment_id = exp.experiment_id
+                if TAG_EXPERIMENT_KIND not in (exp.tags or {}):
+                    self.client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             else:
                 location = self.artifact_location
                 db = sqlite_path(self.tracking_uri)
                 if location is None and db is not None:
                     location = (db.parent / "mlartifacts" / self.experiment).resolve().as_uri()
                 try:
-                    self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=location, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
                 except Exception:  # created meanwhile by another process
                     exp = self.client.get_experiment_by_name(self.experiment)
                     if exp is None:

@@ -1,6 +1,6 @@
 """Scores and subsets of a (training dataset, valuation set) pair.
 
-- ``forvalue_scores`` (group valuation, pool ``duckdb``): the ``scores`` table for the pair, from
+- ``forvalue_scores`` (group scoring, pool ``duckdb``): the ``scores`` table for the pair, from
   stored features only, replaced in one transaction.
 - ``curated_subset`` (group curation, pool ``duckdb``): top-k / top-p% / bottom-p% / drop-the-lowest-p%
   of the order of a selection strategy (default ``balanced``, see forvalue/curation/selection.py), exported
@@ -70,19 +70,58 @@ def scoring_inputs(cat, feature_store: FeatureStoreResource, dataset: str, valua
             "fingerprint": cat.fingerprint(tfr["model_id"]), "model_id": tfr["model_id"]}
 
 
-def _shown_samples(cat, dataset: str, version: str, train_ids: list, values: np.ndarray, ranks: np.ndarray):
-    """(rank, score, Sample) of the 5 best and 5 worst, best first."""
-    order = np.argsort(ranks)
-    shown = list(order[:5]) + list(order[-5:])
-    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, version,
-                                                          sample_ids=[train_ids[i] for i in shown])}
-    return [(int(ranks[i]), float(values[i]), by_id[train_ids[i]]) for i in order if train_ids[i] in by_id]
+def shown_rows(cat, dataset: str, version: str, ids, values: np.ndarray, ranking, positions, *,
+               kept: np.ndarray | None = None, checks: dict | None = None) -> list:
+    """:class:`forvalue_assets.metadata.Shown` rows of the training samples at ``positions`` (of
+    ``ids``, a polars Series of sample ids; in that order), loaded alone: rank in ``ranking``'s
+    order, the value it ranked by, the stored score ``values``; with ``kept`` (a mask) whether the
+    subset holds each, and with ``checks`` (sample id -> check) the check that dropped it."""
+    positions = [int(i) for i in positions]
+    want = ids.gather(positions).to_list() if positions else []
+    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, version, sample_ids=want)}
+    rank, (_, by) = ranking.rank, ranking.ranked_by()
+    return [md.Shown(int(rank[i]), float(by[i]), float(values[i]), by_id[sid],
+                     None if kept is None else bool(kept[i]), (checks or {}).get(sid))
+            for i, sid in zip(positions, want) if sid in by_id]
+
+
+def _scores_in_subset_order(context, cat, feature_store: FeatureStoreResource, curation: CurationResource,
+                            engine, ray, dataset: str, valuation: str, n: int = 5):
+    """(Ranking, the first and last ``n`` as Shown rows, best first) of the pair's stored
+    scores in the order curated_subset cuts by default: the curation resource's strategy after its
+    consistency checks. The round-robin strategies rank the first ``n`` only (their bottom is
+    curated_subset's kept_and_dropped table); the others order every sample."""
+    run, scores = _current_scores(cat, feature_store, dataset, valuation)
+    try:
+        ranking = subset_ranking(cat, feature_store, run, scores, curation.strategy, engine=engine, ray=ray,
+                                 limits=curation.limits(), context=context, limit=n)
+    except ValueError as e:
+        raise Failure(description=f"curation strategy {curation.strategy}: {e}") from e
+    ends = ranking.order[:n]
+    if ranking.complete:
+        ends = np.concatenate([ends, ranking.order[max(n, len(ranking) - n):]])
+    values = scores["score"].to_numpy().astype(np.float64)
+    return ranking, shown_rows(cat, dataset, run["dataset_version"], scores["sample_id"], values, ranking, ends)
+
+
+def _order_metadata(ranking, ranked: list) -> dict:
+    """The scores' top (and bottom) samples in the order curated_subset uses, and what that order is."""
+    what, _ = ranking.ranked_by()
+    out = md.top_bottom_tables(ranked, "samples", f"{ranking.strategy} order, {what}")
+    out["order"] = MetadataValue.text(
+        f"top_samples / bottom_samples / explanations follow the order curated_subset cuts by default: strategy "
+        f"{ranking.strategy} (curation resource, FORVALUE_SUBSET_STRATEGY) after the consistency checks; "
+        f"ranked_by = {what}"
+        + ("" if ranking.complete else "; this strategy orders samples up to a cut, so no bottom_samples here"))
+    out["strategy"] = MetadataValue.text(ranking.strategy)
+    return out
 
 
 @DEFAULTS.asset(
     # Each feature asset maps to one dimension of the pair (inferred: a MultiToSingleDimensionPartitionMapping).
     deps=[TRAINING_FEATURES, VALUATION_FEATURES],
-    group_name="valuation",       # the one asset of this domain outside group curation
+    group_name="scoring",         # the one asset of this domain outside group curation (lineage reads
+                                  # ingest -> features -> scoring -> curation -> finetune)
     kinds={"duckdb", "numpy"},
     description="For-Value scores of every training sample against a valuation set (mean inner product of "
                 "lm_head-gradient-like features; higher = more valuable), from stored features only (no model "
@@ -124,7 +163,8 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         train_feature_run_id=inp["train_run"]["feature_run_id"], val_feature_run_id=inp["val_run"]["feature_run_id"],
         seconds=time.perf_counter() - t0, dagster_run_id=context.run_id, valuation_holdout=holdout if eval_ids else 0.0,
         n_valuation=len(val_ids))
-    ranked = _shown_samples(cat, dataset, inp["train"]["version"], train_ids, values, ranks)
+    ranking, ranked = _scores_in_subset_order(context, cat, feature_store, curation, engine, ray, dataset,
+                                              valuation)
     png = md.histogram_png(values, title=f"{dataset} vs {valuation}")
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(values)),
@@ -140,8 +180,7 @@ def forvalue_scores(context: AssetExecutionContext, catalog: DuckDBStoreResource
         "score_min": MetadataValue.float(float(values.min())),
         "score_max": MetadataValue.float(float(values.max())),
         "histogram": md.md_image(png, "score histogram"),
-        **md.top_bottom_tables(ranked, "samples"),
-        "top_and_bottom": md.md_top_bottom(ranked),
+        **_order_metadata(ranking, ranked),
         **explanation_metadata(curation, model, feature_store, cat, inp["model_id"], valuation, inp["val"]["version"],
                                ranked, holdout=holdout if eval_ids else 0.0),
         "model_fingerprint": MetadataValue.json(inp["fingerprint"].to_dict()),
@@ -234,12 +273,14 @@ def _current_scores(cat, feature_store: FeatureStoreResource, dataset: str, valu
 
 
 def _histogram(values: np.ndarray, idx: np.ndarray, sub, title: str, path):
-    """The scores' histogram (PNG bytes, written to ``path``), with the subset's cut-off where the
-    strategy sorts by the score."""
+    """The scores' histogram with the kept and the dropped samples in two colours (PNG bytes, written
+    to ``path``), and the subset's cut-off score where the strategy sorts by the score."""
+    kept = np.zeros(len(values), dtype=bool)
+    kept[idx] = True
     cut = None
     if sub.strategy == "raw-mean" and len(idx):
         cut = float(values[idx].min() if sub.mode != "bottom_p" else values[idx].max())
-    png = md.histogram_png(values, title=title, cut=cut)
+    png = md.histogram_png(values, title=title, cut=cut, kept=kept)
     atomic_write_bytes(path, png)
     return png
 
@@ -264,13 +305,41 @@ def checks_metadata(ranking, dropped: list[dict], idx: np.ndarray) -> dict:
 
 
 def _kept_ends(cat, dataset: str, version: str, ids, values: np.ndarray, ranking, idx: np.ndarray, mode: str):
-    """(rank, score, Sample) of the first and last 5 kept, best first (bottom_p keeps the worst
-    first): what the tables and explanations show, loaded alone (the subset is never loaded whole)."""
+    """Shown rows of the first and last 5 kept, best first (bottom_p keeps the worst first): what the
+    tables and explanations show, loaded alone (the subset is never loaded whole)."""
     shown = idx if len(idx) <= 10 else np.concatenate([idx[:5], idx[-5:]])
-    shown_ids = ids.gather(shown).to_list()
-    by_id = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, dataset, version, sample_ids=shown_ids)}
-    ranked = [(int(ranking.rank[i]), float(values[i]), by_id[sid]) for i, sid in zip(shown, shown_ids)]
+    ranked = shown_rows(cat, dataset, version, ids, values, ranking, shown)
     return ranked[::-1] if mode == "bottom_p" else ranked
+
+
+def _near_cut(ranking, ids, values: np.ndarray, sub):
+    """(positions of the dropped samples nearest the cut, nearest first; the Arrow table of them for
+    subset_near_cut: sample_id, rank, score, ranked_by)."""
+    import pyarrow as pa
+
+    from forvalue.curation.selection import NEAR_CUT
+
+    near = ranking.near_cut(sub.mode, sub.value, NEAR_CUT)
+    by = ranking.ranked_by()[1]
+    return near, pa.table({"sample_id": ids.gather(near).to_arrow(), "rank": pa.array(ranking.rank[near], pa.int32()),
+                           "score": pa.array(values[near], pa.float64()), "ranked_by": pa.array(by[near], pa.float64())})
+
+
+def _cut_metadata(cat, dataset: str, version: str, ids, values, ranking, idx, near, dropped: list[dict], sub) -> dict:
+    """``kept_and_dropped``: the 5 kept and the 5 dropped samples nearest the subset's cut, in the
+    strategy's order, with the value it ranked by and the check that dropped a sample; ``cut``: the
+    ranks kept."""
+    kept = np.zeros(len(values), dtype=bool)
+    kept[idx] = True
+    shown = np.concatenate([idx[-5:], near[:5]]).astype(np.int64)
+    rows = shown_rows(cat, dataset, version, ids, values, ranking, shown[np.argsort(ranking.rank[shown])],
+                      kept=kept, checks={d["sample_id"]: d["check"] for d in dropped})
+    n, count = len(values), len(idx)
+    ranks = f"{n - count + 1} to {n}" if sub.mode == "bottom_p" else f"1 to {count}"
+    return {"kept_and_dropped": md.kept_dropped_table(rows, f"{sub.strategy} order, {ranking.ranked_by()[0]}"),
+            "cut": MetadataValue.text(f"{sub.label} keeps ranks {ranks} of the {n} samples in the {sub.strategy} "
+                                      f"order; every sample, kept or dropped: SELECT * FROM subset_kept_dropped "
+                                      f"WHERE subset_id = '<subset_id>' ORDER BY rank")}
 
 
 @DEFAULTS.asset(
@@ -289,7 +358,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     import pyarrow as pa
 
     from forvalue.catalog.db import export_subset
-    from forvalue.curation.selection import needed_prefix
+    from forvalue.curation.selection import NEAR_CUT, needed_prefix
 
     t0 = time.perf_counter()
     (dataset, valuation), sub = split_pair(context.partition_key), Subset.resolve(config, curation)
@@ -298,8 +367,8 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     ids, values = scores["sample_id"], scores["score"].to_numpy().astype(np.float64)
     try:   # the pairwise strategies read the stored features: on Ray one task per shard and pass
         ranking = subset_ranking(cat, feature_store, run, scores, sub.strategy, engine=engine, ray=ray,
-                                 limits=curation.limits(),
-                                 context=context, limit=needed_prefix(len(ids), sub.mode, sub.value))
+                                 limits=curation.limits(), context=context,
+                                 limit=needed_prefix(len(ids), sub.mode, sub.value, past_cut=NEAR_CUT))
         idx = ranking.indices(sub.mode, sub.value)
     except ValueError as e:
         raise Failure(description=f"subset config: {e}") from e
@@ -307,7 +376,9 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         raise Failure(description=f"subset config: {sub.mode} {sub.value:g} keeps no sample of the {len(ids)} "
                                   f"scored; give a size that keeps at least one")
     members = pa.table({"sample_id": ids.gather(idx).to_arrow(), "rank": pa.array(ranking.rank[idx], pa.int32()),
-                        "score": pa.array(values[idx], pa.float64())})
+                        "score": pa.array(values[idx], pa.float64()),
+                        "ranked_by": pa.array(ranking.ranked_by()[1][idx], pa.float64())})
+    near, near_table = _near_cut(ranking, ids, values, sub)
     subset_id = uuid.uuid4().hex
     folder = catalog.subset_folder(dataset, valuation)
     stem = f"{sub.stem}-{subset_id[:12]}"
@@ -322,7 +393,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     sid = cat.record_subset(score_run=run, mode=sub.mode, value=sub.value, n_total=len(ids), members=members,
                             jsonl_path=jsonl.resolve(), parquet_path=parquet.resolve(), subset_id=subset_id,
                             dagster_run_id=context.run_id, strategy=sub.strategy, checks=ranking.info.get("checks"),
-                            dropped=dropped)
+                            dropped=dropped, near_cut=near_table)
     # Stable names for consumers: current.jsonl / current.parquet (copied, then renamed into place).
     atomic_copy(jsonl, folder / "current.jsonl")
     atomic_copy(parquet, folder / "current.parquet")
@@ -339,15 +410,17 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "n_dropped": MetadataValue.int(len(ids) - len(idx)),
         "jsonl": MetadataValue.path(str(jsonl.resolve())),
         "parquet": MetadataValue.path(str(parquet.resolve())),
-        "histogram": md.md_image(png, "scores with the subset cut-off"),
+        "histogram": md.md_image(png, "scores: kept and dropped, with the cut-off"),
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
-        **md.top_bottom_tables(ranked_kept, "kept"),
+        **md.top_bottom_tables(ranked_kept, "kept", f"{sub.strategy} order, {ranking.ranked_by()[0]}"),
+        **_cut_metadata(cat, dataset, run["dataset_version"], ids, values, ranking, idx, near, dropped, sub),
         **checks_metadata(ranking, dropped, idx),
         **explanation_metadata(curation, model, feature_store, cat, run["model_id"], valuation,
                                run["valuation_version"], ranked_kept, holdout=run.get("valuation_holdout")),
         "score_run_id": MetadataValue.text(run["score_run_id"]),
         "model_id": MetadataValue.text(run["model_id"]),
-        "tables": MetadataValue.text("subsets, subset_samples, subset_checks (lineage: subset_lineage view)"),
+        "tables": MetadataValue.text("subsets, subset_samples, subset_checks, subset_near_cut (kept and dropped: "
+                                     "subset_kept_dropped view; lineage: subset_lineage view)"),
         **engine_metadata(ranking.info.get("engine"), ray),
         "seconds": MetadataValue.float(round(time.perf_counter() - t0, 3)),
     })
