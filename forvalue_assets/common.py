@@ -85,3 +85,11 @@ def check_failure(description: str, **metadata) -> AssetCheckResult:
     """A failed blocking check (severity ERROR)."""
     return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=description,
                             metadata=metadata)
+
+
+def subset_report_path(jsonl_path) -> "Path":
+    """Where a subset's HTML curation report lies: beside its exported files, with their name."""
+    from pathlib import Path
+
+    return Path(jsonl_path).with_suffix(".html")
+

@@ -214,6 +214,12 @@ def test_which_subsets_and_fine_tunes_hold_a_sample(audited):
     got = ask(cat, "finetunes_with_sample", user_id=user_id)
     assert {r["mlflow_run_id"] for r in got} == trained and audited["finetune"]["mlflow_run_id"] in trained
     assert {r["kind"] for r in got} >= {"curated", "comparison"}
+    # the curated run carries its subset's HTML curation report (MLflow shows it as the page)
+    run_id = audited["finetune"]["mlflow_run_id"]
+    report = Path(cat.subset_lineage(x)["jsonl_path"]).with_suffix(".html").name
+    assert f"subset/{report}" in {a.path for a in client.list_artifacts(run_id, "subset")}
+    page = Path(client.download_artifacts(run_id, f"subset/{report}", str(audited["root"] / "dl"))).read_text()
+    assert page.lower().startswith("<!doctype html>") and x in page
     # a sample no run trained on: no answer
     assert ask(cat, "finetunes_with_sample", user_id="d1-nobody") == []
 

@@ -181,6 +181,7 @@ class SubsetInfo:
     mode: str | None = None          # a recorded subset's size rule: top_k, top_p, bottom_p, drop_lowest_p
     value: float | None = None       # and its k or percentage
     lineage: dict = field(default_factory=dict)   # ids of what produced the subset (params and forvalue.* tags)
+    report: str | None = None        # the subset's HTML curation report (forvalue.report), logged as an artifact
 
 
 # ----------------------------------------------------------------------------- models
@@ -477,6 +478,8 @@ def _log_outputs(run, folder: Path, out_dir: Path, config: TrainConfig, metrics:
     run.set_tags({"forvalue.weights_sha256": weights_sha, "forvalue.output_dir": str(out_dir.resolve())})
     run.log_artifacts(folder, "adapter" if config.method == "lora" else "model")
     run.log_dict({"subset_digest": digest, "strategy": subset.strategy, "sample_ids": ids}, "subset/sample_ids.json")
+    if subset.report and Path(subset.report).is_file():   # MLflow shows an HTML artifact as the page
+        run.log_artifact(subset.report, "subset")
     if ev is not None and ev.accuracy is not None:
         run.log_dict(ev.accuracy.predictions, "eval/predictions.json")
 

@@ -35,6 +35,7 @@ from ..common import (
     VALUATION_FEATURES,
     AssetDefaults,
     catalog_failure,
+    subset_report_path,
 )
 from ..partitions import dataset_pairs, split_pair
 from ..evaluation import eval_file, scoring_holdout
@@ -342,6 +343,28 @@ def _cut_metadata(cat, dataset: str, version: str, ids, values, ranking, idx, ne
                                       f"WHERE subset_id = '<subset_id>' ORDER BY rank")}
 
 
+def _report(context, cat, subset_id: str, path, curation: CurationResource, model: ModelResource,
+            feature_store: FeatureStoreResource, model_id: str) -> dict:
+    """Write the subset's HTML curation report (forvalue.report) beside its files: ``{"report": path,
+    "report_open": how to open it}``. Tokens are coloured when the curation resource explains and the
+    platform's model made the scores. A report that cannot be written is a warning, not a failed subset."""
+    from forvalue.errors import ForValueError
+    from forvalue.report import subset_report
+
+    lm = model.load() if curation.explain else None
+    explain = 3 if lm is not None and lm.fingerprint.id == model_id else 0
+    try:
+        out = subset_report(cat.path, subset_id, path, features_root=feature_store.root, explain_tokens=explain,
+                            model=lm if explain else None)
+    except (ForValueError, OSError) as e:
+        context.log.warning(f"the curation report of subset {subset_id} was not written: {e}")
+        return {}
+    out = out.resolve()
+    return {"report": MetadataValue.path(str(out)),
+            "report_open": MetadataValue.text(f"open the report file in a browser, or serve it on 127.0.0.1: "
+                                              f"forvalue report --subset {subset_id[:12]} --serve")}
+
+
 @DEFAULTS.asset(
     deps=[FORVALUE_SCORES],
     kinds={"duckdb", "parquet", "json"},
@@ -398,6 +421,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
     atomic_copy(jsonl, folder / "current.jsonl")
     atomic_copy(parquet, folder / "current.parquet")
     ranked_kept = _kept_ends(cat, dataset, run["dataset_version"], ids, values, ranking, idx, sub.mode)
+    report = _report(context, cat, sid, subset_report_path(jsonl), curation, model, feature_store, run["model_id"])
     return MaterializeResult(metadata={
         "dagster/row_count": MetadataValue.int(len(idx)),
         "dagster/table_name": MetadataValue.text("subsets"),
@@ -412,6 +436,7 @@ def curated_subset(context: AssetExecutionContext, config: SubsetConfig, catalog
         "parquet": MetadataValue.path(str(parquet.resolve())),
         "histogram": md.md_image(png, "scores: kept and dropped, with the cut-off"),
         "histogram_png": MetadataValue.path(str(png_path.resolve())),
+        **report,
         **md.top_bottom_tables(ranked_kept, "kept", f"{sub.strategy} order, {ranking.ranked_by()[0]}"),
         **_cut_metadata(cat, dataset, run["dataset_version"], ids, values, ranking, idx, near, dropped, sub),
         **checks_metadata(ranking, dropped, idx),

@@ -33,7 +33,7 @@ from resources import DuckDBStoreResource, FeatureStoreResource, FinetuneResourc
 from resources.mlflow import MLflowResource
 
 from .. import metadata as md
-from ..common import CURATED_SUBSET, MODEL_POOL, AssetDefaults, catalog_failure, data_failure
+from ..common import CURATED_SUBSET, MODEL_POOL, AssetDefaults, catalog_failure, data_failure, subset_report_path
 from ..evaluation import evaluation_metadata, evaluation_set
 from ..partitions import dataset_pairs, split_pair
 from ..ranking import recorded_limits, subset_ranking
@@ -67,6 +67,7 @@ def _subset_info(context: AssetExecutionContext, cat, sub: dict, k: int, name: s
     lineage = {key: lin.get(key) for key in ("score_run_id", "train_feature_run_id", "val_feature_run_id",
                                              "feature_config_id", "dataset_version", "valuation_version")}
     lineage["scoring_model_id"] = lin.get("model_id")
+    report = subset_report_path(sub["jsonl_path"])
     url = os.environ.get("FORVALUE_DAGSTER_URL", "").rstrip("/")
     if url:
         lineage["dagster_run_url"] = f"{url}/runs/{context.run_id}"
@@ -74,7 +75,7 @@ def _subset_info(context: AssetExecutionContext, cat, sub: dict, k: int, name: s
                       p=float(sub["value"]) if sub["mode"] != "top_k" else None, subset_id=sub["subset_id"],
                       source=sub["jsonl_path"], n_total=sub["n_total"], name=name,
                       selection=sub.get("strategy") or "raw-mean", mode=sub["mode"], value=float(sub["value"]),
-                      lineage=lineage)
+                      lineage=lineage, report=str(report) if report.is_file() else None)
 
 
 def _latest_subset(cat, dataset: str, valuation: str) -> dict:
