@@ -484,3 +484,45 @@ def test_latest_views_keep_every_valuation_set_model_and_version_apart(catalog):
     assert {r["model_id"] for r in catalog.query("SELECT * FROM latest_subsets WHERE valuation_set = 'v1'")} == {
         "m1", "m2"}
     assert catalog.latest_subset("d", "v1")["subset_id"] == "sub-m2"
+
+
+def _count_in_child(path, q):
+    from forvalue.catalog.db import Catalog
+
+    q.put(Catalog(path).query("SELECT count(*) AS n FROM datasets")[0]["n"])
+
+
+def test_connections_share_one_attachment_and_release_the_file(tmp_path):
+    """Overlapping connections to one file share its attachment to the process's in-memory DuckDB; the
+    last one to close detaches it, so another process can write it; a forked child opens its own."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    from forvalue.catalog.attach import ATTACHMENTS
+    from forvalue.catalog.db import Catalog
+
+    path = tmp_path / "c.duckdb"
+    a, b = Catalog(path), Catalog(str(path))
+    with a.connect() as c1:
+        with b.connect(read_only=True) as c2:                 # shares the read-write attachment
+            assert c2.execute("SELECT current_database()").fetchone()[0] == c1.execute(
+                "SELECT current_database()").fetchone()[0]
+            assert len(ATTACHMENTS._held) == 1
+        assert len(ATTACHMENTS._held) == 1                     # still used by c1
+    assert str(path.resolve()) not in ATTACHMENTS._held        # detached: the lock is released
+    code = (f"import duckdb; c = duckdb.connect({str(path)!r}); "
+            "c.execute(\"INSERT INTO datasets (name, version, source_path, format, n_rows, n_samples, n_skipped, "
+            "registered_at, code_version) VALUES ('x', 'v', 'p', 'jsonl', 0, 0, 0, now(), 'c')\"); c.close()")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert a.query("SELECT count(*) AS n FROM datasets")[0]["n"] == 1
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_count_in_child, args=(str(path), q))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0 and q.get(timeout=5) == 1
+    with a.connect(read_only=True):                           # a write while only readers hold the file: refused
+        with pytest.raises(Exception, match="read-only in this process"):
+            with a.connect():
+                pass

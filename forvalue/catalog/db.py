@@ -40,6 +40,7 @@ from .._version import __version__
 from ..data.samples import DataError, Sample
 from ..errors import CatalogError, ConfigError  # noqa: F401  (CatalogError re-exported)
 from ..io import atomic_write
+from .attach import ATTACHMENTS
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"   # the project's sql/ in a source checkout
 KIND_DATASET = "dataset"
@@ -250,25 +251,16 @@ class Catalog:
         self._queries = _queries()
 
     # ------------------------------------------------------------------ connections
-    def _connect_once(self, read_only: bool):
-        import duckdb
-
-        try:
-            return duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.ConnectionException as e:
-            # This process already holds a read-write connection to the file: share it.
-            if read_only and "different configuration" in str(e):
-                return duckdb.connect(str(self.path))
-            raise
-
     def _open(self, read_only: bool):
+        """A connection to the file (attached to this process's in-memory DuckDB, forvalue.catalog.attach),
+        waiting up to ``lock_timeout`` while another process holds it."""
         import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.05
         while True:
             try:
-                return self._connect_once(read_only)
+                return ATTACHMENTS.open(self._key, read_only)
             except duckdb.IOException as e:
                 if "lock" not in str(e).lower():
                     raise
@@ -278,10 +270,14 @@ class Catalog:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    @property
+    def _key(self) -> str:
+        return str(self.path.resolve())
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         """A short-lived connection; the catalog is created (schema + views) on first use."""
-        if not self.path.exists() or (not read_only and str(self.path.resolve()) not in _INITIALIZED):
+        if not self.path.exists() or (not read_only and self._key not in _INITIALIZED):
             self.init()
         con = self._open(read_only)
         try:
@@ -289,7 +285,7 @@ class Catalog:
                 self._set_memory_limit(con)
             yield con
         finally:
-            con.close()
+            ATTACHMENTS.close(self._key, con)
 
     def _set_memory_limit(self, con) -> None:
         import duckdb
@@ -315,7 +311,7 @@ class Catalog:
                 con.rollback()
                 raise
         finally:
-            con.close()
+            ATTACHMENTS.close(self._key, con)
         _INITIALIZED.add(str(self.path.resolve()))
 
     def ensure(self, file: str) -> None:
@@ -428,7 +424,8 @@ class Catalog:
 
     def count(self, table: str) -> int:
         with self.connect(read_only=True) as con:
-            known = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            known = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                                "WHERE table_catalog = current_database()").fetchall()}
             if table not in known:
                 raise CatalogError(f"no table or view named {table!r}")
             return con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
