@@ -24,12 +24,14 @@ RAY_FIXTURES = {"shared_ray", "local_ray", "no_local_ray"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml), every test that
-    uses the session's local Ray runs in one worker: one Ray start per run, never two local Rays
-    competing for the same CPUs."""
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml) a test file runs in one
+    worker (its module fixtures are built once), and every test that uses the session's local Ray
+    runs in the same worker: one Ray start per run, never two local Rays competing for the CPUs."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("ray" if ray else item.nodeid.split("::")[0]))
 
 
 class SharedRay:
