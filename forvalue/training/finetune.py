@@ -24,6 +24,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -379,9 +380,15 @@ def _prepare(model, train: Sequence[Sample], config: TrainConfig, device: str, d
     base_model.config.use_cache = False
     if config.gradient_checkpointing and getattr(base_model, "supports_gradient_checkpointing", False):
         # only the decoder layers' inputs are kept; the same gradients (nothing random in a layer)
-        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(base_model, "activation_checkpointing_enable", None)   # transformers >= 5.2x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method == "lora":
-        net = _wrap_lora(base_model, config)
+        with warnings.catch_warnings():   # peft asks the model the deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated")
+            net = _wrap_lora(base_model, config)
     else:
         net = base_model
         net.requires_grad_(True)
