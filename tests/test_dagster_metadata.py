@@ -104,6 +104,23 @@ def test_finetune_steps_default_comes_from_the_resource(monkeypatch):
     assert TrainFields(steps=3).train_config(fcfg, default_steps=steps).steps == 3
 
 
+def test_finetune_threads_are_a_platform_setting(monkeypatch):
+    import torch
+
+    assert FinetuneResource().threads == 1 and FinetuneResource.from_env().threads == 1   # docs/finetune.md's advice
+    monkeypatch.setenv("FORVALUE_FT_THREADS", "3")
+    resource = FinetuneResource.from_env()
+    before = torch.get_num_threads()
+    with resource.cpu_threads():
+        assert resource.threads == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    with FinetuneResource(threads=0).cpu_threads():                # 0: torch's own choice, untouched
+        assert torch.get_num_threads() == before
+    monkeypatch.setenv("FORVALUE_FT_THREADS", "many")
+    with pytest.raises(ValueError, match="FORVALUE_FT_THREADS"):
+        FinetuneResource.from_env()
+
+
 class _Marks(HTMLParser):
     """The text inside <strong> and <s> of rendered HTML, per line of a list item (split at <br>)."""
 

@@ -109,6 +109,81 @@ def test_loss_is_on_exactly_the_tokens_forvalue_scores(tiny_lm):
     assert loss.n_tokens == int(counts.sum()) and loss.perplexity == pytest.approx(math.exp(loss.loss))
 
 
+def test_chunked_loss_is_the_plain_loss(tiny_lm):
+    """The loss and its gradient computed a few positions at a time (each chunk's logits recomputed in
+    the backward pass) equal one cross-entropy over the whole batch's full-vocabulary logits."""
+    import torch
+
+    from forvalue.training.evaluate import _causal_lm, chunked_nll
+    from forvalue.valuation.features import base_model_of, collate, lm_head_of, targets
+
+    samples = samples_from_records([{"prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}, I think."}
+                                    for i in range(3)]).samples
+    enc, _ = encode_all(tiny_lm, samples, FeatureConfig(positions="response"))
+    model, pad = tiny_lm.model, tiny_lm.tokenizer.pad_token_id
+    params = [p for p in model.parameters()]
+
+    def plain():
+        tg = targets(enc, "response")
+        h = base_model_of(model)(**collate(enc, pad, tiny_lm.device, torch.float32), use_cache=False).last_hidden_state
+        b_idx, t_idx, y = tg.tensors(h.device)
+        logits = lm_head_of(_causal_lm(model))(h[b_idx, t_idx]).float()          # [positions, vocabulary] at once
+        nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        return torch.zeros(len(enc)).index_add_(0, b_idx, nll), logits.shape[0]
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        out = [p.grad.clone() for p in params]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    with torch.enable_grad():
+        want, n = plain()
+        want_grads = grads(want.sum())
+        for chunk in (1, 3, n - 1, n + 5):
+            got, counts = response_nll(model, enc, "response", pad, tiny_lm.device, chunk=chunk)
+            assert counts.sum() == n and torch.allclose(got, want.detach(), rtol=0, atol=1e-5), chunk
+            for g, w in zip(grads(got.sum()), want_grads):         # float32 sums in another order
+                assert float((g - w).abs().max()) <= 1e-5 * max(1.0, float(w.abs().max())), chunk
+    assert n > 3 and chunked_nll(lm_head_of(model), torch.zeros(0, 16), torch.zeros(0, dtype=torch.long)).shape == (0,)
+    with torch.no_grad():                                         # evaluation: no graph, the same numbers
+        got, _ = response_nll(model, enc, "response", pad, tiny_lm.device, chunk=2)
+    assert torch.allclose(got, want.detach(), atol=1e-5)
+
+
+def test_progress_reports_and_step_metrics(tiny_lm, tmp_path):
+    train = samples_from_records(KNOWN).samples
+    seen = []
+    res = finetune(tiny_lm, train, out_dir=tmp_path / "ad", config=TrainConfig(steps=7, batch_size=2),
+                   run_name="probe", log_every=3, on_progress=seen.append)
+    assert [p.step for p in seen] == [1, 3, 6, 7] and {p.steps for p in seen} == {7}
+    assert seen[1].line().startswith("probe: step 3/7 loss ") and "tokens/s" in seen[1].line()
+    assert [p.loss for p in seen] == [res.history[s - 1]["train_loss"] for s in (1, 3, 6, 7)]
+    elapsed = [h["elapsed_s"] for h in res.history]
+    assert elapsed == sorted(elapsed) and all(h["tokens_per_s"] > 0 for h in res.history)
+    # the process's peak memory: per step, when training ended, and at the end of the run
+    assert 0 < res.history[0]["peak_rss_mb"] <= res.metrics["train_peak_rss_mb"] <= res.metrics["peak_rss_mb"]
+
+
+def test_gradient_checkpointing_trains_the_same_numbers(tiny_lm, tmp_path, monkeypatch):
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    calls = []   # the MLP of a decoder layer runs again when its checkpointed layer is recomputed
+    real = LlamaMLP.forward
+    monkeypatch.setattr(LlamaMLP, "forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    train = samples_from_records(KNOWN).samples
+    runs = {}
+    for on in (True, False):
+        calls.clear()
+        cfg = TrainConfig(steps=3, batch_size=2, gradient_checkpointing=on, lora_targets="q_proj,v_proj")
+        res = finetune(tiny_lm, train, out_dir=tmp_path / f"ad-{on}", config=cfg)
+        runs[on] = ([h["train_loss"] for h in res.history], len(calls), res.params["gradient_checkpointing"])
+    (with_losses, with_calls, p_on), (without_losses, without_calls, p_off) = runs[True], runs[False]
+    assert with_losses == pytest.approx(without_losses, rel=1e-6) and (p_on, p_off) == (True, False)
+    assert with_calls == 2 * without_calls > 0      # each layer's forward runs again in the backward pass
+
+
 # ----------------------------------------------------------------------------- accuracy
 KNOWN = [{"id": "a", "prompt": "2+3?", "response": "5", "answer": 5},
          {"id": "b", "prompt": "4+4?", "response": "8", "answer": 8},
@@ -319,8 +394,12 @@ def test_cli_finetune_top_p_uses_the_default_selection(tiny_model_dir, tmp_path,
     kept = [json.loads(x)["sample_id"] for x in (tmp_path / "kept.jsonl").read_text().splitlines()]
     capsys.readouterr()
     assert main(["finetune", "--train", t, "--subset-scores", scores, "--top-k", "4", "--out", str(tmp_path / "ft"),
-                 "--steps", "1", "--no-track", "--model", model, "--quiet", "--threads", "1"]) == 0
-    assert "on 4 of 13 samples (top, balanced)" in capsys.readouterr().out
+                 "--steps", "2", "--no-track", "--model", model, "--threads", "1"]) == 0
+    cap = capsys.readouterr()
+    assert "on 4 of 13 samples (top, balanced)" in cap.out
+    # without --quiet the progress of the fine-tune, a line per report (after the first and the last step)
+    steps = [line.split(": step ")[1].split(" ")[0] for line in cap.err.splitlines() if ": step " in line]
+    assert steps == ["1/2", "2/2"] and "tokens/s" in cap.err
     meta = read_meta(tmp_path / "ft")["subset"]
     assert meta["selection"] == "balanced" and meta["digest"] == subset_digest(kept)
 

@@ -53,7 +53,7 @@ def platform(tmp_path_factory, tiny_model_dir):
             mlflow = MLflowResource(tracking_uri=uri, experiment="platform-test", output_dir=str(tmp_path / "finetune"))
             p.defs = Definitions(assets=UPSTREAM_ASSETS + finetuning.ASSETS, asset_checks=UPSTREAM_CHECKS,
                                  jobs=finetuning.JOBS + [curation_job], resources={**p.resources, "mlflow": mlflow})
-            p.mlflow_uri = uri
+            p.mlflow_uri, p.mlflow = uri, mlflow
             yield p
     torch.set_num_threads(n)
 
@@ -80,18 +80,34 @@ def test_graph_and_no_heavy_imports():
 
 
 def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
+    import torch
+
+    from resources import FinetuneResource
+
     pk = pair_key("t1", "v1")
     cat = platform.catalog()
     sub = cat.latest_subset("t1", "v1")
     lineage = cat.subset_lineage(sub["subset_id"])
     monkeypatch.setenv("FORVALUE_DAGSTER_URL", "http://127.0.0.1:3000/")
-    res = platform.defs.resolve_job_def("finetune_and_eval").execute_in_process(
+    # the platform's CPU thread setting (FinetuneResource.threads) holds while the runs train and evaluate
+    during, set_threads = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (during.append(n), set_threads(n)))
+    defs = Definitions(assets=UPSTREAM_ASSETS + finetuning.ASSETS, asset_checks=UPSTREAM_CHECKS,
+                       jobs=finetuning.JOBS + [curation_job],
+                       resources={**platform.resources, "mlflow": platform.mlflow, "finetune": FinetuneResource(threads=2)})
+    res = defs.resolve_job_def("finetune_and_eval").execute_in_process(
         partition_key=pk, instance=platform.instance,
         run_config={"ops": {"finetune_run": {"config": {"steps": 3, "batch_size": 2}},
                             "eval_run": {"config": {"max_new_tokens": 4}}}})
     assert res.success
+    assert during.count(2) == 2 and torch.get_num_threads() == 1      # set for each run, restored after
     ft = metadata(res, "finetune_run")
     ev = metadata(res, "eval_run")
+    assert ft["threads"] == 2 and ft["peak_rss_mb"] > 0
+    # progress in the run's log as the fine-tune goes: after the first step and the last
+    lines = [e.user_message for e in platform.instance.all_logs(res.run_id) if ": step " in (e.user_message or "")]
+    assert [line.split(": step ")[1].split(" loss")[0] for line in lines] == ["1/3", "3/3"]
+    assert all("tokens/s" in line and "peak memory" in line for line in lines)
     # the subset's size rule and the selection strategy that ordered it, each under its own name
     assert ft["subset_id"] == sub["subset_id"] and ft["k"] == 4
     assert (ft["strategy"], ft["subset_mode"], ft["score_run_id"]) == (sub["strategy"], sub["mode"], sub["score_run_id"])

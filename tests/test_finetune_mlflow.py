@@ -110,6 +110,32 @@ def test_finetune_run_logs_params_metrics_and_dataset_input(tiny_lm, tmp_path, s
     assert [c.info.run_id for c in children] == [er.mlflow_run_id]
 
 
+def test_step_metrics_reach_mlflow_while_the_run_trains(tiny_lm, tmp_path, store):
+    """Every report (after steps 1, 2, 4 and 5 with log_every 2) finds the steps so far already in MLflow."""
+    _, uri = store
+    client = MlflowClient(tracking_uri=uri)
+    tracker = Tracker(uri, experiment="test-progress")
+    seen = {}
+
+    def check(progress):
+        (running,) = client.search_runs([tracker.experiment_id()], "attributes.status = 'RUNNING'")
+        history = client.get_metric_history(running.info.run_id, "train_loss")
+        seen[progress.step] = sorted(m.step for m in history)
+
+    train = samples_from_records(sums(6)).samples
+    res = finetune(tiny_lm, train, out_dir=tmp_path / "ad", config=TrainConfig(steps=5, batch_size=2), tracker=tracker,
+                   log_every=2, on_progress=check)
+    assert seen == {1: [1], 2: [1, 2], 4: [1, 2, 3, 4], 5: [1, 2, 3, 4, 5]}
+    for name in ("train_loss", "lr", "tokens_per_s", "elapsed_s"):
+        assert sorted(m.step for m in client.get_metric_history(res.mlflow_run_id, name)) == [1, 2, 3, 4, 5], name
+    # peak memory per step, and once more at the last step for the whole run (evaluation included)
+    assert sorted(m.step for m in client.get_metric_history(res.mlflow_run_id, "peak_rss_mb")) == [1, 2, 3, 4, 5, 5]
+    elapsed = [m.value for m in sorted(client.get_metric_history(res.mlflow_run_id, "elapsed_s"), key=lambda m: m.step)]
+    assert elapsed == sorted(elapsed)
+    final = client.get_run(res.mlflow_run_id).data.metrics
+    assert final["peak_rss_mb"] >= final["train_peak_rss_mb"] > 0
+
+
 def test_failed_run_is_marked_failed(store):
     _, uri = store
     tracker = Tracker(uri, experiment="test-failures")

@@ -189,9 +189,16 @@ def run(args) -> int:
     track = tracker(args)
     res = finetune(args.model, subset, out_dir=args.out, config=config, val=val, eval_config=ecfg, tracker=track,
                    subset=info, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
-                   progress=not args.quiet, evaluation=ev.params() if ev else None)
+                   on_progress=None if args.quiet else print_progress, evaluation=ev.params() if ev else None)
     _report(args, res, config, subset, train, part, selection, track, ev)
     return 0
+
+
+def print_progress(progress) -> None:
+    """A fine-tune's progress line ("...: step 10/30 loss 1.2345 ...") on stderr."""
+    import sys
+
+    print(progress.line(), file=sys.stderr, flush=True)
 
 
 def _evaluation(args, selected: bool):

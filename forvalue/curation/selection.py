@@ -692,6 +692,7 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
                    picked_cosine=picked_cosine)
 
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "NEAR_CUT", "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "NEAR_CUT",
+           "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
            "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
            "subset_count", "needed_prefix", "check_strategy"]

@@ -113,11 +113,44 @@ def _causal_lm(model):
     return get() if callable(get) else model
 
 
-def response_nll(model, batch, positions: str, pad_id: int, device):
+# Target positions whose full-vocabulary logits exist at once: the loss is computed chunk by chunk (in
+# training each chunk's logits are computed again in the backward pass instead of being kept), so the
+# fp32 [positions x vocabulary] logits of a whole batch never exist (SmolLM2: 49,152 x 4 bytes a position).
+LOSS_CHUNK = 256
+
+
+def _chunk_nll(head, h, y):
+    """NLL of each position of one chunk: the head's logits in fp32, then cross-entropy."""
+    import torch
+
+    logits = head(h.to(head.weight.dtype)).float()
+    return torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="none")
+
+
+def chunked_nll(head, h, y, chunk: int = LOSS_CHUNK):
+    """[N] NLL of hidden states ``h`` [N, d] predicting tokens ``y`` [N], ``chunk`` positions at a time;
+    with gradients, each chunk is checkpointed (its logits recomputed in the backward pass), so one
+    chunk's logits and their gradient are the most that exist at once. The same numbers as one
+    cross-entropy over all positions."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    if h.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float32, device=h.device)
+    grad = torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad)
+    parts = []
+    for a in range(0, h.shape[0], max(1, int(chunk))):
+        hc, yc = h[a:a + chunk], y[a:a + chunk]
+        parts.append(checkpoint(_chunk_nll, head, hc, yc, use_reentrant=False) if grad else _chunk_nll(head, hc, yc))
+    return torch.cat(parts)
+
+
+def response_nll(model, batch, positions: str, pad_id: int, device, *, chunk: int = LOSS_CHUNK):
     """Summed NLL over the target tokens of each sample of a batch of Encoded: ([B] sums, [B] counts),
     as torch tensors (differentiable when grad is enabled). Hidden state t-1 predicts token t
     (:func:`forvalue.valuation.features.targets`, as in For-Value's features); logits are computed only at
-    target positions. The one next-token loss of evaluation, fine-tuning and the gradient baselines."""
+    target positions, ``chunk`` positions at a time (:func:`chunked_nll`). The one next-token loss of
+    evaluation, fine-tuning and the gradient baselines."""
     import torch
 
     from ..valuation.features import collate, targets
@@ -127,9 +160,7 @@ def response_nll(model, batch, positions: str, pad_id: int, device):
     inputs = collate(batch, pad_id, device, next(lm_model.parameters()).dtype)   # ids, mask, image inputs
     h = base_model_of(lm_model)(**inputs, use_cache=False).last_hidden_state
     b_idx, t_idx, y = tg.tensors(h.device)
-    head = lm_head_of(lm_model)
-    logits = head(h[b_idx, t_idx].to(head.weight.dtype)).float()
-    nll = torch.nn.functional.cross_entropy(logits, y.to(logits.device), reduction="none")
+    nll = chunked_nll(lm_head_of(lm_model), h[b_idx, t_idx], y, chunk)
     sums = torch.zeros(len(batch), dtype=nll.dtype, device=nll.device).index_add_(0, b_idx.to(nll.device), nll)
     counts = torch.bincount(b_idx, minlength=len(batch)).to(nll.device)
     return sums, counts

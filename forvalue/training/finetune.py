@@ -24,10 +24,11 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +47,7 @@ TRAINING_METHODS = ("lora", "full")
 SCHEDULES = ("linear", "cosine", "constant")
 META_FILE = "forvalue_finetune.json"
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+LOG_EVERY = 5   # steps between the MLflow metric writes and the progress reports (also after the first and last)
 
 
 # ----------------------------------------------------------------------------- config
@@ -75,6 +77,10 @@ class TrainConfig:
                               flag="--plain", negate=True)
     max_length: int | None = opt(None, "longest sample in tokens (default: the model context)")
     eval_every: int = opt(0, "valuation loss every n steps (0: only at the end)")
+    gradient_checkpointing: bool = opt(True, "recompute each decoder layer's activations in the backward pass instead "
+                                             "of keeping them all (--no-gradient-checkpointing: keep them; faster, "
+                                             "several times the memory)", flag="--no-gradient-checkpointing",
+                                       negate=True)
 
     def __post_init__(self):
         if self.method not in TRAINING_METHODS:
@@ -256,6 +262,44 @@ def _lr_lambda(config: TrainConfig):
     return f
 
 
+# ----------------------------------------------------------------------------- progress
+@dataclass
+class TrainProgress:
+    """Where a fine-tune stands, reported every ``log_every`` steps (and after the first and the last)."""
+
+    run: str                  # the run's name
+    step: int
+    steps: int
+    loss: float               # training loss of this step
+    lr: float
+    tokens_per_s: float       # target tokens trained per second, this step
+    elapsed_s: float          # since training started
+    peak_rss_mb: float        # the process's peak resident memory so far
+
+    @property
+    def eta_s(self) -> float:
+        return self.elapsed_s / max(self.step, 1) * (self.steps - self.step)
+
+    def line(self) -> str:
+        return (f"{self.run}: step {self.step}/{self.steps} loss {self.loss:.4f} lr {self.lr:.2e} "
+                f"{self.tokens_per_s:.0f} tokens/s, {self.elapsed_s:.0f}s elapsed, about {self.eta_s:.0f}s left, "
+                f"peak memory {self.peak_rss_mb / 1024:.2f} GB")
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak resident memory so far (``peak_rss_mb``: ru_maxrss, every allocation the
+    process made, in MB) and, when a GPU was used, torch's peak allocated GPU memory (``gpu_peak_mb``)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 1024)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 # ----------------------------------------------------------------------------- results
 @dataclass
 class FinetuneResult:
@@ -335,8 +379,17 @@ def _prepare(model, train: Sequence[Sample], config: TrainConfig, device: str, d
     encoded, _ = encode_all(lm, train, fcfg)
     base_model = lm.model
     base_model.config.use_cache = False
+    if config.gradient_checkpointing and getattr(base_model, "supports_gradient_checkpointing", False):
+        # only the decoder layers' inputs are kept; the same gradients (nothing random in a layer)
+        enable = getattr(base_model, "activation_checkpointing_enable", None)   # transformers >= 5.2x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method == "lora":
-        net = _wrap_lora(base_model, config)
+        with warnings.catch_warnings():   # peft asks the model the deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated")
+            net = _wrap_lora(base_model, config)
     else:
         net = base_model
         net.requires_grad_(True)
@@ -364,28 +417,41 @@ def _run_params(prep: _Prepared, train: Sequence[Sample], val, subset: SubsetInf
 
 
 # ----------------------------------------------------------------------------- fine-tune: train
-def _train(prep: _Prepared, config: TrainConfig, val, run, progress: bool) -> tuple[list[dict], dict]:
+def _train(prep: _Prepared, config: TrainConfig, val, run, progress: bool, *, name: str = "fine-tune",
+           on_progress: Callable[[TrainProgress], None] | None = None,
+           log_every: int = LOG_EVERY) -> tuple[list[dict], dict]:
     """The training loop (:func:`forvalue.training.loop.train_loop`): token-weighted response NLL,
-    gradients clipped at ``max_grad_norm``; per step a history record (logged to ``run``) and,
-    every ``eval_every`` steps, the valuation loss. Returns (history, train metrics)."""
+    gradients clipped at ``max_grad_norm``; per step a history record (train_loss, lr, grad_norm,
+    tokens_per_s, elapsed_s, peak_rss_mb; logged to ``run``, written every ``log_every`` steps and
+    after the first and the last, as ``on_progress`` is called) and, every ``eval_every`` steps, the
+    valuation loss. Returns (history, train metrics)."""
     lm, net = prep.lm, prep.net
     history: list[dict] = []
     n_tokens = 0
+    t_train = last = time.perf_counter()
 
     def on_step(st: Step) -> None:
-        nonlocal n_tokens
+        nonlocal n_tokens, last
+        now = time.perf_counter()
         n_tokens += st.tokens
-        rec = {"step": st.step, "train_loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm}
+        rec = {"step": st.step, "train_loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
+               "tokens_per_s": st.tokens / max(now - last, 1e-9), "elapsed_s": now - t_train, **peak_memory()}
+        last = now
         if not math.isfinite(rec["train_loss"]):
             raise FinetuneError(f"training loss became {rec['train_loss']} at step {st.step}; lower the learning rate")
         if val and config.eval_every and st.step % config.eval_every == 0 and st.step < config.steps:
             rec["val_loss"] = evaluate_loss(with_model(lm, net), val, chat_template=config.chat_template,
                                             positions=config.positions, max_length=config.max_length).loss
+            last = time.perf_counter()
         history.append(rec)
+        report = st.step == 1 or st.step % max(1, log_every) == 0 or st.step == config.steps
         if run is not None:
-            run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=st.step, buffer=True)
+            run.log_metrics({k: v for k, v in rec.items() if k != "step"}, step=st.step, buffer=not report)
+        if report and on_progress is not None:
+            on_progress(TrainProgress(run=name, step=st.step, steps=config.steps, loss=st.loss, lr=st.lr,
+                                      tokens_per_s=rec["tokens_per_s"], elapsed_s=rec["elapsed_s"],
+                                      peak_rss_mb=rec["peak_rss_mb"]))
 
-    t_train = time.perf_counter()
     train_loop(net, prep.encoded, cycled_batches(len(prep.encoded), config.batch_size, config.steps, config.seed),
                token_mean_loss(net, config.positions, lm.tokenizer.pad_token_id, lm.device), prep.optimizer,
                prep.scheduler, max_grad_norm=config.max_grad_norm, on_step=on_step, steps=config.steps,
@@ -394,7 +460,8 @@ def _train(prep: _Prepared, config: TrainConfig, val, run, progress: bool) -> tu
     tail = history[-max(1, min(10, len(history) // 5 or 1)):]
     metrics = {"train_loss_final": float(np.mean([h["train_loss"] for h in tail])),
                "train_seconds": train_s, "train_tokens": float(n_tokens),
-               "steps_per_second": config.steps / max(train_s, 1e-9)}
+               "steps_per_second": config.steps / max(train_s, 1e-9),
+               "train_peak_rss_mb": history[-1]["peak_rss_mb"] if history else peak_memory()["peak_rss_mb"]}
     return history, metrics
 
 
@@ -502,6 +569,8 @@ def finetune(
     overwrite: bool = False,
     progress: bool = False,
     evaluation: Mapping[str, Any] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    log_every: int = LOG_EVERY,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (a spec such as ``"default"``/a folder, or a LoadedModel, which is copied)
     on ``train``; evaluate on ``val`` at the end when given (``eval_config``: loss only by default,
@@ -515,7 +584,12 @@ def finetune(
     fine-tuning (AdamW on bf16 weights loses small updates).
 
     ``evaluation``: what ``val`` is (:meth:`forvalue.data.holdout.EvalSet.params`: its source, name,
-    version, hold-out), logged as params and ``forvalue.eval_*`` tags."""
+    version, hold-out), logged as params and ``forvalue.eval_*`` tags.
+
+    Progress: the step metrics reach MLflow every ``log_every`` steps (and after the first and the
+    last), when ``on_progress`` gets a :class:`TrainProgress` (``.line()``: "step 10/30 loss ...").
+    The metrics end with the process's peak memory (``peak_rss_mb``; ``train_peak_rss_mb`` when
+    training ended; ``gpu_peak_mb`` on a GPU)."""
     t0 = time.perf_counter()
     train = list(train)
     if not train:
@@ -531,12 +605,14 @@ def finetune(
     eval_name = f"evaluation-{evaluation['eval_source']}" if evaluation else "valuation-set"
     with _finetune_run(tracker, name, _run_tags(subset, digest, prep, tags, evaluation), params, train, val, subset,
                        digest, eval_name) as run:
-        history, metrics = _train(prep, config, val, run, progress)
+        history, metrics = _train(prep, config, val, run, progress, name=name, on_progress=on_progress,
+                                  log_every=log_every)
         with atomic_dir(out_dir, replace=True) as tmp:
             weights_sha = _save_model(tmp, prep, config, digest)
             ev = _final_eval(prep, config, val, eval_config)
             if ev is not None:
                 metrics |= ev.metrics
+            metrics |= peak_memory()
             meta = _metadata(prep, config, subset, digest, len(train), metrics, weights_sha, run, tracker)
             _write_meta(tmp, meta)
             metrics["seconds"] = time.perf_counter() - t0
@@ -793,12 +869,14 @@ def compare_strategies(
     on_run=None,
     progress: bool = False,
     evaluation: Mapping[str, Any] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> ComparisonResult:
     """Fine-tune the same budget (steps, batch size, hyper-parameters) on each strategy's subset of
     ``train`` (top / random / bottom k of ``order``, the order of the selection strategy
     ``selection``, or by ``values`` when no order is given; or the full set) for every seed, and
     evaluate each on ``val`` (``evaluation``: what it is, :meth:`forvalue.data.holdout.EvalSet.params`,
-    logged on every run). ``on_run(row, FinetuneResult)`` is called after each run (recording, logging).
+    logged on every run). ``on_run(row, FinetuneResult)`` is called after each run (recording, logging),
+    ``on_progress`` as each fine-tune goes (:func:`finetune`).
     With a tracker, a parent MLflow run holds the summary and every fine-tune run is its child."""
     train, val = list(train), list(val)
     for st in strategies:
@@ -823,7 +901,7 @@ def compare_strategies(
                     lm, train, st, seed, size, values=values, order=order, selection=selection, p=p, source=source,
                     config=config, out_root=Path(out_root), tags=tags, parent=parent, val=val,
                     eval_config=eval_config, tracker=tracker, device=device, dtype=dtype, progress=progress,
-                    evaluation=evaluation)
+                    evaluation=evaluation, on_progress=on_progress)
                 rows.append(row)
                 if on_run is not None:
                     on_run(row, res)
@@ -836,7 +914,8 @@ def compare_strategies(
                             mlflow_url=parent.url if parent is not None else None)
 
 
-__all__ = ["TrainConfig", "EvalConfig", "SubsetInfo", "FinetuneResult", "EvalRunResult", "FinetuneError",
+__all__ = ["TrainConfig", "EvalConfig", "SubsetInfo", "FinetuneResult", "TrainProgress", "peak_memory",
+           "LOG_EVERY", "EvalRunResult", "FinetuneError",
            "ComparisonResult", "STRATEGIES", "finetune", "run_evaluation", "load_finetuned", "select_subset",
            "subset_size", "compare_strategies", "summarize", "markdown_table",
            "TAG_ASSET_KEY", "TAG_DAGSTER_RUN", "TAG_PARTITION"]

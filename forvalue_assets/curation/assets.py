@@ -323,7 +323,8 @@ def _near_cut(ranking, ids, values: np.ndarray, sub):
     near = ranking.near_cut(sub.mode, sub.value, NEAR_CUT)
     by = ranking.ranked_by()[1]
     return near, pa.table({"sample_id": ids.gather(near).to_arrow(), "rank": pa.array(ranking.rank[near], pa.int32()),
-                           "score": pa.array(values[near], pa.float64()), "ranked_by": pa.array(by[near], pa.float64())})
+                           "score": pa.array(values[near], pa.float64()),
+                           "ranked_by": pa.array(by[near], pa.float64())})
 
 
 def _cut_metadata(cat, dataset: str, version: str, ids, values, ranking, idx, near, dropped: list[dict], sub) -> dict:

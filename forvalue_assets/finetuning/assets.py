@@ -143,6 +143,11 @@ def _loss_curve_png(history: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
+def _progress_log(context: AssetExecutionContext):
+    """The fine-tune's progress callback: each report a line in the run's log ("...: step 10/30 loss ...")."""
+    return lambda progress: context.log.info(progress.line())
+
+
 def _metric(value) -> MetadataValue:
     return MetadataValue.float(float(value)) if value is not None else MetadataValue.text("-")
 
@@ -196,11 +201,13 @@ def finetune_run(context: AssetExecutionContext, config: TrainFields, model: Mod
     info = _subset_info(context, cat, sub, len(train), f"{dataset}/{valuation}/{sub['mode']}-{sub['value']:g}")
     out = Path(mlflow.output_dir) / dataset / valuation / f"{sub['mode']}-{context.run_id[:12]}"
     try:
-        res = run_finetune(model.model, train, out_dir=out, config=tcfg, val=ev.samples,
-                           eval_config=config_eval_loss_only(fcfg), tracker=tracker, subset=info,
-                           tags=_tags(context, dataset, valuation), device=model.device, dtype=config.dtype or None,
-                           overwrite=True, run_name=f"{dataset}-{valuation}-{sub['mode']}-{len(train)}",
-                           evaluation=ev.params())
+        with finetune.cpu_threads():
+            res = run_finetune(model.model, train, out_dir=out, config=tcfg, val=ev.samples,
+                               eval_config=config_eval_loss_only(fcfg), tracker=tracker, subset=info,
+                               tags=_tags(context, dataset, valuation), device=model.device,
+                               dtype=config.dtype or None, overwrite=True,
+                               run_name=f"{dataset}-{valuation}-{sub['mode']}-{len(train)}",
+                               evaluation=ev.params(), on_progress=_progress_log(context))
     except DataError as e:
         raise data_failure(e) from e
     except FinetuneError as e:
@@ -232,6 +239,8 @@ def finetune_run(context: AssetExecutionContext, config: TrainFields, model: Mod
         "train_loss_final": _metric(res.metrics.get("train_loss_final")),
         "val_loss": _metric(res.metrics.get("val_loss")),
         "val_perplexity": _metric(res.metrics.get("val_perplexity")),
+        "peak_rss_mb": _metric(res.metrics.get("peak_rss_mb")),
+        "threads": MetadataValue.int(finetune.threads),
         **evaluation_metadata(ev),
         "loss_curve": md.md_image(png, "training loss"),
         "output_dir": MetadataValue.path(str(res.output_dir.resolve())),
@@ -266,7 +275,7 @@ def _adapter(tracker, tr: dict, tmp: str) -> tuple[Path, str]:
 )
 def eval_run(context: AssetExecutionContext, config: EvalFields, model: ModelResource,
              catalog: DuckDBStoreResource, feature_store: FeatureStoreResource,
-             mlflow: MLflowResource) -> MaterializeResult:
+             mlflow: MLflowResource, finetune: FinetuneResource) -> MaterializeResult:
     from forvalue.training.finetune import FinetuneError
     from forvalue.training.finetune import run_evaluation
     from forvalue.catalog.finetune_runs import FinetuneCatalog
@@ -284,11 +293,12 @@ def eval_run(context: AssetExecutionContext, config: EvalFields, model: ModelRes
     with tempfile.TemporaryDirectory(prefix="forvalue-eval-") as tmp:
         adapter, source = _adapter(tracker, tr, tmp)
         try:
-            r = run_evaluation(None, ev.samples, adapter=adapter, config=config.eval_config(fcfg), tracker=tracker,
-                               finetune_run_id=tr["mlflow_run_id"], tags=_tags(context, dataset, valuation),
-                               run_name=f"eval-{dataset}-{valuation}",
-                               dataset_name=f"{ev.source}-{Path(ev.name).name}@{ev.version[:12]}",
-                               device=model.device, dtype=config_dtype(model), evaluation=ev.params())
+            with finetune.cpu_threads():
+                r = run_evaluation(None, ev.samples, adapter=adapter, config=config.eval_config(fcfg), tracker=tracker,
+                                   finetune_run_id=tr["mlflow_run_id"], tags=_tags(context, dataset, valuation),
+                                   run_name=f"eval-{dataset}-{valuation}",
+                                   dataset_name=f"{ev.source}-{Path(ev.name).name}@{ev.version[:12]}",
+                                   device=model.device, dtype=config_dtype(model), evaluation=ev.params())
         except DataError as e:
             raise data_failure(e) from e
         except (FinetuneError, ValueError) as e:
@@ -418,15 +428,16 @@ def finetune_comparison(context: AssetExecutionContext, config: ComparisonConfig
     tracker = mlflow.tracker()
     comparison_id = uuid.uuid4().hex
     try:
-        comp = compare_strategies(
-            model.model, samples, ev.samples, values=values, order=order, selection=selection, k=k,
-            strategies=config.strategies, seeds=config.seeds,
-            config=tcfg, eval_config=ecfg, include_base=config.include_base, tracker=tracker,
-            tags=_tags(context, dataset, valuation) | {"forvalue.comparison_id": comparison_id},
-            out_root=Path(mlflow.output_dir) / dataset / valuation / f"comparison-{comparison_id[:12]}",
-            source=samples[0].source, device=model.device, dtype=config.dtype or None,
-            on_run=_comparison_recorder(context, model, cat, fcat, tracker, sub, comparison_id, ev.params()),
-            evaluation=ev.params())
+        with finetune.cpu_threads():
+            comp = compare_strategies(
+                model.model, samples, ev.samples, values=values, order=order, selection=selection, k=k,
+                strategies=config.strategies, seeds=config.seeds,
+                config=tcfg, eval_config=ecfg, include_base=config.include_base, tracker=tracker,
+                tags=_tags(context, dataset, valuation) | {"forvalue.comparison_id": comparison_id},
+                out_root=Path(mlflow.output_dir) / dataset / valuation / f"comparison-{comparison_id[:12]}",
+                source=samples[0].source, device=model.device, dtype=config.dtype or None,
+                on_run=_comparison_recorder(context, model, cat, fcat, tracker, sub, comparison_id, ev.params()),
+                evaluation=ev.params(), on_progress=_progress_log(context))
     except DataError as e:
         raise data_failure(e) from e
     except FinetuneError as e:
