@@ -113,6 +113,7 @@ def test_finetune_and_eval_assets_materialize(platform, monkeypatch):
     assert (ft["strategy"], ft["subset_mode"], ft["score_run_id"]) == (sub["strategy"], sub["mode"], sub["score_run_id"])
     assert sub["strategy"] == "balanced" and sub["mode"] == "top_k"
     assert ft["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/") and ft["mlflow_run_id"] in ft["mlflow_run"]
+    assert ft["mlflow_run"].endswith("?workflowType=machine_learning")   # opens on runs, not GenAI traces
     assert ft["loss_curve"].startswith("![training loss](data:image/png;base64,")
     assert ev["finetune_mlflow_run_id"] == ft["mlflow_run_id"] and ev["mlflow_run_id"] in ev["mlflow_run"]
     assert 0 <= ev["accuracy"] <= 1 and "| id | reference |" in ev["predictions"]

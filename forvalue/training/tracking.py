@@ -87,8 +87,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
+# MLflow 3's UI opens in GenAI mode (traces, evaluations) unless the link names the workflow: its
+# toggle lives in the browser's local storage, not in the experiment's kind (checked with 3.17 in Chromium).
+UI_WORKFLOW = "?workflowType=machine_learning"
+
+
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The run's page in the MLflow UI, opened as model training (runs and metrics)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{UI_WORKFLOW}"
 
 
 def ui_url_for(tracking_uri: str, ui_url: str | None = None) -> str:
