@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.reader import finite_number
 from ..data.samples import DataError, Sample
 from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy
 
@@ -68,17 +69,7 @@ def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
             raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`)")
         entry = {}
         for name, required in (("score", True), ("normalized", False), ("norm", False)):
-            value = obj.get(name)
-            if value is None and not required:
-                entry[name] = None
-                continue
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise DataError(file, row, name, f"not a number: {value!r}") from None
-            if not math.isfinite(value):
-                raise DataError(file, row, name, f"not finite: {value}")
-            entry[name] = value
+            entry[name] = finite_number(file, row, name, obj.get(name), required)
         out[sid] = entry
     if not out:
         raise DataError(file, None, None, "no scores")

@@ -20,6 +20,7 @@ read at all raises :class:`forvalue.errors.DataError`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -449,3 +450,20 @@ def segments(path: str | Path, segment_bytes: int) -> tuple[str, list[Segment]] 
 
 __all__ = ["SUPPORTED", "BATCH_ROWS", "Row", "Segment", "detect_format", "raw_batches", "read_header",
            "read_records", "segments"]
+
+
+def finite_number(file: str, row: int, name: str, value, required: bool = False) -> float | None:
+    """A field of a scores file as a finite float (None when absent and not ``required``); else a
+    DataError naming the file, row and field."""
+    if value is None or value == "":
+        if required:
+            raise DataError(file, row, name, "missing value (expected the output of `forvalue score`, `curate` or "
+                                             "`select`)")
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise DataError(file, row, name, f"not a number: {value!r}") from None
+    if not math.isfinite(out):
+        raise DataError(file, row, name, f"not finite: {out}")
+    return out

@@ -6,12 +6,11 @@ Read through forvalue.data.reader, like every data file."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from ..data.reader import raw_batches
+from ..data.reader import finite_number, raw_batches
 from ..data.samples import Columns, load_samples
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text
@@ -20,21 +19,6 @@ from .page import render
 
 META_COLUMNS = ("sample_id", "score", "normalized", "norm", "rank", "strategy", "top_tokens", "check", "check_value",
                 "threshold", "reason")
-
-
-def number(file: str, row: int, name: str, value, required: bool = False) -> float | None:
-    if value is None or value == "":
-        if required:
-            raise DataError(file, row, name, "missing value (expected the output of `forvalue score`, `curate` or "
-                                             "`select`)")
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise DataError(file, row, name, f"not a number: {value!r}") from None
-    if not math.isfinite(out):
-        raise DataError(file, row, name, f"not finite: {out}")
-    return out
 
 
 def read_table(path, *, dropped: bool = False) -> tuple[str, list[dict], dict]:
@@ -50,9 +34,9 @@ def read_table(path, *, dropped: bool = False) -> tuple[str, list[dict], dict]:
         if not isinstance(sid, str) or not sid:
             raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`, "
                                                     "`curate` or `select`)")
-        obj["score"] = number(file, row, "score", obj.get("score"), required=True)
+        obj["score"] = finite_number(file, row, "score", obj.get("score"), required=True)
         for name in ("normalized", "rank", "check_value", "threshold"):
-            obj[name] = number(file, row, name, obj.get(name))
+            obj[name] = finite_number(file, row, name, obj.get(name))
         rows.append(obj)
     if not rows and not dropped:
         raise DataError(file, None, None, "no rows")
