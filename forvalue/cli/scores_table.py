@@ -10,14 +10,13 @@ stored features.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..data.reader import finite_number
+from ..data.reader import read_output_table
 from ..data.samples import DataError, Sample
 from ..curation.selection import PAIRWISE_STRATEGIES, Ranking, check_strategy
 
@@ -57,29 +56,10 @@ def subset_rows(samples: Sequence[Sample], ranking: Ranking, indices: np.ndarray
 def read_scores_table(path: str | Path) -> tuple[dict[str, dict], dict]:
     """(sample_id -> {"score", "normalized", "norm"}, metadata) of a ``forvalue score`` table
     (Parquet, JSONL or CSV; only Parquet carries metadata). Bad rows stop with file, row and field."""
-    from ..data.reader import raw_batches
-
-    file = str(path)
-    out: dict[str, dict] = {}
-    for row, obj in (r for rows in raw_batches(path) for r in rows):
-        if isinstance(obj, DataError):
-            raise obj
-        sid = obj.get("sample_id")
-        if not isinstance(sid, str) or not sid:
-            raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`)")
-        entry = {}
-        for name, required in (("score", True), ("normalized", False), ("norm", False)):
-            entry[name] = finite_number(file, row, name, obj.get(name), required)
-        out[sid] = entry
-    if not out:
-        raise DataError(file, None, None, "no scores")
-    meta: dict = {}
-    if Path(path).suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        raw = (pq.read_schema(path).metadata or {}).get(b"forvalue")
-        meta = json.loads(raw) if raw else {}
-    return out, meta
+    rows, meta = read_output_table(path, {"score": True, "normalized": False, "norm": False}, "`forvalue score`")
+    if not rows:
+        raise DataError(str(path), None, None, "no scores")
+    return {r["sample_id"]: {k: r[k] for k in ("score", "normalized", "norm")} for r in rows}, meta
 
 
 def _valuator(meta: dict, root, engine, limits=None):

@@ -449,7 +449,7 @@ def segments(path: str | Path, segment_bytes: int) -> tuple[str, list[Segment]] 
 
 
 __all__ = ["SUPPORTED", "BATCH_ROWS", "Row", "Segment", "detect_format", "raw_batches", "read_header",
-           "read_records", "segments"]
+           "read_records", "segments", "finite_number", "read_output_table"]
 
 
 def finite_number(file: str, row: int, name: str, value, required: bool = False) -> float | None:
@@ -467,3 +467,28 @@ def finite_number(file: str, row: int, name: str, value, required: bool = False)
     if not math.isfinite(out):
         raise DataError(file, row, name, f"not finite: {out}")
     return out
+
+
+def read_output_table(path, numbers: dict[str, bool], expected: str) -> tuple[list[dict], dict]:
+    """(rows, metadata) of a table the commands wrote (scores, kept or dropped rows; Parquet, JSONL or
+    CSV, only Parquet carries the ``forvalue`` metadata). Every row needs a sample_id (``expected``
+    names the commands that write the table); the ``numbers`` columns (name -> required) become finite
+    floats or None. Bad rows stop with file, row and field."""
+    file = str(path)
+    rows = []
+    for row, obj in (r for batch in raw_batches(path) for r in batch):
+        if isinstance(obj, DataError):
+            raise obj
+        sid = obj.get("sample_id")
+        if not isinstance(sid, str) or not sid:
+            raise DataError(file, row, "sample_id", f"missing value (expected the output of {expected})")
+        for name, required in numbers.items():
+            obj[name] = finite_number(file, row, name, obj.get(name), required)
+        rows.append(obj)
+    meta = {}
+    if Path(path).suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(b"forvalue")
+        meta = json.loads(raw) if raw else {}
+    return rows, meta

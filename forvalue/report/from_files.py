@@ -5,12 +5,11 @@ Read through forvalue.data.reader, like every data file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..data.reader import finite_number, raw_batches
+from ..data.reader import read_output_table
 from ..data.samples import Columns, load_samples
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text
@@ -25,27 +24,10 @@ def read_table(path, *, dropped: bool = False) -> tuple[str, list[dict], dict]:
     """(kind, rows, metadata) of an output file: kind ``subset`` (kept rows: a strategy column),
     ``dropped`` (a check column) or ``scores``; each row's sample_id and score checked. A ``dropped``
     file may be empty (no check dropped anything)."""
-    file = str(path)
-    rows = []
-    for row, obj in (r for batch in raw_batches(path) for r in batch):
-        if isinstance(obj, DataError):
-            raise obj
-        sid = obj.get("sample_id")
-        if not isinstance(sid, str) or not sid:
-            raise DataError(file, row, "sample_id", "missing value (expected the output of `forvalue score`, "
-                                                    "`curate` or `select`)")
-        obj["score"] = finite_number(file, row, "score", obj.get("score"), required=True)
-        for name in ("normalized", "rank", "check_value", "threshold"):
-            obj[name] = finite_number(file, row, name, obj.get(name))
-        rows.append(obj)
+    numbers = {"score": True, "normalized": False, "rank": False, "check_value": False, "threshold": False}
+    rows, meta = read_output_table(path, numbers, "`forvalue score`, `curate` or `select`")
     if not rows and not dropped:
-        raise DataError(file, None, None, "no rows")
-    meta = {}
-    if Path(path).suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        raw = (pq.read_schema(path).metadata or {}).get(b"forvalue")
-        meta = json.loads(raw) if raw else {}
+        raise DataError(str(path), None, None, "no rows")
     kind = "dropped" if not rows or "check" in rows[0] else "subset" if "strategy" in rows[0] else "scores"
     return kind, rows, meta
 
