@@ -9,6 +9,7 @@ shared modules <- domains <- definitions.
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
@@ -87,9 +88,7 @@ def check_failure(description: str, **metadata) -> AssetCheckResult:
                             metadata=metadata)
 
 
-def subset_report_path(jsonl_path) -> "Path":
+def subset_report_path(jsonl_path) -> Path:
     """Where a subset's HTML curation report lies: beside its exported files, with their name."""
-    from pathlib import Path
-
     return Path(jsonl_path).with_suffix(".html")
 

@@ -25,11 +25,9 @@ def explanation_metadata(curation: CurationResource, model: ModelResource, featu
             f"No explanations: the scores come from model {md.escape_md(model_id)}, the platform's model is now "
             f"{md.escape_md(lm.fingerprint.id)}; re-materialize the features with the current model.")}
     shown = list(ranked[:n]) + (list(ranked[-n:]) if len(ranked) > n else [])
-    from forvalue.data.holdout import held_out
+    from forvalue.data.holdout import selection_samples
 
-    val = cat.load_samples(KIND_VALUATION, valuation, valuation_version)
-    out = held_out([s.sample_id for s in val], holdout or 0.0)
-    val = [s for s in val if s.sample_id not in out]
+    val = selection_samples(cat.load_samples(KIND_VALUATION, valuation, valuation_version), holdout)
     valuator = Valuator(lm, feature_store.config(), feature_store.store(), batch_size=model.batch_size)
     why = valuator.explain([r.sample for r in shown], val)
     rows = [(r.rank, r.score, r.sample, e) for r, e in zip(shown, why)]

@@ -73,6 +73,12 @@ def selection_ids(sample_ids: Sequence[str], percent: float | None) -> list[str]
     return split(sample_ids, percent or 0.0)[0]
 
 
+def selection_samples(samples: Sequence, percent: float | None) -> list:
+    """The samples of a valuation set the selection scored against: those not held out by ``percent``."""
+    keep = set(selection_ids([s.sample_id for s in samples], percent))
+    return [s for s in samples if s.sample_id in keep]
+
+
 def part_warnings(n_selection: int, n_eval: int, *, what: str = "valuation set") -> list[str]:
     """Warnings for parts too small to mean anything."""
     out = []
@@ -153,4 +159,4 @@ def from_valuation(samples: Sequence, *, name: str, version: str, holdout: float
 
 
 __all__ = ["DEFAULT_HOLDOUT", "MIN_PART", "SOURCES", "EvalSet", "check_percent", "from_file", "from_valuation",
-           "held_out", "part_warnings", "selection_ids", "split"]
+           "held_out", "part_warnings", "selection_ids", "selection_samples", "split"]

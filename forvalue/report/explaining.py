@@ -7,7 +7,7 @@ import json
 from typing import Sequence
 
 from ..catalog.db import KIND_DATASET, KIND_VALUATION
-from ..data.holdout import held_out
+from ..data.holdout import selection_samples
 from ..errors import ForValueError
 from .data import Row
 
@@ -65,9 +65,8 @@ def catalog_explanations(cat, lineage: dict, tables: Sequence[list[Row]], *, mod
     ids = list({r.sample_id for rows in tables for r in rows[:limit]})
     samples = {s.sample_id: s for s in cat.load_samples(KIND_DATASET, lineage["dataset_name"],
                                                         lineage["dataset_version"], sample_ids=ids)}
-    val = cat.load_samples(KIND_VALUATION, lineage["valuation_set"], lineage["valuation_version"])
-    out = held_out([s.sample_id for s in val], float(lineage.get("valuation_holdout") or 0.0))
-    val = [s for s in val if s.sample_id not in out]
+    val = selection_samples(cat.load_samples(KIND_VALUATION, lineage["valuation_set"], lineage["valuation_version"]),
+                            lineage.get("valuation_holdout"))
     return explain_rows(lambda chosen: valuator.explain(chosen, val), tables, samples, limit)
 
 
