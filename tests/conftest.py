@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # the caller chose: the tests' models are tiny, and on a shared CPU a second OpenMP thread spins against
 # the other processes (a tiny model's forward pass then takes 30-100x longer).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite runs in two pytest-xdist workers on two cores: an OpenMP thread that waits spins at full
+# speed (GNU OpenMP's default) against the other worker, and polars and the tokenizers start a thread
+# per core in each process. Waiting threads sleep, and each process keeps one thread per pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
@@ -21,18 +27,58 @@ def _feature_store_in_tmp(tmp_path_factory, monkeypatch):
 
 
 RAY_FIXTURES = {"shared_ray", "local_ray", "no_local_ray"}
+# The files whose tests use the session's local Ray: one xdist worker runs them all (see below).
+RAY_FILES = ("tests/test_ray_engine.py", "tests/test_dagster_ray.py")
+# Files that take longest (seconds on 2 cores): started first, so that the two workers end together.
+LONGEST_FIRST = ("ray", "tests/test_store_reliability.py", "tests/test_governance.py",
+                 "tests/test_dagster_pipeline.py", "tests/test_bench_runner.py", "tests/test_dagster_webserver.py",
+                 "tests/test_store_integrity.py", "tests/test_finetune_assets.py", "tests/test_integration_default.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml) a test file runs in one
-    worker (its module fixtures are built once), and every test that uses the session's local Ray
-    runs in the same worker: one Ray start per run, never two local Rays competing for the CPUs."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
+    """A test that uses the session's local Ray must be in one of RAY_FILES (else two workers would
+    each start a local Ray and fight over the two cores)."""
     for item in items:
-        ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("ray" if ray else item.nodeid.split("::")[0]))
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and item.nodeid.split("::")[0] not in RAY_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses a local Ray: add its file to RAY_FILES in tests/conftest.py")
 
+
+def pytest_xdist_make_scheduler(config, log):
+    """The suite runs in two pytest-xdist workers (``-n 2``, pyproject.toml; ``-n 0``: one process).
+    A test file is one unit of work, so its module fixtures are built once; the Ray files are one
+    unit together (one local Ray per run); the longest units start first. (xdist's ``loadgroup``
+    does not group under pytest 9: it renames items through a node attribute pytest 9 no longer
+    reads, so every test became its own unit.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "ray" if path in RAY_FILES else path
+
+        def schedule(self) -> None:
+            """xdist's first distribution, with the units in LONGEST_FIRST order (then by size)."""
+            if self.collection is not None or not self._check_nodes_have_same_collection():
+                return super().schedule()
+            self.collection = list(next(iter(self.registered_collections.values())))
+            units: dict[str, dict[str, bool]] = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
+            for scope in sorted(units, key=lambda u: (rank.get(u, len(rank)), -len(units[u]))):
+                self.workqueue[scope] = units[scope]
+            for node in self.nodes[len(self.workqueue):]:     # more workers than units
+                self.assigned_work.pop(node, None)
+                node.shutdown()
+            for node in self.nodes:
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)
+            if not self.workqueue:
+                for node in self.nodes:
+                    node.shutdown()
+
+    return ByFile(config, log)
 
 class SharedRay:
     """One local Ray (2 CPUs) for the test session, started on first use by
