@@ -63,42 +63,6 @@ def _sorted_rows(f):
     return f.row_sample[order], f.token_ids[order], f.vectors[order]
 
 
-def test_two_ray_workers_give_the_in_process_features(local_ray, tiny_model_dir, tmp_path):
-    from forvalue.engines.ray_features import featurize
-
-    samples = _samples(30)
-    mc = _model(tiny_model_dir)
-    local = FeatureStore(tmp_path / "local").ensure(mc.load(), samples, CFG, batch_size=4, shard_size=8).features
-    res = featurize(mc, samples, CFG, tmp_path / "ray", EngineConfig(engine="ray", workers=2), shard_size=7)
-    assert (res.computed, res.reused) == (30, 0)
-    assert res.stats.workers == 2 and res.stats.batches == 5 and res.stats.retried_tasks == 0
-    assert len(res.shards_written) == 5 and all(p.is_file() for p in res.shards_written)
-    ids = [s.sample_id for s in samples]
-    store = FeatureStore(tmp_path / "ray")
-    got = store.load(res.fingerprint, CFG, ids)
-    assert res.fingerprint.id == mc.load().fingerprint.id
-    assert res.n_rows == got.n_rows == local.n_rows
-    # the rows are computed in float32 within other batches (other padding) and stored in float16: a
-    # value within 1e-7 of a float16 rounding boundary may land one float16 step (2^-10 relative) apart
-    half_step = 2.0 ** -10 if got.vectors.dtype == np.float16 else 1e-5
-    for a, b in zip(_sorted_rows(local), _sorted_rows(got)):
-        np.testing.assert_allclose(b, a, rtol=half_step, atol=1e-6)
-    np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-4)
-    np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
-    assert list(got.n_positions) == list(local.n_positions)
-    assert store.verify()["ok"]
-    # the same run again (on one worker) computes nothing; new samples only are computed
-    again = featurize(mc, samples + _samples(4, seed=1), CFG, tmp_path / "ray",
-                      EngineConfig(engine="ray", workers=1), shard_size=7)
-    assert (again.computed, again.reused) == (4, 30) and again.stats.workers == 1
-    assert set(_stored(res.folder).values()) == {1} and len(_stored(res.folder)) == 34
-    # each run's retry counter (an actor, its own process) ends with its run
-    deadline = time.monotonic() + 10
-    while _processes_titled("ray::AttemptLog"):
-        assert time.monotonic() < deadline, "a run's AttemptLog actor outlived its run"
-        time.sleep(0.2)
-
-
 def _kill_one_writer(folder: Path, killed: list, stop: threading.Event) -> None:
     """After the first shard is committed, kill -9 the process of a live claim (an actor in the
     middle of a batch)."""
@@ -116,32 +80,62 @@ def _kill_one_writer(folder: Path, killed: list, stop: threading.Event) -> None:
         time.sleep(0.002)
 
 
-def test_a_worker_killed_mid_run_leaves_every_sample_stored_once(local_ray, tiny_model_dir, tmp_path, monkeypatch):
+def test_two_ray_workers_one_killed_mid_run_give_the_in_process_features_once(local_ray, tiny_model_dir, tmp_path):
+    """Two actors, one of them killed -9 in the middle of a batch: Ray restarts it and retries the
+    batch, every sample is stored exactly once, and the features are those of the in-process engine."""
     from forvalue.engines.ray_features import featurize
 
     samples = _samples(160)
-    n = len({s.sample_id for s in samples})                # (a few records repeat: ids hash the content)
+    ids = list(dict.fromkeys(s.sample_id for s in samples))   # (a few records repeat: ids hash the content)
+    n = len(ids)
     mc = _model(tiny_model_dir)
-    folder = FeatureStore(tmp_path / "fs").folder(mc.load().fingerprint, CFG)
+    lm = mc.load()
+    folder = FeatureStore(tmp_path / "ray").folder(lm.fingerprint, CFG)
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=_kill_one_writer, args=(folder, killed, stop), daemon=True)
     killer.start()
     try:
-        res = featurize(mc, samples, CFG, tmp_path / "fs", EngineConfig(engine="ray", workers=2), shard_size=4)
+        res = featurize(mc, samples, CFG, tmp_path / "ray", EngineConfig(engine="ray", workers=2), shard_size=4)
     finally:
         stop.set()
         killer.join(5)
     assert killed, "no worker was killed"
     pid, stored_at_kill = killed[0]
     assert stored_at_kill < n                              # the kill fell in the middle of the run
-    ids = _stored(folder)
-    assert len(ids) == n and set(ids.values()) == {1}      # every sample exactly once
+    assert len(_stored(folder)) == n and set(_stored(folder).values()) == {1}   # every sample exactly once
     # the killed actor may have committed a shard before it died without reporting it: its retried
     # batch then finds those samples stored (reused), never computed or stored twice
     assert res.computed + res.reused == n and res.reused < n
-    assert res.stats.retried_tasks >= 1                    # the killed actor's batch ran again
+    assert res.stats.workers == 2 and res.stats.retried_tasks >= 1   # the killed actor's batch ran again
+    assert all(p.is_file() for p in res.shards_written)
     assert not list(folder.glob(".*.tmp")) and not list(folder.glob("locks/claim-*"))
-    assert FeatureStore(tmp_path / "fs").verify()["ok"]
+    store = FeatureStore(tmp_path / "ray")
+    assert store.verify()["ok"]
+    # the features: those of the in-process engine
+    unique = list({s.sample_id: s for s in samples}.values())
+    local = FeatureStore(tmp_path / "local").ensure(lm, unique, CFG, batch_size=4, shard_size=8).features
+    got = store.load(res.fingerprint, CFG, ids)
+    assert res.fingerprint.id == lm.fingerprint.id
+    assert got.n_rows == local.n_rows
+    # the rows are computed in float32 within other batches (other padding) and stored in float16: a
+    # value within 1e-7 of a float16 rounding boundary may land one float16 step (2^-10 relative) apart
+    half_step = 2.0 ** -10 if got.vectors.dtype == np.float16 else 1e-5
+    for x, y in zip(_sorted_rows(local), _sorted_rows(got)):
+        np.testing.assert_allclose(y, x, rtol=half_step, atol=1e-6)
+    np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-4)
+    np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
+    assert list(got.n_positions) == list(local.n_positions)
+    # the same run again (on one worker) computes nothing; new samples only are computed, with no retry
+    again = featurize(mc, samples + _samples(4, seed=1), CFG, tmp_path / "ray",
+                      EngineConfig(engine="ray", workers=1), shard_size=7)
+    assert (again.computed, again.reused) == (4, n) and again.stats.workers == 1
+    assert again.stats.retried_tasks == 0 and 1 <= len(again.shards_written) <= 4
+    assert set(_stored(folder).values()) == {1} and len(_stored(folder)) == n + 4
+    # each run's retry counter (an actor, its own process) ends with its run
+    deadline = time.monotonic() + 10
+    while _processes_titled("ray::AttemptLog"):
+        assert time.monotonic() < deadline, "a run's AttemptLog actor outlived its run"
+        time.sleep(0.2)
 
 
 def test_stored_scores_by_shard_on_ray_equal_the_streamed_scores(local_ray, tiny_model_dir, tmp_path):
@@ -475,8 +469,9 @@ def test_a_shard_task_whose_worker_dies_is_retried_and_counted(local_ray, tmp_pa
 
 def test_a_large_file_is_read_inside_ray_with_its_row_numbers(local_ray, tiny_model_dir, tmp_path):
     """A JSONL file cut into segments read by Ray tasks (segment_bytes small here; 64 MB by default):
-    the samples stored are those of the file read by this process, a bad row is skipped and reported
-    by its row number, or stops the run naming it; a Parquet file is cut by row groups."""
+    the samples stored are those of the file read by this process and a bad row is skipped and
+    reported by its row number. A Parquet file is cut by row groups; a bad row in a later group stops
+    the run naming it, and the groups stored before it stay valid."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -499,12 +494,16 @@ def test_a_large_file_is_read_inside_ray_with_its_row_numbers(local_ray, tiny_mo
     assert set(ids) == want and len(ids) == 39 and set(ids.values()) == {1}
     assert [reason for sid, reason in res.stats.skipped if sid is None] == [
         f"{data.resolve()}, row 24: invalid JSON: Expecting property name enclosed in double quotes at column 2"]
-    with pytest.raises(DataError, match=r"big.jsonl, row 24: invalid JSON"):
-        featurize_file(mc, data, CFG, tmp_path / "fs2", engine, shard_size=4, segment_bytes=600)
-    # Parquet: segments of row groups
-    table = pa.Table.from_pylist([r | {"group": str(r["group"])} for r in recs])
-    pq.write_table(table, tmp_path / "big.parquet", row_group_size=8)
+    # Parquet: segments of row groups; row 30 (the fourth group) has no response
+    rows = [r | {"group": str(r["group"])} for r in recs]
+    rows[29] = dict(rows[29], response=None)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "big.parquet", row_group_size=8)
     fmt, segments = plan(tmp_path / "big.parquet", 1)
     assert fmt == "parquet" and [s.rows for s in segments] == [8] * 5
-    res = featurize_file(mc, tmp_path / "big.parquet", CFG, tmp_path / "fs3", engine, shard_size=4, segment_bytes=1)
-    assert set(_stored(res.folder)) == {s.sample_id for s in load_samples(tmp_path / "big.parquet").samples}
+    with pytest.raises(DataError, match=r"big.parquet, row 30, field 'response': missing value"):
+        featurize_file(mc, tmp_path / "big.parquet", CFG, tmp_path / "fs3", engine, shard_size=4, segment_bytes=1)
+    good = {s.sample_id for s in load_samples(tmp_path / "big.parquet", on_error="skip").samples}
+    (folder,) = [p for p in (tmp_path / "fs3").glob("*/*") if p.is_dir()]
+    stored = _stored(folder)
+    assert set(stored) <= good and set(stored.values()) <= {1}   # what was stored before the stop: valid, once
+    assert FeatureStore(tmp_path / "fs3").verify()["ok"]
