@@ -125,12 +125,6 @@ def test_two_ray_workers_one_killed_mid_run_give_the_in_process_features_once(lo
     np.testing.assert_allclose(got.sample_norms(), local.sample_norms(), rtol=1e-4)
     np.testing.assert_allclose(got.emb, local.emb, rtol=1e-5, atol=1e-6)
     assert list(got.n_positions) == list(local.n_positions)
-    # the same run again (on one worker) computes nothing; new samples only are computed, with no retry
-    again = featurize(mc, samples + _samples(4, seed=1), CFG, tmp_path / "ray",
-                      EngineConfig(engine="ray", workers=1), shard_size=7)
-    assert (again.computed, again.reused) == (4, n) and again.stats.workers == 1
-    assert again.stats.retried_tasks == 0 and 1 <= len(again.shards_written) <= 4
-    assert set(_stored(folder).values()) == {1} and len(_stored(folder)) == n + 4
     # each run's retry counter (an actor, its own process) ends with its run
     deadline = time.monotonic() + 10
     while _processes_titled("ray::AttemptLog"):
@@ -252,9 +246,14 @@ def test_cli_score_on_ray_equals_the_local_engine_and_shares_its_store(local_ray
     assert main([*sel, "--out", str(tmp_path / "sel-ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
     assert "ray: 2 workers" in capsys.readouterr().out
     assert main([*sel, "--out", str(tmp_path / "sel-local.jsonl")]) == 0
-    cur = ["curate", "--train", str(train), "--val", str(val), "--top-p", "30", "--store", str(tmp_path / "fs"), *common]
+    # curate against a valuation set with one sample more: the Ray run computes that one only
+    val2 = _jsonl(tmp_path / "val2.jsonl", make_records(4, seed=4) + make_records(1, seed=9, prefix="new"))
+    cur = ["curate", "--train", str(train), "--val", str(val2), "--top-p", "30", "--store", str(tmp_path / "fs"),
+           *common]
     assert main([*cur, "--out", str(tmp_path / "cur-ray.jsonl"), "--engine", "ray", "--workers", "1"]) == 0
-    assert "ray: 1 worker; 0 features computed" in capsys.readouterr().out   # all stored by the score run
+    assert "ray: 1 worker; 1 features computed" in capsys.readouterr().out   # the rest stored by the score run
+    stored = _stored(next(p for p in (tmp_path / "fs").glob("*/*") if p.is_dir()))
+    assert len(stored) == 14 + 4 + 1 and set(stored.values()) == {1}
     assert main([*cur, "--out", str(tmp_path / "cur-local.jsonl")]) == 0
     for name, n in (("sel", 5), ("cur", 4)):
         ray_rows, local_rows = ([json.loads(x) for x in (tmp_path / f"{name}-{e}.jsonl").read_text().splitlines()]
