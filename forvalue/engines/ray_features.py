@@ -7,7 +7,9 @@ shards and manifests are those of the in-process engine. Exactly once: every bat
 the store's claims (a sample already stored is skipped, one claimed by a live writer is waited for,
 and a dead writer's claim frees itself with its process), so a retried batch (a killed actor's, which
 Ray restarts and retries) or a duplicated one stores nothing twice. Each actor returns one summary row
-per batch; the driver never holds the features.
+per batch; the driver never holds the features. Each start of a batch leaves an empty file in a
+folder of the store root (``.attempts-*``, removed when the run ends), from which the driver counts
+the retried batches (:func:`count_retries`).
 
 The store must be a folder every actor can reach (one machine, or a shared file system with working
 ``flock``: NFSv4, CephFS, Lustre; docs/scale-out.md).
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,18 +47,16 @@ class RayFeatureResult:
     samples: int = 0               # samples the actors handled (each batch's distinct ids)
 
 
-class AttemptLog:
-    """A tiny Ray actor counting how often each batch was started (a retried batch counts twice)."""
+ATTEMPTS = ".attempts-"   # the store root's folder of a run's batch starts (removed when the run ends)
 
-    def __init__(self):
-        self.counts: dict[str, int] = {}
 
-    def start(self, key: str) -> int:
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
+def count_retries(folder: Path) -> int:
+    """Batch starts beyond the first per batch: each start of a batch left one empty file named
+    ``<batch key>.<random>`` in ``folder`` (a retried batch, a killed actor's, counts twice)."""
+    from collections import Counter
 
-    def retried(self) -> int:
-        return sum(n - 1 for n in self.counts.values())
+    starts = Counter(name.split(".", 1)[0] for name in os.listdir(folder))
+    return sum(n - 1 for n in starts.values())
 
 
 class FeatureActor:
@@ -89,10 +90,8 @@ class FeatureActor:
         errors = [str(e) for e in batch.get("error", ()) if e]
         bad_rows = [json.loads(e) for e in errors]
         key = hashlib.sha256("\n".join([s.sample_id for s in samples] + errors).encode()).hexdigest()[:16]
-        if self.attempts is not None:
-            import ray
-
-            ray.get(self.attempts.start.remote(key))
+        if self.attempts is not None:   # this batch's start, counted by the driver (count_retries)
+            Path(self.attempts, f"{key}.{os.getpid()}-{time.monotonic_ns()}").touch()
         if bad_rows and self.on_error == "raise":
             return self._row(key, len(samples), 0, 0, [], [], 0, t0, error=bad_rows[0])
         try:
@@ -272,10 +271,13 @@ def _run(session, model, dataset, config, root, engine, shard_size, on_error, ex
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds, shard_size, read_skipped = dataset(ray, shard_size)
-    attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
+    # the batch starts go to a folder of the store (every actor reaches it): no counter actor, whose
+    # process cost about a CPU second per run
+    attempts = root / f"{ATTEMPTS}{os.getpid()}-{time.time_ns()}"
+    attempts.mkdir(parents=True)
     ctor = dict(model=asdict(model), config=config.to_dict(), store_root=str(root), batch_size=model.batch_size,
                 on_error=on_error, extra=extra, threads=threads,
-                device_map="auto" if gpus > 1 else None, attempts=attempts)
+                device_map="auto" if gpus > 1 else None, attempts=str(attempts))
     out = ds.map_batches(FeatureActor, fn_constructor_kwargs=ctor, batch_size=shard_size, batch_format="numpy",
                          compute=ActorPoolStrategy(size=engine.workers), num_cpus=cpus, num_gpus=gpus or None)
     t_run = time.perf_counter()
@@ -293,7 +295,7 @@ def _run(session, model, dataset, config, root, engine, shard_size, on_error, ex
             skipped += [tuple(x) for x in json.loads(row["skipped"])]
             pids.add(int(row["pid"]))
             fp = fp or row["model"]
-        retried = ray.get(attempts.retried.remote())
+        retried = count_retries(attempts)
     except DataError:
         raise
     except Exception as e:   # a task's error arrives wrapped by Ray
@@ -302,7 +304,7 @@ def _run(session, model, dataset, config, root, engine, shard_size, on_error, ex
             raise inner from None
         raise EngineError(f"the Ray feature run failed: {str(e).strip().splitlines()[-1][:500]}") from None
     finally:
-        ray.kill(attempts)   # the run's counter: its process would otherwise outlive the run
+        shutil.rmtree(attempts, ignore_errors=True)
     run_s = time.perf_counter() - t_run
     fingerprint = ModelFingerprint.from_dict(json.loads(fp)) if fp else None
     folder = None
