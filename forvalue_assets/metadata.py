@@ -59,26 +59,32 @@ def sample_schema(ranked_by: str, *, kept: bool = False) -> TableSchema:
 
 def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = None, kept: np.ndarray | None = None,
                   bins: int = 30) -> bytes:
-    """A PNG histogram of scores (matplotlib's object API, no pyplot state). ``kept`` (a boolean mask
-    over ``values``) stacks the kept samples and the dropped ones in two colours; ``cut`` draws the
-    subset's cut-off where it is a score."""
+    """A PNG histogram of scores (matplotlib's object API, no pyplot state; each series one filled
+    outline). ``kept`` (a boolean mask over ``values``) stacks the dropped samples on the kept ones in
+    two colours; ``cut`` draws the subset's cut-off where it is a score."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6, 3), dpi=90)
     ax = fig.subplots()
     values = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(values)
     edges = np.histogram_bin_edges(values[ok], bins=min(bins, max(1, int(ok.sum()))))
+    # counts first, then one filled outline per series (ax.hist draws a patch per bar: ~4x slower)
     if kept is None:
-        ax.hist(values[ok], bins=edges, color=KEPT_COLOUR, edgecolor="white")
+        ax.stairs(np.histogram(values[ok], bins=edges)[0], edges, fill=True, color=KEPT_COLOUR)
     else:
         kept = np.asarray(kept, dtype=bool)
-        parts = [values[ok & kept], values[ok & ~kept]]
-        ax.hist(parts, bins=edges, stacked=True, color=[KEPT_COLOUR, DROPPED_COLOUR], edgecolor="white",
-                label=[f"kept ({len(parts[0])})", f"dropped ({len(parts[1])})"])
+        lower = np.histogram(values[ok & kept], bins=edges)[0]
+        upper = lower + np.histogram(values[ok & ~kept], bins=edges)[0]      # dropped stacked on kept
+        ax.stairs(lower, edges, fill=True, color=KEPT_COLOUR, label=f"kept ({int((ok & kept).sum())})")
+        ax.stairs(upper, edges, baseline=lower, fill=True, color=DROPPED_COLOUR,
+                  label=f"dropped ({int((ok & ~kept).sum())})")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # counts of samples
     if cut is not None:
         ax.axvline(cut, color=CUT_COLOUR, linestyle="--", linewidth=2, label=f"cut-off {cut:.4g}")
     if kept is not None or cut is not None:
@@ -87,7 +93,7 @@ def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = No
     ax.set_ylabel("samples")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.17, top=0.88 if title else 0.95)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
