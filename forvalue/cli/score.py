@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.holdout import plural
 from .._version import __version__
 from . import options as o
 from .output import check_out, score_rows, write_table
@@ -57,7 +58,7 @@ def run(args) -> int:
         print(f"scored {len(tr)} training samples against {len(va)} valuation samples "
               f"({method}, {result.seconds:.1f}s, model {fp.id}) -> {args.out}")
     else:
-        print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray ({v.engine.workers} "
-              f"workers; {prep.run.computed} features computed, {result.info['engine']['batches']} shards scored, "
+        print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray "
+              f"({plural(v.engine.workers, 'worker')}; {prep.run.computed} features computed, {result.info['engine']['batches']} shards scored, "
               f"{result.seconds:.1f}s; model {fp.id}) -> {args.out}")
     return 0
