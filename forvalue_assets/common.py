@@ -91,4 +91,3 @@ def check_failure(description: str, **metadata) -> AssetCheckResult:
 def subset_report_path(jsonl_path) -> Path:
     """Where a subset's HTML curation report lies: beside its exported files, with their name."""
     return Path(jsonl_path).with_suffix(".html")
-

@@ -73,7 +73,7 @@ def histogram_png(values: np.ndarray, *, title: str = "", cut: float | None = No
     values = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(values)
     edges = np.histogram_bin_edges(values[ok], bins=min(bins, max(1, int(ok.sum()))))
-    # counts first, then one filled outline per series (ax.hist draws a patch per bar: ~4x slower)
+    # counts first, then one filled outline per series (ax.hist drew a patch per bar: twice the time in all)
     if kept is None:
         ax.stairs(np.histogram(values[ok], bins=edges)[0], edges, fill=True, color=KEPT_COLOUR)
     else:

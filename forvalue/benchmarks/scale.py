@@ -27,6 +27,7 @@ peak RSS of each step.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import resource
@@ -231,21 +232,22 @@ def _select_step(root: str, rows: int, r: int, n_val: int, strategy: str, percen
             "order_sha256": hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes()).hexdigest()}
 
 
-_SERVER: list = []
+@functools.cache
+def _forkserver():
+    """multiprocessing's forkserver context, its server importing torch and this module once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "pyarrow.ipc", __name__])
+    return ctx
 
 
 def _child(step: str, *args) -> dict:
     """``_<step>_step(*args)`` in a fresh process, forked from a server process that imported torch and
-    this module once (multiprocessing's forkserver, started on first use): the step's time, CPU and
-    peak RSS are its own process's, and it pays no imports (a fresh interpreter paid ~1.5 CPU s of
-    them for every step)."""
-    import multiprocessing as mp
-
-    if not _SERVER:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "pyarrow.ipc", __name__])
-        _SERVER.append(ctx)
-    with _SERVER[0].Pool(1) as pool:
+    this module once (:func:`_forkserver`, started on first use): the step's time, CPU and peak RSS
+    are its own process's, and it pays no imports (a fresh interpreter paid ~1.5 CPU s of them for
+    every step)."""
+    with _forkserver().Pool(1) as pool:
         return pool.apply(globals()[f"_{step}_step"], args)
 
 

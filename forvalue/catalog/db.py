@@ -312,7 +312,7 @@ class Catalog:
                 raise
         finally:
             ATTACHMENTS.close(self._key, con)
-        _INITIALIZED.add(str(self.path.resolve()))
+        _INITIALIZED.add(self._key)
 
     def ensure(self, file: str) -> None:
         """Create the tables and views of the ``schema`` block of sql/<file> (idempotent; once per

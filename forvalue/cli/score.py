@@ -59,6 +59,6 @@ def run(args) -> int:
               f"({method}, {result.seconds:.1f}s, model {fp.id}) -> {args.out}")
     else:
         print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray "
-              f"({plural(v.engine.workers, 'worker')}; {prep.run.computed} features computed, {result.info['engine']['batches']} shards scored, "
-              f"{result.seconds:.1f}s; model {fp.id}) -> {args.out}")
+              f"({plural(v.engine.workers, 'worker')}; {prep.run.computed} features computed, "
+              f"{result.info['engine']['batches']} shards scored, {result.seconds:.1f}s; model {fp.id}) -> {args.out}")
     return 0

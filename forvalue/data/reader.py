@@ -448,10 +448,6 @@ def segments(path: str | Path, segment_bytes: int) -> tuple[str, list[Segment]] 
     return (fmt, cut) if len(cut) > 1 else None
 
 
-__all__ = ["SUPPORTED", "BATCH_ROWS", "Row", "Segment", "detect_format", "raw_batches", "read_header",
-           "read_records", "segments", "finite_number", "read_output_table"]
-
-
 def finite_number(file: str, row: int, name: str, value, required: bool = False) -> float | None:
     """A field of a scores file as a finite float (None when absent and not ``required``); else a
     DataError naming the file, row and field."""
@@ -492,3 +488,7 @@ def read_output_table(path, numbers: dict[str, bool], expected: str) -> tuple[li
         raw = (pq.read_schema(path).metadata or {}).get(b"forvalue")
         meta = json.loads(raw) if raw else {}
     return rows, meta
+
+
+__all__ = ["SUPPORTED", "BATCH_ROWS", "Row", "Segment", "detect_format", "raw_batches", "read_header",
+           "read_records", "segments", "finite_number", "read_output_table"]
