@@ -60,5 +60,6 @@ def run(args) -> int:
     else:
         print(f"scored {len(tr)} training samples against {len(va)} valuation samples on Ray "
               f"({plural(v.engine.workers, 'worker')}; {prep.run.computed} features computed, "
-              f"{result.info['engine']['batches']} shards scored, {result.seconds:.1f}s; model {fp.id}) -> {args.out}")
+              f"{plural(result.info['engine']['batches'], 'shard')} scored, {result.seconds:.1f}s; model {fp.id}) "
+              f"-> {args.out}")
     return 0
