@@ -212,22 +212,24 @@ class Valuator:
                            val_ids=list(val_ids), seconds=time.perf_counter() - t0, info=info,
                            normalized=normalized[pos], norms=norms[pos])
 
-    def checks_stored(self, train_ids: Sequence[str], val_ids: Sequence[str]):
+    def checks_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], samples=None):
         """(:class:`forvalue.curation.consistency.Checked` over ``train_ids`` in that order, or None; why none
         ran): the consistency checks from the per-sample values stored beside the features (the
-        vectors are not read)."""
-        from .curation.consistency import CHECK_INPUTS, checks_for
+        vectors are not read). ``samples``: (train, val) samples in the order of the ids, to read the
+        text checks' values from where the store lacks them."""
+        from .curation.consistency import CHECK_INPUTS, checks_for, with_text_values
 
         if not self.config.checks:
             return checks_for(None, None, False)
         if self.store is None:
             raise ConfigError("no feature store")
-        train, val = (self.store.sample_values(self.fingerprint, self.config, list(ids), CHECK_INPUTS)
-                      for ids in (train_ids, val_ids))
+        train, val = (with_text_values(self.store.sample_values(self.fingerprint, self.config, list(ids), CHECK_INPUTS),
+                                       part)
+                      for ids, part in zip((train_ids, val_ids), samples or (None, None)))
         return checks_for(train, val, limits=self.limits)
 
     def rank_stored(self, train_ids: Sequence[str], val_ids: Sequence[str], strategy: str = DEFAULT_STRATEGY, *,
-                    limit: int | None = None, checks: bool = True) -> Ranking:
+                    limit: int | None = None, checks: bool = True, samples=None) -> Ranking:
         """The order of a strategy over stored features, streamed shard by shard; positions are
         indices into ``train_ids`` (exact ties may break in store order). On the Ray engine every pass
         over the store runs one Ray task per shard (the same order; ``info["engine"]``). ``checks``:
@@ -236,7 +238,7 @@ class Valuator:
         from .engines.runner import part_runner
         from .curation.selection import rank_features
 
-        checked, why = self.checks_stored(train_ids, val_ids) if checks else (None, "off")
+        checked, why = self.checks_stored(train_ids, val_ids, samples) if checks else (None, "off")
         source = self.stored_source(train_ids)
         val = self.stored(val_ids)
         pos = _positions(source.sample_ids, train_ids)
@@ -398,22 +400,25 @@ class Valuator:
             with self.session():
                 self._stored_on_ray(train, val)
                 ranking = self.rank_stored([s.sample_id for s in train], [s.sample_id for s in val], strategy,
-                                           limit=limit, checks=checks)
+                                           limit=limit, checks=checks, samples=(train, val))
         else:
             tf = self.featurize(train, progress=progress).features
             vf = self.featurize(val, progress=progress).features
-            ranking = self.rank(tf, vf, strategy, limit=limit, checks=checks)
+            ranking = self.rank(tf, vf, strategy, limit=limit, checks=checks, samples=(train, val))
         return Selection(indices=ranking.indices(mode, value), ranking=ranking, mode=mode, value=float(value))
 
     def rank(self, train_features: SparseFeatures, val_features: SparseFeatures,
-             strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None, checks: bool = True) -> Ranking:
+             strategy: str = DEFAULT_STRATEGY, *, limit: int | None = None, checks: bool = True,
+             samples=None) -> Ranking:
         """The order of a strategy from features already at hand (no model needed), after the
-        consistency checks they carry (``checks``; ``ranking.checks``)."""
-        from .curation.consistency import checks_for, inputs_of
+        consistency checks they carry (``checks``; ``ranking.checks``). ``samples``: the (train, val)
+        samples of the features, to read the text checks' values from where the features lack them."""
+        from .curation.consistency import checks_for, inputs_of, with_text_values
         from .curation.selection import rank_features
 
-        checked, why = (checks_for(inputs_of(train_features), inputs_of(val_features), self.config.checks,
-                                   limits=self.limits)
+        train_in, val_in = (with_text_values(inputs_of(f), part) for f, part
+                            in zip((train_features, val_features), samples or (None, None)))
+        checked, why = (checks_for(train_in, val_in, self.config.checks, limits=self.limits)
                         if checks else (None, "off"))
         ranking = rank_features(train_features, val_features, strategy, limit=limit,
                                 exclude=None if checked is None else checked.dropped)

@@ -11,7 +11,8 @@ from ._env import read_env
 from ._fields import config_class, dataclass_fields
 
 SUBSET_ENV = {"mode": "FORVALUE_SUBSET_MODE", "value": "FORVALUE_SUBSET_VALUE", "strategy": "FORVALUE_SUBSET_STRATEGY"}
-LIMITS_ENV = {"grounding": "FORVALUE_GROUNDING_LIMIT", "answer": "FORVALUE_ANSWER_LIMIT"}
+LIMITS_ENV = {"grounding": "FORVALUE_GROUNDING_LIMIT", "answer": "FORVALUE_ANSWER_LIMIT",
+              "arithmetic": "FORVALUE_ARITHMETIC_LIMIT"}
 PLATFORM_ENV = {"eval_holdout": "FORVALUE_EVAL_HOLDOUT", "explain": "FORVALUE_EXPLAIN"}
 
 

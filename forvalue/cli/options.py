@@ -140,7 +140,7 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 def add_strategy_option(g, note: str = "") -> None:
     """--strategy: the selection strategy that orders the training samples (one option, one meaning,
     in every command), and where the consistency checks that drop broken samples first put their
-    limits (--grounding-limit, --answer-limit: forvalue.curation.consistency.CheckLimits)."""
+    limits (--grounding-limit, --answer-limit, --arithmetic-limit: forvalue.curation.consistency.CheckLimits)."""
     from ..curation.consistency import CheckLimits
     from ..curation.selection import DEFAULT_STRATEGY, STRATEGIES
 

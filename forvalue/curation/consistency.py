@@ -4,8 +4,8 @@ For-Value finds samples like the valuation set; a pool broken inside the right d
 (the solution of another problem, a near-empty answer) looks like it too. A check is computed in the
 same extraction run as the features, stored beside them, and thresholded on the valuation set, which
 is clean target data by definition: a training sample fails when it is less consistent than a
-quantile of the valuation samples (:class:`CheckLimits`: grounding at the 0.95 quantile, answer at
-the maximum; a lower quantile is stricter).
+quantile of the valuation samples (:class:`CheckLimits`: grounding at the 0.95 quantile, answer and
+arithmetic at the maximum; a lower quantile is stricter).
 
 - ``grounding``: IFD = s(A|Q) / s(A) (Li et al. 2024) over the first GROUNDING_TOKENS (48)
   response tokens: the response's loss with its instruction (the extraction pass's own
@@ -20,6 +20,11 @@ the maximum; a lower quantile is stricter).
   135M model judges arithmetic weakly (AUC 0.87 for a falsified last result on real math;
   benchmarks/answer_check_probe.py compares it with the other forward-only answer signals); NaN
   (not judged) for responses that compute nothing.
+- ``arithmetic``: what the model cannot judge, checked by rule: the number of the response's
+  arithmetic statements (``16 / 4 = 8``; an answer right after its expression) that do not hold
+  (``arith_errors``, read from the text when the features are extracted;
+  :mod:`forvalue.curation.arithmetic`). Not a model signal: it sees a miscalculated or falsified
+  result, not a wrong plan; NaN (not judged) for responses that write no arithmetic it can parse.
 
 A failing sample is *dropped*: the strategy never picks it and it comes after every passing sample
 (least failing first), so a subset of any size keeps a failing sample only after every passing one.
@@ -37,11 +42,13 @@ import numpy as np
 from ..config import opt
 from ..errors import ConfigError
 
-CHECKS = ("grounding", "answer")
-NEEDS = {"grounding": ("losses_first", "losses_alone"), "answer": ("losses_answer",)}   # SparseFeatures fields
+CHECKS = ("grounding", "answer", "arithmetic")
+NEEDS = {"grounding": ("losses_first", "losses_alone"), "answer": ("losses_answer",),   # SparseFeatures fields
+         "arithmetic": ("arith_errors",)}
 CHECK_INPUTS = tuple(dict.fromkeys(f for c in CHECKS for f in NEEDS[c]))   # every per-sample value the checks read
 WHERE = {"grounding": "plain text has no instruction",
-         "answer": "no response ends a computation with '= <number>'"}
+         "answer": "no response ends a computation with '= <number>'",
+         "arithmetic": "no response writes arithmetic the check can parse"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class CheckLimits:
     answer: float = opt(1.0, "answer check limit: a training sample fails when its answer's loss is above this "
                              "quantile of the valuation set's (1: their maximum; lower is stricter)",
                         flag="--answer-limit")
+    arithmetic: float = opt(1.0, "arithmetic check limit: a training sample fails when more of its arithmetic "
+                                 "statements are false than this quantile of the valuation set's (1: their maximum)",
+                            flag="--arithmetic-limit")
 
     def __post_init__(self):
         for name in CHECKS:
@@ -85,7 +95,15 @@ class CheckResult:
         q = "maximum" if self.quantile >= 1 else f"{self.quantile:g} quantile"
         return f"the valuation set's {q}"
 
+    @property
+    def shown_threshold(self) -> str:
+        return f"{self.threshold:g}" if self.name == "arithmetic" else f"{self.threshold:.3f}"
+
     def reason(self, i: int) -> str:
+        if self.name == "arithmetic":
+            n = int(self.values[i])
+            return (f"arithmetic: {n} statement{'s' * (n != 1)} that do{'es' * (n == 1)} not hold "
+                    f"> {self.threshold:g} ({self.limit})")
         return f"{self.name}: {self.values[i]:.3f} > {self.threshold:.3f} ({self.limit})"
 
     def summary(self) -> dict:
@@ -145,7 +163,7 @@ class Checked:
     def describe(self) -> str:
         """One line per check, as the command line prints it."""
         n = len(self)
-        return "; ".join(f"{r.name} check dropped {int(r.failed.sum())} of {n} (value > {r.threshold:.3f}, "
+        return "; ".join(f"{r.name} check dropped {int(r.failed.sum())} of {n} (value > {r.shown_threshold}, "
                          f"{r.limit})" + (f", {s} not judged" if (s := int(np.isnan(r.values).sum())) else "")
                          for r in self.results)
 
@@ -164,12 +182,25 @@ def check_values(name: str, inputs: dict) -> np.ndarray:
     """[n] a check's value per sample from its inputs (higher: less consistent; NaN: not judged)."""
     if name == "grounding":
         return ifd(inputs["losses_first"], inputs["losses_alone"])
-    return np.asarray(inputs["losses_answer"], np.float64)
+    (field_,) = NEEDS[name]
+    return np.asarray(inputs[field_], np.float64)
 
 
 def inputs_of(features) -> dict[str, np.ndarray | None]:
     """The checks' per-sample inputs of features (None where they were extracted without one)."""
     return {name: getattr(features, name) for name in CHECK_INPUTS}
+
+
+def with_text_values(inputs: dict | None, samples) -> dict | None:
+    """``inputs`` with the values a check reads from the text (``arith_errors``) computed from
+    ``samples`` (in the same order) where the features lack them: features stored before the
+    arithmetic check, when the samples are at hand."""
+    if inputs is None or samples is None or inputs.get("arith_errors") is not None:
+        return inputs
+    from ..valuation.features import response_text
+    from .arithmetic import arithmetic_errors
+
+    return dict(inputs, arith_errors=np.array([arithmetic_errors(response_text(s)) for s in samples], np.float64))
 
 
 def unavailable(name: str, train: dict | None, val: dict | None) -> str | None:
@@ -251,4 +282,5 @@ def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, q
 
 
 __all__ = ["CHECKS", "CHECK_INPUTS", "CheckLimits", "CheckResult", "Checked", "attach_checks", "check_values", "checks_for",
-           "grounding", "ifd", "inputs_of", "rank_checked", "run_checks", "threshold_check", "unavailable"]
+           "grounding", "ifd", "inputs_of", "rank_checked", "run_checks", "threshold_check", "unavailable",
+           "with_text_values"]

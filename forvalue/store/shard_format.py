@@ -9,8 +9,10 @@
   n_positions, n_rows, norm, emb, and ``loss`` (the mean NLL per scored position from the
   extraction pass; absent in shards written before it was kept), ``loss_first`` (the same over the
   first 48 response tokens), ``loss_alone`` (s(A) over those tokens, when the extraction
-  computed the grounding check) and ``loss_answer`` (the loss of the response's last computed
-  result; the consistency checks read these, forvalue/curation/consistency.py).
+  computed the grounding check), ``loss_answer`` (the loss of the response's last computed
+  result) and ``arith_errors`` (the arithmetic statements of the response that do not hold, read
+  from its text; absent in shards written before the arithmetic check); the consistency checks
+  read these, forvalue/curation/consistency.py.
 
 Both carry the shard's metadata (model fingerprint, feature config, code version) in their schema.
 Reading checks a file's bytes against the manifest's size and sha256 before it parses them
@@ -30,7 +32,7 @@ from ..io import atomic_write
 from .checksums import ChecksumMismatch, check
 
 
-LOSS_COLUMNS = ("loss", "loss_first", "loss_alone", "loss_answer")   # the stored names of PER_SAMPLE_LOSSES
+LOSS_COLUMNS = ("loss", "loss_first", "loss_alone", "loss_answer", "arith_errors")   # the stored names of PER_SAMPLE_LOSSES
 
 
 def _samples_table(feats: SparseFeatures, schema_meta: dict):

@@ -517,7 +517,8 @@ def compute_dtype_for(lm):
 
 
 # ----------------------------------------------------------------------------- sparse
-PER_SAMPLE_LOSSES = ("losses", "losses_first", "losses_alone", "losses_answer")   # optional [n] arrays of SparseFeatures
+# optional [n] per-sample arrays of SparseFeatures: the extraction pass's losses and the checks' values
+PER_SAMPLE_LOSSES = ("losses", "losses_first", "losses_alone", "losses_answer", "arith_errors")
 
 
 @dataclass
@@ -543,6 +544,10 @@ class SparseFeatures:
     # [n] the mean NLL of the tokens of the response's last computed result (Encoded.answer), from
     # the same pass: the answer check's value; NaN where the response has none
     losses_answer: np.ndarray | None = None
+    # [n] how many arithmetic statements of the response do not hold (the arithmetic check's value,
+    # :func:`forvalue.curation.arithmetic.arithmetic_errors`, read from the text); NaN where it
+    # states none the check can parse
+    arith_errors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -704,6 +709,16 @@ def _compact(keys: np.ndarray, first: np.ndarray, vec: np.ndarray, V: int):
     return uniq // V, uniq % V, vec[:len(uniq)].copy()     # a copy: the buffer may be pinned memory
 
 
+def response_text(sample: Sample) -> str:
+    """The text a sample answers with: its response, its last message's text, or the whole text."""
+    if sample.kind == "messages":
+        content = sample.messages[-1].get("content") if sample.messages else ""
+        if isinstance(content, list):   # parts of a multimodal message
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content or ""
+    return (sample.text if sample.kind == "text" else sample.response) or ""
+
+
 def without_instruction(sample: Sample) -> Sample:
     """The sample's response after an empty instruction (chat turns before the response dropped)."""
     if sample.kind == "text":
@@ -804,12 +819,15 @@ def extract_sparse(
     emb = np.stack([parts[i][3] for i in order]) if order else np.zeros((0, 0), np.float32)
     if out_dt is not None:
         _check_half_range(vectors, emb, [samples[i].sample_id for i in order], counts)
-    losses_alone = None
+    losses_alone = arith = None
     if grounding and config.positions == "response":
+        from ..curation.arithmetic import arithmetic_errors
+
         losses_alone = alone_losses(lm, [samples[i] for i in order], config, batch_size=batch_size,
                                     first=GROUNDING_TOKENS)
+        arith = np.array([arithmetic_errors(response_text(samples[i])) for i in order], dtype=np.float64)
     return SparseFeatures(
-        losses_alone=losses_alone,
+        losses_alone=losses_alone, arith_errors=arith,
         sample_ids=[samples[i].sample_id for i in order],
         row_sample=np.repeat(np.arange(len(order)), counts).astype(np.int64),
         token_ids=np.concatenate([parts[i][0] for i in order]).astype(np.int64) if order else np.zeros(0, np.int64),
