@@ -521,7 +521,9 @@ def test_warnings_are_forvalue_lines_each_once(files, tmp_path, capsys, monkeypa
                  "--top-k", "2", "--out", str(tmp_path / "c.jsonl"), "--no-store", "--quiet"]) == 0
     _, err = _err_lines(capsys)
     assert err == ["forvalue: warning: consistency check answer not applied: no valuation sample has a value (no "
-                   "response ends a computation with '= <number>')"]
+                   "response ends a computation with '= <number>')",
+                   "forvalue: warning: consistency check arithmetic not applied: no valuation sample has a value (no "
+                   "response writes arithmetic the check can parse)"]
     show = runner.warning_printer(set())
     for _ in range(3):
         show(RuntimeWarning("overflow\n  encountered"), RuntimeWarning, runner.__file__, 1)
