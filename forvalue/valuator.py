@@ -67,7 +67,7 @@ class Selection:
         checked = self.ranking.checks
         if checked is None:
             return pl.DataFrame(schema=schema)
-        recs = checked.records([s.sample_id for s in train])
+        recs = checked.records([s.sample_id for s in train], train)
         return pl.DataFrame([{"index": int(i), "sample_id": r["sample_id"], "source": train[i].source,
                               "row": train[i].row, "check": r["check"], "value": r["value"],
                               "threshold": r["threshold"], "reason": r["reason"]}

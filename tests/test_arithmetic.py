@@ -79,6 +79,9 @@ def test_the_check_is_stored_with_the_features_and_drops_a_false_result(tiny_lm6
     assert res.threshold == 0 and list(np.flatnonzero(res.failed)) == [1, 3] and res.summary()["not_judged"] == 1
     assert checked.reasons()[1] == "arithmetic: 1 statement that does not hold > 0 (the valuation set's maximum)"
     assert checked.reasons()[3].startswith("arithmetic: 2 statements that do not hold")
+    recs = {r["sample_id"]: r["reason"] for r in checked.records(tf.sample_ids, train)}
+    assert recs[train[3].sample_id] == ("arithmetic: 2 statements that do not hold > 0 (the valuation set's maximum): "
+                                        "30 - 1 = 28; 28 + 2 = 31")
     ranking = rank_checked(tf, vf, "raw-mean", checks=("arithmetic",))
     assert set(ranking.order[:2]) == {0, 2}
     # a valuation set whose own arithmetic has one error per sample lets one error pass
@@ -106,3 +109,32 @@ def test_features_stored_before_the_check_get_it_from_the_text(tiny_lm64):
     with pytest.warns(RuntimeWarning, match="consistency check arithmetic not applied: the features carry no values"):
         bare = v.rank(tf, vf, "raw-mean")
     assert bare.info["checks"]["arithmetic"].startswith("not applied")
+
+
+def test_curate_drops_false_arithmetic_and_says_which_statement(tiny_model_dir, tmp_path, capsys):
+    """`forvalue curate`: the terminal line counts what the arithmetic check dropped against the
+    valuation set's limit; no sample with a false statement is kept; the dropped file quotes it."""
+    import json
+
+    from forvalue.cli import main
+
+    good = [f"{a} + {b} = {a + b} apples, then {a + b} * 2 = {2 * (a + b)}." for a, b in zip(range(1, 11), range(5, 15))]
+    bad = {"t3": "4 + 5 = 9 apples, then 9 * 2 = 19.", "t7": "16 / 4 = 8, so 8 in all."}
+    rows = [{"id": f"t{i}", "prompt": f"Problem {i}?", "response": bad.get(f"t{i}", r)} for i, r in enumerate(good)]
+    val = [{"id": f"v{i}", "prompt": f"Question {i}?", "response": f"{i} * 3 = {3 * i} in all."} for i in range(1, 5)]
+    for name, data in (("t.jsonl", rows), ("v.jsonl", val)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in data))
+    out, dropped = tmp_path / "kept.jsonl", tmp_path / "dropped.jsonl"
+    assert main(["curate", "--train", str(tmp_path / "t.jsonl"), "--val", str(tmp_path / "v.jsonl"), "--model",
+                 str(tiny_model_dir), "--top-k", "5", "--out", str(out), "--dropped", str(dropped), "--no-store",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "arithmetic check dropped 2 of 10 (value > 0, the valuation set's maximum)" in printed
+    kept = {json.loads(x)["id"] for x in out.read_text().splitlines()}
+    drops = {json.loads(x)["id"]: json.loads(x) for x in dropped.read_text().splitlines()}
+    assert len(kept) == 5 and not kept & set(bad) and set(bad) <= set(drops)
+    # a false statement is the reason given, before any model check the sample also failed
+    for i, statement in {"t3": "9 * 2 = 19", "t7": "16 / 4 = 8"}.items():
+        assert drops[i]["check"] == "arithmetic"
+        assert drops[i]["reason"] == ("arithmetic: 1 statement that does not hold > 0 (the valuation set's maximum): "
+                                      + statement)

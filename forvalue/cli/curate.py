@@ -81,7 +81,7 @@ def dropped_rows(samples, ranking) -> list[dict]:
 
     checked = ranking.checks
     drop = checked.dropped
-    rec = checked.records([s.sample_id for s in samples])
+    rec = checked.records([s.sample_id for s in samples], samples)
     return table_rows([samples[i] for i in drop], {
         "check": [r["check"] for r in rec], "check_value": [r["value"] for r in rec],
         "threshold": [r["threshold"] for r in rec], "reason": [r["reason"] for r in rec],

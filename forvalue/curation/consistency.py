@@ -140,20 +140,27 @@ class Checked:
         return idx[np.argsort(worst, kind="stable")]
 
     def first_failed(self, i: int) -> CheckResult | None:
-        return next((r for r in self.results if r.failed[i]), None)
+        """The check a dropped sample is reported under: the arithmetic rule's verdict (a statement
+        that does not hold) before the model's, then in the order of CHECKS."""
+        ordered = sorted(self.results, key=lambda r: r.name != "arithmetic")
+        return next((r for r in ordered if r.failed[i]), None)
 
     def reasons(self) -> dict[int, str]:
         """{training index: why it was dropped} of every dropped sample."""
         return {int(i): self.first_failed(i).reason(i) for i in self.dropped}
 
-    def records(self, sample_ids: Sequence[str]) -> list[dict]:
+    def records(self, sample_ids: Sequence[str], samples=None) -> list[dict]:
         """One row per dropped sample, least failing first: sample_id, check (the first that failed),
-        value, threshold, reason."""
+        value, threshold, reason. With the ``samples`` at hand (same order) the arithmetic check's
+        reason quotes the statements that do not hold."""
         out = []
         for i in self.dropped:
             r = self.first_failed(i)
+            reason = r.reason(i)
+            if r.name == "arithmetic" and samples is not None:
+                reason += ": " + "; ".join(false_statements(samples[i]))
             out.append({"sample_id": sample_ids[i], "check": r.name, "value": float(r.values[i]),
-                        "threshold": r.threshold, "reason": r.reason(i)})
+                        "threshold": r.threshold, "reason": reason})
         return out
 
     def summary(self) -> dict:
@@ -189,6 +196,14 @@ def check_values(name: str, inputs: dict) -> np.ndarray:
 def inputs_of(features) -> dict[str, np.ndarray | None]:
     """The checks' per-sample inputs of features (None where they were extracted without one)."""
     return {name: getattr(features, name) for name in CHECK_INPUTS}
+
+
+def false_statements(sample) -> list[str]:
+    """The arithmetic statements of a sample's response that do not hold (as the check reads them)."""
+    from ..valuation.features import response_text
+    from .arithmetic import statements
+
+    return [text for text, ok in statements(response_text(sample)) if not ok]
 
 
 def with_text_values(inputs: dict | None, samples) -> dict | None:
@@ -283,4 +298,4 @@ def rank_checked(train, val, strategy: str, checks: Sequence[str] = CHECKS, *, q
 
 __all__ = ["CHECKS", "CHECK_INPUTS", "CheckLimits", "CheckResult", "Checked", "attach_checks", "check_values", "checks_for",
            "grounding", "ifd", "inputs_of", "rank_checked", "run_checks", "threshold_check", "unavailable",
-           "with_text_values"]
+           "false_statements", "with_text_values"]
