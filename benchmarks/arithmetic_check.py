@@ -1,4 +1,4 @@
-"""What the arithmetic check (forvalue/curation/arithmetic.py) judges and flags, per label, with no
+"""What the arithmetic check (forvalue/valuation/arithmetic.py) judges and flags, per label, with no
 model: on a curation benchmark's train and valuation files, and on a file of reference solutions
 (clean by intent) to count what it flags there.
 
@@ -30,7 +30,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _table(rows: list[dict], label, text) -> None:
-    from forvalue.curation.arithmetic import arithmetic_errors
+    from forvalue.valuation.arithmetic import arithmetic_errors
 
     total, judged, flagged = collections.Counter(), collections.Counter(), collections.Counter()
     for r in rows:
@@ -44,7 +44,7 @@ def _table(rows: list[dict], label, text) -> None:
 
 
 def main(argv=None) -> int:
-    from forvalue.curation.arithmetic import statements
+    from forvalue.valuation.arithmetic import statements
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="a folder with train.jsonl and val.jsonl (a label column)")

@@ -1,4 +1,4 @@
-"""The arithmetic check (forvalue/curation/arithmetic.py): statements it can parse are judged, false
+"""The arithmetic check (forvalue/valuation/arithmetic.py): statements it can parse are judged, false
 ones counted; statements cut out of a sentence, algebra, times and ranges are not judged; it is
 computed with the features, stored beside them, and drops a falsified result in curation."""
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from forvalue.curation.arithmetic import arithmetic_errors, statements
+from forvalue.valuation.arithmetic import arithmetic_errors, statements
 from forvalue.curation.consistency import CheckLimits, inputs_of, rank_checked, run_checks
 from forvalue.data.samples import samples_from_records
 from forvalue.valuation.features import FeatureConfig, extract_sparse

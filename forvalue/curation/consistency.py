@@ -23,7 +23,7 @@ arithmetic at the maximum; a lower quantile is stricter).
 - ``arithmetic``: what the model cannot judge, checked by rule: the number of the response's
   arithmetic statements (``16 / 4 = 8``; an answer right after its expression) that do not hold
   (``arith_errors``, read from the text when the features are extracted;
-  :mod:`forvalue.curation.arithmetic`). Not a model signal: it sees a miscalculated or falsified
+  :mod:`forvalue.valuation.arithmetic`). Not a model signal: it sees a miscalculated or falsified
   result, not a wrong plan; NaN (not judged) for responses that write no arithmetic it can parse.
 
 A failing sample is *dropped*: the strategy never picks it and it comes after every passing sample
@@ -201,7 +201,7 @@ def inputs_of(features) -> dict[str, np.ndarray | None]:
 def false_statements(sample) -> list[str]:
     """The arithmetic statements of a sample's response that do not hold (as the check reads them)."""
     from ..valuation.features import response_text
-    from .arithmetic import statements
+    from ..valuation.arithmetic import statements
 
     return [text for text, ok in statements(response_text(sample)) if not ok]
 
@@ -213,7 +213,7 @@ def with_text_values(inputs: dict | None, samples) -> dict | None:
     if inputs is None or samples is None or inputs.get("arith_errors") is not None:
         return inputs
     from ..valuation.features import response_text
-    from .arithmetic import arithmetic_errors
+    from ..valuation.arithmetic import arithmetic_errors
 
     return dict(inputs, arith_errors=np.array([arithmetic_errors(response_text(s)) for s in samples], np.float64))
 

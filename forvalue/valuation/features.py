@@ -545,7 +545,7 @@ class SparseFeatures:
     # the same pass: the answer check's value; NaN where the response has none
     losses_answer: np.ndarray | None = None
     # [n] how many arithmetic statements of the response do not hold (the arithmetic check's value,
-    # :func:`forvalue.curation.arithmetic.arithmetic_errors`, read from the text); NaN where it
+    # :func:`forvalue.valuation.arithmetic.arithmetic_errors`, read from the text); NaN where it
     # states none the check can parse
     arith_errors: np.ndarray | None = None
 
@@ -821,7 +821,7 @@ def extract_sparse(
         _check_half_range(vectors, emb, [samples[i].sample_id for i in order], counts)
     losses_alone = arith = None
     if grounding and config.positions == "response":
-        from ..curation.arithmetic import arithmetic_errors
+        from .arithmetic import arithmetic_errors
 
         losses_alone = alone_losses(lm, [samples[i] for i in order], config, batch_size=batch_size,
                                     first=GROUNDING_TOKENS)
