@@ -138,3 +138,18 @@ def test_curate_drops_false_arithmetic_and_says_which_statement(tiny_model_dir, 
         assert drops[i]["check"] == "arithmetic"
         assert drops[i]["reason"] == ("arithmetic: 1 statement that does not hold > 0 (the valuation set's maximum): "
                                       + statement)
+
+
+def test_the_text_judged_is_the_response():
+    """The check reads what the sample answers with: the response, the last chat message (its text
+    parts for a multimodal one), or a plain text."""
+    from forvalue.data.samples import Sample
+    from forvalue.valuation.features import response_text
+
+    chat = Sample("c", messages=[{"role": "user", "content": "2 + 2 = 5?"}, {"role": "assistant", "content": "2 + 2 = 4"}])
+    parts = Sample("m", messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Sum?"}]},
+                                  {"role": "assistant", "content": [{"type": "text", "text": "3 * 3 = 10"}]}])
+    assert [response_text(s) for s in (chat, parts)] == ["2 + 2 = 4", "3 * 3 = 10"]
+    assert [arithmetic_errors(response_text(s)) for s in (chat, parts)] == [0, 1]
+    assert response_text(Sample("t", text="7 - 2 = 5")) == "7 - 2 = 5"
+    assert response_text(Sample("p", prompt="1 + 1 = 3?", response="No.")) == "No."
