@@ -26,32 +26,46 @@ def _limit(q: float | None) -> str:
     return "none" if q is None else "max" if q >= 1 else f"q{q:g}"
 
 
-def main(argv=None) -> int:
-    from forvalue.curation.consistency import Checked, inputs_of, threshold_check
+def load_stored_run(data: Path, store_path: str):
+    """(rows of train.jsonl, train samples, valuation samples, their stored features) of a curate run's
+    store (one model and feature configuration), read without the model."""
     from forvalue.data.samples import load_samples
-    from forvalue.valuation.features import FeatureConfig
     from forvalue.models.loading import ModelFingerprint
-    from forvalue.curation.selection import rank_features
     from forvalue.store.feature_store import FeatureStore
+    from forvalue.valuation.features import FeatureConfig
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--kind-column", default="kind")
-    ap.add_argument("--clean", default="clean")
-    ap.add_argument("--strategy", default="balanced")
-    ap.add_argument("--fraction", type=float, default=0.10)
-    args = ap.parse_args(argv)
-    train = load_samples(args.data / "train.jsonl").samples
-    val = load_samples(args.data / "val.jsonl").samples
-    kinds = np.array([json.loads(x)[args.kind_column] for x in (args.data / "train.jsonl").read_text().splitlines()
-                      if x.strip()])
-    store = FeatureStore(args.store)
+    rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines() if x.strip()]
+    train = load_samples(data / "train.jsonl").samples
+    val = load_samples(data / "val.jsonl").samples
+    store = FeatureStore(store_path)
     (folder,) = store.folders()
     info = json.loads(next(folder.glob("shard-*.json")).read_text())
     fp, cfg = ModelFingerprint.from_dict(info["model"]), FeatureConfig.from_dict(info["feature_config"])
-    tf = store.load(fp, cfg, [s.sample_id for s in train])
-    vf = store.load(fp, cfg, [s.sample_id for s in val])
+    return (rows, train, val, store.load(fp, cfg, [s.sample_id for s in train]),
+            store.load(fp, cfg, [s.sample_id for s in val]))
+
+
+def stored_run_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a script over a stored curate run: --data, --store, --kind-column, --clean,
+    --fraction."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path, help="train.jsonl and val.jsonl, with the label column")
+    ap.add_argument("--store", required=True, help="the feature store the curate run wrote")
+    ap.add_argument("--kind-column", default="kind")
+    ap.add_argument("--clean", default="clean", help="the label value of clean target rows")
+    ap.add_argument("--fraction", type=float, default=0.10, help="the subset's share of the pool")
+    return ap
+
+
+def main(argv=None) -> int:
+    from forvalue.curation.consistency import Checked, inputs_of, threshold_check
+    from forvalue.curation.selection import rank_features
+
+    ap = stored_run_parser(__doc__)
+    ap.add_argument("--strategy", default="balanced")
+    args = ap.parse_args(argv)
+    rows, train, val, tf, vf = load_stored_run(args.data, args.store)
+    kinds = np.array([r[args.kind_column] for r in rows])
     ti, vi = inputs_of(tf), inputs_of(vf)
     k = round(args.fraction * len(train))
     print(f"| grounding limit | answer limit | clean share of the top {k} | kept per kind | clean dropped | dropped |\n"

@@ -12,9 +12,7 @@ benchmarks/real_curation_finetune.py ``--kept``.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
@@ -26,33 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv=None) -> int:
     import polars as pl
 
+    from benchmarks.check_limits import load_stored_run, stored_run_parser
     from forvalue.curation.consistency import inputs_of, run_checks
     from forvalue.curation.selection import rank_features
-    from forvalue.data.samples import load_samples
-    from forvalue.models.loading import ModelFingerprint
-    from forvalue.store.feature_store import FeatureStore
-    from forvalue.valuation.features import FeatureConfig
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--kind-column", default="kind")
-    ap.add_argument("--clean", default="clean")
+    ap = stored_run_parser(__doc__)
     ap.add_argument("--group-column", default=None)
-    ap.add_argument("--fraction", type=float, default=0.10)
     ap.add_argument("--kept-dir", type=Path, default=None)
     args = ap.parse_args(argv)
-    rows = [json.loads(x) for x in (args.data / "train.jsonl").read_text().splitlines() if x.strip()]
-    train = load_samples(args.data / "train.jsonl").samples
-    val = load_samples(args.data / "val.jsonl").samples
+    rows, train, val, tf, vf = load_stored_run(args.data, args.store)
     kinds = np.array([r[args.kind_column] for r in rows])
     groups = np.array([r.get(args.group_column, "") if args.group_column else "" for r in rows])
-    store = FeatureStore(args.store)
-    (folder,) = store.folders()
-    info = json.loads(next(folder.glob("shard-*.json")).read_text())
-    fp, cfg = ModelFingerprint.from_dict(info["model"]), FeatureConfig.from_dict(info["feature_config"])
-    tf = store.load(fp, cfg, [s.sample_id for s in train])
-    vf = store.load(fp, cfg, [s.sample_id for s in val])
     checked = run_checks(inputs_of(tf), inputs_of(vf))
     k = round(args.fraction * len(train))
     clean = kinds == args.clean
