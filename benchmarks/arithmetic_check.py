@@ -17,7 +17,6 @@ import argparse
 import collections
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -58,7 +57,9 @@ def main(argv=None) -> int:
             print(f"\n{args.data / (name + '.jsonl')}:")
             _table(_rows(args.data / f"{name}.jsonl"), lambda r: r.get(args.kind_column, "?"), lambda r: r["response"])
     if args.reference:
-        texts = [re.sub(r"<<[^>]*>>", "", r[args.field]).strip() for r in _rows(args.reference)]
+        from benchmarks.real_curation_data import clean_solution
+
+        texts = [clean_solution(r[args.field]) for r in _rows(args.reference)]
         t0 = time.perf_counter()
         found = [statements(t) for t in texts]
         seconds = time.perf_counter() - t0

@@ -103,7 +103,7 @@ class CheckResult:
         if self.name == "arithmetic":
             n = int(self.values[i])
             return (f"arithmetic: {n} statement{'s' * (n != 1)} that do{'es' * (n == 1)} not hold "
-                    f"> {self.threshold:g} ({self.limit})")
+                    f"> {self.shown_threshold} ({self.limit})")
         return f"{self.name}: {self.values[i]:.3f} > {self.threshold:.3f} ({self.limit})"
 
     def summary(self) -> dict:

@@ -49,9 +49,10 @@ def _number(text: str) -> tuple[float, bool]:
     return float(text), pct
 
 
-def _tokens_before(text: str, end: int) -> list[str] | None:
-    """The arithmetic tokens of the longest expression ending at ``end`` (None: none, or one that
-    does not start at a word boundary)."""
+def _tokens_before(text: str, end: int) -> tuple[list[str], str] | None:
+    """(the arithmetic tokens of the longest expression ending at ``end``, the text before it up to
+    ``_MAX_EXPR`` characters back, trailing space removed); None: no expression, or one that does
+    not start at a word boundary."""
     start = max(0, end - _MAX_EXPR)
     segment = text[start:end]
     # tokenize from the left over the segment, keep the suffix made of tokens only
@@ -79,7 +80,7 @@ def _tokens_before(text: str, end: int) -> list[str] | None:
         return None   # a minus after a word continues a sentence's calculation (week - 5 + 3)
     if before and not (before[-1].isalpha() or before[-1] in ".:;,\n\"'([{="):
         return None   # cut out of a longer formula
-    return tokens
+    return tokens, before
 
 
 def _tokens_after(text: str, start: int) -> list[str]:
@@ -94,15 +95,6 @@ def _tokens_after(text: str, start: int) -> list[str]:
     while tokens and tokens[-1] in _OPS | {"("}:
         tokens.pop()
     return tokens
-
-
-def _statement_start(text: str, end: int, tokens: list[str]) -> bool:
-    """Whether the expression ``tokens`` ending at ``end`` stands on its own: after an "=" or at the
-    start of a line (not "Districts 1 - 3. #### 1591")."""
-    head = text[:end].rstrip()
-    for t in reversed(tokens):   # walk back over the expression's characters
-        head = head[:len(head) - len(t)].rstrip() if head.endswith(t) else head
-    return not head or head[-1] in "=\n:"
 
 
 def _parse(tokens: list[str]) -> float | None:
@@ -194,10 +186,11 @@ def statements(text: str) -> list[tuple[str, bool]]:
     """Every arithmetic statement of ``text`` this check can judge: (the statement, whether it holds)."""
     out = []
     for m in re.finditer(r"(?<![=<>!])=(?![=>])", text):
-        tokens = _tokens_before(text, m.start())
+        found = _tokens_before(text, m.start())
         r = _RESULT.match(text, m.end())
-        if tokens is None or r is None:
+        if found is None or r is None:
             continue
+        tokens = found[0]
         value = _parse(tokens)
         if value is None:
             continue
@@ -211,9 +204,11 @@ def statements(text: str) -> list[tuple[str, bool]]:
                 stated, ok = " ".join(after), abs(right - value) <= 0.01 * max(1.0, abs(value))
         out.append((f"{' '.join(tokens)} = {stated}", ok))
     for m in _ANSWER.finditer(text):
-        tokens = _tokens_before(text, m.start())
-        if tokens is None or not _statement_start(text, m.start(), tokens):
+        found = _tokens_before(text, m.start())
+        # the expression must stand on its own, after "=" or ":" (not "Districts 1 - 3. #### 1591")
+        if found is None or (found[1] and found[1][-1] not in "=:"):
             continue
+        tokens = found[0]
         value = _parse(tokens)
         if value is None:
             continue
