@@ -1,5 +1,7 @@
 """Orders of the same checked pool side by side, from a store a `forvalue curate` run wrote (no model):
-`balanced` (the default), `raw-mean`, and two stages (`balanced`'s first m*k, then the raw score).
+`balanced` (the default: each unit's turn takes the highest cosine x min(1, response tokens / the
+unit's)), `balanced` with other powers of that share (0: the cosine alone, the default before),
+`raw-mean`, and two stages (the cosine-only `balanced`'s first m*k, then the raw score).
 For each: the kept kinds, the mean response tokens of the kept clean rows, the label values covered;
 ``--kept-dir`` writes each order's top k as ``kept-<order>.parquet`` (column ``id``) for
 benchmarks/real_curation_finetune.py ``--kept``.
@@ -39,13 +41,16 @@ def main(argv=None) -> int:
     k = round(args.fraction * len(train))
     clean = kinds == args.clean
     balanced = rank_features(tf, vf, "balanced", exclude=checked.dropped)
+    power = {p: rank_features(tf, vf, "balanced", exclude=checked.dropped, length_power=p).order
+             for p in (0.0, 0.5)}
     raw = balanced.raw
 
     def two_stage(m: int) -> np.ndarray:
-        first = balanced.order[:m * k]
+        first = power[0.0][:m * k]
         return first[np.argsort(-raw[first], kind="stable")]
 
-    orders = {"balanced": balanced.order, "raw-mean": rank_features(tf, vf, "raw-mean", exclude=checked.dropped).order,
+    orders = {"balanced": balanced.order, **{f"balanced-share-{p:g}": o for p, o in power.items()},
+              "raw-mean": rank_features(tf, vf, "raw-mean", exclude=checked.dropped).order,
               "two-stage-2": two_stage(2), "two-stage-3": two_stage(3)}
     print(f"| order | {args.clean} share of the top {k} | kept kinds | response tokens of the kept {args.clean} "
           f"(pool: {tf.n_positions[clean].mean():.1f}) | {args.group_column or 'groups'} kept |\n|---|---:|---|---:|---:|")

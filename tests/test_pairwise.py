@@ -14,7 +14,8 @@ VOCAB = 300
 
 def zipf_features(n, *, r=16, rows=12, seed=0, prefix="s", dtype=np.float16, centers=None):
     """Samples whose tokens follow a Zipf law (a few tokens in most samples, a long tail held by
-    few), rows near one of 3 cluster directions per token so that cosines are well separated."""
+    few), rows near one of 3 cluster directions per token so that cosines are well separated; each
+    has 1-200 scored positions (the balanced strategy's length factor)."""
     rng = np.random.default_rng(seed)
     centers = np.random.default_rng(99).normal(size=(3, VOCAB, r)) if centers is None else centers
     toks, vecs, owner = [], [], []
@@ -26,7 +27,8 @@ def zipf_features(n, *, r=16, rows=12, seed=0, prefix="s", dtype=np.float16, cen
         owner.append(np.full(len(t), i))
     return SparseFeatures(sample_ids=[f"{prefix}{i}" for i in range(n)], row_sample=np.concatenate(owner),
                           token_ids=np.concatenate(toks), vectors=np.concatenate(vecs).astype(dtype),
-                          emb=np.zeros((n, 2), np.float32), n_positions=np.ones(n, np.int64))
+                          emb=np.zeros((n, 2), np.float32),
+                          n_positions=np.random.default_rng(seed + 1000).integers(1, 201, size=n))
 
 
 def dense(f: SparseFeatures) -> np.ndarray:
@@ -70,6 +72,12 @@ def test_dots_of_a_part_are_the_same_bits_on_every_pass_and_chunking_keeps_sampl
     np.testing.assert_allclose(table.dots(train), first, rtol=1e-6, atol=1e-5)
 
 
+def length_share(train, val, near):
+    """[units, n] min(1, a training sample's scored positions / the mean of its unit's samples')."""
+    unit = val.n_positions[near].mean(axis=1)
+    return np.minimum(1.0, train.n_positions[None, :] / unit[:, None]) ** sel.LENGTH_POWER
+
+
 def cosine64(train, units):
     d = dense(units)
     return (d @ dense(train).T) / np.linalg.norm(d, axis=1)[:, None] / np.linalg.norm(dense(train), axis=1)[None, :]
@@ -94,9 +102,15 @@ def test_fast_paths_give_the_dense_float64_order(monkeypatch, limit):
     base = dense(units.feats)
     smoothed = np.stack([(w[u][:, None] * base[near[u]]).sum(0) for u in range(len(near))])
     Cb = (smoothed @ dense(train).T) / np.linalg.norm(smoothed, axis=1)[:, None] / np.linalg.norm(dense(train), axis=1)
+    # each unit prefers cosine x min(1, scored positions / its own: the mean of its 3 samples')
+    Kb = Cb * length_share(train, val, near)
     bal = sel.rank_features(train, val, "balanced", limit=limit)
-    assert np.array_equal(bal.order, dense_round_robin(Cb, visit, need))
+    want, who = dense_round_robin(Kb, visit, need, units=True)
+    assert np.array_equal(bal.order, want)
+    np.testing.assert_allclose(bal.picked_cosine[want], Kb[who, want], atol=1e-5)
+    assert not np.array_equal(want, dense_round_robin(Cb, visit, need))    # the length factor matters here
     # short candidate lists: refills of the units that ran short only, same order
+    units = units.with_length_power(sel.LENGTH_POWER)
     got, stats = sel.round_robin(units, train, visit, need, list_length=2, dense_elements=1)
     assert np.array_equal(got, bal.order) and stats["passes"] > 1 and 0 < stats["refilled_units"]
 
@@ -139,4 +153,5 @@ def test_balanced_on_float64_features_follows_its_dense_definition():
     base = dense(units.feats)
     smoothed = np.stack([(w[u][:, None] * base[near[u]]).sum(0) for u in range(len(near))])
     C = (smoothed @ dense(train).T) / np.linalg.norm(smoothed, axis=1)[:, None] / np.linalg.norm(dense(train), axis=1)
+    C *= length_share(train, val, near)
     assert np.array_equal(sel.rank_features(train, val, "balanced", limit=50).order, dense_round_robin(C, visit, 50))

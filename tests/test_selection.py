@@ -153,6 +153,39 @@ def test_balanced_with_prototypes_and_small_tables_stays_the_same_order(monkeypa
     assert len(set(cls[proto.order[:6]])) == 3 and clean[proto.order[:9]].all()
 
 
+def test_balanced_discounts_a_sample_shorter_than_the_unit_and_never_rewards_a_longer_one():
+    """A unit's turn takes the highest cosine x min(1, response tokens / the unit's)^LENGTH_POWER.
+    Three copies of one sample (the same G, so the same cosine with every unit) with 4, 20 and 100
+    tokens, against valuation samples of 20: the 4-token one comes last; 20 and 100 tie (the lower
+    index first). With power 0 (the cosine alone) all three tie. The value recorded is the one the
+    turn took: the cosine x the share."""
+    f, _, _ = synthetic([5, 5], seed=11)
+    val, _, _ = synthetic([2, 2], seed=12, prefix="v")
+    val.n_positions = np.full(len(val), 20)
+    rows, n = f.row_sample == 0, len(f)
+    train = SparseFeatures(sample_ids=f.sample_ids + ["c20", "c100"],
+                           row_sample=np.concatenate([f.row_sample, np.full(rows.sum(), n),
+                                                      np.full(rows.sum(), n + 1)]),
+                           token_ids=np.concatenate([f.token_ids] + [f.token_ids[rows]] * 2),
+                           vectors=np.concatenate([f.vectors] + [f.vectors[rows]] * 2),
+                           emb=np.zeros((n + 2, 2), np.float32), n_positions=np.array([4] * n + [20, 100]))
+    default = sel.rank_features(train, val, "balanced")
+    cosine = sel.rank_features(train, val, "balanced", length_power=0)
+    half = sel.rank_features(train, val, "balanced", length_power=0.5)
+    assert default.info["length_power"] == sel.LENGTH_POWER == 1.0
+    r = default.rank
+    assert r[n] < r[n + 1] < r[0] and cosine.rank[0] < cosine.rank[n] < cosine.rank[n + 1]
+    # the value each copy was taken by: its cosine with one of the (smoothed) units x (4 / 20)^p for the
+    # short copy
+    units, _, _ = sel._valuation_units(val, smooth=sel.SMOOTH, max_units=sel.MAX_UNITS, seed=0)
+    cos = np.concatenate([c for _, c in units.blocks(train)], axis=1)[:, [0, n, n + 1]]
+    for ranking, share in ((default, [0.2, 1, 1]), (half, [0.2 ** 0.5, 1, 1]), (cosine, [1, 1, 1])):
+        got = ranking.picked_cosine[[0, n, n + 1]] / share
+        assert all(np.isclose(got[j], cos[:, j], atol=1e-6).any() for j in range(3))
+    with pytest.raises(ValueError, match="length_power must be between 0"):
+        sel.rank_features(train, val, "balanced", length_power=1.5)
+
+
 def test_limit_and_subset_modes():
     train, _, _ = synthetic(10, seed=9)
     val, _, _ = synthetic(2, seed=10, prefix="v")

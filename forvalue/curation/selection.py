@@ -15,7 +15,14 @@ few templates. The strategies (``STRATEGIES``):
   most central unit first, then always the unit least similar to those already visited), so that
   the first turns spread over every mode of the valuation set whatever the subset size; each unit
   prefers training samples by cosine with itself smoothed over its ``smooth`` (3) most similar
-  units, so that one odd valuation sample does not pull in a noisy match. A unit is a valuation
+  units, so that one odd valuation sample does not pull in a noisy match, times the sample's length
+  share min(1, its scored positions (response tokens) / the unit's)^``length_power`` (1): a sample
+  shorter than the unit's own responses is discounted, a longer one gains nothing. The cosine alone
+  prefers short samples (a long response's G also holds its own numbers and names, which no
+  valuation sample shares), and a subset of short samples trains worse than as many random clean
+  ones; the share corrects that without rewarding a high loss, as a power of ||G|| would, or the
+  inserted text of a padded response, as an uncapped power of the length would
+  (benchmarks/length_power_bench.py). A unit is a valuation
   sample; above ``max_units`` (1024) valuation samples, a unit is the cell of one of ``max_units``
   seeded random valuation samples (every valuation sample joins its most similar seed), so dense
   regions of the valuation set keep proportionally more turns (cells are not smoothed further).
@@ -46,6 +53,7 @@ entries of 16 bytes (twice that while merging).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -60,7 +68,8 @@ from ..valuation.features import SparseFeatures
 
 STRATEGIES: dict[str, str] = {
     "balanced": "round-robin over valuation units in farthest-point order, cosine smoothed over the 3 "
-                "nearest units (default: clean and covering)",
+                "nearest units, discounted for samples shorter than the unit's responses (default: clean and "
+                "covering)",
     "round-robin": "valuation samples take turns in file order; each takes its most similar remaining sample",
     "max-cosine": "best cosine with any one valuation sample (LESS)",
     "cosine-mean": "cosine with the mean valuation gradient",
@@ -69,7 +78,7 @@ STRATEGIES: dict[str, str] = {
 DEFAULT_STRATEGY = "balanced"
 # What each strategy orders by (Ranking.ranked_by), as a table column reads it.
 RANKED_BY: dict[str, str] = {
-    "balanced": "cosine with the valuation unit whose turn took it",
+    "balanced": "cosine with the valuation unit whose turn took it, x its length share",
     "round-robin": "cosine with the valuation sample whose turn took it",
     "max-cosine": "best cosine with one valuation sample",
     "cosine-mean": "cosine with the mean valuation gradient",
@@ -77,6 +86,7 @@ RANKED_BY: dict[str, str] = {
 }
 PAIRWISE_STRATEGIES = ("balanced", "round-robin", "max-cosine")   # need the features of both sides
 SMOOTH = 3
+LENGTH_POWER = 1.0   # balanced: a unit's turn takes the highest cosine x min(1, tokens / unit's tokens)^LENGTH_POWER
 MAX_UNITS = 1024
 NEAR_CUT = 1000    # dropped samples ranked past a subset's cut (what a curator reads beside the last kept)
 BLOCK_BYTES = 64 * 2**20
@@ -149,7 +159,8 @@ class Ranking:
     # they dropped come last; None: no check ran
     checks: Any = None
     # [n] the round-robin strategies: each sample's cosine with the (smoothed) valuation unit whose turn
-    # took it (NaN for a sample the order did not reach or the checks dropped)
+    # took it, balanced: times its length share (NaN for a sample the order did not reach or the checks
+    # dropped)
     picked_cosine: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -162,8 +173,9 @@ class Ranking:
     def ranked_by(self) -> tuple[str, np.ndarray]:
         """(what it is, [n] values): the value that set each sample's place in the order. The sorting
         strategies sort by it (``key``); the round-robin strategies take, in each unit's turn, the
-        sample with the highest cosine with that unit (``picked_cosine``): it falls within a unit's
-        picks, not along the whole order."""
+        sample with the highest cosine with that unit (``picked_cosine``; balanced: times the sample's
+        length share): it falls within a unit's picks, not along the whole
+        order."""
         if self.strategy in RANKED_BY and self.picked_cosine is not None:
             return RANKED_BY[self.strategy], self.picked_cosine
         if self.key is not None:
@@ -271,14 +283,18 @@ class Units:
     products are the same sums of the base units' products, so the pair table holds the base units
     only (each with its own few tokens) and smoothing costs P x m additions per training sample."""
 
-    def __init__(self, feats: SparseFeatures, mix: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, feats: SparseFeatures, mix: tuple[np.ndarray, np.ndarray] | None = None, *,
+                 length_power: float = 0.0, lengths: np.ndarray | None = None):
         from ..valuation.pairwise import PairTable
 
         self.feats = ordered(feats)
         self.table = PairTable(self.feats, max_bytes=TABLE_BYTES)
+        self.length_power = float(length_power)
         self.mix = None
+        base_lengths = np.asarray(self.feats.n_positions, dtype=np.float64)
         if mix is None:
             self.norm = self.feats.sample_norms()
+            self.lengths = base_lengths if lengths is None else np.asarray(lengths, dtype=np.float64)
         else:
             near, weights = (np.asarray(m) for m in mix)
             self.mix = (near.astype(np.int64), weights.astype(np.float32))
@@ -287,6 +303,7 @@ class Units:
                                   vectors=f.vectors.astype(np.float32) if f.vectors.dtype == np.float16 else f.vectors,
                                   emb=f.emb, n_positions=f.n_positions)
             self.norm = aggregate(wide, list(near), np.ones(len(f)), member_weights=weights).sample_norms()
+            self.lengths = base_lengths[near].mean(axis=1) if lengths is None else np.asarray(lengths, np.float64)
 
     def __len__(self) -> int:
         return len(self.norm)
@@ -295,15 +312,26 @@ class Units:
         """The units ``which`` only (a pass that refills a few units' lists computes only theirs)."""
         which = np.asarray(which, dtype=np.int64)
         if self.mix is None:
-            return Units(take_indices(self.feats, which))
+            return Units(take_indices(self.feats, which), length_power=self.length_power,
+                         lengths=self.lengths[which])
         near, weights = self.mix[0][which], self.mix[1][which]
         base, local = np.unique(near, return_inverse=True)
-        return Units(take_indices(self.feats, base), (local.reshape(near.shape), weights))
+        return Units(take_indices(self.feats, base), (local.reshape(near.shape), weights),
+                     length_power=self.length_power, lengths=self.lengths[which])
+
+    def with_length_power(self, power: float) -> "Units":
+        """The same units (sharing their tables) with another ``length_power``."""
+        out = copy.copy(self)
+        out.length_power = float(power)
+        return out
 
     def cosines(self, chunk: SparseFeatures, chunk_norm: np.ndarray, mean=None):
         """[units, len(chunk)] float32 cosine of every unit with every sample of ``chunk`` (0 for a zero
-        G); with ``mean`` (a :class:`forvalue.valuation.scoring.MeanTable` of the valuation set these units come
-        from), (cosines, the chunk's [n] set-mean values) from the same rows read once."""
+        G); with a ``length_power`` p, times min(1, the sample's scored positions (response tokens) /
+        the unit's ``lengths``)^p: the value a unit prefers samples by, discounting a sample shorter
+        than the unit's own responses and never rewarding a longer one; with ``mean`` (a
+        :class:`forvalue.valuation.scoring.MeanTable` of the valuation set these units come from),
+        (those values, the chunk's [n] set-mean values) from the same rows read once."""
         import torch
 
         from ..valuation.feature_source import kernel_threads
@@ -329,6 +357,12 @@ class Units:
                     out.addcmul_(tmp, weights[:, k:k + 1])
             out.mul_(torch.from_numpy(_inverse(self.norm))[:, None])
             out.mul_(torch.from_numpy(_inverse(chunk_norm))[None, :])
+            if self.length_power:
+                # the smoothing's buffer (free again here): no block beyond those of the cosines
+                share = self.table.scratch("mix", out.numel(), torch.float32).view(out.shape)
+                share.copy_(torch.from_numpy(chunk.n_positions.astype(np.float32))[None, :].expand(out.shape))
+                share.div_(torch.from_numpy(np.maximum(self.lengths, 1.0).astype(np.float32))[:, None])
+                out.mul_(share.clamp_(max=1.0).pow_(self.length_power))
         return out.numpy() if mean is None else (out.numpy(), raw)
 
     def chunk_size(self) -> int:
@@ -382,8 +416,10 @@ def farthest_point_order(sim: np.ndarray) -> np.ndarray:
     return np.array(order, dtype=np.int64)
 
 
-def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: int) -> tuple[Units, np.ndarray, dict]:
-    """The balanced strategy's units (smoothed) and their farthest-point visit order."""
+def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: int,
+                     length_power: float = 0.0) -> tuple[Units, np.ndarray, dict]:
+    """The balanced strategy's units (smoothed; their ``lengths``: the mean scored positions of the
+    valuation samples each sums) and their farthest-point visit order (by the units' cosines)."""
     vnorm = val.sample_norms()
     weights = np.where(vnorm > 0, 1.0 / np.where(vnorm > 0, vnorm, 1.0), 0.0)
     n_val = len(val)
@@ -400,7 +436,8 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
         owner[seeds] = np.arange(max_units)
         groups = [np.nonzero(owner == u)[0] for u in range(max_units)]
         info["prototypes"] = max_units
-    base = Units(aggregate(val, groups, weights))
+    lengths = np.array([val.n_positions[g].mean() if len(g) else 0.0 for g in groups])
+    base = Units(aggregate(val, groups, weights), lengths=lengths)
     sim = unit_similarity(base)
     order = farthest_point_order(sim)
     # a prototype cell is already a sum over its members: smoothing applies to single samples only
@@ -411,10 +448,10 @@ def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: 
             ranked = np.argsort(-sim[u], kind="stable")
             near[u] = np.concatenate([[u], ranked[ranked != u][: m - 1]])
         bw = np.where(base.norm > 0, 1.0 / np.where(base.norm > 0, base.norm, 1.0), 0.0)
-        units = Units(base.feats, (near, bw[near]))
+        units = Units(base.feats, (near, bw[near]), length_power=length_power, lengths=lengths[near].mean(axis=1))
     else:
-        units = base
-    info.update({"units": len(groups), "smooth": m})
+        units = base.with_length_power(length_power)
+    info.update({"units": len(groups), "smooth": m, "length_power": float(length_power)})
     return units, order, info
 
 
@@ -522,7 +559,8 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
     block once they fit ``dense_elements``. Each pass is a map over the parts of ``train``
     (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized, norm))``):
     the first pass also fills the set-mean values (one read of a store); ``excluded``: never taken;
-    ``cosines`` (at least ``need`` long) receives each pick's cosine with the unit whose turn took it."""
+    ``cosines`` (at least ``need`` long) receives each pick's value with the unit whose turn took it
+    (the cosine; times the length share for units with a ``length_power``)."""
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
     taken = np.isin(np.arange(n), np.zeros(0) if excluded is None else excluded)
@@ -638,8 +676,8 @@ def rank_values(raw: np.ndarray, normalized: np.ndarray | None, norm: np.ndarray
 
 def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, strategy: str = DEFAULT_STRATEGY, *,
                   limit: int | None = None, smooth: int = SMOOTH, max_units: int = MAX_UNITS, seed: int = 0,
-                  progress: Callable[[str], None] | None = None, runner: PartRunner | None = None,
-                  exclude: np.ndarray | None = None) -> Ranking:
+                  length_power: float = LENGTH_POWER, progress: Callable[[str], None] | None = None,
+                  runner: PartRunner | None = None, exclude: np.ndarray | None = None) -> Ranking:
     """Order the training samples by ``strategy`` from their sparse features and the valuation
     set's. ``train``: features in memory, or a :class:`forvalue.valuation.feature_source.FeatureSource` (a
     feature store read shard by shard: positions are in its ``sample_ids`` order). ``limit``: only
@@ -649,7 +687,8 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     order does not depend on it. ``exclude``: training indices (positions of ``train``) that the
     strategy never picks, ordered after every other sample in the given order (samples a
     consistency check dropped, :mod:`forvalue.curation.consistency`); the values of every sample are still
-    computed in the same passes."""
+    computed in the same passes. ``length_power`` p (balanced only, 0-1): a unit's turn takes the
+    sample with the highest cosine x min(1, its scored positions / the unit's)^p (0: the cosine alone)."""
     import time
 
     from ..valuation.scoring import mean_table, source_values
@@ -657,6 +696,8 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
     check_strategy(strategy)
     if len(train) == 0 or len(val) == 0:
         raise ValueError("need at least one training and one valuation sample")
+    if not 0.0 <= length_power <= 1.0:
+        raise ValueError(f"length_power must be between 0 (the cosine alone) and 1, got {length_power}")
     source = as_source(train)
     val = ordered(val)
     t0 = time.perf_counter()
@@ -678,7 +719,8 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
             units, visit = Units(val), np.arange(len(val))
             info["units"] = len(val)
         else:
-            units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed)
+            units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed,
+                                                  length_power=length_power)
         cosines, picked_cosine = np.empty(len(source), np.float32), np.full(len(source), np.nan)
         order, stats = round_robin(units, source, visit, need, runner=runner, values=values, excluded=exclude,
                                    cosines=cosines)
