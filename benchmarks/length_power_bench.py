@@ -15,6 +15,10 @@ mislabeled sentiment task. Per set and power: clean share / templates covered of
 the first 10% (the cosine alone prefers short ones).
 
     .venv/bin/python benchmarks/length_power_bench.py --threads 2 --json benchmarks/results/length-power.json
+
+``--timing N``: instead, the cost of the share: `balanced`'s first 10% of N synthetic samples in
+memory (the scale benchmark's features, 64 rows of r=64 each, 100 valuation samples) with the share
+(power 1) and without it (power 0), alternately, 3 rounds; prints the median seconds and their ratio.
 """
 
 from __future__ import annotations
@@ -74,6 +78,26 @@ def weighted_order(tf, vf, exclude, weight: np.ndarray) -> np.ndarray:
     return np.concatenate([np.array(out, np.int64), exclude])
 
 
+def timing(n: int, rounds: int = 3) -> None:
+    from forvalue.benchmarks.scale import synthetic_features
+    from forvalue.curation.selection import needed_prefix, rank_features
+
+    rng = np.random.default_rng(0)
+    train = synthetic_features(rng, [f"s{i}" for i in range(n)], 64, 64)
+    train.n_positions = rng.integers(8, 200, size=n)
+    val = synthetic_features(rng, [f"v{i}" for i in range(100)], 64, 64)
+    limit = needed_prefix(n, "top_p", 10)
+    seconds: dict[float, list[float]] = {0.0: [], 1.0: []}
+    for _ in range(rounds):
+        for p in seconds:
+            t0 = time.perf_counter()
+            rank_features(train, val, "balanced", limit=limit, length_power=p)
+            seconds[p].append(time.perf_counter() - t0)
+    med = {p: float(np.median(v)) for p, v in seconds.items()}
+    print(f"balanced, first 10% of {n:,} samples, 100 valuation samples, median of {rounds}: "
+          f"share {med[1.0]:.2f} s, cosine alone {med[0.0]:.2f} s, ratio {med[1.0] / med[0.0]:.3f}")
+
+
 def main(argv=None) -> int:
     import torch
     from curation_sets import CURATION_SETS, selection_metrics
@@ -92,7 +116,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--store", default=str(ROOT / ".forvalue" / "bench" / "length-power-features"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--timing", type=int, default=0, metavar="N", help="time the share on N synthetic samples")
     args = ap.parse_args(argv)
+    if args.timing:
+        timing(args.timing)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     powers = [float(p) for p in args.powers.split(",")]
