@@ -59,9 +59,9 @@ def sets(names: list[str]):
 def weighted_order(tf, vf, exclude, weight: np.ndarray) -> np.ndarray:
     """`balanced`'s order with cosine x ``weight`` [n] as the units' preference: the same units and
     visit order as the product's, a round-robin over dense [units, n] values."""
-    from forvalue.curation.selection import _valuation_units
+    from forvalue.curation.selection import valuation_units
 
-    units, visit, _ = _valuation_units(vf, smooth=3, max_units=1024, seed=0)
+    units, visit, _ = valuation_units(vf, smooth=3, max_units=1024, seed=0)
     key = np.concatenate([c for _, c in units.blocks(tf)], axis=1) * weight[None, :]
     ranked = np.argsort(-key, axis=1, kind="stable")
     taken = np.zeros(len(tf), bool)

@@ -97,7 +97,7 @@ def test_fast_paths_give_the_dense_float64_order(monkeypatch, limit):
     np.testing.assert_allclose(mc.key, C.max(0), atol=1e-5)
     assert np.array_equal(mc.order, np.argsort(-C.max(0), kind="stable"))
     # balanced: the same units (smoothed over the 3 nearest) as a dense matrix
-    units, visit, _ = sel._valuation_units(val, smooth=3, max_units=1024, seed=0)
+    units, visit, _ = sel.valuation_units(val, smooth=3, max_units=1024, seed=0)
     near, w = units.mix
     base = dense(units.feats)
     smoothed = np.stack([(w[u][:, None] * base[near[u]]).sum(0) for u in range(len(near))])
@@ -147,7 +147,7 @@ def test_the_selection_pass_gives_the_scoring_values(strategy):
 
 def test_balanced_on_float64_features_follows_its_dense_definition():
     train, val = zipf_features(200, seed=10, dtype=np.float64), zipf_features(12, seed=11, prefix="v", dtype=np.float64)
-    units, visit, _ = sel._valuation_units(val, smooth=3, max_units=1024, seed=0)
+    units, visit, _ = sel.valuation_units(val, smooth=3, max_units=1024, seed=0)
     assert units.table.dtype == np.float64
     near, w = units.mix
     base = dense(units.feats)

@@ -177,7 +177,7 @@ def test_balanced_discounts_a_sample_shorter_than_the_unit_and_never_rewards_a_l
     assert r[n] < r[n + 1] < r[0] and cosine.rank[0] < cosine.rank[n] < cosine.rank[n + 1]
     # the value each copy was taken by: its cosine with one of the (smoothed) units x (4 / 20)^p for the
     # short copy
-    units, _, _ = sel._valuation_units(val, smooth=sel.SMOOTH, max_units=sel.MAX_UNITS, seed=0)
+    units, _, _ = sel.valuation_units(val, smooth=sel.SMOOTH, max_units=sel.MAX_UNITS, seed=0)
     cos = np.concatenate([c for _, c in units.blocks(train)], axis=1)[:, [0, n, n + 1]]
     for ranking, share in ((default, [0.2, 1, 1]), (half, [0.2 ** 0.5, 1, 1]), (cosine, [1, 1, 1])):
         got = ranking.picked_cosine[[0, n, n + 1]] / share

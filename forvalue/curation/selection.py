@@ -416,7 +416,7 @@ def farthest_point_order(sim: np.ndarray) -> np.ndarray:
     return np.array(order, dtype=np.int64)
 
 
-def _valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: int,
+def valuation_units(val: SparseFeatures, *, smooth: int, max_units: int, seed: int,
                      length_power: float = 0.0) -> tuple[Units, np.ndarray, dict]:
     """The balanced strategy's units (smoothed; their ``lengths``: the mean scored positions of the
     valuation samples each sums) and their farthest-point visit order (by the units' cosines)."""
@@ -553,14 +553,13 @@ def round_robin(units: Units, train: SparseFeatures | FeatureSource, visit: np.n
                 dense_elements: int | None = None, values: tuple | None = None,
                 excluded: np.ndarray | None = None, cosines: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """The first ``need`` picks of a round-robin: units take turns in the order ``visit``; each takes
-    its most similar training sample not yet taken (ties: lowest index). Exact, in bounded memory:
+    the training sample not yet taken it values most (``Units.cosines``; ties: lowest index). Exact, in bounded memory:
     per-unit candidate lists of the best ``list_length`` samples, refilled by another pass (over the
     units that ran short only) when one runs out; the samples still free are ranked in one dense
     block once they fit ``dense_elements``. Each pass is a map over the parts of ``train``
     (``runner``: here, or one Ray task per shard). ``values`` (``(MeanTable, (raw, normalized, norm))``):
     the first pass also fills the set-mean values (one read of a store); ``excluded``: never taken;
-    ``cosines`` (at least ``need`` long) receives each pick's value with the unit whose turn took it
-    (the cosine; times the length share for units with a ``length_power``)."""
+    ``cosines`` (at least ``need`` long) receives each pick's value with the unit whose turn took it."""
     source, runner = as_source(train), runner or LOCAL_RUNNER
     n, P = len(source), len(units)
     taken = np.isin(np.arange(n), np.zeros(0) if excluded is None else excluded)
@@ -719,7 +718,7 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
             units, visit = Units(val), np.arange(len(val))
             info["units"] = len(val)
         else:
-            units, visit, info = _valuation_units(val, smooth=smooth, max_units=max_units, seed=seed,
+            units, visit, info = valuation_units(val, smooth=smooth, max_units=max_units, seed=seed,
                                                   length_power=length_power)
         cosines, picked_cosine = np.empty(len(source), np.float32), np.full(len(source), np.nan)
         order, stats = round_robin(units, source, visit, need, runner=runner, values=values, excluded=exclude,
@@ -736,5 +735,5 @@ def rank_features(train: SparseFeatures | FeatureSource, val: SparseFeatures, st
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "RANKED_BY", "NEAR_CUT",
            "PAIRWISE_STRATEGIES", "SIZE_MODES", "SubsetSpec", "Ranking", "Units",
-           "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin",
+           "aggregate", "farthest_point_order", "rank_features", "rank_values", "round_robin", "valuation_units",
            "subset_count", "needed_prefix", "check_strategy"]
