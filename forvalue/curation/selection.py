@@ -174,8 +174,7 @@ class Ranking:
         """(what it is, [n] values): the value that set each sample's place in the order. The sorting
         strategies sort by it (``key``); the round-robin strategies take, in each unit's turn, the
         sample with the highest cosine with that unit (``picked_cosine``; balanced: times the sample's
-        length share): it falls within a unit's picks, not along the whole
-        order."""
+        length share): it falls within a unit's picks, not along the whole order."""
         if self.strategy in RANKED_BY and self.picked_cosine is not None:
             return RANKED_BY[self.strategy], self.picked_cosine
         if self.key is not None:
