@@ -246,9 +246,15 @@ def _child(step: str, *args) -> dict:
     """``_<step>_step(*args)`` in a fresh process, forked from a server process that imported torch and
     this module once (:func:`_forkserver`, started on first use): the step's time, CPU and peak RSS
     are its own process's, and it pays no imports (a fresh interpreter paid ~1.5 CPU s of them for
-    every step)."""
-    with _forkserver().Pool(1) as pool:
+    every step). The pool is closed and joined, never terminated: its worker leaves on the close,
+    whereas terminate() first takes the task queue's lock and then relies on SIGTERM. A test process
+    hung there: its worker waited on that lock with SIGTERM ignored (inherited), and was joined forever."""
+    pool = _forkserver().Pool(1)
+    try:
         return pool.apply(globals()[f"_{step}_step"], args)
+    finally:
+        pool.close()
+        pool.join()
 
 
 def run(n: int, *, root: str | Path, rows: int = 64, r: int = 64, n_val: int | list[int] = 100,
