@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     import torch
     from curation_sets import CURATION_SETS, selection_metrics
 
+    from forvalue.curation.consistency import checks_for, inputs_of
     from forvalue.curation.selection import rank_features
     from forvalue.models.loading import load_model
     from forvalue.store.feature_store import FeatureStore
@@ -135,16 +136,12 @@ def main(argv=None) -> int:
         tf, vf = valuator.featurize(data.train).features, valuator.featurize(data.val).features
         seconds = time.perf_counter() - t0
         k10 = max(1, round(0.1 * len(tf)))
+        others = {"cosine x tokens^0.5": np.sqrt(tf.n_positions.astype(float)),
+                  "cosine x norm^0.5": np.sqrt(tf.sample_norms())} if args.others else {}
+        variants = [(f"cosine x share^{p:g}", p, None) for p in powers] + [(k, None, w) for k, w in others.items()]
+        checked, _ = checks_for(inputs_of(tf), inputs_of(vf), data.config.checks, limits=valuator.limits)
         for checks in (True, False):
-            from forvalue.curation.consistency import checks_for, inputs_of
-
-            dropped = None
-            if checks:
-                checked, _ = checks_for(inputs_of(tf), inputs_of(vf), data.config.checks, limits=valuator.limits)
-                dropped = None if checked is None else checked.dropped
-            others = {"cosine x tokens^0.5": np.sqrt(tf.n_positions.astype(float)),
-                      "cosine x norm^0.5": np.sqrt(tf.sample_norms())} if args.others else {}
-            variants = [(f"cosine x share^{p:g}", p, None) for p in powers] + [(k, None, w) for k, w in others.items()]
+            dropped = checked.dropped if checks and checked is not None else None
             for label, p, weight in variants:
                 order = (rank_features(tf, vf, "balanced", exclude=dropped, length_power=p).order if weight is None
                          else weighted_order(tf, vf, dropped, weight))
